@@ -1,0 +1,10 @@
+//! prerender-proxy: a reverse proxy that serves JavaScript websites to
+//! crawlers as rendered HTML and passes humans straight through.
+//!
+//! Layout (one module per concept; see `docs/ARCHITECTURE.md`):
+//! - `config`: command line, environment and TOML resolved into one `Config`.
+//! - `bot`: who is a crawler (pattern families + woothee) and which requests render.
+//! - `proxy`: the public listener — host checks, human passthrough, bot path.
+//! - `cache`: cache keys and the page store (Redis or embedded).
+//! - `render`: the Chromium pool, one page render, and the render queue.
+//! - `admin`: the admin listener (health, readiness, API, metrics, dashboard).
