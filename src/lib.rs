@@ -8,3 +8,12 @@
 //! - `cache`: cache keys and the page store (Redis or embedded).
 //! - `render`: the Chromium pool, one page render, and the render queue.
 //! - `admin`: the admin listener (health, readiness, API, metrics, dashboard).
+
+pub mod admin;
+pub mod check_config;
+pub mod cli;
+pub mod config;
+pub mod listener;
+pub mod proxy;
+pub mod serve;
+pub mod telemetry;

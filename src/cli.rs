@@ -1,0 +1,187 @@
+//! The command line (SPEC §1). Every `serve` option is also an environment
+//! variable (clap's `env`) and a config-file key (see `config::file`); this
+//! module only declares them, `config` resolves the precedence.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "prerender-proxy",
+    version,
+    about = "A reverse proxy that serves JavaScript websites to crawlers as rendered HTML",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Options of `serve`, accepted without the subcommand too.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy (the default).
+    Serve(ServeArgs),
+    /// Render one page: HTML to stdout, timings to stderr; exit 1 on failure.
+    Render(RenderArgs),
+    /// Print `bot` or `human` and the rule that decided; exit 0 for bot, 1 for human.
+    IsBot(IsBotArgs),
+    /// Validate a config file; exit 0 when it is valid.
+    CheckConfig(CheckConfigArgs),
+}
+
+/// Every option of `serve`. All are optional here so that the config file
+/// can fill what neither a flag nor the environment set.
+#[derive(Debug, Default, Clone, Args)]
+pub struct ServeArgs {
+    /// TOML file: sites, plans and every option below.
+    #[arg(long, env = "PRERENDER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Public proxy listener [default: 0.0.0.0:3000].
+    #[arg(long, env = "PRERENDER_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Admin API, /metrics, /healthz, dashboard [default: 127.0.0.1:3001].
+    #[arg(long, env = "PRERENDER_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    /// Single-site mode: every allowed host is served from this origin.
+    #[arg(long, env = "PRERENDER_ORIGIN", value_name = "URL")]
+    pub origin: Option<String>,
+    /// Hosts allowed in single-site mode (repeatable) [default: any].
+    #[arg(
+        long = "domain",
+        env = "PRERENDER_DOMAINS",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub domains: Option<Vec<String>>,
+    /// Redis: one redis:// or rediss:// URL, or several comma-separated node URLs for a
+    /// Redis Cluster [default: the embedded in-process store].
+    #[arg(long, env = "REDIS_URL", value_name = "URL[,URL…]")]
+    pub redis: Option<String>,
+    /// all | proxy | renderer [default: all].
+    #[arg(long, env = "PRERENDER_ROLE", value_name = "ROLE")]
+    pub role: Option<String>,
+    /// Bearer token for /api/v1/* [default: none, the API answers 403].
+    #[arg(
+        long,
+        env = "PRERENDER_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+    /// Browser binary [default: first of chromium, chromium-browser, google-chrome on PATH].
+    #[arg(long, env = "CHROME_PATH", value_name = "PATH")]
+    pub chrome: Option<PathBuf>,
+    /// Browser processes in the pool [default: 2].
+    #[arg(long, env = "PRERENDER_BROWSERS", value_name = "N")]
+    pub browsers: Option<u64>,
+    /// Concurrent renders per browser [default: 4].
+    #[arg(long, env = "PRERENDER_TABS_PER_BROWSER", value_name = "N")]
+    pub tabs_per_browser: Option<u64>,
+    /// A browser is recycled after this many renders [default: 20].
+    #[arg(long, env = "PRERENDER_RENDERS_PER_BROWSER", value_name = "N")]
+    pub renders_per_browser: Option<u64>,
+    /// A browser is recycled after this long [default: 3600].
+    #[arg(long, env = "PRERENDER_BROWSER_MAX_AGE", value_name = "SECS")]
+    pub browser_max_age: Option<u64>,
+    /// A browser is recycled when its process tree's RSS exceeds this [default: 1024].
+    #[arg(long, env = "PRERENDER_BROWSER_MAX_RSS", value_name = "MB")]
+    pub browser_max_rss: Option<u64>,
+    /// Hard deadline of one render [default: 20].
+    #[arg(long, env = "PRERENDER_RENDER_TIMEOUT", value_name = "SECS")]
+    pub render_timeout: Option<u64>,
+    /// Snapshot a loaded page whose network never settles after this [default: 10].
+    #[arg(long, env = "PRERENDER_READY_TIMEOUT", value_name = "SECS")]
+    pub ready_timeout: Option<u64>,
+    /// Lifetime of a cached page [default: 3600].
+    #[arg(long, env = "PRERENDER_CACHE_TTL", value_name = "SECS")]
+    pub cache_ttl: Option<u64>,
+    /// Pending renders before new misses are refused [default: 1000].
+    #[arg(long, env = "PRERENDER_QUEUE_CAPACITY", value_name = "N")]
+    pub queue_capacity: Option<u64>,
+    /// Bound of the embedded store in bytes [default: 268435456].
+    #[arg(long, env = "PRERENDER_CACHE_MAX_BYTES", value_name = "BYTES")]
+    pub cache_max_bytes: Option<u64>,
+    /// Comma list of bot-patterns families that are rendered
+    /// [default: all but monitoring, http-libraries].
+    #[arg(long, env = "PRERENDER_BOT_FAMILIES", value_name = "LIST")]
+    pub bot_families: Option<String>,
+    /// Plan of the single site [default: starter].
+    #[arg(long, env = "PRERENDER_PLAN", value_name = "NAME")]
+    pub plan: Option<String>,
+    /// Directory of extra bot-pattern files (the repo's bot-patterns/ is built in).
+    #[arg(long, env = "PRERENDER_BOT_PATTERNS", value_name = "DIR")]
+    pub bot_patterns: Option<PathBuf>,
+    /// text | json [default: text].
+    #[arg(long, env = "PRERENDER_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Origin response-header deadline for passthrough; past it the client gets 504 [default: 30].
+    #[arg(long, env = "PRERENDER_ORIGIN_TIMEOUT", value_name = "SECS")]
+    pub origin_timeout: Option<u64>,
+    /// A client must send its request head within this (slowloris guard) [default: 10].
+    #[arg(long, env = "PRERENDER_HEADER_READ_TIMEOUT", value_name = "SECS")]
+    pub header_read_timeout: Option<u64>,
+    /// Open client connections on the public listener before new ones wait [default: 20000].
+    #[arg(long, env = "PRERENDER_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<u64>,
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish [default: 25].
+    #[arg(long, env = "PRERENDER_SHUTDOWN_TIMEOUT", value_name = "SECS")]
+    pub shutdown_timeout: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The page's public URL, e.g. https://www.example.com/products/1
+    pub url: String,
+    /// Fetch the page and its same-host resources from this origin instead of the public host.
+    #[arg(long, value_name = "URL")]
+    pub origin: Option<String>,
+    /// Browser binary.
+    #[arg(long, env = "CHROME_PATH", value_name = "PATH")]
+    pub chrome: Option<PathBuf>,
+    /// Hard deadline of the render in seconds.
+    #[arg(
+        long,
+        env = "PRERENDER_RENDER_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 20
+    )]
+    pub render_timeout: u64,
+    /// Snapshot a loaded page whose network never settles after this many seconds.
+    #[arg(
+        long,
+        env = "PRERENDER_READY_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 10
+    )]
+    pub ready_timeout: u64,
+    /// Keep <script> elements in the output.
+    #[arg(long)]
+    pub keep_scripts: bool,
+    /// Render with a mobile viewport and a smartphone crawler's User-Agent.
+    #[arg(long)]
+    pub mobile: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IsBotArgs {
+    /// The User-Agent string to classify.
+    pub user_agent: String,
+    /// Comma list of families that are rendered.
+    #[arg(long, env = "PRERENDER_BOT_FAMILIES", value_name = "LIST")]
+    pub bot_families: Option<String>,
+    /// Directory of extra bot-pattern files.
+    #[arg(long, env = "PRERENDER_BOT_PATTERNS", value_name = "DIR")]
+    pub bot_patterns: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// The TOML file to validate.
+    #[arg(long, env = "PRERENDER_CONFIG", value_name = "FILE")]
+    pub config: PathBuf,
+}

@@ -1,0 +1,608 @@
+//! Configuration: command-line flags, environment variables and the TOML
+//! file resolved into one validated `Config` (flag > env > file > default;
+//! clap already applies flag > env). Bad configuration is one `ConfigError`
+//! naming the field, and the program never starts half-configured.
+
+pub mod file;
+pub mod plan;
+pub mod site;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::ServeArgs;
+use file::FileConfig;
+pub use plan::Plan;
+pub use site::{OnRenderFailure, Site, SiteTable};
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:3000";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:3001";
+pub const DEFAULT_BROWSERS: u64 = 2;
+pub const DEFAULT_TABS_PER_BROWSER: u64 = 4;
+pub const DEFAULT_RENDERS_PER_BROWSER: u64 = 20;
+pub const DEFAULT_BROWSER_MAX_AGE: Duration = Duration::from_secs(3600);
+pub const DEFAULT_BROWSER_MAX_RSS_MB: u64 = 1024;
+pub const DEFAULT_RENDER_TIMEOUT: Duration = Duration::from_secs(20);
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(3600);
+pub const DEFAULT_QUEUE_CAPACITY: u64 = 1000;
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Families rendered unless `bot_families` says otherwise: curl and uptime
+/// checks want the origin's bytes, not a render.
+pub const DEFAULT_UNRENDERED_FAMILIES: [&str; 2] = ["monitoring", "http-libraries"];
+/// Passthrough waits this long for the origin's response head before a 504.
+pub const DEFAULT_ORIGIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Slowloris guard: a client has this long to send a complete request head.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Enough for tens of thousands of idle keep-alive crawlers; each costs a few KiB.
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 20_000;
+/// Slightly above the render timeout so renders in flight can finish.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// One line naming the field: `invalid browsers: must be at least 1`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid {field}: {message}")]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    All,
+    Proxy,
+    Renderer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where pages, locks and queues live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreTarget {
+    /// In-process, bounded by `cache_max_bytes`.
+    Embedded,
+    Redis(String),
+    /// Several node URLs: a Redis Cluster.
+    RedisCluster(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub store: StoreTarget,
+    pub role: Role,
+    pub admin_token: Option<String>,
+    pub chrome: Option<PathBuf>,
+    pub browsers: usize,
+    pub tabs_per_browser: usize,
+    pub renders_per_browser: u32,
+    pub browser_max_age: Duration,
+    pub browser_max_rss_mb: u64,
+    pub render_timeout: Duration,
+    pub ready_timeout: Duration,
+    pub cache_ttl: Duration,
+    pub queue_capacity: usize,
+    pub cache_max_bytes: u64,
+    pub bot_families: Vec<String>,
+    pub bot_patterns: Option<PathBuf>,
+    pub log_format: LogFormat,
+    pub origin_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    pub shutdown_timeout: Duration,
+    pub plans: BTreeMap<String, Plan>,
+    pub sites: SiteTable,
+}
+
+/// Family names of `bot-patterns/`, in SPEC order.
+pub const BOT_FAMILIES: [&str; 9] = [
+    "search-engines",
+    "social-previews",
+    "ai-training",
+    "ai-search",
+    "ai-user-fetch",
+    "seo-tools",
+    "feed-readers",
+    "monitoring",
+    "http-libraries",
+];
+
+impl Config {
+    /// Resolves flags/env (already merged by clap) over the config file over defaults.
+    pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        Self::from_parts(args, file)
+    }
+
+    pub fn from_parts(args: &ServeArgs, file: FileConfig) -> Result<Config, ConfigError> {
+        let listen = parse_addr(
+            "listen",
+            pick(args.listen.clone(), file.listen),
+            DEFAULT_LISTEN,
+        )?;
+        let admin_listen = parse_addr(
+            "admin_listen",
+            pick(args.admin_listen.clone(), file.admin_listen),
+            DEFAULT_ADMIN_LISTEN,
+        )?;
+        let store = parse_store(pick(args.redis.clone(), file.redis.map(|r| r.joined())))?;
+        let role = match pick(args.role.clone(), file.role)
+            .as_deref()
+            .unwrap_or("all")
+        {
+            "all" => Role::All,
+            "proxy" => Role::Proxy,
+            "renderer" => Role::Renderer,
+            other => {
+                return Err(ConfigError::new(
+                    "role",
+                    format!("{other:?} is not all, proxy or renderer"),
+                ))
+            }
+        };
+        if role != Role::All && store == StoreTarget::Embedded {
+            return Err(ConfigError::new(
+                "role",
+                "roles proxy and renderer share work through Redis: set --redis",
+            ));
+        }
+        let admin_token =
+            pick(args.admin_token.clone(), file.admin_token).filter(|t| !t.is_empty());
+        if let Some(t) = &admin_token {
+            if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(ConfigError::new(
+                    "admin_token",
+                    "use at least 16 characters without spaces (e.g. `openssl rand -hex 24`)",
+                ));
+            }
+        }
+        let chrome = pick(args.chrome.clone(), file.chrome.map(PathBuf::from));
+        let count =
+            |field: &str, v: Option<u64>, default: u64, max: u64| -> Result<u64, ConfigError> {
+                let v = v.unwrap_or(default);
+                if v == 0 || v > max {
+                    return Err(ConfigError::new(
+                        field,
+                        format!("{v} is out of range 1..={max}"),
+                    ));
+                }
+                Ok(v)
+            };
+        let secs =
+            |field: &str, v: Option<u64>, default: Duration| -> Result<Duration, ConfigError> {
+                match v {
+                    None => Ok(default),
+                    Some(0) => Err(ConfigError::new(field, "must be at least 1 second")),
+                    Some(s) => Ok(Duration::from_secs(s)),
+                }
+            };
+        let browsers = count(
+            "browsers",
+            args.browsers.or(file.browsers),
+            DEFAULT_BROWSERS,
+            64,
+        )? as usize;
+        let tabs_per_browser = count(
+            "tabs_per_browser",
+            args.tabs_per_browser.or(file.tabs_per_browser),
+            DEFAULT_TABS_PER_BROWSER,
+            64,
+        )? as usize;
+        let renders_per_browser = count(
+            "renders_per_browser",
+            args.renders_per_browser.or(file.renders_per_browser),
+            DEFAULT_RENDERS_PER_BROWSER,
+            1_000_000,
+        )? as u32;
+        let browser_max_age = secs(
+            "browser_max_age",
+            args.browser_max_age.or(file.browser_max_age),
+            DEFAULT_BROWSER_MAX_AGE,
+        )?;
+        let browser_max_rss_mb = count(
+            "browser_max_rss",
+            args.browser_max_rss.or(file.browser_max_rss),
+            DEFAULT_BROWSER_MAX_RSS_MB,
+            1 << 20,
+        )?;
+        let render_timeout = secs(
+            "render_timeout",
+            args.render_timeout.or(file.render_timeout),
+            DEFAULT_RENDER_TIMEOUT,
+        )?;
+        let ready_timeout = secs(
+            "ready_timeout",
+            args.ready_timeout.or(file.ready_timeout),
+            DEFAULT_READY_TIMEOUT,
+        )?;
+        // cache_ttl = 0 is meaningful: store nothing.
+        let cache_ttl = args
+            .cache_ttl
+            .or(file.cache_ttl)
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_CACHE_TTL);
+        let queue_capacity = count(
+            "queue_capacity",
+            args.queue_capacity.or(file.queue_capacity),
+            DEFAULT_QUEUE_CAPACITY,
+            1 << 24,
+        )? as usize;
+        let cache_max_bytes = count(
+            "cache_max_bytes",
+            args.cache_max_bytes.or(file.cache_max_bytes),
+            DEFAULT_CACHE_MAX_BYTES,
+            u64::MAX,
+        )?;
+        let bot_families = parse_families(pick(
+            args.bot_families.clone(),
+            file.bot_families.map(|l| l.joined()),
+        ))?;
+        let bot_patterns = pick(
+            args.bot_patterns.clone(),
+            file.bot_patterns.map(PathBuf::from),
+        );
+        if let Some(dir) = &bot_patterns {
+            if !dir.is_dir() {
+                return Err(ConfigError::new(
+                    "bot_patterns",
+                    format!("{} is not a readable directory", dir.display()),
+                ));
+            }
+        }
+        let log_format = match pick(args.log_format.clone(), file.log_format)
+            .as_deref()
+            .unwrap_or("text")
+        {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::new(
+                    "log_format",
+                    format!("{other:?} is not text or json"),
+                ))
+            }
+        };
+        let origin_timeout = secs(
+            "origin_timeout",
+            args.origin_timeout.or(file.origin_timeout),
+            DEFAULT_ORIGIN_TIMEOUT,
+        )?;
+        let header_read_timeout = secs(
+            "header_read_timeout",
+            args.header_read_timeout.or(file.header_read_timeout),
+            DEFAULT_HEADER_READ_TIMEOUT,
+        )?;
+        let max_connections = count(
+            "max_connections",
+            args.max_connections.or(file.max_connections),
+            DEFAULT_MAX_CONNECTIONS,
+            1 << 24,
+        )? as usize;
+        let shutdown_timeout = secs(
+            "shutdown_timeout",
+            args.shutdown_timeout.or(file.shutdown_timeout),
+            DEFAULT_SHUTDOWN_TIMEOUT,
+        )?;
+
+        let plans = plan::resolve_plans(&file.plans)?;
+        let single_plan = pick(args.plan.clone(), file.plan);
+        let origin = pick(args.origin.clone(), file.origin);
+        let domains = pick(args.domains.clone(), file.domains);
+        let sites = resolve_sites(&file.sites, origin, domains, single_plan, &plans)?;
+
+        Ok(Config {
+            listen,
+            admin_listen,
+            store,
+            role,
+            admin_token,
+            chrome,
+            browsers,
+            tabs_per_browser,
+            renders_per_browser,
+            browser_max_age,
+            browser_max_rss_mb,
+            render_timeout,
+            ready_timeout,
+            cache_ttl,
+            queue_capacity,
+            cache_max_bytes,
+            bot_families,
+            bot_patterns,
+            log_format,
+            origin_timeout,
+            header_read_timeout,
+            max_connections,
+            shutdown_timeout,
+            plans,
+            sites,
+        })
+    }
+
+    /// The cache lifetime of a site's pages: its plan's `cache_ttl` if the
+    /// plan sets one, else the global `cache_ttl`.
+    pub fn ttl_for(&self, site: &Site) -> Duration {
+        site.plan.cache_ttl.unwrap_or(self.cache_ttl)
+    }
+}
+
+fn pick<T>(flag_or_env: Option<T>, file: Option<T>) -> Option<T> {
+    flag_or_env.or(file)
+}
+
+fn parse_addr(field: &str, v: Option<String>, default: &str) -> Result<SocketAddr, ConfigError> {
+    let raw = v.unwrap_or_else(|| default.to_string());
+    raw.parse().map_err(|_| {
+        ConfigError::new(
+            field,
+            format!("{raw:?} is not an address like 127.0.0.1:3000"),
+        )
+    })
+}
+
+fn parse_store(v: Option<String>) -> Result<StoreTarget, ConfigError> {
+    let Some(raw) = v.filter(|s| !s.trim().is_empty()) else {
+        return Ok(StoreTarget::Embedded);
+    };
+    let urls: Vec<String> = raw
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for u in &urls {
+        let parsed = url::Url::parse(u)
+            .map_err(|e| ConfigError::new("redis", format!("{u:?} is not a URL: {e}")))?;
+        if !matches!(
+            parsed.scheme(),
+            "redis" | "rediss" | "redis+cluster" | "rediss+cluster"
+        ) || parsed.host_str().is_none()
+        {
+            return Err(ConfigError::new(
+                "redis",
+                format!("{u:?} is not a redis:// or rediss:// URL"),
+            ));
+        }
+    }
+    let cluster_scheme = urls.iter().any(|u| u.contains("+cluster://"));
+    if urls.len() == 1 && !cluster_scheme {
+        Ok(StoreTarget::Redis(urls[0].clone()))
+    } else {
+        Ok(StoreTarget::RedisCluster(
+            urls.into_iter()
+                .map(|u| u.replacen("+cluster://", "://", 1))
+                .collect(),
+        ))
+    }
+}
+
+fn parse_families(v: Option<String>) -> Result<Vec<String>, ConfigError> {
+    let Some(raw) = v else {
+        return Ok(BOT_FAMILIES
+            .iter()
+            .filter(|f| !DEFAULT_UNRENDERED_FAMILIES.contains(f))
+            .map(|f| f.to_string())
+            .collect());
+    };
+    let mut out = Vec::new();
+    for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if name == "all" {
+            return Ok(BOT_FAMILIES.iter().map(|f| f.to_string()).collect());
+        }
+        if !BOT_FAMILIES.contains(&name) {
+            return Err(ConfigError::new(
+                "bot_families",
+                format!(
+                    "unknown family {name:?} (known: {})",
+                    BOT_FAMILIES.join(", ")
+                ),
+            ));
+        }
+        if !out.iter().any(|f| f == name) {
+            out.push(name.to_string());
+        }
+    }
+    Ok(out)
+}
+
+fn resolve_sites(
+    files: &[file::SiteFile],
+    origin: Option<String>,
+    domains: Option<Vec<String>>,
+    single_plan: Option<String>,
+    plans: &BTreeMap<String, Plan>,
+) -> Result<SiteTable, ConfigError> {
+    let mut sites = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        sites.push(Site::from_file(i, f, plans)?);
+    }
+    match origin {
+        Some(raw) => {
+            if !files.is_empty() {
+                return Err(ConfigError::new(
+                    "origin",
+                    "give either [[sites]] or a single-site origin, not both",
+                ));
+            }
+            let origin = site::parse_origin(&raw, "origin")?;
+            let plan_name = single_plan.unwrap_or_else(|| plan::DEFAULT_PLAN.to_string());
+            let plan = plans
+                .get(&plan_name)
+                .cloned()
+                .ok_or_else(|| ConfigError::new("plan", format!("unknown plan {plan_name:?}")))?;
+            let domains = domains.unwrap_or_default();
+            if domains.is_empty() {
+                sites.push(Site::single(String::new(), origin.clone(), plan.clone()));
+            }
+            for d in domains.iter().filter(|d| !d.trim().is_empty()) {
+                let domain = site::normalise_domain(d).ok_or_else(|| {
+                    ConfigError::new("domain", format!("{d:?} is not a host name"))
+                })?;
+                sites.push(Site::single(domain, origin.clone(), plan.clone()));
+            }
+        }
+        None => {
+            if domains.is_some_and(|d| !d.is_empty()) {
+                return Err(ConfigError::new(
+                    "domain",
+                    "--domain needs --origin (or use [[sites]])",
+                ));
+            }
+            if let Some(p) = single_plan {
+                if !plans.contains_key(&p) {
+                    return Err(ConfigError::new("plan", format!("unknown plan {p:?}")));
+                }
+            }
+        }
+    }
+    SiteTable::new(sites)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(args: ServeArgs, toml: &str) -> Result<Config, ConfigError> {
+        Config::from_parts(&args, FileConfig::parse(toml)?)
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = resolve(ServeArgs::default(), "").unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:3000");
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:3001");
+        assert_eq!(c.store, StoreTarget::Embedded);
+        assert_eq!(
+            (c.browsers, c.tabs_per_browser, c.renders_per_browser),
+            (2, 4, 20)
+        );
+        assert_eq!(c.render_timeout, Duration::from_secs(20));
+        assert_eq!(c.ready_timeout, Duration::from_secs(10));
+        assert_eq!(c.cache_max_bytes, 268_435_456);
+        assert!(!c
+            .bot_families
+            .iter()
+            .any(|f| f == "monitoring" || f == "http-libraries"));
+        assert_eq!(c.bot_families.len(), 7);
+        assert!(c.sites.is_empty());
+    }
+
+    #[test]
+    fn flag_wins_over_file() {
+        let args = ServeArgs {
+            browsers: Some(3),
+            ..Default::default()
+        };
+        let c = resolve(args, "browsers = 5\ntabs_per_browser = 2").unwrap();
+        assert_eq!(c.browsers, 3);
+        assert_eq!(c.tabs_per_browser, 2);
+    }
+
+    #[test]
+    fn zero_browsers_is_rejected_by_name() {
+        assert_eq!(
+            resolve(ServeArgs::default(), "browsers = 0")
+                .unwrap_err()
+                .field,
+            "browsers"
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_rejected_by_name() {
+        let e = resolve(
+            ServeArgs::default(),
+            "[[sites]]\ndomain = \"a.test\"\norigin = \"::nope\"",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "sites[0].origin");
+        let e = resolve(ServeArgs::default(), "redis = \"http://x\"").unwrap_err();
+        assert_eq!(e.field, "redis");
+    }
+
+    #[test]
+    fn redis_lists_are_clusters() {
+        let c = resolve(ServeArgs::default(), "redis = \"redis://a:1,redis://b:2\"").unwrap();
+        assert_eq!(
+            c.store,
+            StoreTarget::RedisCluster(vec!["redis://a:1".into(), "redis://b:2".into()])
+        );
+    }
+
+    #[test]
+    fn split_roles_need_redis() {
+        let args = ServeArgs {
+            role: Some("proxy".into()),
+            ..Default::default()
+        };
+        assert_eq!(resolve(args, "").unwrap_err().field, "role");
+    }
+
+    #[test]
+    fn single_site_mode_answers_listed_domains_only() {
+        let args = ServeArgs {
+            origin: Some("http://127.0.0.1:9".into()),
+            domains: Some(vec!["WWW.A.test".into()]),
+            ..Default::default()
+        };
+        let c = resolve(args, "").unwrap();
+        assert!(c.sites.lookup("www.a.test").is_some());
+        assert!(c.sites.lookup("other.test").is_none());
+    }
+
+    #[test]
+    fn sites_take_plans_and_options() {
+        let toml = r#"
+            [[sites]]
+            domain = "www.example.com"
+            origin = "http://10.0.0.5:8080"
+            plan = "news"
+            ignore = ["^/api/"]
+            on_render_failure = "error"
+            query_params = ["page", "b"]
+            [plans.news]
+            refresh_every = "10m"
+        "#;
+        let c = resolve(ServeArgs::default(), toml).unwrap();
+        let s = c.sites.lookup("www.example.com").unwrap();
+        assert_eq!(s.plan.refresh_every, Some(Duration::from_secs(600)));
+        assert_eq!(s.on_render_failure, OnRenderFailure::Error);
+        assert_eq!(s.query_params, vec!["b".to_string(), "page".to_string()]);
+        assert!(s.ignore.is_match("/api/x"));
+        assert!(s.strip_scripts);
+    }
+
+    #[test]
+    fn unknown_plan_and_family_are_named() {
+        let e = resolve(
+            ServeArgs::default(),
+            "[[sites]]\ndomain=\"a.b\"\norigin=\"http://x\"\nplan=\"gold\"",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "sites[0].plan");
+        let e = resolve(
+            ServeArgs::default(),
+            "bot_families = \"search-engines,robots\"",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "bot_families");
+    }
+}

@@ -1,0 +1,225 @@
+//! Sites: which public hosts the proxy answers for, where their bytes come
+//! from and how their pages are rendered.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use regex::RegexSet;
+use url::Url;
+
+use super::file::SiteFile;
+use super::plan::Plan;
+use super::ConfigError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRenderFailure {
+    /// The origin's raw response with `X-Prerender-Cache: ERROR`.
+    Passthrough,
+    /// `503` with `Retry-After`.
+    Error,
+}
+
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// Public host, lowercase. Empty for the catch-all single site that
+    /// answers any host (its pages are rendered as the request's host).
+    pub domain: String,
+    pub origin: Url,
+    pub plan: Plan,
+    /// Scheme of the public URL a page is rendered as.
+    pub scheme: String,
+    pub ignore: RegexSet,
+    pub strip_scripts: bool,
+    pub on_render_failure: OnRenderFailure,
+    /// Significant query parameters, sorted: only these are kept in cache keys.
+    pub query_params: Vec<String>,
+    pub mobile_variant: bool,
+}
+
+impl Site {
+    pub fn from_file(
+        index: usize,
+        f: &SiteFile,
+        plans: &std::collections::BTreeMap<String, Plan>,
+    ) -> Result<Site, ConfigError> {
+        let field = |name: &str| format!("sites[{index}].{name}");
+        let domain = normalise_domain(&f.domain).ok_or_else(|| {
+            ConfigError::new(
+                field("domain"),
+                format!("{:?} is not a host name", f.domain),
+            )
+        })?;
+        let origin = parse_origin(&f.origin, &field("origin"))?;
+        let plan_name = f.plan.as_deref().unwrap_or(super::plan::DEFAULT_PLAN);
+        let plan = plans.get(plan_name).cloned().ok_or_else(|| {
+            ConfigError::new(field("plan"), format!("unknown plan {plan_name:?}"))
+        })?;
+        let scheme = match f.scheme.as_deref().unwrap_or("https") {
+            s @ ("http" | "https") => s.to_string(),
+            other => {
+                return Err(ConfigError::new(
+                    field("scheme"),
+                    format!("{other:?} is not http or https"),
+                ))
+            }
+        };
+        let ignore = RegexSet::new(&f.ignore)
+            .map_err(|e| ConfigError::new(field("ignore"), e.to_string().replace('\n', " ")))?;
+        let on_render_failure = match f.on_render_failure.as_deref().unwrap_or("passthrough") {
+            "passthrough" => OnRenderFailure::Passthrough,
+            "error" => OnRenderFailure::Error,
+            other => {
+                return Err(ConfigError::new(
+                    field("on_render_failure"),
+                    format!("{other:?} is not \"passthrough\" or \"error\""),
+                ))
+            }
+        };
+        let mut query_params = f.query_params.clone();
+        if let Some(bad) = query_params
+            .iter()
+            .find(|p| p.is_empty() || p.contains(['&', '=', '#']))
+        {
+            return Err(ConfigError::new(
+                field("query_params"),
+                format!("{bad:?} is not a parameter name"),
+            ));
+        }
+        query_params.sort();
+        query_params.dedup();
+        Ok(Site {
+            domain,
+            origin,
+            plan,
+            scheme,
+            ignore,
+            strip_scripts: f.strip_scripts.unwrap_or(true),
+            on_render_failure,
+            query_params,
+            mobile_variant: f.mobile_variant.unwrap_or(false),
+        })
+    }
+
+    /// The single site of `--origin` mode, for one domain or (empty) any host.
+    pub fn single(domain: String, origin: Url, plan: Plan) -> Site {
+        Site {
+            domain,
+            origin,
+            plan,
+            scheme: "https".to_string(),
+            ignore: RegexSet::empty(),
+            strip_scripts: true,
+            on_render_failure: OnRenderFailure::Passthrough,
+            query_params: Vec::new(),
+            mobile_variant: false,
+        }
+    }
+}
+
+/// Host → site. Either a list of known hosts (anything else is 421) or one
+/// catch-all site.
+#[derive(Debug, Clone, Default)]
+pub struct SiteTable {
+    by_domain: HashMap<String, Arc<Site>>,
+    any_host: Option<Arc<Site>>,
+}
+
+impl SiteTable {
+    pub fn new(sites: Vec<Site>) -> Result<SiteTable, ConfigError> {
+        let mut table = SiteTable::default();
+        for (i, site) in sites.into_iter().enumerate() {
+            if site.domain.is_empty() {
+                table.any_host = Some(Arc::new(site));
+                continue;
+            }
+            let domain = site.domain.clone();
+            if table
+                .by_domain
+                .insert(domain.clone(), Arc::new(site))
+                .is_some()
+            {
+                return Err(ConfigError::new(
+                    format!("sites[{i}].domain"),
+                    format!("{domain:?} is listed twice"),
+                ));
+            }
+        }
+        Ok(table)
+    }
+
+    /// The site for a normalised host (lowercase, no port, no trailing dot).
+    pub fn lookup(&self, host: &str) -> Option<&Arc<Site>> {
+        self.by_domain.get(host).or(self.any_host.as_ref())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Site>> {
+        self.by_domain.values().chain(self.any_host.iter())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_domain.is_empty() && self.any_host.is_none()
+    }
+
+    pub fn answers_any_host(&self) -> bool {
+        self.any_host.is_some()
+    }
+}
+
+/// Lowercase, no trailing dot, only host-name characters (or an IP literal).
+pub fn normalise_domain(raw: &str) -> Option<String> {
+    let d = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+    let ok = !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    ok.then_some(d)
+}
+
+pub fn parse_origin(raw: &str, field: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(raw)
+        .map_err(|e| ConfigError::new(field, format!("{raw:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError::new(
+            field,
+            format!("{raw:?} is not an http(s) URL with a host"),
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::new(
+            field,
+            format!("{raw:?}: an origin has no query or fragment"),
+        ));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_are_normalised() {
+        assert_eq!(
+            normalise_domain("WWW.Example.COM.").as_deref(),
+            Some("www.example.com")
+        );
+        assert_eq!(normalise_domain("a..b"), None);
+        assert_eq!(normalise_domain("evil.com/x"), None);
+        assert_eq!(normalise_domain("host:80"), None);
+    }
+
+    #[test]
+    fn origins_must_be_http_urls() {
+        assert!(parse_origin("http://127.0.0.1:8080", "origin").is_ok());
+        assert_eq!(
+            parse_origin("ftp://x", "origin").unwrap_err().field,
+            "origin"
+        );
+        assert!(parse_origin("not a url", "origin").is_err());
+    }
+}

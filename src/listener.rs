@@ -1,0 +1,109 @@
+//! The accept loop shared by the public and the admin listener: HTTP/1.1 and
+//! h2c on one port, bounded connections, bounded request heads, a header-read
+//! timeout against slowloris, and graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The response body every handler returns: a full buffer or a stream.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// Largest request head hyper buffers: the 8 KiB request-target limit plus the
+/// 32 KiB header-block limit of SPEC §2 plus room for the request line. A head
+/// past this gets hyper's own 431; the handler enforces the exact limits.
+const MAX_HEAD_BYTES: usize = 8 * 1024 + 32 * 1024 + 1024;
+/// Header count bound (hyper's default is 100; browsers send ~20).
+const MAX_HEADERS: usize = 128;
+
+#[derive(Debug, Clone)]
+pub struct ListenerLimits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+}
+
+/// Serves `handler` on `listener` until `stop` flips to true, then waits up to
+/// `grace` for in-flight connections.
+pub async fn serve<H, F>(
+    name: &'static str,
+    listener: TcpListener,
+    limits: ListenerLimits,
+    handler: H,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        .max_concurrent_streams(256);
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+
+    loop {
+        let permit = tokio::select! {
+            _ = stop.changed() => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(listener = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let fut = handler(req, peer);
+            async move { Ok::<_, Infallible>(fut.await) }
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!(listener = name, "all connections closed"),
+        _ = tokio::time::sleep(grace) => tracing::warn!(listener = name, "shutdown deadline passed with connections open"),
+    }
+}

@@ -1,0 +1,224 @@
+//! Which site a request is for, and whether it is well-formed enough to go
+//! anywhere at all. Everything that could change the site or the cache key
+//! (absolute-form targets, duplicate Host, X-Forwarded-Host, …) is settled
+//! here, once, from the Host header alone.
+
+use std::sync::Arc;
+
+use hyper::header::HOST;
+use hyper::{Request, StatusCode, Version};
+
+use crate::config::site::normalise_domain;
+use crate::config::{Site, SiteTable};
+
+/// SPEC §2: a request target over 8 KiB is answered 414.
+pub const MAX_TARGET_BYTES: usize = 8 * 1024;
+/// SPEC §2: a header block over 32 KiB is answered 431.
+pub const MAX_HEADER_BLOCK_BYTES: usize = 32 * 1024;
+
+/// A request mapped to its site.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The public host, lowercase, without port or trailing dot.
+    pub host: String,
+    pub site: Arc<Site>,
+}
+
+/// Why a request is refused before it reaches an origin or a renderer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: StatusCode,
+    pub reason: &'static str,
+}
+
+const fn reject(status: StatusCode, reason: &'static str) -> Rejection {
+    Rejection { status, reason }
+}
+
+pub fn resolve<B>(req: &Request<B>, sites: &SiteTable) -> Result<Target, Rejection> {
+    let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target_len > MAX_TARGET_BYTES {
+        return Err(reject(
+            StatusCode::URI_TOO_LONG,
+            "request target over 8 KiB",
+        ));
+    }
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > MAX_HEADER_BLOCK_BYTES {
+        return Err(reject(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "header block over 32 KiB",
+        ));
+    }
+    let host = host_of(req)?;
+    validate_path(req.uri().path())?;
+    if let Some(q) = req.uri().query() {
+        validate_query(q)?;
+    }
+    let site = sites.lookup(&host).cloned().ok_or(reject(
+        StatusCode::MISDIRECTED_REQUEST,
+        "host not served here",
+    ))?;
+    Ok(Target { host, site })
+}
+
+/// The public host: the Host header (HTTP/1) or `:authority` (HTTP/2). An
+/// absolute-form target must name the same host; a second Host is refused.
+fn host_of<B>(req: &Request<B>) -> Result<String, Rejection> {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(reject(StatusCode::BAD_REQUEST, "duplicate Host header"));
+    }
+    let header = match header {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| reject(StatusCode::BAD_REQUEST, "Host is not ASCII"))?,
+        ),
+        None => None,
+    };
+    let authority = req.uri().authority().map(|a| a.as_str());
+    let raw = match (header, authority) {
+        (Some(h), Some(a)) if !h.eq_ignore_ascii_case(a) => {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                "request target names another host than Host",
+            ))
+        }
+        (Some(h), _) => h,
+        (None, Some(a)) if req.version() == Version::HTTP_2 => a,
+        _ => return Err(reject(StatusCode::BAD_REQUEST, "missing Host header")),
+    };
+    parse_host(raw).ok_or(reject(StatusCode::BAD_REQUEST, "malformed Host header"))
+}
+
+/// `name[:port]` or `[v6]:port` → normalised name; anything else is malformed.
+fn parse_host(raw: &str) -> Option<String> {
+    let (name, port) = if let Some(rest) = raw.strip_prefix('[') {
+        let end = rest.find(']')?;
+        let addr: std::net::Ipv6Addr = rest[..end].parse().ok()?;
+        (format!("[{addr}]"), rest[end + 1..].strip_prefix(':'))
+    } else {
+        match raw.rsplit_once(':') {
+            Some((n, p)) => (normalise_domain(n)?, Some(p)),
+            None => (normalise_domain(raw)?, None),
+        }
+    };
+    if let Some(p) = port {
+        if p.is_empty()
+            || p.len() > 5
+            || !p.bytes().all(|b| b.is_ascii_digit())
+            || p.parse::<u16>().is_err()
+        {
+            return None;
+        }
+    }
+    Some(name)
+}
+
+/// Refuses invalid percent-encoding, encoded NUL/CR/LF, and dot-segments
+/// that climb above the root (raw or percent-encoded).
+pub fn validate_path(path: &str) -> Result<(), Rejection> {
+    if !path.starts_with('/') {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "request target is not an absolute path",
+        ));
+    }
+    let decoded = decode_checked(path)?;
+    let mut depth: usize = 0;
+    for segment in decoded.split(|&b| b == b'/').skip(1) {
+        match segment {
+            b".." => {
+                depth = depth.checked_sub(1).ok_or(reject(
+                    StatusCode::BAD_REQUEST,
+                    "path climbs above the root",
+                ))?
+            }
+            b"." | b"" => {}
+            _ => depth += 1,
+        }
+    }
+    Ok(())
+}
+
+fn validate_query(query: &str) -> Result<(), Rejection> {
+    decode_checked(query).map(|_| ())
+}
+
+fn decode_checked(s: &str) -> Result<Vec<u8>, Rejection> {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let ok = bytes.len() > i + 2
+                && bytes[i + 1].is_ascii_hexdigit()
+                && bytes[i + 2].is_ascii_hexdigit();
+            if !ok {
+                return Err(reject(StatusCode::BAD_REQUEST, "invalid percent-encoding"));
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let decoded: Vec<u8> = percent_encoding::percent_decode(bytes).collect();
+    if decoded.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n') {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "NUL, CR or LF in the request target",
+        ));
+    }
+    Ok(decoded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_parse_strictly() {
+        assert_eq!(
+            parse_host("WWW.Example.com:8080").as_deref(),
+            Some("www.example.com")
+        );
+        assert_eq!(parse_host("example.com.").as_deref(), Some("example.com"));
+        assert_eq!(parse_host("[::1]:80").as_deref(), Some("[::1]"));
+        for bad in [
+            "",
+            "a b",
+            "x:99999",
+            "x:",
+            "x:80:80",
+            "evil.com@good.com",
+            "a/b",
+            "[::1",
+            "x:+80",
+        ] {
+            assert_eq!(parse_host(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn paths_that_escape_or_smuggle_are_refused() {
+        for bad in [
+            "/../etc/passwd",
+            "/a/../../b",
+            "/%2e%2e/x",
+            "/%2E%2E/%2e%2e/x",
+            "/a%zz",
+            "/a%0d%0a",
+            "/%00",
+            "/a%",
+        ] {
+            assert!(validate_path(bad).is_err(), "{bad:?}");
+        }
+        for good in ["/", "/a/../b", "/a/./b", "/p/1?x", "/%E2%82%AC"] {
+            assert!(validate_path(good).is_ok(), "{good:?}");
+        }
+    }
+}
