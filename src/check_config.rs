@@ -22,7 +22,7 @@ pub fn run(args: &CheckConfigArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{}: {e}", args.config.display());
+            eprintln!("prerender-proxy: {e}");
             ExitCode::FAILURE
         }
     }

@@ -131,7 +131,7 @@ impl FileConfig {
         toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
-                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
             let message = e.message().trim().replace('\n', " ");
             let field = key_named_in(&message).unwrap_or_else(|| "config".to_string());
             ConfigError {

@@ -95,6 +95,11 @@ impl OriginClient {
         let upgrade = upgrade_protocol(&req);
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
+        // HTTP/2 clients send :authority instead of Host; the origin gets it as Host.
+        let authority = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
         let uri = match origin_uri(origin, &parts.uri) {
             Ok(u) => u,
             Err(e) => return respond::error(e.status(), &e.to_string()),
@@ -114,8 +119,7 @@ impl OriginClient {
             headers.remove(header::UPGRADE);
         }
         if !headers.contains_key(header::HOST) {
-            // HTTP/2 clients send :authority instead.
-            if let Ok(v) = HeaderValue::from_str(public_host) {
+            if let Some(v) = authority {
                 headers.insert(header::HOST, v);
             }
         }

@@ -1,0 +1,117 @@
+//! The command line: check-config and start-up validation name the field.
+
+mod common;
+
+use std::process::Command;
+
+use common::proxy::BIN;
+
+fn check(toml: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+    )
+}
+
+#[test]
+fn check_config_accepts_a_full_file() {
+    let (ok, out) = check(
+        r#"
+        listen = "127.0.0.1:3000"
+        browsers = 1
+        [[sites]]
+        domain = "www.example.com"
+        origin = "http://10.0.0.5:8080"
+        plan = "pro"
+        ignore = ["^/api/"]
+        strip_scripts = true
+        on_render_failure = "passthrough"
+        query_params = ["page"]
+        mobile_variant = true
+        [plans.pro]
+        refresh_every = "12h"
+        "#,
+    );
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn check_config_rejects_an_unknown_key_naming_it() {
+    let (ok, out) = check("listen = \"127.0.0.1:3000\"\nbrowserss = 2\n");
+    assert!(!ok);
+    assert!(out.contains("browserss") && out.contains("line 2"), "{out}");
+    assert_eq!(out.trim().lines().count(), 1, "{out}");
+}
+
+#[test]
+fn check_config_rejects_a_bad_url_naming_it() {
+    let (ok, out) = check("[[sites]]\ndomain = \"a.test\"\norigin = \"not a url\"\n");
+    assert!(!ok);
+    assert!(out.contains("sites[0].origin"), "{out}");
+}
+
+#[test]
+fn check_config_rejects_zero_browsers_naming_it() {
+    let (ok, out) = check("browsers = 0\n");
+    assert!(!ok);
+    assert!(out.contains("browsers"), "{out}");
+}
+
+#[test]
+fn check_config_rejects_an_unreadable_file() {
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", "/nonexistent/c.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn serve_refuses_bad_configuration_at_start_with_one_line() {
+    let out = Command::new(BIN)
+        .args(["serve", "--browsers", "0", "--listen", "127.0.0.1:0"])
+        .env_remove("REDIS_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("browsers"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let out = Command::new(BIN)
+        .args(["serve", "--role", "renderer"])
+        .env_remove("REDIS_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("role"));
+}
+
+#[test]
+fn environment_fills_options_and_flags_win() {
+    // PRERENDER_BROWSERS=0 alone is refused (env is read) …
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("PRERENDER_BROWSERS", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("browsers"));
+    // … and a flag wins over it: check with an invalid listen so it exits at once.
+    let out = Command::new(BIN)
+        .args(["serve", "--browsers", "1", "--listen", "nope"])
+        .env("PRERENDER_BROWSERS", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listen") && !err.contains("browsers"), "{err}");
+}

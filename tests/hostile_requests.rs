@@ -1,0 +1,281 @@
+//! Malformed and hostile requests over a raw socket: each gets its 4xx, none
+//! reaches the origin, the process stays up, and nothing a client sends can
+//! move a request to another site.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::origin::{full, Origin};
+use common::proxy::{get, ProxyProcess, FIREFOX};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+
+async fn counting_origin() -> Origin {
+    Origin::start(|req: Request<Incoming>| async move {
+        let host = req
+            .headers()
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        Response::new(full(format!("origin saw host {host}")))
+    })
+    .await
+}
+
+/// Sends raw bytes and returns the status code of the answer (None when the
+/// connection closed without one).
+fn raw(port: u16, request: &[u8]) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(request);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    text.split(' ').nth(1).and_then(|c| c.parse().ok())
+}
+
+fn req(line: &str, headers: &[&str]) -> Vec<u8> {
+    let mut s = format!("{line}\r\n");
+    for h in headers {
+        s.push_str(h);
+        s.push_str("\r\n");
+    }
+    s.push_str("Connection: close\r\n\r\n");
+    s.into_bytes()
+}
+
+#[tokio::test]
+async fn every_hostile_request_gets_its_4xx_and_never_reaches_the_origin() {
+    let origin = counting_origin().await;
+    let proxy = ProxyProcess::start(&["--origin", &origin.url(), "--domain", "www.example.test"]);
+    let port = proxy.port;
+    let ua = "User-Agent: Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+    let big_header = format!("X-Big: {}", "a".repeat(33 * 1024));
+    let long_target = format!("GET /{} HTTP/1.1", "a".repeat(9 * 1024));
+    let cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
+        (
+            "unknown host",
+            req("GET /x HTTP/1.1", &["Host: other.test", ua]),
+            &[421],
+        ),
+        ("missing host", req("GET /x HTTP/1.1", &[ua]), &[400]),
+        (
+            "malformed host",
+            req("GET /x HTTP/1.1", &["Host: www.example.test@evil.test", ua]),
+            &[400],
+        ),
+        (
+            "host with a bad port",
+            req("GET /x HTTP/1.1", &["Host: www.example.test:99999", ua]),
+            &[400],
+        ),
+        (
+            "host with spaces",
+            req("GET /x HTTP/1.1", &["Host: www example test", ua]),
+            &[400],
+        ),
+        (
+            "duplicate host",
+            req(
+                "GET /x HTTP/1.1",
+                &["Host: www.example.test", "Host: other.test", ua],
+            ),
+            &[400],
+        ),
+        (
+            "header block over 32 KiB",
+            req("GET /x HTTP/1.1", &["Host: www.example.test", &big_header]),
+            &[431],
+        ),
+        (
+            "target over 8 KiB",
+            req(&long_target, &["Host: www.example.test"]),
+            &[414],
+        ),
+        (
+            "invalid percent-encoding",
+            req("GET /a%zz HTTP/1.1", &["Host: www.example.test", ua]),
+            &[400],
+        ),
+        (
+            "truncated percent-encoding",
+            req("GET /a% HTTP/1.1", &["Host: www.example.test", ua]),
+            &[400],
+        ),
+        (
+            "encoded CR LF",
+            req(
+                "GET /a%0d%0aSet-Cookie:x HTTP/1.1",
+                &["Host: www.example.test", ua],
+            ),
+            &[400],
+        ),
+        (
+            "encoded NUL",
+            req("GET /a%00b HTTP/1.1", &["Host: www.example.test", ua]),
+            &[400],
+        ),
+        (
+            "dot-dot escape",
+            req(
+                "GET /../../etc/passwd HTTP/1.1",
+                &["Host: www.example.test", ua],
+            ),
+            &[400],
+        ),
+        (
+            "encoded dot-dot escape",
+            req(
+                "GET /%2e%2e/%2e%2e/x HTTP/1.1",
+                &["Host: www.example.test", ua],
+            ),
+            &[400],
+        ),
+        (
+            "absolute-form naming another host",
+            req(
+                "GET http://evil.test/x HTTP/1.1",
+                &["Host: www.example.test", ua],
+            ),
+            &[400],
+        ),
+        (
+            "CR in a header value",
+            b"GET /x HTTP/1.1\r\nHost: www.example.test\r\nX-A: a\rb\r\n\r\n".to_vec(),
+            &[400],
+        ),
+        (
+            "NUL in a header value",
+            b"GET /x HTTP/1.1\r\nHost: www.example.test\r\nX-A: a\0b\r\n\r\n".to_vec(),
+            &[400],
+        ),
+        (
+            "garbage request line",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n".to_vec(),
+            &[400],
+        ),
+        (
+            "HTTP/1.0 without host",
+            req("GET /x HTTP/1.0", &[ua]),
+            &[400],
+        ),
+    ];
+    for (name, bytes, expected) in &cases {
+        let status = raw(port, bytes);
+        assert!(
+            status.is_some_and(|s| expected.contains(&s)),
+            "{name}: expected {expected:?}, got {status:?}"
+        );
+    }
+    let total: usize = origin.hits.lock().unwrap().values().sum();
+    assert_eq!(
+        total,
+        0,
+        "a refused request reached the origin: {:?}",
+        origin.hits.lock().unwrap()
+    );
+
+    // Still up and serving.
+    let r = get(
+        &proxy.url("/ok"),
+        &[("host", "www.example.test"), ("user-agent", FIREFOX)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_clients_never_change_the_site() {
+    let origin = counting_origin().await;
+    let proxy = ProxyProcess::start(&["--origin", &origin.url(), "--domain", "www.example.test"]);
+    // An unlisted Host stays unlisted whatever else the client claims.
+    for h in [
+        "x-forwarded-host",
+        "x-original-url",
+        "x-rewrite-url",
+        "x-host",
+        "forwarded",
+    ] {
+        let value = if h == "forwarded" {
+            "host=www.example.test"
+        } else {
+            "www.example.test"
+        };
+        let r = get(
+            &proxy.url("/x"),
+            &[("host", "evil.test"), (h, value), ("user-agent", FIREFOX)],
+        )
+        .await;
+        assert_eq!(r.status, 421, "{h} moved the request to a listed site");
+    }
+    // A listed Host keeps its site; the origin sees the listed host.
+    let r = get(
+        &proxy.url("/x"),
+        &[
+            ("host", "WWW.Example.Test."),
+            ("x-forwarded-host", "evil.test"),
+            ("user-agent", FIREFOX),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text().contains("www.example.test") || r.text().contains("WWW.Example.Test"),
+        "{}",
+        r.text()
+    );
+}
+
+#[tokio::test]
+async fn slowloris_connections_are_closed_after_the_header_timeout() {
+    let origin = counting_origin().await;
+    let proxy = ProxyProcess::start(&["--origin", &origin.url(), "--header-read-timeout", "2"]);
+    let mut s = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: www.example.test\r\nX-Slow: ")
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 256];
+    // Keep dribbling bytes: the deadline is for the whole head, not per byte.
+    let mut closed = false;
+    while start.elapsed() < Duration::from_secs(15) {
+        if s.write_all(b"a").is_err() {
+            closed = true;
+            break;
+        }
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {
+                closed = true; // a 408 answer also ends it
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(
+        closed,
+        "slow request head kept the connection open for 15 s"
+    );
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(origin.hits("/"), 0);
+}
