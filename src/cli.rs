@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Render one page: HTML to stdout, timings to stderr; exit 1 on failure.
     Render(RenderArgs),
     /// Print `bot` or `human` and the rule that decided; exit 0 for bot, 1 for human.
