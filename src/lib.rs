@@ -15,5 +15,6 @@ pub mod cli;
 pub mod config;
 pub mod listener;
 pub mod proxy;
+pub mod render;
 pub mod serve;
 pub mod telemetry;
