@@ -23,6 +23,32 @@ impl RedisServer {
         server
     }
 
+    /// A server on a reserved port that is not running yet ([`restart`]
+    /// starts it): for clients that must cope with Redis coming up late.
+    pub fn unstarted() -> RedisServer {
+        RedisServer {
+            port: free_port(),
+            child: None,
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("server running");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -42,6 +68,7 @@ impl RedisServer {
     /// Kills the server (connections drop, the data is gone).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // SIGKILL ends a paused (SIGSTOPped) server too.
             let _ = child.kill();
             let _ = child.wait();
         }
