@@ -4,6 +4,7 @@
 
 pub mod origin;
 pub mod proxy;
+pub mod redis;
 
 use std::net::TcpListener;
 

@@ -1,0 +1,546 @@
+//! The embedded store: pages in process memory, bounded in bytes with
+//! least-recently-used eviction, with the same semantics as Redis. Pages
+//! are split over shards by key hash so that concurrent hits do not
+//! contend on one lock.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use parking_lot::Mutex;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use super::key::normalize_host;
+use super::{
+    unix_millis, wait_for_page_with, CacheKey, Coordination, PageStore, PurgeEvent, StoreError,
+    StoreResult, StoredPage, WaitOutcome, NOTICE_CHANNEL_CAPACITY,
+};
+
+/// Shards of the page map; a power of two well above the core count.
+pub const MEMORY_SHARDS: usize = 16;
+/// Bookkeeping bytes charged per page on top of its contents (key, map
+/// entries, LRU node), so that many tiny pages still respect the bound.
+const ENTRY_OVERHEAD_BYTES: u64 = 256;
+/// Expired render locks are swept once this many are held.
+const LOCK_SWEEP_THRESHOLD: usize = 1024;
+
+struct Entry {
+    page: StoredPage,
+    key: CacheKey,
+    deadline: Instant,
+    tick: u64,
+    bytes: u64,
+}
+
+#[derive(Default)]
+struct Shard {
+    pages: HashMap<String, Entry>,
+    /// tick of last use -> key, oldest first.
+    lru: BTreeMap<u64, String>,
+    tick: u64,
+    bytes: u64,
+}
+
+impl Shard {
+    fn remove(&mut self, name: &str) -> Option<Entry> {
+        let entry = self.pages.remove(name)?;
+        self.lru.remove(&entry.tick);
+        self.bytes -= entry.bytes;
+        Some(entry)
+    }
+
+    fn live(&mut self, name: &str, now: Instant) -> Option<&mut Entry> {
+        if self.pages.get(name).is_some_and(|e| e.deadline <= now) {
+            self.remove(name);
+        }
+        self.pages.get_mut(name)
+    }
+
+    fn next_tick(&mut self) -> u64 {
+        self.tick += 1;
+        self.tick
+    }
+}
+
+#[derive(Default)]
+struct DomainIndex {
+    /// key -> last access (Unix ms); with `by_access` for LRU order.
+    access: HashMap<CacheKey, u64>,
+    by_access: BTreeSet<(u64, CacheKey)>,
+    /// key -> due (Unix ms); with `by_due` for the schedule.
+    due: HashMap<CacheKey, u64>,
+    by_due: BTreeSet<(u64, CacheKey)>,
+}
+
+impl DomainIndex {
+    fn set_access(&mut self, key: &CacheKey, at: u64) {
+        if let Some(old) = self.access.insert(key.clone(), at) {
+            self.by_access.remove(&(old, key.clone()));
+        }
+        self.by_access.insert((at, key.clone()));
+    }
+
+    fn remove_access(&mut self, key: &CacheKey) {
+        if let Some(old) = self.access.remove(key) {
+            self.by_access.remove(&(old, key.clone()));
+        }
+    }
+
+    fn set_due(&mut self, key: &CacheKey, at: u64) {
+        if let Some(old) = self.due.insert(key.clone(), at) {
+            self.by_due.remove(&(old, key.clone()));
+        }
+        self.by_due.insert((at, key.clone()));
+    }
+
+    fn remove_due(&mut self, key: &CacheKey) {
+        if let Some(old) = self.due.remove(key) {
+            self.by_due.remove(&(old, key.clone()));
+        }
+    }
+}
+
+/// In-process page store (used when no Redis is configured).
+pub struct MemoryStore {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: std::collections::hash_map::RandomState,
+    shard_max_bytes: u64,
+    /// Per-domain indexes. Lock order: `index` before any shard.
+    index: Mutex<HashMap<String, DomainIndex>>,
+    /// Domains with pages stored since their last purge (`render-domains`).
+    domains: Mutex<BTreeSet<String>>,
+    locks: Mutex<HashMap<String, (String, Instant)>>,
+    /// (domain, month) -> renders; only the latest month per domain is kept.
+    quota: Mutex<HashMap<String, (String, u64)>>,
+    done_tx: broadcast::Sender<String>,
+    purge_tx: broadcast::Sender<PurgeEvent>,
+}
+
+impl MemoryStore {
+    /// A store holding at most `max_bytes` of pages (split evenly over
+    /// [`MEMORY_SHARDS`] shards, so one page can use at most a shard's share).
+    pub fn new(max_bytes: u64) -> Arc<MemoryStore> {
+        let shards = (0..MEMORY_SHARDS)
+            .map(|_| Mutex::new(Shard::default()))
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        let (done_tx, _) = broadcast::channel(NOTICE_CHANNEL_CAPACITY);
+        let (purge_tx, _) = broadcast::channel(NOTICE_CHANNEL_CAPACITY);
+        Arc::new(MemoryStore {
+            shards,
+            hasher: std::collections::hash_map::RandomState::new(),
+            shard_max_bytes: max_bytes / MEMORY_SHARDS as u64,
+            index: Mutex::new(HashMap::new()),
+            domains: Mutex::new(BTreeSet::new()),
+            locks: Mutex::new(HashMap::new()),
+            quota: Mutex::new(HashMap::new()),
+            done_tx,
+            purge_tx,
+        })
+    }
+
+    /// Bytes of pages held now (contents plus bookkeeping).
+    pub fn bytes_used(&self) -> u64 {
+        self.shards.iter().map(|s| s.lock().bytes).sum()
+    }
+
+    /// Largest page (contents plus bookkeeping) the store accepts.
+    pub fn max_page_bytes(&self) -> u64 {
+        self.shard_max_bytes
+    }
+
+    fn shard(&self, name: &str) -> &Mutex<Shard> {
+        let i = self.hasher.hash_one(name) as usize % MEMORY_SHARDS;
+        &self.shards[i]
+    }
+
+    fn page_exists(&self, key: &CacheKey) -> bool {
+        let name = key.to_string();
+        self.shard(&name)
+            .lock()
+            .live(&name, Instant::now())
+            .is_some()
+    }
+
+    fn remove_page(&self, key: &CacheKey) -> bool {
+        let name = key.to_string();
+        self.shard(&name).lock().remove(&name).is_some()
+    }
+
+    fn put_now(&self, key: &CacheKey, page: &StoredPage, ttl: Duration) -> StoreResult<()> {
+        if ttl.is_zero() {
+            return Ok(());
+        }
+        let name = key.to_string();
+        let bytes = page.size_bytes() + name.len() as u64 + ENTRY_OVERHEAD_BYTES;
+        if bytes > self.shard_max_bytes {
+            return Err(StoreError::TooLarge {
+                bytes,
+                limit: self.shard_max_bytes,
+            });
+        }
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(ttl)
+            .unwrap_or(now + Duration::from_secs(u32::MAX.into()));
+        {
+            let mut shard = self.shard(&name).lock();
+            shard.remove(&name);
+            while shard.bytes + bytes > self.shard_max_bytes {
+                let Some((_, oldest)) = shard.lru.pop_first() else {
+                    break;
+                };
+                if let Some(e) = shard.pages.remove(&oldest) {
+                    shard.bytes -= e.bytes;
+                }
+            }
+            let tick = shard.next_tick();
+            shard.lru.insert(tick, name.clone());
+            shard.bytes += bytes;
+            shard.pages.insert(
+                name,
+                Entry {
+                    page: page.clone(),
+                    key: key.clone(),
+                    deadline,
+                    tick,
+                    bytes,
+                },
+            );
+        }
+        let mut index = self.index.lock();
+        index
+            .entry(key.domain().to_owned())
+            .or_default()
+            .set_access(key, unix_millis(SystemTime::now()));
+        drop(index);
+        self.domains.lock().insert(key.domain().to_owned());
+        Ok(())
+    }
+
+    fn forget(&self, key: &CacheKey) {
+        let mut index = self.index.lock();
+        if let Some(d) = index.get_mut(key.domain()) {
+            d.remove_access(key);
+            d.remove_due(key);
+        }
+    }
+
+    fn purge_matching(&self, keep: impl Fn(&CacheKey) -> bool) -> u64 {
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            let doomed: Vec<String> = shard
+                .pages
+                .iter()
+                .filter(|(_, e)| !keep(&e.key))
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in doomed {
+                shard.remove(&name);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    fn announce(&self, event: PurgeEvent) {
+        // No receiver is fine: nobody holds in-process copies then.
+        let _ = self.purge_tx.send(event);
+    }
+
+    /// Drops index members whose page is gone; returns the live keys
+    /// oldest access first.
+    fn prune(&self, d: &mut DomainIndex) -> Vec<CacheKey> {
+        let mut live = Vec::new();
+        let mut dead = Vec::new();
+        for (_, key) in &d.by_access {
+            if self.page_exists(key) {
+                live.push(key.clone());
+            } else {
+                dead.push(key.clone());
+            }
+        }
+        for key in &dead {
+            d.remove_access(key);
+        }
+        live
+    }
+}
+
+impl PageStore for MemoryStore {
+    fn get<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, StoreResult<Option<StoredPage>>> {
+        let name = key.to_string();
+        let mut shard = self.shard(&name).lock();
+        let found = match shard.live(&name, Instant::now()) {
+            Some(entry) => Some((entry.tick, entry.page.clone())),
+            None => None,
+        };
+        let page = found.map(|(old_tick, page)| {
+            let tick = shard.next_tick();
+            shard.lru.remove(&old_tick);
+            shard.lru.insert(tick, name.clone());
+            if let Some(e) = shard.pages.get_mut(&name) {
+                e.tick = tick;
+            }
+            page
+        });
+        drop(shard);
+        futures::future::ready(Ok(page)).boxed()
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        page: &'a StoredPage,
+        ttl: Duration,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        futures::future::ready(self.put_now(key, page, ttl)).boxed()
+    }
+
+    fn delete<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, StoreResult<bool>> {
+        let removed = self.remove_page(key);
+        self.forget(key);
+        self.announce(PurgeEvent::Page(key.clone()));
+        futures::future::ready(Ok(removed)).boxed()
+    }
+
+    fn purge_domain<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, StoreResult<u64>> {
+        let result = normalize_host(domain)
+            .map_err(StoreError::from)
+            .map(|domain| {
+                let removed = self.purge_matching(|k| k.domain() != domain);
+                self.index.lock().remove(&domain);
+                self.domains.lock().remove(&domain);
+                self.announce(PurgeEvent::Domain(domain));
+                removed
+            });
+        futures::future::ready(result).boxed()
+    }
+
+    fn purge_all(&self) -> BoxFuture<'_, StoreResult<u64>> {
+        let removed = self.purge_matching(|_| false);
+        self.index.lock().clear();
+        self.domains.lock().clear();
+        self.announce(PurgeEvent::All);
+        futures::future::ready(Ok(removed)).boxed()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, StoreResult<()>> {
+        futures::future::ready(Ok(())).boxed()
+    }
+
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+}
+
+impl Coordination for MemoryStore {
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        let now = Instant::now();
+        let mut locks = self.locks.lock();
+        if locks.len() >= LOCK_SWEEP_THRESHOLD {
+            locks.retain(|_, (_, until)| *until > now);
+        }
+        let name = key.to_string();
+        let taken = match locks.get(&name) {
+            Some((_, until)) if *until > now => false,
+            _ => {
+                let ttl = Duration::from_millis(super::ttl_millis(ttl));
+                locks.insert(name, (owner.to_owned(), now + ttl));
+                true
+            }
+        };
+        futures::future::ready(Ok(taken)).boxed()
+    }
+
+    fn unlock<'a>(&'a self, key: &'a CacheKey, owner: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
+        let name = key.to_string();
+        let released = {
+            let mut locks = self.locks.lock();
+            match locks.get(&name) {
+                Some((holder, until)) if holder == owner && *until > Instant::now() => {
+                    locks.remove(&name);
+                    true
+                }
+                _ => false,
+            }
+        };
+        let _ = self.done_tx.send(name);
+        futures::future::ready(Ok(released)).boxed()
+    }
+
+    fn is_locked<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, StoreResult<bool>> {
+        let name = key.to_string();
+        let now = Instant::now();
+        let held = self
+            .locks
+            .lock()
+            .get(&name)
+            .is_some_and(|(_, until)| *until > now);
+        futures::future::ready(Ok(held)).boxed()
+    }
+
+    fn wait_for_page<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        deadline: Instant,
+    ) -> BoxFuture<'a, StoreResult<WaitOutcome>> {
+        let done = self.done_tx.subscribe();
+        wait_for_page_with(self, done, key, deadline).boxed()
+    }
+
+    fn touch<'a>(&'a self, key: &'a CacheKey, at: SystemTime) -> BoxFuture<'a, StoreResult<()>> {
+        let mut index = self.index.lock();
+        if let Some(d) = index.get_mut(key.domain()) {
+            if d.access.contains_key(key) {
+                d.set_access(key, unix_millis(at));
+            }
+        }
+        futures::future::ready(Ok(())).boxed()
+    }
+
+    fn evict_over<'a>(
+        &'a self,
+        domain: &'a str,
+        max_entries: u64,
+    ) -> BoxFuture<'a, StoreResult<Vec<CacheKey>>> {
+        let mut evicted = Vec::new();
+        let mut index = self.index.lock();
+        if let Some(d) = index.get_mut(domain) {
+            let live = self.prune(d);
+            let over = (live.len() as u64).saturating_sub(max_entries) as usize;
+            for key in live.into_iter().take(over) {
+                self.remove_page(&key);
+                d.remove_access(&key);
+                d.remove_due(&key);
+                evicted.push(key);
+            }
+            let mut extra = (d.due.len() as u64).saturating_sub(max_entries);
+            if extra > 0 {
+                let scheduled: Vec<CacheKey> = d.by_due.iter().map(|(_, k)| k.clone()).collect();
+                for key in scheduled {
+                    if extra == 0 {
+                        break;
+                    }
+                    if !self.page_exists(&key) {
+                        d.remove_due(&key);
+                        extra -= 1;
+                    }
+                }
+            }
+        }
+        drop(index);
+        for key in &evicted {
+            self.announce(PurgeEvent::Page(key.clone()));
+        }
+        futures::future::ready(Ok(evicted)).boxed()
+    }
+
+    fn entries<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, StoreResult<u64>> {
+        let mut index = self.index.lock();
+        let n = match index.get_mut(domain) {
+            Some(d) => self.prune(d).len() as u64,
+            None => 0,
+        };
+        futures::future::ready(Ok(n)).boxed()
+    }
+
+    fn schedule<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        due: SystemTime,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        self.index
+            .lock()
+            .entry(key.domain().to_owned())
+            .or_default()
+            .set_due(key, unix_millis(due));
+        futures::future::ready(Ok(())).boxed()
+    }
+
+    fn claim_due<'a>(
+        &'a self,
+        domain: &'a str,
+        now: SystemTime,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<Vec<CacheKey>>> {
+        let now = unix_millis(now);
+        let mut claimed = Vec::new();
+        if let Some(d) = self.index.lock().get_mut(domain) {
+            let due: Vec<CacheKey> = d
+                .by_due
+                .iter()
+                .take_while(|(at, _)| *at <= now)
+                .take(limit)
+                .map(|(_, k)| k.clone())
+                .collect();
+            for key in due {
+                d.remove_due(&key);
+                claimed.push(key);
+            }
+        }
+        futures::future::ready(Ok(claimed)).boxed()
+    }
+
+    fn next_due<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, StoreResult<Option<SystemTime>>> {
+        let next = self
+            .index
+            .lock()
+            .get(domain)
+            .and_then(|d| d.by_due.first().map(|(at, _)| super::from_unix_millis(*at)));
+        futures::future::ready(Ok(next)).boxed()
+    }
+
+    fn domains(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        let domains: Vec<String> = self.domains.lock().iter().cloned().collect();
+        futures::future::ready(Ok(domains)).boxed()
+    }
+
+    fn incr_renders<'a>(
+        &'a self,
+        domain: &'a str,
+        month: &'a str,
+    ) -> BoxFuture<'a, StoreResult<u64>> {
+        let mut quota = self.quota.lock();
+        let entry = quota
+            .entry(domain.to_owned())
+            .or_insert_with(|| (month.to_owned(), 0));
+        if entry.0 != month {
+            *entry = (month.to_owned(), 0);
+        }
+        entry.1 += 1;
+        let n = entry.1;
+        futures::future::ready(Ok(n)).boxed()
+    }
+
+    fn renders_in_month<'a>(
+        &'a self,
+        domain: &'a str,
+        month: &'a str,
+    ) -> BoxFuture<'a, StoreResult<u64>> {
+        let n = match self.quota.lock().get(domain) {
+            Some((m, n)) if m == month => *n,
+            _ => 0,
+        };
+        futures::future::ready(Ok(n)).boxed()
+    }
+
+    fn publish_purge<'a>(&'a self, event: &'a PurgeEvent) -> BoxFuture<'a, StoreResult<()>> {
+        self.announce(event.clone());
+        futures::future::ready(Ok(())).boxed()
+    }
+
+    fn subscribe_purges(&self) -> broadcast::Receiver<PurgeEvent> {
+        self.purge_tx.subscribe()
+    }
+}

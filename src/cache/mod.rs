@@ -1,0 +1,380 @@
+//! Cache keys and the page store: where rendered pages live (Redis or an
+//! embedded in-process store, same semantics) and the coordination that
+//! lets several instances share one Redis (render locks, per-domain
+//! indexes, render quota, purge notices). Nothing here speaks HTTP or
+//! renders.
+//!
+//! # Key layout (Redis)
+//!
+//! `<key>` below is a [`CacheKey`]'s suffix `<domain>:<path>`, or
+//! `<domain>:m:<path>` for the mobile variant; `<path>` is normalised and
+//! may end with the kept query (`/products?page=2`).
+//!
+//! | key | type | holds | lifetime |
+//! |---|---|---|---|
+//! | `render:<key>` | string | the complete rendered HTML (`redis-cli GET` shows the page) | page TTL (cache TTL + stale window) |
+//! | `render-meta:<key>` | hash | `status`, `headers` (JSON list of `[name, value]`), `etag`, `rendered_at`, `expires_at` (Unix ms), `settings_hash`, `content_hash` | same TTL, written with the page in one MULTI/EXEC |
+//! | `render-lock:<key>` | string | owner id of the instance rendering the page (`SET NX PX`) | the render lock's TTL; released by an owner-checked script |
+//! | `render-index:<domain>` | sorted set | member `render:<key>`, score = last access (Unix ms): LRU order for `max_entries` eviction | no TTL; members of expired pages are dropped when noticed |
+//! | `render-due:<domain>` | sorted set | member `render:<key>`, score = next refresh due (Unix ms) | no TTL; claimed members are removed (each refreshed once cluster-wide) |
+//! | `render-domains` | set | every domain with cached pages | no TTL |
+//! | `render-quota:<domain>:<YYYY-MM>` | string (counter) | renders of the domain in that UTC month | 32 days |
+//!
+//! Pub/sub channels: `render-done` (message: `render:<key>`, a render of
+//! that page finished) and `render-purge` (message: `page render:<key>`,
+//! `domain <domain>` or `all`: drop in-process copies).
+//!
+//! # Redis Cluster
+//!
+//! The two page keys are fixed by the product's contract and carry no hash
+//! tag, so `render:<key>` and `render-meta:<key>` may live on different
+//! slots. In Cluster mode the page write cannot be one MULTI/EXEC: it
+//! becomes two writes (HTML first, metadata second; a reader that finds
+//! only one of them treats the page as a miss, so a torn write is never
+//! served). The per-domain scripts (eviction, claiming, pruning) touch page
+//! keys they do not declare, which Cluster refuses: they would run
+//! client-side there (ZPOPMIN/ZREM to claim, then per-key deletes), and
+//! SCAN-based purges would visit every primary. `render-index:`,
+//! `render-due:` and `render-quota:` are per domain and can take a
+//! `{<domain>}` hash tag if they ever need to share a slot.
+
+pub mod key;
+pub mod memory;
+pub mod redis;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use tokio::sync::broadcast;
+
+pub use key::{CacheKey, KeyError};
+pub use memory::MemoryStore;
+pub use redis::{RedisOptions, RedisStore};
+
+/// Default bound of the embedded store (`cache_max_bytes`): 256 MiB.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Prefix of render locks.
+pub const LOCK_KEY_PREFIX: &str = "render-lock:";
+/// Prefix of the per-domain LRU index.
+pub const INDEX_KEY_PREFIX: &str = "render-index:";
+/// Prefix of the per-domain refresh schedule.
+pub const DUE_KEY_PREFIX: &str = "render-due:";
+/// Set of domains with cached pages.
+pub const DOMAINS_KEY: &str = "render-domains";
+/// Prefix of the monthly render counters.
+pub const QUOTA_KEY_PREFIX: &str = "render-quota:";
+/// A quota counter outlives its month by a day or so, then goes.
+pub const QUOTA_KEY_TTL: Duration = Duration::from_secs(32 * 24 * 3600);
+/// Channel announcing that a render of a key finished.
+pub const DONE_CHANNEL: &str = "render-done";
+/// Channel announcing purges to every instance.
+pub const PURGE_CHANNEL: &str = "render-purge";
+/// Waiters re-check the page and the lock at least this often, so a
+/// missed notice or a lock that expired (its renderer died) is noticed.
+pub const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// Buffered notices per subscriber before the slowest one lags.
+pub const NOTICE_CHANNEL_CAPACITY: usize = 1024;
+
+/// One rendered page with what is needed to answer a crawler with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPage {
+    pub html: Bytes,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub etag: String,
+    pub rendered_at: SystemTime,
+    /// When the page stops being fresh; it may be kept past this for the
+    /// stale window (the store TTL decides when it is gone).
+    pub expires_at: SystemTime,
+    /// Hash of the site settings the page was rendered under.
+    pub settings_hash: String,
+    /// Hash of the HTML, to tell a changed page from an identical re-render.
+    pub content_hash: String,
+}
+
+impl StoredPage {
+    /// Bytes the page accounts for in the embedded store.
+    pub fn size_bytes(&self) -> u64 {
+        let headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        (self.html.len()
+            + headers
+            + self.etag.len()
+            + self.settings_hash.len()
+            + self.content_hash.len()) as u64
+    }
+}
+
+/// A store operation that failed; the proxy fails open on it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("redis pool: {0}")]
+    Pool(String),
+    #[error("invalid key: {0}")]
+    Key(#[from] KeyError),
+    #[error("page of {bytes} bytes exceeds the store's per-shard bound of {limit} bytes")]
+    TooLarge { bytes: u64, limit: u64 },
+    #[error("invalid store configuration: {0}")]
+    Config(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What happened while waiting for another render of the same key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// The page is in the store.
+    Ready(StoredPage),
+    /// Nobody holds the render lock and there is no page (the render
+    /// failed, stored nothing, or its instance died): compete again.
+    LockReleased,
+    /// The deadline passed.
+    TimedOut,
+}
+
+/// A purge other instances must apply to their in-process copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgeEvent {
+    Page(CacheKey),
+    Domain(String),
+    /// Everything; also sent after the notice channel reconnects, since
+    /// purges may have been missed meanwhile.
+    All,
+}
+
+impl PurgeEvent {
+    /// Wire form on the `render-purge` channel.
+    pub fn to_message(&self) -> String {
+        match self {
+            PurgeEvent::Page(key) => format!("page {key}"),
+            PurgeEvent::Domain(domain) => format!("domain {domain}"),
+            PurgeEvent::All => "all".to_owned(),
+        }
+    }
+
+    /// Parses the wire form; `None` for anything else.
+    pub fn from_message(message: &str) -> Option<PurgeEvent> {
+        match message.split_once(' ') {
+            Some(("page", key)) => CacheKey::parse(key).ok().map(PurgeEvent::Page),
+            Some(("domain", domain)) => key::normalize_host(domain).ok().map(PurgeEvent::Domain),
+            _ if message == "all" => Some(PurgeEvent::All),
+            _ => None,
+        }
+    }
+}
+
+/// Rendered pages by key. Both backends have the same semantics; the
+/// shared contract tests (`tests/store_contract.rs`) run against each.
+pub trait PageStore: Send + Sync {
+    /// The page, fresh or stale (compare `expires_at`), or `None`.
+    fn get<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, StoreResult<Option<StoredPage>>>;
+
+    /// Stores the page for `ttl` (freshness plus any stale window),
+    /// replacing any previous one atomically, and records it in the
+    /// domain's LRU index and the domain set. `ttl` zero stores nothing.
+    /// Callers schedule its refresh with [`Coordination::schedule`].
+    fn put<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        page: &'a StoredPage,
+        ttl: Duration,
+    ) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// Removes one page (and forgets it in the indexes); `true` if there
+    /// was one. Announced on the purge channel.
+    fn delete<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, StoreResult<bool>>;
+
+    /// Removes every page of a domain (both variants) and its indexes;
+    /// returns the number of pages removed. Announced.
+    fn purge_domain<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, StoreResult<u64>>;
+
+    /// Removes every page and index (render quota counters are kept);
+    /// returns the number of pages removed. Announced.
+    fn purge_all(&self) -> BoxFuture<'_, StoreResult<u64>>;
+
+    /// Whether the store answers (readiness: a failure means degraded).
+    fn ping(&self) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// `"redis"` or `"memory"`, for logs and the dashboard.
+    fn backend(&self) -> &'static str;
+}
+
+/// What several instances sharing a store agree on. The in-process
+/// versions have the same semantics for a single instance.
+pub trait Coordination: Send + Sync {
+    /// Takes the render lock of `key` for `ttl` if nobody holds it.
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, StoreResult<bool>>;
+
+    /// Releases the lock if `owner` still holds it (`true` then), and
+    /// announces on `render-done` that this render is over either way.
+    fn unlock<'a>(&'a self, key: &'a CacheKey, owner: &'a str) -> BoxFuture<'a, StoreResult<bool>>;
+
+    /// Whether someone holds the render lock of `key`.
+    fn is_locked<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, StoreResult<bool>>;
+
+    /// Waits until the page is stored, the lock is released without a
+    /// page, or `deadline` passes.
+    fn wait_for_page<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        deadline: tokio::time::Instant,
+    ) -> BoxFuture<'a, StoreResult<WaitOutcome>>;
+
+    /// Records an access for LRU eviction (no effect on pages not indexed).
+    fn touch<'a>(&'a self, key: &'a CacheKey, at: SystemTime) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// Deletes the least recently used pages of `domain` beyond
+    /// `max_entries` (dropping index members of expired pages first) and
+    /// returns the evicted keys. Also trims the refresh schedule to
+    /// `max_entries`, dropping pages that are no longer cached first.
+    fn evict_over<'a>(
+        &'a self,
+        domain: &'a str,
+        max_entries: u64,
+    ) -> BoxFuture<'a, StoreResult<Vec<CacheKey>>>;
+
+    /// Number of cached pages of `domain` (index members of expired pages
+    /// are dropped on the way).
+    fn entries<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, StoreResult<u64>>;
+
+    /// Sets when `key` is next due for a refresh.
+    fn schedule<'a>(&'a self, key: &'a CacheKey, due: SystemTime)
+        -> BoxFuture<'a, StoreResult<()>>;
+
+    /// Claims up to `limit` keys of `domain` due at `now`, removing them
+    /// from the schedule atomically so that of N instances exactly one
+    /// gets each. The claimer re-schedules after refreshing.
+    fn claim_due<'a>(
+        &'a self,
+        domain: &'a str,
+        now: SystemTime,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<Vec<CacheKey>>>;
+
+    /// Earliest scheduled refresh of `domain`.
+    fn next_due<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, StoreResult<Option<SystemTime>>>;
+
+    /// Domains with cached pages.
+    fn domains(&self) -> BoxFuture<'_, StoreResult<Vec<String>>>;
+
+    /// Counts one render of `domain` in `month` (`"2026-11"`, see
+    /// [`quota_month`]) and returns the new count.
+    fn incr_renders<'a>(
+        &'a self,
+        domain: &'a str,
+        month: &'a str,
+    ) -> BoxFuture<'a, StoreResult<u64>>;
+
+    /// Renders of `domain` counted in `month`.
+    fn renders_in_month<'a>(
+        &'a self,
+        domain: &'a str,
+        month: &'a str,
+    ) -> BoxFuture<'a, StoreResult<u64>>;
+
+    /// Announces a purge to every instance (the purge operations of
+    /// [`PageStore`] already do).
+    fn publish_purge<'a>(&'a self, event: &'a PurgeEvent) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// Purges announced by any instance, this one included.
+    fn subscribe_purges(&self) -> broadcast::Receiver<PurgeEvent>;
+}
+
+/// Both halves, as the proxy, refresher and admin API hold them:
+/// `Arc<dyn CacheStore>`.
+pub trait CacheStore: PageStore + Coordination {}
+impl<T: PageStore + Coordination> CacheStore for T {}
+
+/// The quota month of a moment: `"YYYY-MM"` in UTC.
+pub fn quota_month(at: SystemTime) -> String {
+    let at = time::OffsetDateTime::from(at);
+    format!("{:04}-{:02}", at.year(), u8::from(at.month()))
+}
+
+/// The quota counter's key: `render-quota:<domain>:<YYYY-MM>`.
+pub fn quota_key(domain: &str, month: &str) -> String {
+    format!("{QUOTA_KEY_PREFIX}{domain}:{month}")
+}
+
+/// The render lock's key: `render-lock:<domain>:[m:]<path>`.
+pub fn lock_key(key: &CacheKey) -> String {
+    format!("{LOCK_KEY_PREFIX}{}", key.suffix())
+}
+
+/// The LRU index of a domain: `render-index:<domain>`.
+pub fn index_key(domain: &str) -> String {
+    format!("{INDEX_KEY_PREFIX}{domain}")
+}
+
+/// The refresh schedule of a domain: `render-due:<domain>`.
+pub fn due_key(domain: &str) -> String {
+    format!("{DUE_KEY_PREFIX}{domain}")
+}
+
+pub(crate) fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+pub(crate) fn from_unix_millis(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// Whole milliseconds of a TTL, at least 1 for any non-zero TTL.
+pub(crate) fn ttl_millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The waiting loop shared by both backends: subscribe first, then check,
+/// so that a notice between the check and the wait is not lost; poll as
+/// a fallback for lost notices and expired locks.
+pub(crate) async fn wait_for_page_with<S>(
+    store: &S,
+    mut done: broadcast::Receiver<String>,
+    key: &CacheKey,
+    deadline: tokio::time::Instant,
+) -> StoreResult<WaitOutcome>
+where
+    S: PageStore + Coordination + ?Sized,
+{
+    let wanted = key.to_string();
+    let mut notices_open = true;
+    loop {
+        if let Some(page) = store.get(key).await? {
+            return Ok(WaitOutcome::Ready(page));
+        }
+        if !store.is_locked(key).await? {
+            // The page may have landed between the two checks.
+            return Ok(match store.get(key).await? {
+                Some(page) => WaitOutcome::Ready(page),
+                None => WaitOutcome::LockReleased,
+            });
+        }
+        let poll = tokio::time::sleep(WAIT_POLL_INTERVAL);
+        tokio::pin!(poll);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return Ok(WaitOutcome::TimedOut),
+                _ = &mut poll => break,
+                notice = done.recv(), if notices_open => match notice {
+                    Ok(k) if k == wanted => break,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    // No more notices; polling alone still works.
+                    Err(broadcast::error::RecvError::Closed) => notices_open = false,
+                },
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(WaitOutcome::TimedOut);
+        }
+    }
+}

@@ -1,0 +1,756 @@
+//! The Redis store: pages as `render:<key>` strings plus
+//! `render-meta:<key>` hashes, and the coordination keys of the
+//! `render-` family (see the module documentation of `cache` for the
+//! layout). Commands fail fast when Redis is unreachable and the pool
+//! reconnects by itself when it returns.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use deadpool_redis::{Manager, Pool, Runtime};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use redis::{AsyncConnectionConfig, Script};
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+
+use super::key::normalize_host;
+use super::{
+    due_key, from_unix_millis, index_key, lock_key, quota_key, ttl_millis, unix_millis,
+    wait_for_page_with, CacheKey, Coordination, PageStore, PurgeEvent, StoreError, StoreResult,
+    StoredPage, WaitOutcome, DOMAINS_KEY, DONE_CHANNEL, DUE_KEY_PREFIX, INDEX_KEY_PREFIX,
+    NOTICE_CHANNEL_CAPACITY, PURGE_CHANNEL, QUOTA_KEY_TTL,
+};
+use crate::cache::key::{META_KEY_PREFIX, PAGE_KEY_PREFIX};
+
+/// Pooled connections per instance; each is multiplexed, so a few carry
+/// many concurrent requests.
+pub const DEFAULT_POOL_MAX_SIZE: usize = 16;
+/// Connecting to Redis gives up after this, so an outage answers fast.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A command without an answer after this fails (a hung server must not
+/// hold crawlers for longer than a render would).
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// First and longest pause before the notice subscriber reconnects.
+const SUBSCRIBER_RETRY_MIN: Duration = Duration::from_millis(100);
+const SUBSCRIBER_RETRY_MAX: Duration = Duration::from_secs(2);
+/// The notice connection is pinged this often to notice a dead server
+/// that never closed the socket.
+const SUBSCRIBER_PING_INTERVAL: Duration = Duration::from_secs(5);
+/// Keys asked of each SCAN step during purges.
+const SCAN_BATCH: usize = 500;
+
+// Metadata hash fields.
+const F_STATUS: &str = "status";
+const F_HEADERS: &str = "headers";
+const F_ETAG: &str = "etag";
+const F_RENDERED_AT: &str = "rendered_at";
+const F_EXPIRES_AT: &str = "expires_at";
+const F_SETTINGS_HASH: &str = "settings_hash";
+const F_CONTENT_HASH: &str = "content_hash";
+
+/// Releases a render lock only for its owner, then announces the end of
+/// the render either way (waiters re-check the page themselves).
+const UNLOCK_SCRIPT: &str = r"
+local released = 0
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  released = 1
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return released
+";
+
+/// Drops index members whose page is gone; returns the live count.
+const PRUNE_SCRIPT: &str = r"
+local live = 0
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if redis.call('EXISTS', m) == 1 then live = live + 1 else redis.call('ZREM', KEYS[1], m) end
+end
+return live
+";
+
+/// KEYS: index, schedule. ARGV: max entries, meta prefix, page prefix.
+/// Prunes expired members, deletes the least recently used live pages
+/// beyond the bound, trims the schedule of pages no longer cached.
+const EVICT_SCRIPT: &str = r"
+local max = tonumber(ARGV[1])
+local live = {}
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if redis.call('EXISTS', m) == 1 then table.insert(live, m) else redis.call('ZREM', KEYS[1], m) end
+end
+local evicted = {}
+for i = 1, #live - max do
+  local m = live[i]
+  redis.call('DEL', m, ARGV[2] .. string.sub(m, string.len(ARGV[3]) + 1))
+  redis.call('ZREM', KEYS[1], m)
+  redis.call('ZREM', KEYS[2], m)
+  table.insert(evicted, m)
+end
+local extra = redis.call('ZCARD', KEYS[2]) - max
+if extra > 0 then
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    if extra <= 0 then break end
+    if redis.call('EXISTS', m) == 0 then
+      redis.call('ZREM', KEYS[2], m)
+      extra = extra - 1
+    end
+  end
+end
+return evicted
+";
+
+/// KEYS: schedule. ARGV: now (ms), limit. Claims due members atomically.
+const CLAIM_SCRIPT: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, m in ipairs(due) do redis.call('ZREM', KEYS[1], m) end
+return due
+";
+
+/// Connection settings; every bound explicit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    pub pool_max_size: usize,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            pool_max_size: DEFAULT_POOL_MAX_SIZE,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+        }
+    }
+}
+
+/// Page store and coordination on one Redis server.
+pub struct RedisStore {
+    pool: Pool,
+    done_tx: broadcast::Sender<String>,
+    purge_tx: broadcast::Sender<PurgeEvent>,
+    notices_connected: watch::Receiver<bool>,
+    subscriber: tokio::task::JoinHandle<()>,
+    unlock_script: Script,
+    prune_script: Script,
+    evict_script: Script,
+    claim_script: Script,
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        self.subscriber.abort();
+    }
+}
+
+impl RedisStore {
+    /// Prepares the pool and starts the notice subscriber (needs a Tokio
+    /// runtime). Only the URL is checked here: Redis may be down at start
+    /// and come up later; [`PageStore::ping`] says whether it answers.
+    pub fn connect(url: &str, options: RedisOptions) -> StoreResult<Arc<RedisStore>> {
+        if options.pool_max_size == 0 {
+            return Err(StoreError::Config(
+                "redis pool size must be at least 1".to_owned(),
+            ));
+        }
+        let connection_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(options.response_timeout));
+        let manager = Manager::new_with_config(url, connection_config)?;
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_max_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.connect_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.response_timeout))
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        let client = redis::Client::open(url)?;
+        let (done_tx, _) = broadcast::channel(NOTICE_CHANNEL_CAPACITY);
+        let (purge_tx, _) = broadcast::channel(NOTICE_CHANNEL_CAPACITY);
+        let (connected_tx, notices_connected) = watch::channel(false);
+        let subscriber = tokio::spawn(run_subscriber(
+            client,
+            done_tx.clone(),
+            purge_tx.clone(),
+            connected_tx,
+            options,
+        ));
+        Ok(Arc::new(RedisStore {
+            pool,
+            done_tx,
+            purge_tx,
+            notices_connected,
+            subscriber,
+            unlock_script: Script::new(UNLOCK_SCRIPT),
+            prune_script: Script::new(PRUNE_SCRIPT),
+            evict_script: Script::new(EVICT_SCRIPT),
+            claim_script: Script::new(CLAIM_SCRIPT),
+        }))
+    }
+
+    /// Whether the notice subscription (`render-done`, `render-purge`)
+    /// is up right now.
+    pub fn notices_connected(&self) -> bool {
+        *self.notices_connected.borrow()
+    }
+
+    /// Waits up to `timeout` for the notice subscription; `false` if it
+    /// did not come up.
+    pub async fn wait_notices_connected(&self, timeout: Duration) -> bool {
+        let mut rx = self.notices_connected.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|up| *up))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    async fn conn(&self) -> StoreResult<deadpool_redis::Connection> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_redis::PoolError::Backend(e) => StoreError::Redis(e),
+            other => StoreError::Pool(other.to_string()),
+        })
+    }
+
+    async fn get_page(&self, key: &CacheKey) -> StoreResult<Option<StoredPage>> {
+        let mut conn = self.conn().await?;
+        let (html, meta): (Option<Vec<u8>>, HashMap<String, String>) = redis::pipe()
+            .get(key.to_string())
+            .hgetall(key.meta_key())
+            .query_async(&mut conn)
+            .await?;
+        let Some(html) = html else { return Ok(None) };
+        if meta.is_empty() {
+            // Half of a page (e.g. torn by a failover): a miss, never served.
+            return Ok(None);
+        }
+        match decode_meta(html, &meta) {
+            Some(page) => Ok(Some(page)),
+            None => {
+                tracing::warn!(key = %key, "unreadable page metadata; treated as a miss");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn put_page(&self, key: &CacheKey, page: &StoredPage, ttl: Duration) -> StoreResult<()> {
+        if ttl.is_zero() {
+            return Ok(());
+        }
+        let ttl_ms = ttl_millis(ttl);
+        let name = key.to_string();
+        let meta_key = key.meta_key();
+        let headers = serde_json::to_string(&page.headers)
+            .map_err(|e| StoreError::Config(format!("headers not serialisable: {e}")))?;
+        let fields = [
+            (F_STATUS, page.status.to_string()),
+            (F_HEADERS, headers),
+            (F_ETAG, page.etag.clone()),
+            (F_RENDERED_AT, unix_millis(page.rendered_at).to_string()),
+            (F_EXPIRES_AT, unix_millis(page.expires_at).to_string()),
+            (F_SETTINGS_HASH, page.settings_hash.clone()),
+            (F_CONTENT_HASH, page.content_hash.clone()),
+        ];
+        let mut conn = self.conn().await?;
+        redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(&name)
+            .arg(page.html.as_ref())
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore()
+            .del(&meta_key)
+            .ignore()
+            .hset_multiple(&meta_key, &fields)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&meta_key)
+            .arg(ttl_ms)
+            .ignore()
+            .zadd(
+                index_key(key.domain()),
+                &name,
+                unix_millis(SystemTime::now()),
+            )
+            .ignore()
+            .sadd(DOMAINS_KEY, key.domain())
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_page(&self, key: &CacheKey) -> StoreResult<bool> {
+        let name = key.to_string();
+        let mut conn = self.conn().await?;
+        let (removed,): (u64,) = redis::pipe()
+            .atomic()
+            .del(&[name.as_str(), key.meta_key().as_str()])
+            .zrem(index_key(key.domain()), &name)
+            .ignore()
+            .zrem(due_key(key.domain()), &name)
+            .ignore()
+            .publish(PURGE_CHANNEL, PurgeEvent::Page(key.clone()).to_message())
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(removed > 0)
+    }
+
+    async fn purge_domain_pages(&self, domain: &str) -> StoreResult<u64> {
+        let domain = normalize_host(domain)?;
+        let mut conn = self.conn().await?;
+        let removed = scan_unlink(&mut conn, &format!("{PAGE_KEY_PREFIX}{domain}:*")).await?;
+        scan_unlink(&mut conn, &format!("{META_KEY_PREFIX}{domain}:*")).await?;
+        redis::pipe()
+            .del(&[index_key(&domain), due_key(&domain)])
+            .ignore()
+            .srem(DOMAINS_KEY, &domain)
+            .ignore()
+            .publish(
+                PURGE_CHANNEL,
+                PurgeEvent::Domain(domain.clone()).to_message(),
+            )
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(removed)
+    }
+
+    async fn purge_all_pages(&self) -> StoreResult<u64> {
+        let mut conn = self.conn().await?;
+        let removed = scan_unlink(&mut conn, &format!("{PAGE_KEY_PREFIX}*")).await?;
+        for prefix in [META_KEY_PREFIX, INDEX_KEY_PREFIX, DUE_KEY_PREFIX] {
+            scan_unlink(&mut conn, &format!("{prefix}*")).await?;
+        }
+        redis::pipe()
+            .del(DOMAINS_KEY)
+            .ignore()
+            .publish(PURGE_CHANNEL, PurgeEvent::All.to_message())
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(removed)
+    }
+}
+
+/// Deletes every key matching `pattern`, SCAN by SCAN (never KEYS, which
+/// would stall the server on a large keyspace); returns how many went.
+async fn scan_unlink(conn: &mut deadpool_redis::Connection, pattern: &str) -> StoreResult<u64> {
+    let mut cursor: u64 = 0;
+    let mut removed = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_BATCH)
+            .query_async(conn)
+            .await?;
+        if !keys.is_empty() {
+            removed += redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async::<u64>(conn)
+                .await?;
+        }
+        if next == 0 {
+            return Ok(removed);
+        }
+        cursor = next;
+    }
+}
+
+fn decode_meta(html: Vec<u8>, meta: &HashMap<String, String>) -> Option<StoredPage> {
+    let field = |name: &str| meta.get(name);
+    let millis = |name: &str| field(name)?.parse::<u64>().ok().map(from_unix_millis);
+    Some(StoredPage {
+        html: bytes::Bytes::from(html),
+        status: field(F_STATUS)?.parse().ok()?,
+        headers: serde_json::from_str(field(F_HEADERS)?).ok()?,
+        etag: field(F_ETAG)?.clone(),
+        rendered_at: millis(F_RENDERED_AT)?,
+        expires_at: millis(F_EXPIRES_AT)?,
+        settings_hash: field(F_SETTINGS_HASH)?.clone(),
+        content_hash: field(F_CONTENT_HASH)?.clone(),
+    })
+}
+
+fn parse_keys(members: Vec<String>) -> Vec<CacheKey> {
+    members
+        .into_iter()
+        .filter_map(|m| match CacheKey::parse(&m) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                tracing::warn!(member = %m, error = %e, "ignoring a foreign index member");
+                None
+            }
+        })
+        .collect()
+}
+
+/// Keeps one subscription to `render-done` and `render-purge` alive,
+/// reconnecting with backoff; after a reconnect it announces
+/// [`PurgeEvent::All`] because purges may have been missed meanwhile.
+async fn run_subscriber(
+    client: redis::Client,
+    done_tx: broadcast::Sender<String>,
+    purge_tx: broadcast::Sender<PurgeEvent>,
+    connected: watch::Sender<bool>,
+    options: RedisOptions,
+) {
+    let mut retry = SUBSCRIBER_RETRY_MIN;
+    let mut was_connected = false;
+    loop {
+        let subscribed = async {
+            let pubsub = tokio::time::timeout(options.connect_timeout, client.get_async_pubsub())
+                .await
+                .map_err(|_| "connect timeout".to_owned())?
+                .map_err(|e| e.to_string())?;
+            let (mut sink, stream) = pubsub.split();
+            tokio::time::timeout(
+                options.response_timeout,
+                sink.subscribe(&[DONE_CHANNEL, PURGE_CHANNEL]),
+            )
+            .await
+            .map_err(|_| "subscribe timeout".to_owned())?
+            .map_err(|e| e.to_string())?;
+            Ok::<_, String>((sink, stream))
+        }
+        .await;
+        let (mut sink, mut stream) = match subscribed {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::debug!(%error, "redis notice subscription failed; retrying");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(SUBSCRIBER_RETRY_MAX);
+                continue;
+            }
+        };
+        connected.send_replace(true);
+        if was_connected {
+            tracing::info!("redis notice subscription restored");
+            let _ = purge_tx.send(PurgeEvent::All);
+        }
+        was_connected = true;
+        retry = SUBSCRIBER_RETRY_MIN;
+        let mut ping = tokio::time::interval(SUBSCRIBER_PING_INTERVAL);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                message = stream.next() => {
+                    let Some(message) = message else { break };
+                    let Ok(payload) = message.get_payload::<String>() else { continue };
+                    match message.get_channel_name() {
+                        DONE_CHANNEL => {
+                            let _ = done_tx.send(payload);
+                        }
+                        PURGE_CHANNEL => {
+                            if let Some(event) = PurgeEvent::from_message(&payload) {
+                                let _ = purge_tx.send(event);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                _ = ping.tick() => {
+                    let answered = tokio::time::timeout(
+                        options.response_timeout,
+                        sink.ping::<redis::Value>(),
+                    )
+                    .await;
+                    if !matches!(answered, Ok(Ok(_))) {
+                        break;
+                    }
+                }
+            }
+        }
+        connected.send_replace(false);
+        tracing::warn!("redis notice subscription lost; reconnecting");
+    }
+}
+
+impl PageStore for RedisStore {
+    fn get<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, StoreResult<Option<StoredPage>>> {
+        self.get_page(key).boxed()
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        page: &'a StoredPage,
+        ttl: Duration,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        self.put_page(key, page, ttl).boxed()
+    }
+
+    fn delete<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, StoreResult<bool>> {
+        self.delete_page(key).boxed()
+    }
+
+    fn purge_domain<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, StoreResult<u64>> {
+        self.purge_domain_pages(domain).boxed()
+    }
+
+    fn purge_all(&self) -> BoxFuture<'_, StoreResult<u64>> {
+        self.purge_all_pages().boxed()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            let mut conn = self.conn().await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+}
+
+impl Coordination for RedisStore {
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            let mut conn = self.conn().await?;
+            let set: Option<String> = redis::cmd("SET")
+                .arg(lock_key(key))
+                .arg(owner)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_millis(ttl))
+                .query_async(&mut conn)
+                .await?;
+            Ok(set.is_some())
+        }
+        .boxed()
+    }
+
+    fn unlock<'a>(&'a self, key: &'a CacheKey, owner: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            let mut conn = self.conn().await?;
+            let released: i64 = self
+                .unlock_script
+                .key(lock_key(key))
+                .arg(owner)
+                .arg(DONE_CHANNEL)
+                .arg(key.to_string())
+                .invoke_async(&mut conn)
+                .await?;
+            Ok(released == 1)
+        }
+        .boxed()
+    }
+
+    fn is_locked<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            let mut conn = self.conn().await?;
+            let n: u64 = redis::cmd("EXISTS")
+                .arg(lock_key(key))
+                .query_async(&mut conn)
+                .await?;
+            Ok(n == 1)
+        }
+        .boxed()
+    }
+
+    fn wait_for_page<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        deadline: Instant,
+    ) -> BoxFuture<'a, StoreResult<WaitOutcome>> {
+        let done = self.done_tx.subscribe();
+        wait_for_page_with(self, done, key, deadline).boxed()
+    }
+
+    fn touch<'a>(&'a self, key: &'a CacheKey, at: SystemTime) -> BoxFuture<'a, StoreResult<()>> {
+        async move {
+            let mut conn = self.conn().await?;
+            redis::cmd("ZADD")
+                .arg(index_key(key.domain()))
+                .arg("XX")
+                .arg(unix_millis(at))
+                .arg(key.to_string())
+                .query_async::<()>(&mut conn)
+                .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn evict_over<'a>(
+        &'a self,
+        domain: &'a str,
+        max_entries: u64,
+    ) -> BoxFuture<'a, StoreResult<Vec<CacheKey>>> {
+        async move {
+            let mut conn = self.conn().await?;
+            let evicted: Vec<String> = self
+                .evict_script
+                .key(index_key(domain))
+                .key(due_key(domain))
+                .arg(max_entries)
+                .arg(META_KEY_PREFIX)
+                .arg(PAGE_KEY_PREFIX)
+                .invoke_async(&mut conn)
+                .await?;
+            let evicted = parse_keys(evicted);
+            if !evicted.is_empty() {
+                let mut announce = redis::pipe();
+                for key in &evicted {
+                    announce
+                        .publish(PURGE_CHANNEL, PurgeEvent::Page(key.clone()).to_message())
+                        .ignore();
+                }
+                announce.query_async::<()>(&mut conn).await?;
+            }
+            Ok(evicted)
+        }
+        .boxed()
+    }
+
+    fn entries<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, StoreResult<u64>> {
+        async move {
+            let mut conn = self.conn().await?;
+            let live: u64 = self
+                .prune_script
+                .key(index_key(domain))
+                .invoke_async(&mut conn)
+                .await?;
+            Ok(live)
+        }
+        .boxed()
+    }
+
+    fn schedule<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        due: SystemTime,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        async move {
+            let mut conn = self.conn().await?;
+            redis::cmd("ZADD")
+                .arg(due_key(key.domain()))
+                .arg(unix_millis(due))
+                .arg(key.to_string())
+                .query_async::<()>(&mut conn)
+                .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn claim_due<'a>(
+        &'a self,
+        domain: &'a str,
+        now: SystemTime,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<Vec<CacheKey>>> {
+        async move {
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            let mut conn = self.conn().await?;
+            let claimed: Vec<String> = self
+                .claim_script
+                .key(due_key(domain))
+                .arg(unix_millis(now))
+                .arg(limit)
+                .invoke_async(&mut conn)
+                .await?;
+            Ok(parse_keys(claimed))
+        }
+        .boxed()
+    }
+
+    fn next_due<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, StoreResult<Option<SystemTime>>> {
+        async move {
+            let mut conn = self.conn().await?;
+            let first: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                .arg(due_key(domain))
+                .arg(0)
+                .arg(0)
+                .arg("WITHSCORES")
+                .query_async(&mut conn)
+                .await?;
+            Ok(first
+                .first()
+                .map(|(_, score)| from_unix_millis(score.max(0.0) as u64)))
+        }
+        .boxed()
+    }
+
+    fn domains(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        async move {
+            let mut conn = self.conn().await?;
+            let mut domains: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(DOMAINS_KEY)
+                .query_async(&mut conn)
+                .await?;
+            domains.sort();
+            Ok(domains)
+        }
+        .boxed()
+    }
+
+    fn incr_renders<'a>(
+        &'a self,
+        domain: &'a str,
+        month: &'a str,
+    ) -> BoxFuture<'a, StoreResult<u64>> {
+        async move {
+            let mut conn = self.conn().await?;
+            let key = quota_key(domain, month);
+            let (count,): (u64,) = redis::pipe()
+                .atomic()
+                .incr(&key, 1)
+                .expire(&key, QUOTA_KEY_TTL.as_secs() as i64)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+            Ok(count)
+        }
+        .boxed()
+    }
+
+    fn renders_in_month<'a>(
+        &'a self,
+        domain: &'a str,
+        month: &'a str,
+    ) -> BoxFuture<'a, StoreResult<u64>> {
+        async move {
+            let mut conn = self.conn().await?;
+            let count: Option<u64> = redis::cmd("GET")
+                .arg(quota_key(domain, month))
+                .query_async(&mut conn)
+                .await?;
+            Ok(count.unwrap_or(0))
+        }
+        .boxed()
+    }
+
+    fn publish_purge<'a>(&'a self, event: &'a PurgeEvent) -> BoxFuture<'a, StoreResult<()>> {
+        async move {
+            let mut conn = self.conn().await?;
+            redis::cmd("PUBLISH")
+                .arg(PURGE_CHANNEL)
+                .arg(event.to_message())
+                .query_async::<()>(&mut conn)
+                .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn subscribe_purges(&self) -> broadcast::Receiver<PurgeEvent> {
+        self.purge_tx.subscribe()
+    }
+}

@@ -1,0 +1,567 @@
+//! One contract, two stores: every test here runs against the embedded
+//! store and against a real redis-server, so both keep the same semantics.
+
+#[path = "common/redis.rs"]
+mod redis_server;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use prerender_proxy::cache::{
+    CacheKey, CacheStore, PurgeEvent, StoredPage, WaitOutcome, DEFAULT_CACHE_MAX_BYTES,
+};
+use tokio::time::Instant;
+
+/// Generous bound for anything that should happen "soon"; only catches hangs.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+struct Fixture {
+    store: Arc<dyn CacheStore>,
+    _server: Option<redis_server::RedisServer>,
+}
+
+mod fixtures {
+    use super::*;
+    use prerender_proxy::cache::{MemoryStore, RedisOptions, RedisStore};
+
+    pub async fn memory() -> Fixture {
+        Fixture {
+            store: MemoryStore::new(DEFAULT_CACHE_MAX_BYTES),
+            _server: None,
+        }
+    }
+
+    pub async fn redis() -> Fixture {
+        let server = redis_server::RedisServer::start();
+        let store = RedisStore::connect(&server.url(), RedisOptions::default()).unwrap();
+        assert!(store.wait_notices_connected(DEADLINE).await);
+        Fixture {
+            store,
+            _server: Some(server),
+        }
+    }
+}
+
+fn key(domain: &str, path: &str) -> CacheKey {
+    CacheKey::new(domain, path, &[], false).unwrap()
+}
+
+fn at_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+fn page(html: &str) -> StoredPage {
+    StoredPage {
+        html: Bytes::copy_from_slice(html.as_bytes()),
+        status: 200,
+        headers: vec![
+            (
+                "Location".to_owned(),
+                "https://example.com/ü?a=\"b\"".to_owned(),
+            ),
+            ("X-Custom".to_owned(), "1".to_owned()),
+        ],
+        etag: "\"abc123\"".to_owned(),
+        rendered_at: at_ms(1_790_000_000_123),
+        expires_at: at_ms(1_790_003_600_123),
+        settings_hash: "settings-1".to_owned(),
+        content_hash: "content-1".to_owned(),
+    }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+mod contract {
+    use super::*;
+
+    pub async fn put_then_get_round_trips_every_field(store: &Arc<dyn CacheStore>) {
+        let k = key("example.com", "/a/b");
+        let mut p = page("<html><body>Hello ✓</body></html>");
+        p.html = Bytes::from_static(b"<html>\xff\x00 binary-safe</html>");
+        p.status = 404;
+        store.put(&k, &p, HOUR).await.unwrap();
+        assert_eq!(store.get(&k).await.unwrap(), Some(p));
+        let mobile = CacheKey::new("example.com", "/a/b", &[], true).unwrap();
+        assert_eq!(
+            store.get(&mobile).await.unwrap(),
+            None,
+            "variants are apart"
+        );
+    }
+
+    pub async fn missing_page_is_none(store: &Arc<dyn CacheStore>) {
+        assert_eq!(store.get(&key("example.com", "/nope")).await.unwrap(), None);
+    }
+
+    pub async fn put_replaces_the_previous_page(store: &Arc<dyn CacheStore>) {
+        let k = key("example.com", "/");
+        store.put(&k, &page("old"), HOUR).await.unwrap();
+        let mut new = page("new");
+        new.headers = vec![];
+        new.content_hash = "content-2".to_owned();
+        store.put(&k, &new, HOUR).await.unwrap();
+        assert_eq!(store.get(&k).await.unwrap(), Some(new));
+        assert_eq!(store.entries("example.com").await.unwrap(), 1);
+    }
+
+    pub async fn zero_ttl_stores_nothing(store: &Arc<dyn CacheStore>) {
+        let k = key("example.com", "/fresh");
+        store.put(&k, &page("x"), Duration::ZERO).await.unwrap();
+        assert_eq!(store.get(&k).await.unwrap(), None);
+        assert_eq!(store.entries("example.com").await.unwrap(), 0);
+    }
+
+    pub async fn page_is_gone_after_its_ttl(store: &Arc<dyn CacheStore>) {
+        let k = key("example.com", "/short");
+        store
+            .put(&k, &page("x"), Duration::from_millis(200))
+            .await
+            .unwrap();
+        assert!(store.get(&k).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(store.get(&k).await.unwrap(), None);
+        // An expired page leaves the LRU index too.
+        assert_eq!(store.entries("example.com").await.unwrap(), 0);
+    }
+
+    pub async fn delete_removes_one_page(store: &Arc<dyn CacheStore>) {
+        let a = key("example.com", "/a");
+        let b = key("example.com", "/b");
+        store.put(&a, &page("a"), HOUR).await.unwrap();
+        store.put(&b, &page("b"), HOUR).await.unwrap();
+        store.schedule(&a, at_ms(0)).await.unwrap();
+        assert!(store.delete(&a).await.unwrap());
+        assert!(!store.delete(&a).await.unwrap());
+        assert_eq!(store.get(&a).await.unwrap(), None);
+        assert!(store.get(&b).await.unwrap().is_some());
+        assert_eq!(store.entries("example.com").await.unwrap(), 1);
+        // A purged page is forgotten by the refresher too.
+        let claimed = store
+            .claim_due("example.com", SystemTime::now(), 10)
+            .await
+            .unwrap();
+        assert!(claimed.is_empty(), "{claimed:?}");
+    }
+
+    pub async fn purge_domain_removes_only_that_domain(store: &Arc<dyn CacheStore>) {
+        let mine = [
+            key("example.com", "/"),
+            key("example.com", "/a?x=1"),
+            CacheKey::new("example.com", "/a", &[], true).unwrap(),
+        ];
+        let others = [key("example.co", "/"), key("www.example.com", "/")];
+        for k in mine.iter().chain(&others) {
+            store.put(k, &page("p"), HOUR).await.unwrap();
+            store.schedule(k, at_ms(0)).await.unwrap();
+        }
+        assert_eq!(
+            store.domains().await.unwrap(),
+            vec!["example.co", "example.com", "www.example.com"]
+        );
+        assert_eq!(store.purge_domain("EXAMPLE.com").await.unwrap(), 3);
+        for k in &mine {
+            assert_eq!(store.get(k).await.unwrap(), None, "{k}");
+        }
+        for k in &others {
+            assert!(store.get(k).await.unwrap().is_some(), "{k}");
+        }
+        assert_eq!(store.entries("example.com").await.unwrap(), 0);
+        assert!(store
+            .claim_due("example.com", SystemTime::now(), 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store.domains().await.unwrap(),
+            vec!["example.co", "www.example.com"]
+        );
+        assert!(store.purge_domain("bad domain").await.is_err());
+        assert_eq!(store.purge_domain("unknown.test").await.unwrap(), 0);
+    }
+
+    pub async fn purge_all_keeps_only_quota_counters(store: &Arc<dyn CacheStore>) {
+        for (d, p) in [("a.test", "/"), ("a.test", "/x"), ("b.test", "/")] {
+            store.put(&key(d, p), &page("p"), HOUR).await.unwrap();
+        }
+        store.incr_renders("a.test", "2026-11").await.unwrap();
+        assert_eq!(store.purge_all().await.unwrap(), 3);
+        assert_eq!(store.get(&key("a.test", "/")).await.unwrap(), None);
+        assert!(store.domains().await.unwrap().is_empty());
+        assert_eq!(store.entries("a.test").await.unwrap(), 0);
+        assert_eq!(
+            store.renders_in_month("a.test", "2026-11").await.unwrap(),
+            1
+        );
+        assert_eq!(store.purge_all().await.unwrap(), 0);
+    }
+
+    async fn next_event(rx: &mut tokio::sync::broadcast::Receiver<PurgeEvent>) -> PurgeEvent {
+        tokio::time::timeout(DEADLINE, rx.recv())
+            .await
+            .expect("purge notice within the deadline")
+            .expect("purge channel open")
+    }
+
+    pub async fn purges_are_announced(store: &Arc<dyn CacheStore>) {
+        let mut rx = store.subscribe_purges();
+        let k = key("example.com", "/a");
+        store.put(&k, &page("a"), HOUR).await.unwrap();
+        store.delete(&k).await.unwrap();
+        assert_eq!(next_event(&mut rx).await, PurgeEvent::Page(k));
+        store.purge_domain("Example.com").await.unwrap();
+        assert_eq!(
+            next_event(&mut rx).await,
+            PurgeEvent::Domain("example.com".to_owned())
+        );
+        store.purge_all().await.unwrap();
+        assert_eq!(next_event(&mut rx).await, PurgeEvent::All);
+        let custom = PurgeEvent::Page(key("other.test", "/z"));
+        store.publish_purge(&custom).await.unwrap();
+        assert_eq!(next_event(&mut rx).await, custom);
+    }
+
+    pub async fn render_lock_is_exclusive_and_owner_checked(store: &Arc<dyn CacheStore>) {
+        let k = key("example.com", "/p");
+        assert!(!store.is_locked(&k).await.unwrap());
+        assert!(store.try_lock(&k, "one", HOUR).await.unwrap());
+        assert!(!store.try_lock(&k, "two", HOUR).await.unwrap());
+        assert!(store.is_locked(&k).await.unwrap());
+        assert!(
+            !store.unlock(&k, "two").await.unwrap(),
+            "only the owner unlocks"
+        );
+        assert!(store.is_locked(&k).await.unwrap());
+        assert!(store.unlock(&k, "one").await.unwrap());
+        assert!(!store.is_locked(&k).await.unwrap());
+        assert!(store.try_lock(&k, "two", HOUR).await.unwrap());
+        // Another key is independent.
+        assert!(store
+            .try_lock(&key("example.com", "/q"), "one", HOUR)
+            .await
+            .unwrap());
+    }
+
+    pub async fn render_lock_expires(store: &Arc<dyn CacheStore>) {
+        let k = key("example.com", "/p");
+        assert!(store
+            .try_lock(&k, "dead", Duration::from_millis(200))
+            .await
+            .unwrap());
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(!store.is_locked(&k).await.unwrap());
+        assert!(
+            !store.unlock(&k, "dead").await.unwrap(),
+            "an expired lock is not ours"
+        );
+        assert!(store.try_lock(&k, "alive", HOUR).await.unwrap());
+    }
+
+    pub async fn waiter_gets_the_page_when_the_render_finishes(store: &Arc<dyn CacheStore>) {
+        let k = key("example.com", "/slow");
+        assert!(store.try_lock(&k, "renderer", HOUR).await.unwrap());
+        let waiters: Vec<_> = (0..5)
+            .map(|_| {
+                let store = store.clone();
+                let k = k.clone();
+                tokio::spawn(async move {
+                    store
+                        .wait_for_page(&k, Instant::now() + DEADLINE)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let p = page("rendered");
+        store.put(&k, &p, HOUR).await.unwrap();
+        assert!(store.unlock(&k, "renderer").await.unwrap());
+        for w in waiters {
+            assert_eq!(w.await.unwrap(), WaitOutcome::Ready(p.clone()));
+        }
+    }
+
+    pub async fn waiters_compete_again_when_the_renderer_dies(store: &Arc<dyn CacheStore>) {
+        let k = key("example.com", "/crash");
+        assert!(store
+            .try_lock(&k, "dying", Duration::from_millis(300))
+            .await
+            .unwrap());
+        let outcome = store
+            .wait_for_page(&k, Instant::now() + DEADLINE)
+            .await
+            .unwrap();
+        assert_eq!(outcome, WaitOutcome::LockReleased);
+        assert!(store.try_lock(&k, "next", HOUR).await.unwrap());
+    }
+
+    pub async fn failed_render_releases_waiters_without_a_page(store: &Arc<dyn CacheStore>) {
+        let k = key("example.com", "/fails");
+        assert!(store.try_lock(&k, "r", HOUR).await.unwrap());
+        let waiter = {
+            let store = store.clone();
+            let k = k.clone();
+            tokio::spawn(async move { store.wait_for_page(&k, Instant::now() + DEADLINE).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(store.unlock(&k, "r").await.unwrap());
+        assert_eq!(waiter.await.unwrap().unwrap(), WaitOutcome::LockReleased);
+    }
+
+    pub async fn waiting_stops_at_the_deadline(store: &Arc<dyn CacheStore>) {
+        let k = key("example.com", "/stuck");
+        assert!(store.try_lock(&k, "r", HOUR).await.unwrap());
+        let outcome = tokio::time::timeout(
+            DEADLINE,
+            store.wait_for_page(&k, Instant::now() + Duration::from_millis(300)),
+        )
+        .await
+        .expect("wait_for_page honours its deadline")
+        .unwrap();
+        assert_eq!(outcome, WaitOutcome::TimedOut);
+    }
+
+    pub async fn least_recently_used_pages_are_evicted_over_the_limit(store: &Arc<dyn CacheStore>) {
+        let keys: Vec<CacheKey> = (0..5)
+            .map(|i| key("example.com", &format!("/p{i}")))
+            .collect();
+        for k in &keys {
+            store.put(k, &page("p"), HOUR).await.unwrap();
+            store.schedule(k, at_ms(0)).await.unwrap();
+        }
+        let other = key("other.test", "/");
+        store.put(&other, &page("o"), HOUR).await.unwrap();
+        // Access order, oldest first: p3, p1, p4, p0, p2.
+        for (t, i) in [3, 1, 4, 0, 2].into_iter().enumerate() {
+            let at = SystemTime::now() + Duration::from_secs(60 + t as u64);
+            store.touch(&keys[i], at).await.unwrap();
+        }
+        assert_eq!(store.entries("example.com").await.unwrap(), 5);
+        let evicted = store.evict_over("example.com", 3).await.unwrap();
+        assert_eq!(evicted, vec![keys[3].clone(), keys[1].clone()]);
+        for i in [3, 1] {
+            assert_eq!(store.get(&keys[i]).await.unwrap(), None);
+        }
+        for i in [4, 0, 2] {
+            assert!(store.get(&keys[i]).await.unwrap().is_some());
+        }
+        assert!(store.get(&other).await.unwrap().is_some());
+        assert_eq!(store.entries("example.com").await.unwrap(), 3);
+        assert!(store.evict_over("example.com", 3).await.unwrap().is_empty());
+        // Evicted pages are no longer refreshed.
+        let claimed: HashSet<CacheKey> = store
+            .claim_due("example.com", SystemTime::now(), 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            claimed,
+            [4, 0, 2].iter().map(|&i| keys[i].clone()).collect()
+        );
+    }
+
+    pub async fn touch_does_not_bring_back_a_deleted_page(store: &Arc<dyn CacheStore>) {
+        let k = key("example.com", "/gone");
+        store.put(&k, &page("p"), HOUR).await.unwrap();
+        store.delete(&k).await.unwrap();
+        store.touch(&k, SystemTime::now()).await.unwrap();
+        assert_eq!(store.entries("example.com").await.unwrap(), 0);
+        assert!(store.evict_over("example.com", 0).await.unwrap().is_empty());
+    }
+
+    pub async fn due_pages_are_claimed_once_across_claimers(store: &Arc<dyn CacheStore>) {
+        let now = SystemTime::now();
+        let due: Vec<CacheKey> = (0..30)
+            .map(|i| key("example.com", &format!("/d{i}")))
+            .collect();
+        for k in &due {
+            store.put(k, &page("p"), HOUR).await.unwrap();
+            store
+                .schedule(k, now - Duration::from_secs(1))
+                .await
+                .unwrap();
+        }
+        let later = key("example.com", "/later");
+        let later_at = at_ms(super::unix_ms(now) + 3_600_000);
+        store.schedule(&later, later_at).await.unwrap();
+        assert_eq!(
+            store.next_due("example.com").await.unwrap(),
+            Some(at_ms(super::unix_ms(now) - 1000))
+        );
+        let claimers: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    loop {
+                        let batch = store.claim_due("example.com", now, 3).await.unwrap();
+                        if batch.is_empty() {
+                            return mine;
+                        }
+                        mine.extend(batch);
+                    }
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for c in claimers {
+            all.extend(c.await.unwrap());
+        }
+        assert_eq!(all.len(), due.len(), "each due page claimed exactly once");
+        let unique: HashSet<CacheKey> = all.into_iter().collect();
+        assert_eq!(unique, due.iter().cloned().collect());
+        assert_eq!(store.next_due("example.com").await.unwrap(), Some(later_at));
+        assert!(store
+            .claim_due("example.com", now, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store.claim_due("example.com", later_at, 10).await.unwrap(),
+            vec![later]
+        );
+        assert_eq!(store.next_due("example.com").await.unwrap(), None);
+    }
+
+    pub async fn schedule_remembers_pages_past_their_ttl(store: &Arc<dyn CacheStore>) {
+        let k = key("example.com", "/remembered");
+        store
+            .put(&k, &page("p"), Duration::from_millis(200))
+            .await
+            .unwrap();
+        store.schedule(&k, at_ms(1)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(store.entries("example.com").await.unwrap(), 0);
+        assert_eq!(
+            store
+                .claim_due("example.com", SystemTime::now(), 10)
+                .await
+                .unwrap(),
+            vec![k]
+        );
+    }
+
+    pub async fn schedule_is_trimmed_to_the_limit_dropping_uncached_pages(
+        store: &Arc<dyn CacheStore>,
+    ) {
+        let cached = key("example.com", "/cached");
+        store.put(&cached, &page("p"), HOUR).await.unwrap();
+        store.schedule(&cached, at_ms(1)).await.unwrap();
+        for i in 0..4 {
+            store
+                .schedule(&key("example.com", &format!("/old{i}")), at_ms(2))
+                .await
+                .unwrap();
+        }
+        assert!(store.evict_over("example.com", 2).await.unwrap().is_empty());
+        let claimed = store
+            .claim_due("example.com", SystemTime::now(), 100)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 2);
+        assert!(claimed.contains(&cached), "the cached page stays scheduled");
+    }
+
+    pub async fn renders_are_counted_per_domain_and_month(store: &Arc<dyn CacheStore>) {
+        assert_eq!(
+            store.renders_in_month("a.test", "2026-11").await.unwrap(),
+            0
+        );
+        for expected in 1..=3 {
+            assert_eq!(
+                store.incr_renders("a.test", "2026-11").await.unwrap(),
+                expected
+            );
+        }
+        assert_eq!(store.incr_renders("b.test", "2026-11").await.unwrap(), 1);
+        assert_eq!(
+            store.renders_in_month("a.test", "2026-11").await.unwrap(),
+            3
+        );
+        assert_eq!(
+            store.renders_in_month("a.test", "2026-10").await.unwrap(),
+            0
+        );
+        // A new month starts from zero.
+        assert_eq!(store.incr_renders("a.test", "2026-12").await.unwrap(), 1);
+    }
+
+    pub async fn concurrent_hits_all_see_the_page(store: &Arc<dyn CacheStore>) {
+        let keys: Vec<CacheKey> = (0..50)
+            .map(|i| key("example.com", &format!("/h{i}")))
+            .collect();
+        for k in &keys {
+            store.put(k, &page(&k.to_string()), HOUR).await.unwrap();
+        }
+        let tasks: Vec<_> = (0..16)
+            .map(|t| {
+                let store = store.clone();
+                let keys = keys.clone();
+                tokio::spawn(async move {
+                    for round in 0..20 {
+                        let k = &keys[(t * 7 + round) % keys.len()];
+                        let got = store.get(k).await.unwrap().expect("hit");
+                        assert_eq!(got.html, Bytes::from(k.to_string()));
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+macro_rules! contract_tests {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let fixture = super::fixtures::memory().await;
+                    super::contract::$name(&fixture.store).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let fixture = super::fixtures::redis().await;
+                    super::contract::$name(&fixture.store).await;
+                }
+            )*
+        }
+    };
+}
+
+contract_tests!(
+    put_then_get_round_trips_every_field,
+    missing_page_is_none,
+    put_replaces_the_previous_page,
+    zero_ttl_stores_nothing,
+    page_is_gone_after_its_ttl,
+    delete_removes_one_page,
+    purge_domain_removes_only_that_domain,
+    purge_all_keeps_only_quota_counters,
+    purges_are_announced,
+    render_lock_is_exclusive_and_owner_checked,
+    render_lock_expires,
+    waiter_gets_the_page_when_the_render_finishes,
+    waiters_compete_again_when_the_renderer_dies,
+    failed_render_releases_waiters_without_a_page,
+    waiting_stops_at_the_deadline,
+    least_recently_used_pages_are_evicted_over_the_limit,
+    touch_does_not_bring_back_a_deleted_page,
+    due_pages_are_claimed_once_across_claimers,
+    schedule_remembers_pages_past_their_ttl,
+    schedule_is_trimmed_to_the_limit_dropping_uncached_pages,
+    renders_are_counted_per_domain_and_month,
+    concurrent_hits_all_see_the_page,
+);

@@ -1,0 +1,355 @@
+//! The Redis store against a real redis-server: the documented key
+//! layout, outages (fail fast, recover by itself) and several instances
+//! sharing one server.
+
+#[path = "common/redis.rs"]
+mod redis_server;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use prerender_proxy::cache::{
+    quota_month, CacheKey, Coordination, PageStore, PurgeEvent, RedisOptions, RedisStore,
+    StoredPage, WaitOutcome,
+};
+use redis::Commands;
+use redis_server::RedisServer;
+use tokio::time::Instant;
+
+/// Generous bound for anything that should happen "soon"; only catches hangs.
+const DEADLINE: Duration = Duration::from_secs(10);
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn key(domain: &str, path: &str) -> CacheKey {
+    CacheKey::new(domain, path, &[], false).unwrap()
+}
+
+fn at_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+fn page(html: &str) -> StoredPage {
+    StoredPage {
+        html: Bytes::copy_from_slice(html.as_bytes()),
+        status: 301,
+        headers: vec![("Location".to_owned(), "https://example.com/new".to_owned())],
+        etag: "\"e1\"".to_owned(),
+        rendered_at: at_ms(1_790_000_000_123),
+        expires_at: at_ms(1_790_003_600_123),
+        settings_hash: "s1".to_owned(),
+        content_hash: "c1".to_owned(),
+    }
+}
+
+async fn connect(server: &RedisServer) -> Arc<RedisStore> {
+    let store = RedisStore::connect(&server.url(), RedisOptions::default()).unwrap();
+    assert!(store.wait_notices_connected(DEADLINE).await);
+    store
+}
+
+/// Retries `op` until it succeeds or the deadline passes.
+async fn eventually<T, E: std::fmt::Debug, F, Fut>(mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let until = Instant::now() + DEADLINE;
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) if Instant::now() >= until => panic!("never recovered: {e:?}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layout_is_the_documented_render_key_family() {
+    let server = RedisServer::start();
+    let store = connect(&server).await;
+    let mut raw = server.raw();
+
+    let k = key("Example.com:443", "/a/b");
+    let p = page("<html><body>rendered</body></html>");
+    store.put(&k, &p, HOUR).await.unwrap();
+
+    // The HTML is a plain string: `redis-cli GET render:<d>:<p>` shows the page.
+    let html: Vec<u8> = raw.get("render:example.com:/a/b").unwrap();
+    assert_eq!(html, p.html.to_vec());
+    let meta: HashMap<String, String> = raw.hgetall("render-meta:example.com:/a/b").unwrap();
+    assert_eq!(meta["status"], "301");
+    assert_eq!(meta["etag"], "\"e1\"");
+    assert_eq!(meta["rendered_at"], "1790000000123");
+    assert_eq!(meta["expires_at"], "1790003600123");
+    assert_eq!(meta["settings_hash"], "s1");
+    assert_eq!(meta["content_hash"], "c1");
+    let headers: Vec<(String, String)> = serde_json::from_str(&meta["headers"]).unwrap();
+    assert_eq!(headers, p.headers);
+    for name in ["render:example.com:/a/b", "render-meta:example.com:/a/b"] {
+        let pttl: i64 = raw.pttl(name).unwrap();
+        assert!(pttl > 0 && pttl <= 3_600_000, "{name}: {pttl}");
+    }
+    let score: Option<f64> = raw
+        .zscore("render-index:example.com", "render:example.com:/a/b")
+        .unwrap();
+    assert!(score.is_some());
+    let member: bool = raw.sismember("render-domains", "example.com").unwrap();
+    assert!(member);
+
+    store.schedule(&k, at_ms(1_790_086_400_000)).await.unwrap();
+    let due: Option<f64> = raw
+        .zscore("render-due:example.com", "render:example.com:/a/b")
+        .unwrap();
+    assert_eq!(due, Some(1_790_086_400_000.0));
+
+    assert!(store.try_lock(&k, "instance-1", HOUR).await.unwrap());
+    let owner: String = raw.get("render-lock:example.com:/a/b").unwrap();
+    assert_eq!(owner, "instance-1");
+    let lock_ttl: i64 = raw.pttl("render-lock:example.com:/a/b").unwrap();
+    assert!(lock_ttl > 0);
+
+    let month = quota_month(SystemTime::now());
+    store.incr_renders("example.com", &month).await.unwrap();
+    let quota_key = format!("render-quota:example.com:{month}");
+    let count: u64 = raw.get(&quota_key).unwrap();
+    assert_eq!(count, 1);
+    let quota_ttl: i64 = raw.ttl(&quota_key).unwrap();
+    assert!(
+        quota_ttl > 31 * 86_400 && quota_ttl <= 32 * 86_400,
+        "{quota_ttl}"
+    );
+
+    let mobile = CacheKey::new("example.com", "/a/b", &[], true).unwrap();
+    store.put(&mobile, &page("mobile"), HOUR).await.unwrap();
+    let html: String = raw.get("render:example.com:m:/a/b").unwrap();
+    assert_eq!(html, "mobile");
+
+    // Nothing outside the family.
+    let keys: Vec<String> = raw.keys("*").unwrap();
+    assert!(keys.iter().all(|k| k.starts_with("render")), "{keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_written_or_unreadable_pages_are_misses() {
+    let server = RedisServer::start();
+    let store = connect(&server).await;
+    let mut raw = server.raw();
+
+    let () = raw.set("render:example.com:/orphan", "<html>").unwrap();
+    assert_eq!(
+        store.get(&key("example.com", "/orphan")).await.unwrap(),
+        None
+    );
+
+    let () = raw.set("render:example.com:/bad", "<html>").unwrap();
+    let () = raw
+        .hset_multiple(
+            "render-meta:example.com:/bad",
+            &[("status", "not-a-number"), ("headers", "[]")],
+        )
+        .unwrap();
+    assert_eq!(store.get(&key("example.com", "/bad")).await.unwrap(), None);
+
+    // A re-render overwrites the broken entry.
+    store
+        .put(&key("example.com", "/bad"), &page("good"), HOUR)
+        .await
+        .unwrap();
+    assert!(store
+        .get(&key("example.com", "/bad"))
+        .await
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_fails_fast_and_the_store_recovers_by_itself() {
+    let mut server = RedisServer::start();
+    let store = connect(&server).await;
+    let mut purges = store.subscribe_purges();
+    let k = key("example.com", "/");
+    store.put(&k, &page("before"), HOUR).await.unwrap();
+
+    server.stop();
+    let started = Instant::now();
+    assert!(store.get(&k).await.is_err());
+    assert!(store.put(&k, &page("during"), HOUR).await.is_err());
+    assert!(store.try_lock(&k, "me", HOUR).await.is_err());
+    assert!(store.ping().await.is_err());
+    // Several commands, each bounded by the connect timeout (1 s).
+    assert!(started.elapsed() < DEADLINE, "took {:?}", started.elapsed());
+
+    server.restart();
+    eventually(|| store.ping()).await;
+    store.put(&k, &page("after"), HOUR).await.unwrap();
+    assert_eq!(
+        store.get(&k).await.unwrap().unwrap().html,
+        Bytes::from("after")
+    );
+
+    // The notice channel comes back too, and says that purges may have
+    // been missed meanwhile.
+    assert!(store.wait_notices_connected(DEADLINE).await);
+    let event = tokio::time::timeout(DEADLINE, purges.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(event, PurgeEvent::All);
+    store.delete(&k).await.unwrap();
+    let event = tokio::time::timeout(DEADLINE, purges.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(event, PurgeEvent::Page(k));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_server_times_out_instead_of_holding_requests() {
+    let server = RedisServer::start();
+    let options = RedisOptions {
+        response_timeout: Duration::from_millis(500),
+        ..RedisOptions::default()
+    };
+    let store = RedisStore::connect(&server.url(), options).unwrap();
+    let k = key("example.com", "/");
+    store.put(&k, &page("p"), HOUR).await.unwrap();
+
+    server.pause();
+    let started = Instant::now();
+    let result = tokio::time::timeout(DEADLINE, store.get(&k)).await;
+    let elapsed = started.elapsed();
+    server.resume();
+    assert!(
+        matches!(result, Ok(Err(_))),
+        "a hung server must give an error, not a hang"
+    );
+    assert!(elapsed < DEADLINE, "took {elapsed:?}");
+
+    let got = eventually(|| store.get(&k)).await;
+    assert!(got.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_may_come_up_after_the_store() {
+    let mut server = RedisServer::unstarted();
+    let store = RedisStore::connect(&server.url(), RedisOptions::default()).unwrap();
+    assert!(store.ping().await.is_err());
+    assert!(!store.notices_connected());
+    server.restart();
+    eventually(|| store.ping()).await;
+    assert!(store.wait_notices_connected(DEADLINE).await);
+    let k = key("example.com", "/late");
+    store.put(&k, &page("p"), HOUR).await.unwrap();
+    assert!(store.get(&k).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_redis_render_once_and_see_each_others_purges() {
+    let server = RedisServer::start();
+    let a = connect(&server).await;
+    let b = connect(&server).await;
+    let k = key("example.com", "/shared");
+
+    assert!(a.try_lock(&k, "a", HOUR).await.unwrap());
+    assert!(!b.try_lock(&k, "b", HOUR).await.unwrap());
+    let waiter = {
+        let b = b.clone();
+        let k = k.clone();
+        tokio::spawn(async move { b.wait_for_page(&k, Instant::now() + DEADLINE).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let p = page("rendered by a");
+    a.put(&k, &p, HOUR).await.unwrap();
+    assert!(a.unlock(&k, "a").await.unwrap());
+    assert_eq!(waiter.await.unwrap().unwrap(), WaitOutcome::Ready(p));
+
+    let mut b_purges = b.subscribe_purges();
+    a.delete(&k).await.unwrap();
+    let event = tokio::time::timeout(DEADLINE, b_purges.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(event, PurgeEvent::Page(k.clone()));
+    a.purge_domain("example.com").await.unwrap();
+    let event = tokio::time::timeout(DEADLINE, b_purges.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(event, PurgeEvent::Domain("example.com".to_owned()));
+
+    // Each due page is refreshed by exactly one instance.
+    let now = SystemTime::now();
+    let due: Vec<CacheKey> = (0..40)
+        .map(|i| key("example.com", &format!("/d{i}")))
+        .collect();
+    for k in &due {
+        a.schedule(k, now - Duration::from_secs(1)).await.unwrap();
+    }
+    let claim = |store: Arc<RedisStore>| {
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store.claim_due("example.com", now, 4).await.unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch);
+            }
+        })
+    };
+    let (from_a, from_b) = (claim(a.clone()), claim(b.clone()));
+    let mut all = from_a.await.unwrap();
+    all.extend(from_b.await.unwrap());
+    assert_eq!(all.len(), due.len());
+    assert_eq!(
+        all.into_iter().collect::<HashSet<_>>(),
+        due.into_iter().collect()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purges_walk_large_keyspaces_and_spare_other_domains() {
+    let server = RedisServer::start();
+    let store = connect(&server).await;
+    let mut raw = server.raw();
+    // Filled directly, like a long-running deployment's keyspace.
+    let mut fill = redis::pipe();
+    for i in 0..3000 {
+        fill.set(format!("render:big.test:/p{i}"), "x").ignore();
+        fill.hset(format!("render-meta:big.test:/p{i}"), "status", "200")
+            .ignore();
+    }
+    let () = fill.query(&mut raw).unwrap();
+    for i in 0..10 {
+        store
+            .put(&key("small.test", &format!("/p{i}")), &page("p"), HOUR)
+            .await
+            .unwrap();
+    }
+    store.incr_renders("big.test", "2026-11").await.unwrap();
+    assert!(store
+        .try_lock(&key("big.test", "/p1"), "r", HOUR)
+        .await
+        .unwrap());
+
+    assert_eq!(store.purge_domain("big.test").await.unwrap(), 3000);
+    let left: Vec<String> = raw.keys("render*:big.test:*").unwrap();
+    let mut left: Vec<&str> = left.iter().map(String::as_str).collect();
+    left.sort();
+    // The running render's lock and the month's count survive a purge.
+    assert_eq!(
+        left,
+        vec!["render-lock:big.test:/p1", "render-quota:big.test:2026-11"]
+    );
+    assert_eq!(store.entries("small.test").await.unwrap(), 10);
+
+    assert_eq!(store.purge_all().await.unwrap(), 10);
+    let mut left: Vec<String> = raw.keys("*").unwrap();
+    left.sort();
+    assert_eq!(
+        left,
+        vec!["render-lock:big.test:/p1", "render-quota:big.test:2026-11"]
+    );
+}
