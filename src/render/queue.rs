@@ -184,13 +184,14 @@ impl<T: Clone + Send + Sync + 'static> RenderQueue<T> {
     /// Refuses new jobs, drops pending ones (their waiters get `None`) and
     /// lets running ones finish.
     pub fn close(&self) {
-        let mut state = self.shared.state.lock();
-        state.closed = true;
-        let state = &mut *state;
-        for job in state.live.drain(..).chain(state.background.drain(..)) {
-            state.in_flight.remove(&job.key);
+        {
+            let mut guard = self.shared.state.lock();
+            let state = &mut *guard;
+            state.closed = true;
+            for job in state.live.drain(..).chain(state.background.drain(..)) {
+                state.in_flight.remove(&job.key);
+            }
         }
-        drop(state);
         self.shared.wake.notify_waiters();
     }
 }
