@@ -203,6 +203,10 @@ pub trait PageStore: Send + Sync {
 
 /// What several instances sharing a store agree on. The in-process
 /// versions have the same semantics for a single instance.
+///
+/// Every `domain` argument is normalised like a Host header (lowercased,
+/// port and trailing dot dropped); an invalid one is a
+/// [`StoreError::Key`].
 pub trait Coordination: Send + Sync {
     /// Takes the render lock of `key` for `ttl` if nobody holds it.
     fn try_lock<'a>(

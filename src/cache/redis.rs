@@ -592,6 +592,7 @@ impl Coordination for RedisStore {
         max_entries: u64,
     ) -> BoxFuture<'a, StoreResult<Vec<CacheKey>>> {
         async move {
+            let domain = &normalize_host(domain)?;
             let mut conn = self.conn().await?;
             let evicted: Vec<String> = self
                 .evict_script
@@ -619,6 +620,7 @@ impl Coordination for RedisStore {
 
     fn entries<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, StoreResult<u64>> {
         async move {
+            let domain = &normalize_host(domain)?;
             let mut conn = self.conn().await?;
             let live: u64 = self
                 .prune_script
@@ -655,6 +657,7 @@ impl Coordination for RedisStore {
         limit: usize,
     ) -> BoxFuture<'a, StoreResult<Vec<CacheKey>>> {
         async move {
+            let domain = &normalize_host(domain)?;
             if limit == 0 {
                 return Ok(Vec::new());
             }
@@ -673,6 +676,7 @@ impl Coordination for RedisStore {
 
     fn next_due<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, StoreResult<Option<SystemTime>>> {
         async move {
+            let domain = &normalize_host(domain)?;
             let mut conn = self.conn().await?;
             let first: Vec<(String, f64)> = redis::cmd("ZRANGE")
                 .arg(due_key(domain))
@@ -707,6 +711,7 @@ impl Coordination for RedisStore {
         month: &'a str,
     ) -> BoxFuture<'a, StoreResult<u64>> {
         async move {
+            let domain = &normalize_host(domain)?;
             let mut conn = self.conn().await?;
             let key = quota_key(domain, month);
             let (count,): (u64,) = redis::pipe()
@@ -727,6 +732,7 @@ impl Coordination for RedisStore {
         month: &'a str,
     ) -> BoxFuture<'a, StoreResult<u64>> {
         async move {
+            let domain = &normalize_host(domain)?;
             let mut conn = self.conn().await?;
             let count: Option<u64> = redis::cmd("GET")
                 .arg(quota_key(domain, month))
