@@ -143,7 +143,9 @@ impl MemoryStore {
         })
     }
 
-    /// Bytes of pages held now (contents plus bookkeeping).
+    /// Bytes of pages held now (contents plus bookkeeping). An expired
+    /// page counts until it is noticed (read, pruned) or evicted as the
+    /// least recently used.
     pub fn bytes_used(&self) -> u64 {
         self.shards.iter().map(|s| s.lock().bytes).sum()
     }

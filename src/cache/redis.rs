@@ -150,6 +150,8 @@ impl RedisStore {
     /// runtime). Only the URL is checked here: Redis may be down at start
     /// and come up later; [`PageStore::ping`] says whether it answers.
     pub fn connect(url: &str, options: RedisOptions) -> StoreResult<Arc<RedisStore>> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| StoreError::Config("the redis store needs a Tokio runtime".to_owned()))?;
         if options.pool_max_size == 0 {
             return Err(StoreError::Config(
                 "redis pool size must be at least 1".to_owned(),
@@ -171,7 +173,7 @@ impl RedisStore {
         let (done_tx, _) = broadcast::channel(NOTICE_CHANNEL_CAPACITY);
         let (purge_tx, _) = broadcast::channel(NOTICE_CHANNEL_CAPACITY);
         let (connected_tx, notices_connected) = watch::channel(false);
-        let subscriber = tokio::spawn(run_subscriber(
+        let subscriber = runtime.spawn(run_subscriber(
             client,
             done_tx.clone(),
             purge_tx.clone(),
