@@ -488,6 +488,44 @@ mod contract {
         assert_eq!(store.incr_renders("a.test", "2026-12").await.unwrap(), 1);
     }
 
+    pub async fn domain_arguments_are_normalised_like_hosts(store: &Arc<dyn CacheStore>) {
+        let k = key("example.com", "/");
+        store.put(&k, &page("p"), HOUR).await.unwrap();
+        store.schedule(&k, at_ms(1)).await.unwrap();
+        assert_eq!(store.entries("EXAMPLE.com:443").await.unwrap(), 1);
+        assert_eq!(
+            store.next_due("Example.com.").await.unwrap(),
+            Some(at_ms(1))
+        );
+        assert_eq!(
+            store.incr_renders("Example.COM", "2026-11").await.unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .renders_in_month("example.com", "2026-11")
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(store.evict_over("EXAMPLE.COM", 5).await.unwrap().is_empty());
+        assert_eq!(
+            store
+                .claim_due("EXAMPLE.COM", SystemTime::now(), 5)
+                .await
+                .unwrap(),
+            vec![k]
+        );
+        for bad in ["", "a b", "*", "render:x"] {
+            assert!(store.entries(bad).await.is_err(), "{bad:?}");
+            assert!(
+                store.claim_due(bad, SystemTime::now(), 1).await.is_err(),
+                "{bad:?}"
+            );
+            assert!(store.incr_renders(bad, "2026-11").await.is_err(), "{bad:?}");
+        }
+    }
+
     pub async fn concurrent_hits_all_see_the_page(store: &Arc<dyn CacheStore>) {
         let keys: Vec<CacheKey> = (0..50)
             .map(|i| key("example.com", &format!("/h{i}")))
@@ -563,5 +601,6 @@ contract_tests!(
     schedule_remembers_pages_past_their_ttl,
     schedule_is_trimmed_to_the_limit_dropping_uncached_pages,
     renders_are_counted_per_domain_and_month,
+    domain_arguments_are_normalised_like_hosts,
     concurrent_hits_all_see_the_page,
 );

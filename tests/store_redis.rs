@@ -126,6 +126,30 @@ async fn layout_is_the_documented_render_key_family() {
     let html: String = raw.get("render:example.com:m:/a/b").unwrap();
     assert_eq!(html, "mobile");
 
+    // Eviction takes the page, its metadata and its index entries.
+    store
+        .touch(&mobile, SystemTime::now() + HOUR)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.evict_over("example.com", 1).await.unwrap(),
+        vec![k.clone()]
+    );
+    for gone in ["render:example.com:/a/b", "render-meta:example.com:/a/b"] {
+        let exists: bool = raw.exists(gone).unwrap();
+        assert!(!exists, "{gone}");
+    }
+    let indexed: Option<f64> = raw
+        .zscore("render-index:example.com", "render:example.com:/a/b")
+        .unwrap();
+    assert_eq!(indexed, None);
+    let scheduled: Option<f64> = raw
+        .zscore("render-due:example.com", "render:example.com:/a/b")
+        .unwrap();
+    assert_eq!(scheduled, None);
+    let meta: bool = raw.exists("render-meta:example.com:m:/a/b").unwrap();
+    assert!(meta, "the kept page keeps its metadata");
+
     // Nothing outside the family.
     let keys: Vec<String> = raw.keys("*").unwrap();
     assert!(keys.iter().all(|k| k.starts_with("render")), "{keys:?}");

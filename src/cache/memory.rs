@@ -143,7 +143,9 @@ impl MemoryStore {
         })
     }
 
-    /// Bytes of pages held now (contents plus bookkeeping).
+    /// Bytes of pages held now (contents plus bookkeeping). An expired
+    /// page counts until it is noticed (read, pruned) or evicted as the
+    /// least recently used.
     pub fn bytes_used(&self) -> u64 {
         self.shards.iter().map(|s| s.lock().bytes).sum()
     }
@@ -414,45 +416,54 @@ impl Coordination for MemoryStore {
         domain: &'a str,
         max_entries: u64,
     ) -> BoxFuture<'a, StoreResult<Vec<CacheKey>>> {
-        let mut evicted = Vec::new();
-        let mut index = self.index.lock();
-        if let Some(d) = index.get_mut(domain) {
-            let live = self.prune(d);
-            let over = (live.len() as u64).saturating_sub(max_entries) as usize;
-            for key in live.into_iter().take(over) {
-                self.remove_page(&key);
-                d.remove_access(&key);
-                d.remove_due(&key);
-                evicted.push(key);
-            }
-            let mut extra = (d.due.len() as u64).saturating_sub(max_entries);
-            if extra > 0 {
-                let scheduled: Vec<CacheKey> = d.by_due.iter().map(|(_, k)| k.clone()).collect();
-                for key in scheduled {
-                    if extra == 0 {
-                        break;
-                    }
-                    if !self.page_exists(&key) {
-                        d.remove_due(&key);
-                        extra -= 1;
+        async move {
+            let domain = &normalize_host(domain)?;
+            let mut evicted = Vec::new();
+            let mut index = self.index.lock();
+            if let Some(d) = index.get_mut(domain) {
+                let live = self.prune(d);
+                let over = (live.len() as u64).saturating_sub(max_entries) as usize;
+                for key in live.into_iter().take(over) {
+                    self.remove_page(&key);
+                    d.remove_access(&key);
+                    d.remove_due(&key);
+                    evicted.push(key);
+                }
+                let mut extra = (d.due.len() as u64).saturating_sub(max_entries);
+                if extra > 0 {
+                    let scheduled: Vec<CacheKey> =
+                        d.by_due.iter().map(|(_, k)| k.clone()).collect();
+                    for key in scheduled {
+                        if extra == 0 {
+                            break;
+                        }
+                        if !self.page_exists(&key) {
+                            d.remove_due(&key);
+                            extra -= 1;
+                        }
                     }
                 }
             }
+            drop(index);
+            for key in &evicted {
+                self.announce(PurgeEvent::Page(key.clone()));
+            }
+            Ok(evicted)
         }
-        drop(index);
-        for key in &evicted {
-            self.announce(PurgeEvent::Page(key.clone()));
-        }
-        futures::future::ready(Ok(evicted)).boxed()
+        .boxed()
     }
 
     fn entries<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, StoreResult<u64>> {
-        let mut index = self.index.lock();
-        let n = match index.get_mut(domain) {
-            Some(d) => self.prune(d).len() as u64,
-            None => 0,
-        };
-        futures::future::ready(Ok(n)).boxed()
+        async move {
+            let domain = &normalize_host(domain)?;
+            let mut index = self.index.lock();
+            let n = match index.get_mut(domain) {
+                Some(d) => self.prune(d).len() as u64,
+                None => 0,
+            };
+            Ok(n)
+        }
+        .boxed()
     }
 
     fn schedule<'a>(
@@ -474,31 +485,39 @@ impl Coordination for MemoryStore {
         now: SystemTime,
         limit: usize,
     ) -> BoxFuture<'a, StoreResult<Vec<CacheKey>>> {
-        let now = unix_millis(now);
-        let mut claimed = Vec::new();
-        if let Some(d) = self.index.lock().get_mut(domain) {
-            let due: Vec<CacheKey> = d
-                .by_due
-                .iter()
-                .take_while(|(at, _)| *at <= now)
-                .take(limit)
-                .map(|(_, k)| k.clone())
-                .collect();
-            for key in due {
-                d.remove_due(&key);
-                claimed.push(key);
+        async move {
+            let domain = &normalize_host(domain)?;
+            let now = unix_millis(now);
+            let mut claimed = Vec::new();
+            if let Some(d) = self.index.lock().get_mut(domain) {
+                let due: Vec<CacheKey> = d
+                    .by_due
+                    .iter()
+                    .take_while(|(at, _)| *at <= now)
+                    .take(limit)
+                    .map(|(_, k)| k.clone())
+                    .collect();
+                for key in due {
+                    d.remove_due(&key);
+                    claimed.push(key);
+                }
             }
+            Ok(claimed)
         }
-        futures::future::ready(Ok(claimed)).boxed()
+        .boxed()
     }
 
     fn next_due<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, StoreResult<Option<SystemTime>>> {
-        let next = self
-            .index
-            .lock()
-            .get(domain)
-            .and_then(|d| d.by_due.first().map(|(at, _)| super::from_unix_millis(*at)));
-        futures::future::ready(Ok(next)).boxed()
+        async move {
+            let domain = &normalize_host(domain)?;
+            let next = self
+                .index
+                .lock()
+                .get(domain)
+                .and_then(|d| d.by_due.first().map(|(at, _)| super::from_unix_millis(*at)));
+            Ok(next)
+        }
+        .boxed()
     }
 
     fn domains(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
@@ -511,16 +530,20 @@ impl Coordination for MemoryStore {
         domain: &'a str,
         month: &'a str,
     ) -> BoxFuture<'a, StoreResult<u64>> {
-        let mut quota = self.quota.lock();
-        let entry = quota
-            .entry(domain.to_owned())
-            .or_insert_with(|| (month.to_owned(), 0));
-        if entry.0 != month {
-            *entry = (month.to_owned(), 0);
+        async move {
+            let domain = &normalize_host(domain)?;
+            let mut quota = self.quota.lock();
+            let entry = quota
+                .entry(domain.to_owned())
+                .or_insert_with(|| (month.to_owned(), 0));
+            if entry.0 != month {
+                *entry = (month.to_owned(), 0);
+            }
+            entry.1 += 1;
+            let n = entry.1;
+            Ok(n)
         }
-        entry.1 += 1;
-        let n = entry.1;
-        futures::future::ready(Ok(n)).boxed()
+        .boxed()
     }
 
     fn renders_in_month<'a>(
@@ -528,11 +551,15 @@ impl Coordination for MemoryStore {
         domain: &'a str,
         month: &'a str,
     ) -> BoxFuture<'a, StoreResult<u64>> {
-        let n = match self.quota.lock().get(domain) {
-            Some((m, n)) if m == month => *n,
-            _ => 0,
-        };
-        futures::future::ready(Ok(n)).boxed()
+        async move {
+            let domain = &normalize_host(domain)?;
+            let n = match self.quota.lock().get(domain) {
+                Some((m, n)) if m == month => *n,
+                _ => 0,
+            };
+            Ok(n)
+        }
+        .boxed()
     }
 
     fn publish_purge<'a>(&'a self, event: &'a PurgeEvent) -> BoxFuture<'a, StoreResult<()>> {

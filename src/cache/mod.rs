@@ -203,6 +203,10 @@ pub trait PageStore: Send + Sync {
 
 /// What several instances sharing a store agree on. The in-process
 /// versions have the same semantics for a single instance.
+///
+/// Every `domain` argument is normalised like a Host header (lowercased,
+/// port and trailing dot dropped); an invalid one is a
+/// [`StoreError::Key`].
 pub trait Coordination: Send + Sync {
     /// Takes the render lock of `key` for `ttl` if nobody holds it.
     fn try_lock<'a>(
@@ -376,5 +380,52 @@ where
         if tokio::time::Instant::now() >= deadline {
             return Ok(WaitOutcome::TimedOut);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_month_is_the_utc_calendar_month() {
+        // 2026-11-30T23:59:59Z and one second later.
+        assert_eq!(quota_month(from_unix_millis(1_796_083_199_000)), "2026-11");
+        assert_eq!(quota_month(from_unix_millis(1_796_083_200_000)), "2026-12");
+        assert_eq!(
+            quota_key("example.com", "2026-11"),
+            "render-quota:example.com:2026-11"
+        );
+    }
+
+    #[test]
+    fn purge_events_round_trip_their_wire_form() {
+        let key = CacheKey::new("example.com", "/a?b", &[], true).unwrap();
+        for event in [
+            PurgeEvent::Page(key),
+            PurgeEvent::Domain("example.com".to_owned()),
+            PurgeEvent::All,
+        ] {
+            assert_eq!(PurgeEvent::from_message(&event.to_message()), Some(event));
+        }
+        for junk in ["", "page", "page nope", "domain a b", "everything", "all "] {
+            assert_eq!(PurgeEvent::from_message(junk), None, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn per_page_keys_share_one_suffix() {
+        let key = CacheKey::new("example.com", "/p", &[], false).unwrap();
+        assert_eq!(key.to_string(), "render:example.com:/p");
+        assert_eq!(key.meta_key(), "render-meta:example.com:/p");
+        assert_eq!(lock_key(&key), "render-lock:example.com:/p");
+        assert_eq!(index_key("example.com"), "render-index:example.com");
+        assert_eq!(due_key("example.com"), "render-due:example.com");
+    }
+
+    #[test]
+    fn ttls_round_up_to_a_millisecond() {
+        assert_eq!(ttl_millis(Duration::from_micros(10)), 1);
+        assert_eq!(ttl_millis(Duration::from_secs(3600)), 3_600_000);
     }
 }

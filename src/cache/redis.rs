@@ -150,6 +150,8 @@ impl RedisStore {
     /// runtime). Only the URL is checked here: Redis may be down at start
     /// and come up later; [`PageStore::ping`] says whether it answers.
     pub fn connect(url: &str, options: RedisOptions) -> StoreResult<Arc<RedisStore>> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| StoreError::Config("the redis store needs a Tokio runtime".to_owned()))?;
         if options.pool_max_size == 0 {
             return Err(StoreError::Config(
                 "redis pool size must be at least 1".to_owned(),
@@ -171,7 +173,7 @@ impl RedisStore {
         let (done_tx, _) = broadcast::channel(NOTICE_CHANNEL_CAPACITY);
         let (purge_tx, _) = broadcast::channel(NOTICE_CHANNEL_CAPACITY);
         let (connected_tx, notices_connected) = watch::channel(false);
-        let subscriber = tokio::spawn(run_subscriber(
+        let subscriber = runtime.spawn(run_subscriber(
             client,
             done_tx.clone(),
             purge_tx.clone(),
@@ -592,6 +594,7 @@ impl Coordination for RedisStore {
         max_entries: u64,
     ) -> BoxFuture<'a, StoreResult<Vec<CacheKey>>> {
         async move {
+            let domain = &normalize_host(domain)?;
             let mut conn = self.conn().await?;
             let evicted: Vec<String> = self
                 .evict_script
@@ -619,6 +622,7 @@ impl Coordination for RedisStore {
 
     fn entries<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, StoreResult<u64>> {
         async move {
+            let domain = &normalize_host(domain)?;
             let mut conn = self.conn().await?;
             let live: u64 = self
                 .prune_script
@@ -655,6 +659,7 @@ impl Coordination for RedisStore {
         limit: usize,
     ) -> BoxFuture<'a, StoreResult<Vec<CacheKey>>> {
         async move {
+            let domain = &normalize_host(domain)?;
             if limit == 0 {
                 return Ok(Vec::new());
             }
@@ -673,6 +678,7 @@ impl Coordination for RedisStore {
 
     fn next_due<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, StoreResult<Option<SystemTime>>> {
         async move {
+            let domain = &normalize_host(domain)?;
             let mut conn = self.conn().await?;
             let first: Vec<(String, f64)> = redis::cmd("ZRANGE")
                 .arg(due_key(domain))
@@ -707,6 +713,7 @@ impl Coordination for RedisStore {
         month: &'a str,
     ) -> BoxFuture<'a, StoreResult<u64>> {
         async move {
+            let domain = &normalize_host(domain)?;
             let mut conn = self.conn().await?;
             let key = quota_key(domain, month);
             let (count,): (u64,) = redis::pipe()
@@ -727,6 +734,7 @@ impl Coordination for RedisStore {
         month: &'a str,
     ) -> BoxFuture<'a, StoreResult<u64>> {
         async move {
+            let domain = &normalize_host(domain)?;
             let mut conn = self.conn().await?;
             let count: Option<u64> = redis::cmd("GET")
                 .arg(quota_key(domain, month))
