@@ -5,6 +5,7 @@
 //! 3. humans: `forward` to the site's origin, streamed both ways.
 
 pub mod forward;
+pub mod prepared;
 pub mod request;
 pub mod respond;
 
