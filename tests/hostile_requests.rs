@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::origin::{full, Origin};
+use common::handler_origin::{full, Origin};
 use common::proxy::{get, ProxyProcess, FIREFOX};
 use hyper::body::Incoming;
 use hyper::{Request, Response};

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::origin::{full, Origin, OriginBody};
+use common::handler_origin::{full, Origin, OriginBody};
 use common::proxy::{get, send, ProxyProcess, FIREFOX};
 use futures::{SinkExt, StreamExt};
 use http_body_util::BodyExt;

@@ -34,9 +34,26 @@ pub struct Site {
     /// Significant query parameters, sorted: only these are kept in cache keys.
     pub query_params: Vec<String>,
     pub mobile_variant: bool,
+    /// Hash of everything above that changes a render: a page rendered
+    /// under other settings is a miss.
+    pub settings_hash: String,
 }
 
+/// Bumped when what the renderer blocks or strips changes, so pages
+/// rendered by an older rule set count as misses.
+const RENDER_RULES_VERSION: u32 = 1;
+
 impl Site {
+    fn with_settings_hash(mut self) -> Site {
+        use sha2::{Digest, Sha256};
+        let canonical = format!(
+            "v{RENDER_RULES_VERSION}|{}|{}|{}|{}|{}",
+            self.origin, self.scheme, self.strip_scripts, self.query_params.join("&"), self.mobile_variant
+        );
+        self.settings_hash = hex::encode(&Sha256::digest(canonical.as_bytes())[..8]);
+        self
+    }
+
     pub fn from_file(
         index: usize,
         f: &SiteFile,
@@ -97,7 +114,9 @@ impl Site {
             on_render_failure,
             query_params,
             mobile_variant: f.mobile_variant.unwrap_or(false),
-        })
+            settings_hash: String::new(),
+        }
+        .with_settings_hash())
     }
 
     /// The single site of `--origin` mode, for one domain or (empty) any host.
@@ -112,7 +131,9 @@ impl Site {
             on_render_failure: OnRenderFailure::Passthrough,
             query_params: Vec::new(),
             mobile_variant: false,
+            settings_hash: String::new(),
         }
+        .with_settings_hash()
     }
 }
 
@@ -211,6 +232,18 @@ mod tests {
         assert_eq!(normalise_domain("a..b"), None);
         assert_eq!(normalise_domain("evil.com/x"), None);
         assert_eq!(normalise_domain("host:80"), None);
+    }
+
+    #[test]
+    fn render_settings_change_the_hash() {
+        let origin = Url::parse("http://127.0.0.1:1").unwrap();
+        let plan = crate::config::Plan::builtins()["starter"].clone();
+        let a = Site::single("a.test".into(), origin.clone(), plan.clone());
+        let mut b = a.clone();
+        b.strip_scripts = false;
+        assert_ne!(a.settings_hash, b.with_settings_hash().settings_hash);
+        let other_origin = Site::single("a.test".into(), Url::parse("http://127.0.0.1:2").unwrap(), plan);
+        assert_ne!(a.settings_hash, other_origin.settings_hash);
     }
 
     #[test]

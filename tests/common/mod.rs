@@ -2,7 +2,7 @@
 //! process, a local origin server, and a small HTTP client.
 #![allow(dead_code)]
 
-pub mod origin;
+pub mod handler_origin;
 pub mod proxy;
 pub mod redis;
 

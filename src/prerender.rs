@@ -1,0 +1,310 @@
+//! Prerendering a page into the cache: the job every miss, stale hit,
+//! refresh and warm-up runs through the render queue.
+//!
+//! One job = take the page's render lock (so one instance of many renders
+//! it; the others wait for the stored result), check the domain's monthly
+//! quota, render with up to two retries of retryable failures, and store
+//! the page atomically with its TTL and next refresh. Nothing failed, timed
+//! out or outside 2xx/3xx/404/410 is stored.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use sha2::{Digest, Sha256};
+
+use crate::admin::Health;
+use crate::cache::{quota_month, CacheKey, CacheStore, StoreError, StoredPage, WaitOutcome};
+use crate::config::{Config, Site};
+use crate::render::queue::{Priority, QueueFull, QueueStats, RenderQueue};
+use crate::render::{BrowserPool, RenderError, RenderJob, RenderedPage};
+
+/// Failed renders are retried this many times when the error is retryable.
+const RENDER_RETRIES: usize = 2;
+/// Store calls on the bot path give up after this: an outage must not hold crawlers.
+pub const STORE_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Times a job competes again for a lock whose holder gave up without a page.
+const LOCK_ATTEMPTS: usize = 3;
+
+/// What the crawler path needs from a renderer (the browser pool; a fake in unit tests).
+pub trait PageRenderer: Send + Sync {
+    fn render(&self, job: RenderJob) -> BoxFuture<'_, Result<RenderedPage, RenderError>>;
+}
+
+impl PageRenderer for BrowserPool {
+    fn render(&self, job: RenderJob) -> BoxFuture<'_, Result<RenderedPage, RenderError>> {
+        Box::pin(BrowserPool::render(self, job))
+    }
+}
+
+/// A finished render (or another instance's stored one).
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub page: StoredPage,
+    /// Whether the page is in the store (false: uncacheable status, TTL 0 or store outage).
+    pub stored: bool,
+    /// The store failed during the job: served uncached.
+    pub store_error: bool,
+    /// Render time when this job rendered it.
+    pub render_time: Option<Duration>,
+}
+
+/// Why a job produced no page; `reason` is the `X-Prerender-Error` value.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct RenderFailure {
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl RenderFailure {
+    fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+        RenderFailure { reason, detail: detail.into() }
+    }
+}
+
+pub type RenderOutcome = Result<Arc<Rendered>, RenderFailure>;
+
+/// Statuses whose renders are cached (SPEC §2).
+pub fn is_cacheable(status: u16) -> bool {
+    (200..400).contains(&status) || status == 404 || status == 410
+}
+
+pub struct Prerenderer {
+    config: Arc<Config>,
+    store: Arc<dyn CacheStore>,
+    renderer: Arc<dyn PageRenderer>,
+    queue: RenderQueue<RenderOutcome>,
+    health: Arc<Health>,
+    /// Owner id of this instance's render locks.
+    owner: String,
+}
+
+impl Prerenderer {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn CacheStore>,
+        renderer: Arc<dyn PageRenderer>,
+        health: Arc<Health>,
+    ) -> Arc<Self> {
+        let workers = config.browsers * config.tabs_per_browser;
+        let owner = format!("{}-{}-{:016x}", hostname(), std::process::id(), rand::random::<u64>());
+        Arc::new(Prerenderer {
+            queue: RenderQueue::new(config.queue_capacity, workers),
+            config,
+            store,
+            renderer,
+            health,
+            owner,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn CacheStore> {
+        &self.store
+    }
+
+    pub fn queue_stats(&self) -> QueueStats {
+        self.queue.stats()
+    }
+
+    /// The public URL a key is rendered as.
+    pub fn public_url(site: &Site, key: &CacheKey) -> Result<url::Url, RenderFailure> {
+        url::Url::parse(&format!("{}://{}{}", site.scheme, key.domain(), key.path()))
+            .map_err(|e| RenderFailure::new("invalid-url", e.to_string()))
+    }
+
+    /// Renders `key` (or joins the render already under way) and waits.
+    pub async fn render(self: &Arc<Self>, key: &CacheKey, site: &Arc<Site>, priority: Priority) -> RenderOutcome {
+        let waiter = match self.submit(key, site, priority) {
+            Ok(w) => w,
+            Err(full) => return Err(RenderFailure::new("queue-full", full.to_string())),
+        };
+        waiter
+            .wait()
+            .await
+            .unwrap_or_else(|| Err(RenderFailure::new("shutdown", "render queue closed")))
+    }
+
+    /// Queues a render of `key` without waiting (warm-up, refresh, stale).
+    pub fn enqueue(self: &Arc<Self>, key: &CacheKey, site: &Arc<Site>, priority: Priority) -> Result<(), QueueFull> {
+        self.submit(key, site, priority).map(|_| ())
+    }
+
+    fn submit(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        site: &Arc<Site>,
+        priority: Priority,
+    ) -> Result<crate::render::queue::Waiter<RenderOutcome>, QueueFull> {
+        let name = key.to_string();
+        if let Some(w) = self.queue.join(&name) {
+            return Ok(w);
+        }
+        let job = self.clone().job(key.clone(), site.clone());
+        self.queue.submit(&name, priority, Box::pin(job)).map(|s| s.into_waiter())
+    }
+
+    fn store_failed(&self, op: &str, e: &StoreError) {
+        tracing::warn!(operation = op, error = %e, "store call failed");
+        self.health.set_degraded("store", true);
+    }
+
+    async fn job(self: Arc<Self>, key: CacheKey, site: Arc<Site>) -> RenderOutcome {
+        let public_url = Self::public_url(&site, &key)?;
+        let ttl = self.config.ttl_for(&site);
+        let mut use_store = true;
+        let mut locked = false;
+        let lock_ttl = self.config.render_timeout * (RENDER_RETRIES as u32 + 1) + Duration::from_secs(5);
+        for _ in 0..LOCK_ATTEMPTS {
+            match store_call(self.store.try_lock(&key, &self.owner, lock_ttl)).await {
+                Ok(true) => {
+                    locked = true;
+                    break;
+                }
+                Ok(false) => {
+                    let deadline = tokio::time::Instant::now() + self.config.render_timeout + Duration::from_secs(1);
+                    match self.store.wait_for_page(&key, deadline).await {
+                        Ok(WaitOutcome::Ready(page)) if page.settings_hash == site.settings_hash => {
+                            return Ok(Arc::new(Rendered { page, stored: true, store_error: false, render_time: None }));
+                        }
+                        Ok(WaitOutcome::Ready(_)) | Ok(WaitOutcome::LockReleased) => continue,
+                        Ok(WaitOutcome::TimedOut) => {
+                            return Err(RenderFailure::new("timeout", "another instance's render did not finish"))
+                        }
+                        Err(e) => {
+                            self.store_failed("wait_for_page", &e);
+                            use_store = false;
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.store_failed("try_lock", &e);
+                    use_store = false;
+                    break;
+                }
+            }
+        }
+        let result = self.render_locked(&key, &site, public_url, ttl, use_store).await;
+        if locked {
+            if let Err(e) = store_call(self.store.unlock(&key, &self.owner)).await {
+                self.store_failed("unlock", &e);
+            }
+        }
+        result
+    }
+
+    async fn render_locked(
+        &self,
+        key: &CacheKey,
+        site: &Site,
+        public_url: url::Url,
+        ttl: Duration,
+        mut use_store: bool,
+    ) -> RenderOutcome {
+        let domain = key.domain();
+        let month = quota_month(SystemTime::now());
+        if let (true, Some(quota)) = (use_store, site.plan.monthly_renders) {
+            match store_call(self.store.renders_in_month(domain, &month)).await {
+                Ok(used) if used >= quota => {
+                    return Err(RenderFailure::new("quota", format!("{used} of {quota} renders used this month")))
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.store_failed("renders_in_month", &e);
+                    use_store = false;
+                }
+            }
+        }
+        let job = RenderJob {
+            public_url,
+            origin: site.origin.clone(),
+            strip_scripts: site.strip_scripts,
+            mobile: key.is_mobile(),
+        };
+        let mut attempt = 0;
+        let rendered = loop {
+            match self.renderer.render(job.clone()).await {
+                Ok(r) => break r,
+                Err(e) if e.is_retryable() && attempt < RENDER_RETRIES => {
+                    attempt += 1;
+                    tracing::info!(key = %key, error = %e, attempt, "render failed, retrying");
+                }
+                Err(e) => {
+                    tracing::warn!(key = %key, error = %e, "render failed");
+                    return Err(RenderFailure::new(e.reason(), e.to_string()));
+                }
+            }
+        };
+        if use_store {
+            if let Err(e) = store_call(self.store.incr_renders(domain, &month)).await {
+                self.store_failed("incr_renders", &e);
+            }
+        }
+        let now = SystemTime::now();
+        let html = Bytes::from(rendered.html);
+        let content_hash = hex::encode(Sha256::digest(&html));
+        let page = StoredPage {
+            etag: format!("\"{}\"", &content_hash[..20]),
+            html,
+            status: rendered.status,
+            headers: rendered.headers,
+            rendered_at: now,
+            expires_at: now + ttl,
+            settings_hash: site.settings_hash.clone(),
+            content_hash,
+        };
+        let mut stored = false;
+        let mut store_error = !use_store;
+        if use_store && is_cacheable(page.status) && !ttl.is_zero() {
+            match store_call(self.store.put(key, &page, ttl + site.plan.stale_while_revalidate)).await {
+                Ok(()) => {
+                    stored = true;
+                    self.health.set_degraded("store", false);
+                    self.after_store(key, site, now).await;
+                }
+                Err(e) => {
+                    self.store_failed("put", &e);
+                    store_error = true;
+                }
+            }
+        }
+        Ok(Arc::new(Rendered { page, stored, store_error, render_time: Some(rendered.elapsed) }))
+    }
+
+    /// Schedules the next refresh and keeps the domain within its plan.
+    async fn after_store(&self, key: &CacheKey, site: &Site, now: SystemTime) {
+        if let Some(every) = site.plan.refresh_every.or(site.plan.poll_every) {
+            if let Err(e) = store_call(self.store.schedule(key, now + every)).await {
+                self.store_failed("schedule", &e);
+            }
+        }
+        match store_call(self.store.evict_over(key.domain(), site.plan.max_entries)).await {
+            Ok(evicted) if !evicted.is_empty() => {
+                tracing::info!(domain = key.domain(), evicted = evicted.len(), "evicted least recently used pages")
+            }
+            Ok(_) => {}
+            Err(e) => self.store_failed("evict_over", &e),
+        }
+    }
+
+    /// Refuses new jobs; running ones finish.
+    pub fn close(&self) {
+        self.queue.close();
+    }
+}
+
+/// A store call bounded by `STORE_CALL_TIMEOUT`.
+pub async fn store_call<T>(fut: BoxFuture<'_, Result<T, StoreError>>) -> Result<T, StoreError> {
+    match tokio::time::timeout(STORE_CALL_TIMEOUT, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(StoreError::Pool("store call timed out".into())),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "host".into())
+}
