@@ -1,0 +1,491 @@
+//! One render on a tab: navigate to the public URL, wait until the page is
+//! ready, snapshot the DOM. Also opens tabs and resets them between renders
+//! so nothing a page stored survives into the next render.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
+use chromiumoxide::cdp::browser_protocol::dom_storage;
+use chromiumoxide::cdp::browser_protocol::emulation::{
+    SetDeviceMetricsOverrideParams, SetTouchEmulationEnabledParams, SetUserAgentOverrideParams,
+};
+use chromiumoxide::cdp::browser_protocol::fetch;
+use chromiumoxide::cdp::browser_protocol::inspector;
+use chromiumoxide::cdp::browser_protocol::network::{
+    ClearBrowserCookiesParams, SetBypassServiceWorkerParams,
+};
+use chromiumoxide::cdp::browser_protocol::storage::ClearDataForOriginParams;
+use chromiumoxide::cdp::browser_protocol::target::CreateTargetParams;
+use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
+use chromiumoxide::{Browser, Page};
+use tokio::time::Instant;
+
+use super::intercept::{self, CurrentRender, DocumentOutcome, RenderCtx, Shared, CDP_CALL_TIMEOUT};
+use super::{RenderError, RenderJob, RenderedPage};
+
+/// No request in flight for this long after DOMContentLoaded = ready (SPEC §3).
+pub(crate) const NETWORK_QUIET: Duration = Duration::from_millis(500);
+/// How often readiness is re-checked when nothing wakes the render earlier.
+const READY_POLL: Duration = Duration::from_millis(50);
+/// Time kept before `render_timeout` for taking the snapshot.
+const SNAPSHOT_RESERVE: Duration = Duration::from_millis(750);
+/// Largest serialised page accepted.
+pub(crate) const MAX_HTML_BYTES: usize = 16 * 1024 * 1024;
+/// Most `<meta name="prerender-header">` headers taken from one page.
+const MAX_META_HEADERS: usize = 16;
+
+/// Desktop viewport (a common laptop size).
+const DESKTOP_VIEWPORT: (i64, i64, f64) = (1366, 768, 1.0);
+/// Mobile viewport: the Pixel/Nexus-class size Google's smartphone crawler uses.
+const MOBILE_VIEWPORT: (i64, i64, f64) = (412, 915, 2.625);
+
+/// User-Agent of desktop renders: the browser's own Chrome version, without
+/// "Headless", plus a product token so origins can tell the renderer apart.
+fn desktop_user_agent(chrome_version: &str) -> String {
+    format!(
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
+         Chrome/{chrome_version} Safari/537.36 (compatible; prerender-proxy)"
+    )
+}
+
+/// User-Agent of mobile renders: shaped like Googlebot Smartphone's
+/// (Android Nexus 5X, Mobile Safari) so sites serve their mobile markup, with
+/// the renderer's product token instead of Googlebot's.
+fn mobile_user_agent(chrome_version: &str) -> String {
+    format!(
+        "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 \
+         (KHTML, like Gecko) Chrome/{chrome_version} Mobile Safari/537.36 \
+         (compatible; prerender-proxy)"
+    )
+}
+
+/// 1 when ready, 0 when the page declared `prerenderReady = false` and has
+/// not set it yet, -1 when it never declared it.
+const PRERENDER_READY_JS: &str = "(() => { const v = window.prerenderReady; \
+    return v === true ? 1 : (v === false ? 0 : -1); })()";
+
+/// Reads the status/header metas, removes scripts (except JSON-LD) when
+/// asked, and serialises the DOM with its doctype.
+const SNAPSHOT_JS: &str = r#"((strip) => {
+  const metas = (name) => Array.from(document.querySelectorAll('meta[name="' + name + '"]'))
+    .map((m) => m.getAttribute('content') || '');
+  const status = metas('prerender-status-code');
+  const headers = metas('prerender-header');
+  if (strip) {
+    for (const s of Array.from(document.querySelectorAll('script'))) {
+      const type = (s.getAttribute('type') || '').trim().toLowerCase();
+      if (type !== 'application/ld+json') s.remove();
+    }
+  }
+  const d = document.doctype;
+  let doctype = '<!DOCTYPE html>';
+  if (d) {
+    doctype = '<!DOCTYPE ' + d.name
+      + (d.publicId ? ' PUBLIC "' + d.publicId + '"' : '')
+      + (d.systemId ? (d.publicId ? '' : ' SYSTEM') + ' "' + d.systemId + '"' : '')
+      + '>';
+  }
+  const root = document.documentElement;
+  return { status, headers, html: doctype + '\n' + (root ? root.outerHTML : '') };
+})"#;
+
+/// A tab of a site's browser context, reused across renders of that site.
+pub(crate) struct Tab {
+    pub page: Page,
+    current: CurrentRender,
+    crashed: Arc<AtomicBool>,
+    events: tokio::task::JoinHandle<()>,
+    mobile: Option<bool>,
+}
+
+impl Drop for Tab {
+    fn drop(&mut self) {
+        self.events.abort();
+    }
+}
+
+async fn cdp<T, F>(fut: F) -> Result<T, RenderError>
+where
+    F: std::future::Future<Output = Result<T, chromiumoxide::error::CdpError>>,
+{
+    match tokio::time::timeout(CDP_CALL_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(RenderError::Protocol(e.to_string())),
+        Err(_) => Err(RenderError::Protocol("devtools call timed out".into())),
+    }
+}
+
+impl Tab {
+    /// Opens a blank tab in `context` with interception enabled.
+    pub(crate) async fn open(
+        browser: &Browser,
+        context: BrowserContextId,
+        shared: Arc<Shared>,
+    ) -> Result<Tab, RenderError> {
+        let mut params = CreateTargetParams::new("about:blank");
+        params.browser_context_id = Some(context);
+        let page = cdp(browser.new_page(params)).await?;
+        let setup = async {
+            cdp(page.execute(fetch::EnableParams {
+                patterns: Some(vec![fetch::RequestPattern {
+                    url_pattern: Some("*".into()),
+                    resource_type: None,
+                    request_stage: Some(fetch::RequestStage::Request),
+                }]),
+                handle_auth_requests: None,
+            }))
+            .await?;
+            cdp(page.execute(inspector::EnableParams::default())).await?;
+            cdp(page.execute(SetBypassServiceWorkerParams::new(true))).await?;
+            Ok::<_, RenderError>(())
+        };
+        if let Err(e) = setup.await {
+            close_page(page).await;
+            return Err(e);
+        }
+        let current: CurrentRender = Default::default();
+        let crashed = Arc::new(AtomicBool::new(false));
+        let events = match intercept::start_tab_events(
+            page.clone(),
+            current.clone(),
+            shared,
+            crashed.clone(),
+        )
+        .await
+        {
+            Ok(events) => events,
+            Err(e) => {
+                close_page(page).await;
+                return Err(RenderError::Protocol(e.to_string()));
+            }
+        };
+        Ok(Tab {
+            page,
+            current,
+            crashed,
+            events,
+            mobile: None,
+        })
+    }
+
+    pub(crate) fn is_crashed(&self) -> bool {
+        self.crashed.load(Ordering::SeqCst)
+    }
+
+    /// Closes the tab (best effort, bounded).
+    pub(crate) async fn close(self) {
+        close_page(self.page.clone()).await;
+    }
+
+    async fn emulate(&mut self, mobile: bool, chrome_version: &str) -> Result<(), RenderError> {
+        if self.mobile == Some(mobile) {
+            return Ok(());
+        }
+        let ((w, h, scale), ua) = if mobile {
+            (MOBILE_VIEWPORT, mobile_user_agent(chrome_version))
+        } else {
+            (DESKTOP_VIEWPORT, desktop_user_agent(chrome_version))
+        };
+        cdp(self
+            .page
+            .execute(SetDeviceMetricsOverrideParams::new(w, h, scale, mobile)))
+        .await?;
+        cdp(self
+            .page
+            .execute(SetTouchEmulationEnabledParams::new(mobile)))
+        .await?;
+        cdp(self.page.execute(SetUserAgentOverrideParams::new(ua))).await?;
+        self.mobile = Some(mobile);
+        Ok(())
+    }
+
+    /// Leaves the page and clears everything it stored: cookies of the
+    /// context, and storage (local/session storage, IndexedDB, cache
+    /// storage, service workers) of every origin it touched.
+    pub(crate) async fn reset(&self, origins: &[String]) -> Result<(), RenderError> {
+        *self.current.lock() = None;
+        cdp(self.page.goto("about:blank")).await?;
+        for origin in origins {
+            cdp(self
+                .page
+                .execute(ClearDataForOriginParams::new(origin.clone(), "all")))
+            .await?;
+            let mut session = dom_storage::StorageId::new(false);
+            session.security_origin = Some(origin.clone());
+            cdp(self.page.execute(dom_storage::ClearParams::new(session))).await?;
+        }
+        cdp(self.page.execute(ClearBrowserCookiesParams::default())).await?;
+        if self.is_crashed() {
+            return Err(RenderError::BrowserCrashed);
+        }
+        Ok(())
+    }
+
+    /// Renders `job`; `deadline` is the job's hard deadline.
+    pub(crate) async fn render(
+        &mut self,
+        job: RenderJob,
+        site: String,
+        deadline: Instant,
+        ready_timeout: Duration,
+        chrome_version: &str,
+    ) -> (Result<RenderedPage, RenderError>, Vec<String>) {
+        let started = Instant::now();
+        if let Err(e) = self.emulate(job.mobile, chrome_version).await {
+            return (Err(e), Vec::new());
+        }
+        let ctx = Arc::new(RenderCtx::new(job, site, deadline));
+        *self.current.lock() = Some(ctx.clone());
+        let result = tokio::time::timeout_at(deadline, self.run(&ctx, started, ready_timeout))
+            .await
+            .unwrap_or(Err(RenderError::Timeout));
+        *self.current.lock() = None;
+        (result, ctx.origins())
+    }
+
+    async fn run(
+        &self,
+        ctx: &Arc<RenderCtx>,
+        started: Instant,
+        ready_timeout: Duration,
+    ) -> Result<RenderedPage, RenderError> {
+        let page = self.page.clone();
+        let url = ctx.job.public_url.to_string();
+        let (nav_tx, mut nav_rx) = tokio::sync::oneshot::channel();
+        let navigation = tokio::spawn(async move {
+            let result = page.goto(url).await.map(|_| ()).map_err(|e| e.to_string());
+            let _ = nav_tx.send(result);
+        });
+        let _abort_navigation = AbortOnDrop(navigation);
+        let mut nav_error: Option<String> = None;
+
+        // 1. The document, fetched once from the origin.
+        let status = loop {
+            self.check_crash(ctx)?;
+            match ctx.document() {
+                Some(DocumentOutcome::Page { status }) => break status,
+                Some(DocumentOutcome::Redirect {
+                    status,
+                    location,
+                    body,
+                }) => {
+                    return Ok(RenderedPage {
+                        status,
+                        headers: location
+                            .map(|l| vec![("Location".to_string(), l)])
+                            .unwrap_or_default(),
+                        html: body,
+                        elapsed: started.elapsed(),
+                        snapshot_on_ready_timeout: false,
+                    })
+                }
+                Some(DocumentOutcome::ServerError(status)) => {
+                    return Err(RenderError::OriginStatus(status))
+                }
+                Some(DocumentOutcome::Unreachable(msg)) => {
+                    return Err(RenderError::OriginUnreachable(msg))
+                }
+                None => {}
+            }
+            if let Some(e) = poll_navigation(&mut nav_rx, &mut nav_error) {
+                return Err(RenderError::Navigation(e));
+            }
+            wait_change(ctx).await;
+        };
+
+        // 2. DOMContentLoaded.
+        while !ctx.dom_content_loaded() {
+            self.check_crash(ctx)?;
+            if let Some(e) = poll_navigation(&mut nav_rx, &mut nav_error) {
+                return Err(RenderError::Navigation(e));
+            }
+            wait_change(ctx).await;
+        }
+
+        // 3. Ready: prerenderReady, else network quiet, else ready_timeout.
+        let snapshot_by = (started + ready_timeout).min(ctx.deadline - SNAPSHOT_RESERVE);
+        let mut on_ready_timeout = false;
+        loop {
+            self.check_crash(ctx)?;
+            let declared = self
+                .evaluate(PRERENDER_READY_JS)
+                .await
+                .ok()
+                .and_then(|v| v.as_i64());
+            match declared {
+                Some(1) => break,
+                Some(0) => {}
+                _ => {
+                    if ctx.network_idle(NETWORK_QUIET) {
+                        break;
+                    }
+                    if Instant::now() >= snapshot_by {
+                        tracing::warn!(
+                            url = %ctx.job.public_url,
+                            outstanding = ?ctx.outstanding(),
+                            "network never settled; snapshot at ready timeout"
+                        );
+                        on_ready_timeout = true;
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
+
+        // 4. Snapshot.
+        self.check_crash(ctx)?;
+        let expression = format!("{SNAPSHOT_JS}({})", ctx.job.strip_scripts);
+        let snapshot = self.evaluate(&expression).await?;
+        let html = snapshot
+            .get("html")
+            .and_then(|h| h.as_str())
+            .ok_or_else(|| RenderError::Protocol("snapshot returned no html".into()))?;
+        if html.len() > MAX_HTML_BYTES {
+            return Err(RenderError::TooLarge(html.len()));
+        }
+        let (status, headers) = apply_metas(status, &snapshot);
+        Ok(RenderedPage {
+            status,
+            headers,
+            html: html.to_string(),
+            elapsed: started.elapsed(),
+            snapshot_on_ready_timeout: on_ready_timeout,
+        })
+    }
+
+    fn check_crash(&self, ctx: &RenderCtx) -> Result<(), RenderError> {
+        if ctx.crashed() || self.is_crashed() {
+            Err(RenderError::BrowserCrashed)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn evaluate(&self, expression: &str) -> Result<serde_json::Value, RenderError> {
+        let mut params = EvaluateParams::new(expression);
+        params.return_by_value = Some(true);
+        params.await_promise = Some(false);
+        let resp = cdp(self.page.execute(params)).await?;
+        if let Some(ex) = &resp.result.exception_details {
+            return Err(RenderError::Protocol(format!(
+                "page script failed: {}",
+                ex.text
+            )));
+        }
+        Ok(resp
+            .result
+            .result
+            .value
+            .clone()
+            .unwrap_or(serde_json::Value::Null))
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn wait_change(ctx: &RenderCtx) {
+    let _ = tokio::time::timeout(READY_POLL, ctx.changed.notified()).await;
+}
+
+/// A navigation that ended in an error before the page became usable.
+fn poll_navigation(
+    rx: &mut tokio::sync::oneshot::Receiver<Result<(), String>>,
+    seen: &mut Option<String>,
+) -> Option<String> {
+    if seen.is_none() {
+        if let Ok(Err(e)) = rx.try_recv() {
+            *seen = Some(e);
+        }
+    }
+    seen.clone()
+}
+
+async fn close_page(page: Page) {
+    let _ = tokio::time::timeout(CDP_CALL_TIMEOUT, page.close()).await;
+}
+
+/// Applies `<meta name="prerender-status-code">` (last valid one wins) and
+/// `<meta name="prerender-header" content="Name: value">`.
+fn apply_metas(status: u16, snapshot: &serde_json::Value) -> (u16, Vec<(String, String)>) {
+    let strings = |key: &str| -> Vec<String> {
+        snapshot
+            .get(key)
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let status = strings("status")
+        .iter()
+        .filter_map(|s| s.trim().parse::<u16>().ok())
+        .rfind(|s| (100..=599).contains(s))
+        .unwrap_or(status);
+    let headers = strings("headers")
+        .iter()
+        .filter_map(|h| parse_meta_header(h))
+        .take(MAX_META_HEADERS)
+        .collect();
+    (status, headers)
+}
+
+fn parse_meta_header(raw: &str) -> Option<(String, String)> {
+    let (name, value) = raw.split_once(':')?;
+    let name = http::HeaderName::from_bytes(name.trim().as_bytes()).ok()?;
+    let value = value.trim();
+    http::HeaderValue::from_str(value).ok()?;
+    Some((canonical_header_name(name.as_str()), value.to_string()))
+}
+
+fn canonical_header_name(lower: &str) -> String {
+    lower
+        .split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            match chars.next() {
+                Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metas_override_status_and_add_headers() {
+        let snap = serde_json::json!({
+            "status": ["200", "301"],
+            "headers": ["Location: https://www.example.test/new", "bad header", "X-Evil: a\r\nb", "x-robots-tag: noindex"],
+            "html": ""
+        });
+        let (status, headers) = apply_metas(200, &snap);
+        assert_eq!(status, 301);
+        assert_eq!(
+            headers,
+            vec![
+                (
+                    "Location".to_string(),
+                    "https://www.example.test/new".to_string()
+                ),
+                ("X-Robots-Tag".to_string(), "noindex".to_string())
+            ]
+        );
+        let (status, _) = apply_metas(404, &serde_json::json!({"status": ["abc", "9999"]}));
+        assert_eq!(status, 404);
+    }
+}

@@ -1,0 +1,917 @@
+//! The browser pool: `browsers` Chromium processes × `tabs_per_browser`
+//! concurrent renders.
+//!
+//! Lifecycle of a browser: launching → serving → (recycle due) → a
+//! replacement is launched while it keeps serving → retiring (no new renders,
+//! in-flight renders drain) → closing (SIGTERM, SIGKILL after 5 s, reaped,
+//! user-data-dir removed). One recycle at a time, so at most `browsers + 1`
+//! browsers are alive. A browser whose DevTools connection ends or whose
+//! process disappears is crashed: its renders fail with the retryable
+//! `BrowserCrashed` at once, it is reaped and replaced; launches that fail
+//! (or browsers that die right after launch) back off exponentially.
+//!
+//! Isolation: each site gets its own browser context in a browser, with tabs
+//! reused across that site's renders; after every render the tab leaves the
+//! page and the context's cookies and the touched origins' storage are cleared.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chromiumoxide::browser::{Browser, BrowserConfig};
+use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
+use chromiumoxide::cdp::browser_protocol::target::{
+    CreateBrowserContextParams, DisposeBrowserContextParams,
+};
+use futures::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::{watch, Notify, RwLock};
+use tokio::time::Instant;
+
+use super::intercept::{Shared, CDP_CALL_TIMEOUT};
+use super::origin::OriginClient;
+use super::page::Tab;
+use super::process;
+use super::subresources::SubresourceCache;
+use super::{PoolConfig, RenderError, RenderJob, RenderedPage};
+
+/// How long Chromium may take to print its DevTools address.
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(20);
+/// chromiumoxide's own bound on a command; ours (CDP_CALL_TIMEOUT) is tighter.
+const CDP_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Grace period between SIGTERM and SIGKILL when closing a browser (SPEC §4).
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long a closed browser's helper processes get to exit before SIGKILL.
+const CHILDREN_GRACE: Duration = Duration::from_secs(2);
+/// Period of the pool's health check (crash detection within a second).
+const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(250);
+/// Period of the process-tree RSS measurement.
+const RSS_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// A browser that dies sooner than this after launch counts as a failed launch.
+const EARLY_DEATH: Duration = Duration::from_secs(10);
+/// First and largest delay before relaunching after failed launches.
+const LAUNCH_BACKOFF_BASE: Duration = Duration::from_millis(500);
+const LAUNCH_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Extra time past `render_timeout` a render may take to give up cleanly.
+const RENDER_SLACK: Duration = Duration::from_millis(500);
+/// Site contexts kept per browser; idle ones beyond this are disposed.
+const MAX_SITE_CONTEXTS_PER_BROWSER: usize = 8;
+/// Bound of shutdown: closing every browser.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Extra Chromium switches, without the leading `--` (chromiumoxide adds it).
+const EXTRA_ARGS: &[&str] = &[
+    "disable-gpu",
+    "disable-component-update",
+    "disable-domain-reliability",
+    "disable-print-preview",
+    "disable-site-isolation-trials",
+    "no-default-browser-check",
+    "no-pings",
+];
+/// Merged into chromiumoxide's own `--disable-features`: keeping frames of
+/// other sites in-process means their requests pass through the page's
+/// interception (and saves processes).
+const DISABLED_FEATURES: &str = "IsolateOrigins,site-per-process,OptimizationHints,MediaRouter";
+
+/// Figures for metrics and health.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Browser processes in the pool (serving or draining).
+    pub browsers_alive: usize,
+    /// Launches in progress.
+    pub browsers_launching: usize,
+    /// Renders holding a tab.
+    pub tabs_busy: usize,
+    /// `browsers × tabs_per_browser`.
+    pub tab_capacity: usize,
+    /// Renders finished (either way).
+    pub renders_total: u64,
+    /// Renders that returned an error.
+    pub renders_failed: u64,
+    /// Recycles because of `renders_per_browser`.
+    pub recycles_renders: u64,
+    /// Recycles because of `browser_max_age`.
+    pub recycles_age: u64,
+    /// Recycles because of `browser_max_rss`.
+    pub recycles_rss: u64,
+    /// Browsers that died unexpectedly.
+    pub crashes: u64,
+    /// Launches that failed (including browsers dead right after launch).
+    pub launch_failures: u64,
+    /// Subresources served from the in-process cache.
+    pub subresource_cache_hits: u64,
+    /// Bytes held by the subresource cache.
+    pub subresource_cache_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum RecycleReason {
+    Renders,
+    Age,
+    Rss,
+}
+
+struct SiteTabs {
+    context: BrowserContextId,
+    idle: Vec<Tab>,
+    busy: usize,
+    last_used: Instant,
+}
+
+/// One Chromium process.
+struct BrowserSlot {
+    id: u64,
+    pid: u32,
+    launched_at: Instant,
+    dir: PathBuf,
+    chrome_version: String,
+    browser: RwLock<Browser>,
+    dead: watch::Receiver<bool>,
+    handler: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    sites: Mutex<HashMap<String, SiteTabs>>,
+}
+
+impl BrowserSlot {
+    fn is_dead(&self) -> bool {
+        *self.dead.borrow()
+    }
+}
+
+struct SlotEntry {
+    slot: Arc<BrowserSlot>,
+    in_flight: usize,
+    renders: u32,
+    retiring: bool,
+    rss: u64,
+    rss_checked: Option<Instant>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    slots: Vec<SlotEntry>,
+    launching: usize,
+    /// A replacement is being launched for this browser.
+    recycling: Option<u64>,
+    /// Browsers being closed (still alive as processes).
+    closing: usize,
+    launch_failures_in_row: u32,
+    next_launch_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Counters {
+    renders_total: AtomicU64,
+    renders_failed: AtomicU64,
+    recycles_renders: AtomicU64,
+    recycles_age: AtomicU64,
+    recycles_rss: AtomicU64,
+    crashes: AtomicU64,
+    launch_failures: AtomicU64,
+}
+
+struct PoolInner {
+    cfg: PoolConfig,
+    root: Mutex<Option<tempfile::TempDir>>,
+    root_path: PathBuf,
+    state: Mutex<PoolState>,
+    /// Tabs freed, browsers added or removed, shutdown.
+    changed: Notify,
+    /// Wakes the maintenance task early.
+    wake: Arc<Notify>,
+    /// Fires when the last closing browser is reaped.
+    closed: Notify,
+    shared: Arc<Shared>,
+    counters: Counters,
+    shutting_down: AtomicBool,
+    next_id: AtomicU64,
+}
+
+/// A pool of headless Chromium browsers rendering [`RenderJob`]s.
+pub struct BrowserPool {
+    inner: Arc<PoolInner>,
+    maintenance: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl BrowserPool {
+    /// Starts the browsers. Fails when the first one cannot be launched;
+    /// later failures are retried in the background with backoff.
+    pub async fn launch(cfg: PoolConfig) -> Result<Arc<Self>, RenderError> {
+        if cfg.browsers == 0 || cfg.tabs_per_browser == 0 {
+            return Err(RenderError::LaunchFailed(
+                "browsers and tabs_per_browser must be at least 1".into(),
+            ));
+        }
+        let root = tempfile::Builder::new()
+            .prefix("prerender-browsers-")
+            .tempdir()
+            .map_err(|e| RenderError::LaunchFailed(format!("user data directory: {e}")))?;
+        let root_path = root.path().to_path_buf();
+        let inner = Arc::new(PoolInner {
+            shared: Arc::new(Shared {
+                origin: OriginClient::new(),
+                subresources: Mutex::new(SubresourceCache::new(cfg.subresource_cache_bytes)),
+            }),
+            cfg,
+            root: Mutex::new(Some(root)),
+            root_path,
+            state: Mutex::new(PoolState::default()),
+            changed: Notify::new(),
+            wake: Arc::new(Notify::new()),
+            closed: Notify::new(),
+            counters: Counters::default(),
+            shutting_down: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+        });
+        let first = inner.launch_browser().await.map_err(|e| {
+            inner
+                .counters
+                .launch_failures
+                .fetch_add(1, Ordering::Relaxed);
+            RenderError::LaunchFailed(e)
+        })?;
+        inner.add_slot(first);
+        for _ in 1..inner.cfg.browsers {
+            match inner.launch_browser().await {
+                Ok(slot) => inner.add_slot(slot),
+                Err(e) => inner.launch_failed(&e),
+            }
+        }
+        let weak = Arc::downgrade(&inner);
+        let wake = inner.wake.clone();
+        let maintenance = tokio::spawn(async move {
+            loop {
+                let _ = tokio::time::timeout(MAINTENANCE_INTERVAL, wake.notified()).await;
+                let Some(inner) = weak.upgrade() else { break };
+                if inner.shutting_down.load(Ordering::SeqCst) {
+                    break;
+                }
+                inner.maintain();
+            }
+        });
+        Ok(Arc::new(Self {
+            inner,
+            maintenance: Mutex::new(Some(maintenance)),
+        }))
+    }
+
+    /// Renders one job on a free tab, waiting for one if all are busy (the
+    /// wait counts against `render_timeout`). Never retries: the caller
+    /// retries errors for which [`RenderError::is_retryable`] holds.
+    pub async fn render(&self, job: RenderJob) -> Result<RenderedPage, RenderError> {
+        let inner = &self.inner;
+        validate_job(&job)?;
+        let deadline = Instant::now() + inner.cfg.render_timeout;
+        let result = match tokio::time::timeout_at(deadline + RENDER_SLACK, async {
+            let lease = inner.acquire(deadline).await?;
+            inner.render_on(lease, job, deadline).await
+        })
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(RenderError::Timeout),
+        };
+        let result = match result {
+            Err(_) if inner.shutting_down.load(Ordering::SeqCst) => Err(RenderError::PoolShutdown),
+            other => other,
+        };
+        inner.counters.renders_total.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = &result {
+            inner
+                .counters
+                .renders_failed
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %e, "render failed");
+        }
+        result
+    }
+
+    /// Current figures.
+    pub fn stats(&self) -> PoolStats {
+        let inner = &self.inner;
+        let st = inner.state.lock();
+        let (hits, bytes) = {
+            let cache = inner.shared.subresources.lock();
+            (cache.hits(), cache.bytes())
+        };
+        let c = &inner.counters;
+        PoolStats {
+            browsers_alive: st.slots.len(),
+            browsers_launching: st.launching,
+            tabs_busy: st.slots.iter().map(|s| s.in_flight).sum(),
+            tab_capacity: inner.cfg.browsers * inner.cfg.tabs_per_browser,
+            renders_total: c.renders_total.load(Ordering::Relaxed),
+            renders_failed: c.renders_failed.load(Ordering::Relaxed),
+            recycles_renders: c.recycles_renders.load(Ordering::Relaxed),
+            recycles_age: c.recycles_age.load(Ordering::Relaxed),
+            recycles_rss: c.recycles_rss.load(Ordering::Relaxed),
+            crashes: c.crashes.load(Ordering::Relaxed),
+            launch_failures: c.launch_failures.load(Ordering::Relaxed),
+            subresource_cache_hits: hits,
+            subresource_cache_bytes: bytes,
+        }
+    }
+
+    /// Pids of the browser processes in the pool (serving or draining).
+    pub fn browser_pids(&self) -> Vec<u32> {
+        self.inner
+            .state
+            .lock()
+            .slots
+            .iter()
+            .map(|s| s.slot.pid)
+            .collect()
+    }
+
+    /// Directory holding the browsers' user-data-dirs; removed at shutdown.
+    pub fn user_data_root(&self) -> &Path {
+        &self.inner.root_path
+    }
+
+    /// Closes every browser (SIGTERM, SIGKILL after 5 s), reaps them and
+    /// removes their user-data-dirs. Renders still running fail with
+    /// `PoolShutdown`; later calls to `render` too.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.shutting_down.store(true, Ordering::SeqCst);
+        if let Some(task) = self.maintenance.lock().take() {
+            task.abort();
+        }
+        inner.changed.notify_waiters();
+        let slots: Vec<Arc<BrowserSlot>> = {
+            let mut st = inner.state.lock();
+            let slots: Vec<_> = st.slots.drain(..).map(|e| e.slot).collect();
+            st.closing += slots.len();
+            slots
+        };
+        for slot in slots {
+            inner.clone().spawn_close(slot);
+        }
+        let wait_closed = async {
+            loop {
+                let notified = inner.closed.notified();
+                if inner.state.lock().closing == 0 {
+                    break;
+                }
+                let _ = tokio::time::timeout(MAINTENANCE_INTERVAL, notified).await;
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, wait_closed)
+            .await
+            .is_err()
+        {
+            tracing::warn!("browser pool shutdown timed out");
+        }
+        if let Some(root) = inner.root.lock().take() {
+            if let Err(e) = root.close() {
+                tracing::warn!(error = %e, "could not remove browser user data directories");
+            }
+        }
+    }
+}
+
+fn validate_job(job: &RenderJob) -> Result<(), RenderError> {
+    if !matches!(job.public_url.scheme(), "http" | "https") || job.public_url.host_str().is_none() {
+        return Err(RenderError::InvalidJob(format!(
+            "public URL must be http(s) with a host: {}",
+            job.public_url
+        )));
+    }
+    if job.origin.scheme() != "http" || job.origin.host_str().is_none() {
+        return Err(RenderError::InvalidJob(format!(
+            "origin must be an http URL with a host: {}",
+            job.origin
+        )));
+    }
+    Ok(())
+}
+
+/// Site key: public origin + origin server; one browser context each.
+fn site_key(job: &RenderJob) -> String {
+    format!(
+        "{} {}",
+        job.public_url.origin().ascii_serialization(),
+        job.origin.origin().ascii_serialization()
+    )
+}
+
+/// A tab reserved on a browser; frees it when dropped.
+struct Lease {
+    inner: Arc<PoolInner>,
+    slot: Arc<BrowserSlot>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        {
+            let mut st = self.inner.state.lock();
+            if let Some(e) = st.slots.iter_mut().find(|e| e.slot.id == self.slot.id) {
+                e.in_flight = e.in_flight.saturating_sub(1);
+            }
+        }
+        self.inner.changed.notify_waiters();
+        self.inner.wake.notify_one();
+    }
+}
+
+impl PoolInner {
+    fn add_slot(&self, slot: Arc<BrowserSlot>) {
+        self.state.lock().slots.push(SlotEntry {
+            slot,
+            in_flight: 0,
+            renders: 0,
+            retiring: false,
+            rss: 0,
+            rss_checked: None,
+        });
+        self.changed.notify_waiters();
+    }
+
+    fn launch_failed(&self, error: &str) {
+        self.counters
+            .launch_failures
+            .fetch_add(1, Ordering::Relaxed);
+        let mut st = self.state.lock();
+        st.launch_failures_in_row += 1;
+        let delay = backoff(st.launch_failures_in_row);
+        st.next_launch_at = Some(Instant::now() + delay);
+        tracing::warn!(error, retry_in = ?delay, "browser launch failed");
+    }
+
+    async fn launch_browser(&self) -> Result<Arc<BrowserSlot>, String> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let dir = self.root_path.join(format!("browser-{id}"));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("user data directory: {e}"))?;
+        let config = BrowserConfig::builder()
+            .chrome_executable(&self.cfg.chrome)
+            .no_sandbox()
+            .new_headless_mode()
+            .user_data_dir(&dir)
+            .launch_timeout(LAUNCH_TIMEOUT)
+            .request_timeout(CDP_REQUEST_TIMEOUT)
+            .viewport(None)
+            .args(EXTRA_ARGS.iter().copied())
+            .arg(("disable-features", DISABLED_FEATURES))
+            .build()
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&dir);
+            })?;
+        let (mut browser, mut handler) = match Browser::launch(config).await {
+            Ok(launched) => launched,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e.to_string());
+            }
+        };
+        let pid = browser
+            .get_mut_child()
+            .and_then(|c| c.inner.id())
+            .unwrap_or_default();
+        let (dead_tx, dead) = watch::channel(false);
+        let wake = self.wake.clone();
+        let handler_task = tokio::spawn(async move {
+            // Ends on the first error: a dead connection must fail pending
+            // calls at once instead of being polled forever.
+            while let Some(event) = handler.next().await {
+                if let Err(e) = event {
+                    tracing::debug!(error = %e, "devtools connection ended");
+                    break;
+                }
+            }
+            let _ = dead_tx.send(true);
+            wake.notify_one();
+        });
+        let version = match tokio::time::timeout(CDP_CALL_TIMEOUT, browser.version()).await {
+            Ok(Ok(v)) => v.product,
+            other => {
+                let error = match other {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "no answer to Browser.getVersion".into(),
+                };
+                handler_task.abort();
+                let _ = browser.kill().await;
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(error);
+            }
+        };
+        let chrome_version = version
+            .rsplit('/')
+            .next()
+            .unwrap_or("120.0.0.0")
+            .to_string();
+        tracing::info!(pid, id, %version, "browser launched");
+        Ok(Arc::new(BrowserSlot {
+            id,
+            pid,
+            launched_at: Instant::now(),
+            dir,
+            chrome_version,
+            browser: RwLock::new(browser),
+            dead,
+            handler: Mutex::new(Some(handler_task)),
+            sites: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Reserves a tab, preferring browsers not yet due for recycling, then
+    /// the least busy.
+    fn try_acquire(self: &Arc<Self>) -> Option<Lease> {
+        let mut st = self.state.lock();
+        let limit = self.cfg.renders_per_browser;
+        let tabs = self.cfg.tabs_per_browser;
+        let entry = st
+            .slots
+            .iter_mut()
+            .filter(|e| !e.retiring && !e.slot.is_dead() && e.in_flight < tabs)
+            .min_by_key(|e| (e.renders >= limit, e.in_flight))?;
+        entry.in_flight += 1;
+        entry.renders += 1;
+        if entry.renders >= limit {
+            self.wake.notify_one();
+        }
+        Some(Lease {
+            inner: self.clone(),
+            slot: entry.slot.clone(),
+        })
+    }
+
+    async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Lease, RenderError> {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.shutting_down.load(Ordering::SeqCst) {
+                return Err(RenderError::PoolShutdown);
+            }
+            if let Some(lease) = self.try_acquire() {
+                return Ok(lease);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(RenderError::Timeout);
+            }
+        }
+    }
+
+    async fn render_on(
+        self: &Arc<Self>,
+        lease: Lease,
+        job: RenderJob,
+        deadline: Instant,
+    ) -> Result<RenderedPage, RenderError> {
+        let slot = lease.slot.clone();
+        let site = site_key(&job);
+        let mut dead = slot.dead.clone();
+        let work = async {
+            let mut tab = slot.checkout(&site, &self.shared).await?;
+            let (result, origins) = tab
+                .render(
+                    job,
+                    site.clone(),
+                    deadline,
+                    self.cfg.ready_timeout,
+                    &slot.chrome_version,
+                )
+                .await;
+            Ok::<_, RenderError>((tab, result, origins))
+        };
+        let outcome = tokio::select! {
+            _ = dead.wait_for(|d| *d) => return Err(RenderError::BrowserCrashed),
+            outcome = work => outcome,
+        };
+        let (tab, result, origins) = match outcome {
+            Ok(v) => v,
+            Err(e) => {
+                slot.checkin_failed(&site);
+                return Err(e);
+            }
+        };
+        // Reset or close the tab in the background; the lease keeps the tab
+        // counted as busy until that is done.
+        let keep = result.is_ok() && !tab.is_crashed();
+        tokio::spawn(async move {
+            let _lease = lease;
+            if keep && tab.reset(&origins).await.is_ok() {
+                slot.checkin(&site, tab);
+            } else {
+                slot.checkin_failed(&site);
+                tab.close().await;
+            }
+        });
+        result
+    }
+
+    /// Health check: crashes, due recycles, drained browsers, missing browsers.
+    fn maintain(self: &Arc<Self>) {
+        let now = Instant::now();
+        let mut to_close = Vec::new();
+        let mut to_launch = 0;
+        let mut replace: Option<(u64, RecycleReason)> = None;
+        {
+            let mut st = self.state.lock();
+            // Crashed browsers.
+            let mut i = 0;
+            while i < st.slots.len() {
+                let e = &st.slots[i];
+                if e.slot.is_dead() || !process::is_running(e.slot.pid) {
+                    let e = st.slots.remove(i);
+                    if !e.retiring {
+                        self.counters.crashes.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(pid = e.slot.pid, "browser crashed");
+                        if now.duration_since(e.slot.launched_at) < EARLY_DEATH {
+                            self.counters
+                                .launch_failures
+                                .fetch_add(1, Ordering::Relaxed);
+                            st.launch_failures_in_row += 1;
+                            st.next_launch_at = Some(now + backoff(st.launch_failures_in_row));
+                        }
+                    }
+                    if st.recycling == Some(e.slot.id) {
+                        st.recycling = None;
+                    }
+                    st.closing += 1;
+                    to_close.push(e.slot);
+                    continue;
+                }
+                i += 1;
+            }
+            // Drained retiring browsers.
+            let mut i = 0;
+            while i < st.slots.len() {
+                if st.slots[i].retiring && st.slots[i].in_flight == 0 {
+                    let e = st.slots.remove(i);
+                    st.closing += 1;
+                    to_close.push(e.slot);
+                    continue;
+                }
+                i += 1;
+            }
+            // Memory.
+            for e in st.slots.iter_mut() {
+                if e.rss_checked
+                    .is_none_or(|t| now.duration_since(t) >= RSS_CHECK_INTERVAL)
+                {
+                    e.rss = process::tree_rss_bytes(e.slot.pid);
+                    e.rss_checked = Some(now);
+                }
+            }
+            // One recycle at a time: at most browsers + 1 alive.
+            let recycle_busy = st.recycling.is_some()
+                || st.closing > 0
+                || st.launching > 0
+                || st.slots.iter().any(|e| e.retiring);
+            if !recycle_busy && st.next_launch_at.is_none_or(|t| now >= t) {
+                let cfg = &self.cfg;
+                replace = st.slots.iter().find_map(|e| {
+                    let reason = if e.renders >= cfg.renders_per_browser {
+                        RecycleReason::Renders
+                    } else if now.duration_since(e.slot.launched_at) >= cfg.browser_max_age {
+                        RecycleReason::Age
+                    } else if e.rss > cfg.browser_max_rss_bytes {
+                        RecycleReason::Rss
+                    } else {
+                        return None;
+                    };
+                    Some((e.slot.id, reason))
+                });
+                if let Some((id, _)) = replace {
+                    st.recycling = Some(id);
+                    st.launching += 1;
+                }
+            }
+            // Missing browsers (crashes, failed launches).
+            let serving = st.slots.iter().filter(|e| !e.retiring).count();
+            let pending = st.launching - usize::from(replace.is_some() || st.recycling.is_some());
+            let deficit = self.cfg.browsers.saturating_sub(serving + pending);
+            if deficit > 0 && st.next_launch_at.is_none_or(|t| now >= t) {
+                to_launch = deficit;
+                st.launching += deficit;
+            }
+        }
+        if !to_close.is_empty() {
+            self.changed.notify_waiters();
+        }
+        for slot in to_close {
+            self.clone().spawn_close(slot);
+        }
+        if let Some((old, reason)) = replace {
+            let counter = match reason {
+                RecycleReason::Renders => &self.counters.recycles_renders,
+                RecycleReason::Age => &self.counters.recycles_age,
+                RecycleReason::Rss => &self.counters.recycles_rss,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(?reason, "recycling browser");
+            let inner = self.clone();
+            tokio::spawn(async move {
+                let launched = inner.launch_browser().await;
+                let mut st = inner.state.lock();
+                st.launching -= 1;
+                st.recycling = None;
+                match launched {
+                    Ok(slot) => {
+                        st.launch_failures_in_row = 0;
+                        if let Some(e) = st.slots.iter_mut().find(|e| e.slot.id == old) {
+                            e.retiring = true;
+                        }
+                        drop(st);
+                        inner.add_slot(slot);
+                    }
+                    Err(e) => {
+                        drop(st);
+                        inner.launch_failed(&e);
+                    }
+                }
+                inner.wake.notify_one();
+            });
+        }
+        for _ in 0..to_launch {
+            let inner = self.clone();
+            tokio::spawn(async move {
+                let launched = inner.launch_browser().await;
+                inner.state.lock().launching -= 1;
+                match launched {
+                    Ok(slot) if !inner.shutting_down.load(Ordering::SeqCst) => {
+                        inner.state.lock().launch_failures_in_row = 0;
+                        inner.add_slot(slot);
+                    }
+                    Ok(slot) => {
+                        inner.state.lock().closing += 1;
+                        inner.clone().spawn_close(slot);
+                    }
+                    Err(e) => inner.launch_failed(&e),
+                }
+            });
+        }
+    }
+
+    /// Closes a browser: SIGTERM, SIGKILL after the grace period, reap it
+    /// and its helpers, remove its user-data-dir. The caller has counted it
+    /// in `closing`.
+    fn spawn_close(self: Arc<Self>, slot: Arc<BrowserSlot>) {
+        tokio::spawn(async move {
+            close_browser(&slot).await;
+            let remaining = {
+                let mut st = self.state.lock();
+                st.closing -= 1;
+                st.closing
+            };
+            if remaining == 0 {
+                self.closed.notify_waiters();
+            }
+            self.wake.notify_one();
+        });
+    }
+}
+
+async fn close_browser(slot: &BrowserSlot) {
+    let helpers = process::process_tree(slot.pid);
+    // Tabs hold nothing the browser needs; dropping them stops their tasks.
+    slot.sites.lock().clear();
+    process::signal(slot.pid, libc::SIGTERM);
+    match tokio::time::timeout(CLOSE_GRACE * 2, slot.browser.write()).await {
+        Ok(mut browser) => {
+            if tokio::time::timeout(CLOSE_GRACE, browser.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(pid = slot.pid, "browser ignored SIGTERM; killing it");
+                let _ = browser.kill().await;
+            }
+        }
+        Err(_) => {
+            // Someone still holds the browser; kill it, the runtime reaps it
+            // once the handle is dropped.
+            process::signal(slot.pid, libc::SIGKILL);
+        }
+    }
+    if let Some(task) = slot.handler.lock().take() {
+        task.abort();
+    }
+    let helpers: Vec<u32> = helpers.into_iter().filter(|&p| p != slot.pid).collect();
+    let until = Instant::now() + CHILDREN_GRACE;
+    while helpers.iter().any(|&p| process::is_running(p)) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for &pid in &helpers {
+        if process::is_running(pid) {
+            process::signal(pid, libc::SIGKILL);
+        }
+    }
+    let dir = slot.dir.clone();
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+    tracing::info!(pid = slot.pid, id = slot.id, "browser closed");
+}
+
+fn backoff(failures_in_row: u32) -> Duration {
+    let exp = failures_in_row.saturating_sub(1).min(16);
+    LAUNCH_BACKOFF_BASE
+        .saturating_mul(1u32 << exp)
+        .min(LAUNCH_BACKOFF_MAX)
+}
+
+impl BrowserSlot {
+    /// An idle tab of the site's context, or a new one (creating the context
+    /// on the site's first render in this browser).
+    async fn checkout(&self, site: &str, shared: &Arc<Shared>) -> Result<Tab, RenderError> {
+        let existing = {
+            let mut sites = self.sites.lock();
+            sites.get_mut(site).map(|s| {
+                s.busy += 1;
+                s.last_used = Instant::now();
+                (s.context.clone(), s.idle.pop())
+            })
+        };
+        let context = match existing {
+            Some((_, Some(tab))) => return Ok(tab),
+            Some((context, None)) => context,
+            None => self.create_context(site).await?,
+        };
+        let browser = self.browser.read().await;
+        match Tab::open(&browser, context, shared.clone()).await {
+            Ok(tab) => Ok(tab),
+            Err(e) => {
+                drop(browser);
+                self.checkin_failed(site);
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_context(&self, site: &str) -> Result<BrowserContextId, RenderError> {
+        let browser = self.browser.read().await;
+        let created = tokio::time::timeout(
+            CDP_CALL_TIMEOUT,
+            browser.create_browser_context(CreateBrowserContextParams::default()),
+        )
+        .await;
+        let context = match created {
+            Ok(Ok(id)) => id,
+            Ok(Err(e)) => return Err(RenderError::Protocol(e.to_string())),
+            Err(_) => return Err(RenderError::Protocol("context creation timed out".into())),
+        };
+        let mut evicted = Vec::new();
+        let chosen = {
+            let mut sites = self.sites.lock();
+            if let Some(s) = sites.get_mut(site) {
+                // Another render created it meanwhile: use that one.
+                s.busy += 1;
+                evicted.push((context, Vec::new()));
+                s.context.clone()
+            } else {
+                while sites.len() >= MAX_SITE_CONTEXTS_PER_BROWSER {
+                    let Some(oldest) = sites
+                        .iter()
+                        .filter(|(_, s)| s.busy == 0)
+                        .min_by_key(|(_, s)| s.last_used)
+                        .map(|(k, _)| k.clone())
+                    else {
+                        break;
+                    };
+                    if let Some(s) = sites.remove(&oldest) {
+                        evicted.push((s.context, s.idle));
+                    }
+                }
+                sites.insert(
+                    site.to_string(),
+                    SiteTabs {
+                        context: context.clone(),
+                        idle: Vec::new(),
+                        busy: 1,
+                        last_used: Instant::now(),
+                    },
+                );
+                context
+            }
+        };
+        for (context, tabs) in evicted {
+            for tab in tabs {
+                tab.close().await;
+            }
+            let _ = tokio::time::timeout(
+                CDP_CALL_TIMEOUT,
+                browser.execute(DisposeBrowserContextParams::new(context)),
+            )
+            .await;
+        }
+        Ok(chosen)
+    }
+
+    fn checkin(&self, site: &str, tab: Tab) {
+        let mut sites = self.sites.lock();
+        match sites.get_mut(site) {
+            Some(s) => {
+                s.busy = s.busy.saturating_sub(1);
+                s.idle.push(tab);
+            }
+            None => drop(tab),
+        }
+    }
+
+    fn checkin_failed(&self, site: &str) {
+        if let Some(s) = self.sites.lock().get_mut(site) {
+            s.busy = s.busy.saturating_sub(1);
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Linux process helpers for browser process trees: descendants, resident
+//! memory, liveness and signals, all read from /proc.
+
+use std::collections::HashMap;
+
+/// Pid and parent pid of every process, read from /proc/*/stat.
+fn parent_map() -> HashMap<u32, u32> {
+    let mut parents = HashMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return parents;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some((_, ppid)) = read_stat(pid) {
+            parents.insert(pid, ppid);
+        }
+    }
+    parents
+}
+
+/// (state, ppid) from /proc/<pid>/stat; the command name may contain spaces
+/// and parentheses, so fields are read after the last ')'.
+fn read_stat(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// `root` and all its descendants.
+pub(crate) fn process_tree(root: u32) -> Vec<u32> {
+    let parents = parent_map();
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (&pid, &ppid) in &parents {
+        children.entry(ppid).or_default().push(pid);
+    }
+    let mut tree = Vec::new();
+    let mut stack = vec![root];
+    while let Some(pid) = stack.pop() {
+        if tree.contains(&pid) {
+            continue;
+        }
+        tree.push(pid);
+        if let Some(kids) = children.get(&pid) {
+            stack.extend(kids);
+        }
+    }
+    tree
+}
+
+/// Resident memory of a process, 0 when it is gone.
+fn rss_bytes(pid: u32) -> u64 {
+    let Ok(statm) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else {
+        return 0;
+    };
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page_size).unwrap_or(4096)
+}
+
+/// Resident memory of a process and all its descendants.
+pub(crate) fn tree_rss_bytes(root: u32) -> u64 {
+    process_tree(root).into_iter().map(rss_bytes).sum()
+}
+
+/// Whether the process exists and is not a zombie.
+pub(crate) fn is_running(pid: u32) -> bool {
+    matches!(read_stat(pid), Some((state, _)) if state != 'Z' && state != 'X')
+}
+
+/// Sends a signal; a process that is already gone is not an error.
+pub(crate) fn signal(pid: u32, sig: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    if pid <= 1 {
+        return;
+    }
+    // SAFETY: kill has no memory-safety preconditions; pid is a process we launched.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_running_and_has_memory() {
+        let me = std::process::id();
+        assert!(is_running(me));
+        assert!(tree_rss_bytes(me) > 0);
+        assert!(process_tree(me).contains(&me));
+        assert!(!is_running(u32::MAX - 1));
+    }
+}
