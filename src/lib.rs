@@ -15,6 +15,7 @@ pub mod check_config;
 pub mod cli;
 pub mod config;
 pub mod listener;
+pub mod prerender;
 pub mod proxy;
 pub mod render;
 pub mod serve;

@@ -60,7 +60,10 @@ pub struct RenderFailure {
 
 impl RenderFailure {
     fn new(reason: &'static str, detail: impl Into<String>) -> Self {
-        RenderFailure { reason, detail: detail.into() }
+        RenderFailure {
+            reason,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -89,7 +92,12 @@ impl Prerenderer {
         health: Arc<Health>,
     ) -> Arc<Self> {
         let workers = config.browsers * config.tabs_per_browser;
-        let owner = format!("{}-{}-{:016x}", hostname(), std::process::id(), rand::random::<u64>());
+        let owner = format!(
+            "{}-{}-{:016x}",
+            hostname(),
+            std::process::id(),
+            rand::random::<u64>()
+        );
         Arc::new(Prerenderer {
             queue: RenderQueue::new(config.queue_capacity, workers),
             config,
@@ -115,7 +123,12 @@ impl Prerenderer {
     }
 
     /// Renders `key` (or joins the render already under way) and waits.
-    pub async fn render(self: &Arc<Self>, key: &CacheKey, site: &Arc<Site>, priority: Priority) -> RenderOutcome {
+    pub async fn render(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        site: &Arc<Site>,
+        priority: Priority,
+    ) -> RenderOutcome {
         let waiter = match self.submit(key, site, priority) {
             Ok(w) => w,
             Err(full) => return Err(RenderFailure::new("queue-full", full.to_string())),
@@ -127,7 +140,12 @@ impl Prerenderer {
     }
 
     /// Queues a render of `key` without waiting (warm-up, refresh, stale).
-    pub fn enqueue(self: &Arc<Self>, key: &CacheKey, site: &Arc<Site>, priority: Priority) -> Result<(), QueueFull> {
+    pub fn enqueue(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        site: &Arc<Site>,
+        priority: Priority,
+    ) -> Result<(), QueueFull> {
         self.submit(key, site, priority).map(|_| ())
     }
 
@@ -142,7 +160,9 @@ impl Prerenderer {
             return Ok(w);
         }
         let job = self.clone().job(key.clone(), site.clone());
-        self.queue.submit(&name, priority, Box::pin(job)).map(|s| s.into_waiter())
+        self.queue
+            .submit(&name, priority, Box::pin(job))
+            .map(|s| s.into_waiter())
     }
 
     fn store_failed(&self, op: &str, e: &StoreError) {
@@ -155,7 +175,8 @@ impl Prerenderer {
         let ttl = self.config.ttl_for(&site);
         let mut use_store = true;
         let mut locked = false;
-        let lock_ttl = self.config.render_timeout * (RENDER_RETRIES as u32 + 1) + Duration::from_secs(5);
+        let lock_ttl =
+            self.config.render_timeout * (RENDER_RETRIES as u32 + 1) + Duration::from_secs(5);
         for _ in 0..LOCK_ATTEMPTS {
             match store_call(self.store.try_lock(&key, &self.owner, lock_ttl)).await {
                 Ok(true) => {
@@ -163,14 +184,26 @@ impl Prerenderer {
                     break;
                 }
                 Ok(false) => {
-                    let deadline = tokio::time::Instant::now() + self.config.render_timeout + Duration::from_secs(1);
+                    let deadline = tokio::time::Instant::now()
+                        + self.config.render_timeout
+                        + Duration::from_secs(1);
                     match self.store.wait_for_page(&key, deadline).await {
-                        Ok(WaitOutcome::Ready(page)) if page.settings_hash == site.settings_hash => {
-                            return Ok(Arc::new(Rendered { page, stored: true, store_error: false, render_time: None }));
+                        Ok(WaitOutcome::Ready(page))
+                            if page.settings_hash == site.settings_hash =>
+                        {
+                            return Ok(Arc::new(Rendered {
+                                page,
+                                stored: true,
+                                store_error: false,
+                                render_time: None,
+                            }));
                         }
                         Ok(WaitOutcome::Ready(_)) | Ok(WaitOutcome::LockReleased) => continue,
                         Ok(WaitOutcome::TimedOut) => {
-                            return Err(RenderFailure::new("timeout", "another instance's render did not finish"))
+                            return Err(RenderFailure::new(
+                                "timeout",
+                                "another instance's render did not finish",
+                            ))
                         }
                         Err(e) => {
                             self.store_failed("wait_for_page", &e);
@@ -186,7 +219,9 @@ impl Prerenderer {
                 }
             }
         }
-        let result = self.render_locked(&key, &site, public_url, ttl, use_store).await;
+        let result = self
+            .render_locked(&key, &site, public_url, ttl, use_store)
+            .await;
         if locked {
             if let Err(e) = store_call(self.store.unlock(&key, &self.owner)).await {
                 self.store_failed("unlock", &e);
@@ -208,7 +243,10 @@ impl Prerenderer {
         if let (true, Some(quota)) = (use_store, site.plan.monthly_renders) {
             match store_call(self.store.renders_in_month(domain, &month)).await {
                 Ok(used) if used >= quota => {
-                    return Err(RenderFailure::new("quota", format!("{used} of {quota} renders used this month")))
+                    return Err(RenderFailure::new(
+                        "quota",
+                        format!("{used} of {quota} renders used this month"),
+                    ))
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -258,7 +296,12 @@ impl Prerenderer {
         let mut stored = false;
         let mut store_error = !use_store;
         if use_store && is_cacheable(page.status) && !ttl.is_zero() {
-            match store_call(self.store.put(key, &page, ttl + site.plan.stale_while_revalidate)).await {
+            match store_call(
+                self.store
+                    .put(key, &page, ttl + site.plan.stale_while_revalidate),
+            )
+            .await
+            {
                 Ok(()) => {
                     stored = true;
                     self.health.set_degraded("store", false);
@@ -270,7 +313,12 @@ impl Prerenderer {
                 }
             }
         }
-        Ok(Arc::new(Rendered { page, stored, store_error, render_time: Some(rendered.elapsed) }))
+        Ok(Arc::new(Rendered {
+            page,
+            stored,
+            store_error,
+            render_time: Some(rendered.elapsed),
+        }))
     }
 
     /// Schedules the next refresh and keeps the domain within its plan.
@@ -282,7 +330,11 @@ impl Prerenderer {
         }
         match store_call(self.store.evict_over(key.domain(), site.plan.max_entries)).await {
             Ok(evicted) if !evicted.is_empty() => {
-                tracing::info!(domain = key.domain(), evicted = evicted.len(), "evicted least recently used pages")
+                tracing::info!(
+                    domain = key.domain(),
+                    evicted = evicted.len(),
+                    "evicted least recently used pages"
+                )
             }
             Ok(_) => {}
             Err(e) => self.store_failed("evict_over", &e),
@@ -307,4 +359,146 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "host".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{MemoryStore, PageStore};
+    use crate::cli::ServeArgs;
+    use crate::config::file::FileConfig;
+    use parking_lot::Mutex;
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Answers from a script of results, counting calls.
+    struct ScriptedRenderer {
+        script: Mutex<VecDeque<Result<RenderedPage, RenderError>>>,
+        calls: AtomicUsize,
+    }
+
+    impl PageRenderer for ScriptedRenderer {
+        fn render(&self, _job: RenderJob) -> BoxFuture<'_, Result<RenderedPage, RenderError>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let next = self
+                .script
+                .lock()
+                .pop_front()
+                .unwrap_or(Err(RenderError::Timeout));
+            Box::pin(async move { next })
+        }
+    }
+
+    fn page(status: u16) -> Result<RenderedPage, RenderError> {
+        Ok(RenderedPage {
+            status,
+            headers: vec![],
+            html: format!("<html>status {status}</html>"),
+            elapsed: Duration::from_millis(5),
+            snapshot_on_ready_timeout: false,
+        })
+    }
+
+    fn setup(
+        toml: &str,
+        script: Vec<Result<RenderedPage, RenderError>>,
+    ) -> (
+        Arc<Prerenderer>,
+        Arc<ScriptedRenderer>,
+        Arc<MemoryStore>,
+        Arc<Site>,
+    ) {
+        let args = ServeArgs {
+            origin: Some("http://127.0.0.1:9".into()),
+            ..Default::default()
+        };
+        let config = Arc::new(Config::from_parts(&args, FileConfig::parse(toml).unwrap()).unwrap());
+        let site = config.sites.lookup("a.test").unwrap().clone();
+        let renderer = Arc::new(ScriptedRenderer {
+            script: Mutex::new(script.into()),
+            calls: AtomicUsize::new(0),
+        });
+        let store = MemoryStore::new(1 << 20);
+        let p = Prerenderer::new(
+            config,
+            store.clone(),
+            renderer.clone(),
+            Arc::new(Health::new(false)),
+        );
+        (p, renderer, store, site)
+    }
+
+    fn key(path: &str) -> CacheKey {
+        CacheKey::new("a.test", path, &[], false).unwrap()
+    }
+
+    #[tokio::test]
+    async fn retryable_failures_are_retried_twice_then_stored() {
+        let script = vec![
+            Err(RenderError::BrowserCrashed),
+            Err(RenderError::BrowserCrashed),
+            page(200),
+        ];
+        let (p, r, store, site) = setup("", script);
+        let out = p.render(&key("/a"), &site, Priority::Live).await.unwrap();
+        assert!(out.stored);
+        assert_eq!(r.calls.load(Ordering::SeqCst), 3);
+        assert!(store.get(&key("/a")).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn timeouts_are_not_retried_and_nothing_is_stored() {
+        let (p, r, store, site) = setup("", vec![Err(RenderError::Timeout), page(200)]);
+        let err = p
+            .render(&key("/a"), &site, Priority::Live)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason, "timeout");
+        assert_eq!(r.calls.load(Ordering::SeqCst), 1);
+        assert!(store.get(&key("/a")).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn only_cacheable_statuses_are_stored() {
+        for (status, cached) in [
+            (200, true),
+            (301, true),
+            (404, true),
+            (410, true),
+            (403, false),
+            (500, false),
+            (503, false),
+        ] {
+            let (p, _, store, site) = setup("", vec![page(status)]);
+            let out = p.render(&key("/s"), &site, Priority::Live).await.unwrap();
+            assert_eq!(out.stored, cached, "status {status}");
+            assert_eq!(
+                store.get(&key("/s")).await.unwrap().is_some(),
+                cached,
+                "status {status}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_used_up_quota_refuses_renders() {
+        let toml = "plan = \"tiny\"\n[plans.tiny]\nmonthly_renders = 2\n";
+        let (p, r, _, site) = setup(toml, vec![page(200), page(200), page(200)]);
+        assert!(p.render(&key("/1"), &site, Priority::Live).await.is_ok());
+        assert!(p.render(&key("/2"), &site, Priority::Live).await.is_ok());
+        let err = p
+            .render(&key("/3"), &site, Priority::Live)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason, "quota");
+        assert_eq!(r.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn zero_ttl_stores_nothing() {
+        let (p, _, store, site) = setup("cache_ttl = 0\n", vec![page(200)]);
+        let out = p.render(&key("/a"), &site, Priority::Live).await.unwrap();
+        assert!(!out.stored);
+        assert!(store.get(&key("/a")).await.unwrap().is_none());
+    }
 }

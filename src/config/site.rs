@@ -48,7 +48,11 @@ impl Site {
         use sha2::{Digest, Sha256};
         let canonical = format!(
             "v{RENDER_RULES_VERSION}|{}|{}|{}|{}|{}",
-            self.origin, self.scheme, self.strip_scripts, self.query_params.join("&"), self.mobile_variant
+            self.origin,
+            self.scheme,
+            self.strip_scripts,
+            self.query_params.join("&"),
+            self.mobile_variant
         );
         self.settings_hash = hex::encode(&Sha256::digest(canonical.as_bytes())[..8]);
         self
@@ -242,7 +246,11 @@ mod tests {
         let mut b = a.clone();
         b.strip_scripts = false;
         assert_ne!(a.settings_hash, b.with_settings_hash().settings_hash);
-        let other_origin = Site::single("a.test".into(), Url::parse("http://127.0.0.1:2").unwrap(), plan);
+        let other_origin = Site::single(
+            "a.test".into(),
+            Url::parse("http://127.0.0.1:2").unwrap(),
+            plan,
+        );
         assert_ne!(a.settings_hash, other_origin.settings_hash);
     }
 
