@@ -8,3 +8,4 @@
 //! - `cache`: cache keys and the page store (Redis or embedded).
 //! - `render`: the Chromium pool, one page render, and the render queue.
 //! - `admin`: the admin listener (health, readiness, API, metrics, dashboard).
+pub mod bot;
