@@ -10,6 +10,7 @@
 //! - `admin`: the admin listener (health, readiness, API, metrics, dashboard).
 
 pub mod admin;
+pub mod bot;
 pub mod cache;
 pub mod check_config;
 pub mod cli;
