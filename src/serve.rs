@@ -1,8 +1,10 @@
-//! `prerender-proxy serve`: binds the listeners, wires the parts together and
-//! runs until SIGTERM/SIGINT, then shuts down gracefully.
+//! `prerender-proxy serve`: builds the parts (store, bot detector, browser
+//! pool, prerenderer), binds the listeners and runs until SIGTERM/SIGINT,
+//! then shuts down gracefully.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -10,9 +12,18 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admin::{Admin, Health};
-use crate::config::{Config, Role};
+use crate::bot::{BotDetector, Family};
+use crate::cache::{CacheStore, MemoryStore, PurgeEvent, RedisOptions, RedisStore};
+use crate::config::{Config, StoreTarget};
 use crate::listener::{self, ListenerLimits};
+use crate::prerender::{store_call, Prerenderer};
+use crate::proxy::crawler::CrawlerPath;
+use crate::proxy::forward::OriginClient;
 use crate::proxy::PublicProxy;
+use crate::render::{BrowserPool, PoolConfig};
+
+/// How often the store is pinged to keep readiness's `store` flag current.
+const STORE_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A running server: its bound addresses and the handle to stop it.
 pub struct Running {
@@ -21,10 +32,58 @@ pub struct Running {
     pub health: Arc<Health>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    prerender: Arc<Prerenderer>,
+    pool: Arc<BrowserPool>,
+}
+
+/// The browser pool's settings from the configuration.
+pub fn pool_config(config: &Config) -> anyhow::Result<PoolConfig> {
+    let chrome = match &config.chrome {
+        Some(c) => c.clone(),
+        None => PoolConfig::find_chrome()
+            .context("no browser found: install chromium or set --chrome / CHROME_PATH")?,
+    };
+    let mut pool = PoolConfig::with_chrome(chrome);
+    pool.browsers = config.browsers;
+    pool.tabs_per_browser = config.tabs_per_browser;
+    pool.renders_per_browser = config.renders_per_browser;
+    pool.browser_max_age = config.browser_max_age;
+    pool.browser_max_rss_bytes = config.browser_max_rss_mb * 1024 * 1024;
+    pool.render_timeout = config.render_timeout;
+    pool.ready_timeout = config.ready_timeout;
+    Ok(pool)
+}
+
+pub fn bot_detector(
+    families: &[String],
+    extra: Option<&std::path::Path>,
+) -> anyhow::Result<BotDetector> {
+    let families: Vec<Family> = families
+        .iter()
+        .filter_map(|f| Family::from_name(f))
+        .collect();
+    BotDetector::new(&families, extra).context("bot_patterns")
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn CacheStore>> {
+    Ok(match &config.store {
+        StoreTarget::Embedded => MemoryStore::new(config.cache_max_bytes),
+        StoreTarget::Redis(url) => {
+            RedisStore::connect(url, RedisOptions::default()).context("redis")?
+        }
+        StoreTarget::RedisCluster(_) => {
+            anyhow::bail!("redis: Redis Cluster is not supported by this build")
+        }
+    })
 }
 
 pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     raise_fd_limit();
+    let bots = Arc::new(bot_detector(
+        &config.bot_families,
+        config.bot_patterns.as_deref(),
+    )?);
+    let store = open_store(&config).await?;
     let public = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
@@ -34,8 +93,24 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     let public_addr = public.local_addr()?;
     let admin_addr = admin.local_addr()?;
 
-    let health = Arc::new(Health::new(false));
-    let proxy = Arc::new(PublicProxy::new(config.clone()));
+    let health = Arc::new(Health::new(true));
+    let pool = BrowserPool::launch(pool_config(&config)?)
+        .await
+        .context("cannot launch the browser pool")?;
+    health.set_browser_up();
+    let prerender = Prerenderer::new(config.clone(), store.clone(), pool.clone(), health.clone());
+    let origin = OriginClient::new(config.origin_timeout);
+    let crawler = Arc::new(CrawlerPath::new(
+        config.clone(),
+        prerender.clone(),
+        origin.clone(),
+    ));
+    let proxy = Arc::new(PublicProxy::new(
+        config.sites.clone(),
+        bots,
+        crawler.clone(),
+        origin,
+    ));
     let admin_api = Arc::new(Admin::new(health.clone()));
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -56,29 +131,72 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         admin,
         limits,
         move |req, peer| admin_api.clone().handle(req, peer),
-        stop_rx,
+        stop_rx.clone(),
         config.shutdown_timeout,
     ));
+    tasks.spawn(forget_purged_pages(store.clone(), crawler, stop_rx.clone()));
+    tasks.spawn(watch_store_health(store, health.clone(), stop_rx));
     health.set_listeners_up();
-    tracing::info!(%public_addr, %admin_addr, role = ?config.role, "listening");
-    if config.role != Role::All {
-        tracing::info!("role {:?}", config.role);
-    }
+    tracing::info!(%public_addr, %admin_addr, role = ?config.role, store = ?config.store, "listening");
     Ok(Running {
         public_addr,
         admin_addr,
         health,
         stop,
         tasks,
+        prerender,
+        pool,
     })
 }
 
+/// Purges announced by any instance drop this instance's prepared copies.
+async fn forget_purged_pages(
+    store: Arc<dyn CacheStore>,
+    crawler: Arc<CrawlerPath>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut purges = store.subscribe_purges();
+    loop {
+        let event = tokio::select! {
+            _ = stop.changed() => return,
+            e = purges.recv() => e,
+        };
+        match event {
+            Ok(PurgeEvent::Page(key)) => crawler.forget(&key.to_string()),
+            Ok(PurgeEvent::Domain(d)) => {
+                crawler.forget(&format!("render:{d}:"));
+            }
+            Ok(PurgeEvent::All) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                crawler.forget("")
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn watch_store_health(
+    store: Arc<dyn CacheStore>,
+    health: Arc<Health>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let ok = store_call(store.ping()).await.is_ok();
+        health.set_degraded("store", !ok);
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(STORE_HEALTH_INTERVAL) => {}
+        }
+    }
+}
+
 impl Running {
-    /// Stops accepting and waits for in-flight requests (bounded by
-    /// `shutdown_timeout` inside each listener).
+    /// Stops accepting, waits for in-flight requests (bounded by
+    /// `shutdown_timeout` inside each listener), then closes the browsers.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
+        self.prerender.close();
         while self.tasks.join_next().await.is_some() {}
+        self.pool.shutdown().await;
     }
 }
 

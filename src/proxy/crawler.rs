@@ -62,7 +62,12 @@ impl CrawlerPath {
     pub fn new(config: Arc<Config>, prerender: Arc<Prerenderer>, origin: OriginClient) -> Self {
         // Compressed copies of hot pages: a quarter of the embedded store's bound.
         let prepared = PreparedPages::new(config.cache_max_bytes / 4);
-        CrawlerPath { config, prerender, prepared, origin }
+        CrawlerPath {
+            config,
+            prerender,
+            prepared,
+            origin,
+        }
     }
 
     /// Drops in-process copies of purged pages (`prefix` "" = everything).
@@ -70,20 +75,36 @@ impl CrawlerPath {
         self.prepared.remove_prefix(prefix);
     }
 
-    pub async fn serve(&self, req: Request<Incoming>, target: &Target, peer: SocketAddr) -> (Response<Body>, CacheResult) {
+    pub async fn serve(
+        &self,
+        req: Request<Incoming>,
+        target: &Target,
+        peer: SocketAddr,
+    ) -> (Response<Body>, CacheResult) {
         let site = &target.site;
-        let ua = req.headers().get(USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let ua = req
+            .headers()
+            .get(USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let mobile = site.mobile_variant && is_mobile_crawler(ua);
         let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let key = match CacheKey::new(&target.host, pq, &site.query_params, mobile) {
             Ok(k) => k,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "crawler request with an unusable path");
-                return (respond::error(StatusCode::BAD_REQUEST, &e.to_string()), CacheResult::Error("bad-request"));
+                return (
+                    respond::error(StatusCode::BAD_REQUEST, &e.to_string()),
+                    CacheResult::Error("bad-request"),
+                );
             }
         };
         let ttl = self.config.ttl_for(site);
-        let lookup = if ttl.is_zero() { Lookup::Missing } else { self.lookup(&key, site).await };
+        let lookup = if ttl.is_zero() {
+            Lookup::Missing
+        } else {
+            self.lookup(&key, site).await
+        };
         let cache_control = HeaderValue::from_str(&site.plan.cache_control)
             .unwrap_or(HeaderValue::from_static("public, max-age=3600"));
         let name = key.to_string();
@@ -91,37 +112,58 @@ impl CrawlerPath {
             Lookup::Fresh(page) => {
                 let prepared = self.prepared.get_or_prepare(&name, &page);
                 self.touch(&key);
-                (prepared.respond(req.method(), req.headers(), "HIT", &cache_control), CacheResult::Hit)
+                (
+                    prepared.respond(req.method(), req.headers(), "HIT", &cache_control),
+                    CacheResult::Hit,
+                )
             }
             Lookup::Stale(page) => {
                 let prepared = self.prepared.get_or_prepare(&name, &page);
                 if let Err(e) = self.prerender.enqueue(&key, site, Priority::Background) {
                     tracing::debug!(key = %key, error = %e, "stale page not re-queued");
                 }
-                (prepared.respond(req.method(), req.headers(), "STALE", &cache_control), CacheResult::Stale)
+                (
+                    prepared.respond(req.method(), req.headers(), "STALE", &cache_control),
+                    CacheResult::Stale,
+                )
             }
             Lookup::Missing | Lookup::StoreDown => {
                 let wait = self.config.render_timeout + ANSWER_SLACK;
-                let outcome = match tokio::time::timeout(wait, self.prerender.render(&key, site, Priority::Live)).await {
+                let outcome = match tokio::time::timeout(
+                    wait,
+                    self.prerender.render(&key, site, Priority::Live),
+                )
+                .await
+                {
                     Ok(o) => o,
-                    Err(_) => Err(RenderFailure { reason: "timeout", detail: format!("no page within {wait:?}") }),
+                    Err(_) => Err(RenderFailure {
+                        reason: "timeout",
+                        detail: format!("no page within {wait:?}"),
+                    }),
                 };
                 match outcome {
                     Ok(rendered) => {
                         let prepared = if rendered.stored {
                             self.prepared.get_or_prepare(&name, &rendered.page)
                         } else {
-                            Arc::new(crate::proxy::prepared::PreparedPage::prepare(&rendered.page))
+                            Arc::new(crate::proxy::prepared::PreparedPage::prepare(
+                                &rendered.page,
+                            ))
                         };
-                        let mut resp = prepared.respond(req.method(), req.headers(), "MISS", &cache_control);
+                        let mut resp =
+                            prepared.respond(req.method(), req.headers(), "MISS", &cache_control);
                         if rendered.store_error {
-                            resp.headers_mut().insert("x-prerender-error", HeaderValue::from_static("store"));
+                            resp.headers_mut()
+                                .insert("x-prerender-error", HeaderValue::from_static("store"));
                         }
                         (resp, CacheResult::Miss)
                     }
                     Err(failure) => {
                         let reason = failure.reason;
-                        (self.fail(req, target, peer, failure).await, CacheResult::Error(reason))
+                        (
+                            self.fail(req, target, peer, failure).await,
+                            CacheResult::Error(reason),
+                        )
                     }
                 }
             }
@@ -158,18 +200,35 @@ impl CrawlerPath {
     }
 
     /// Fail open with the origin's own answer, or 503 when the site says so.
-    async fn fail(&self, req: Request<Incoming>, target: &Target, peer: SocketAddr, failure: RenderFailure) -> Response<Body> {
+    async fn fail(
+        &self,
+        req: Request<Incoming>,
+        target: &Target,
+        peer: SocketAddr,
+        failure: RenderFailure,
+    ) -> Response<Body> {
         tracing::warn!(host = %target.host, path = req.uri().path(), reason = failure.reason, detail = %failure.detail, "serving crawler without a render");
         let reason = HeaderValue::from_static(failure.reason);
         let mut resp = match target.site.on_render_failure {
             OnRenderFailure::Error => {
-                let mut r = respond::error(StatusCode::SERVICE_UNAVAILABLE, "the page could not be rendered; try again later");
-                r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(self.config.render_timeout.as_secs().max(1)));
+                let mut r = respond::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the page could not be rendered; try again later",
+                );
+                r.headers_mut().insert(
+                    RETRY_AFTER,
+                    HeaderValue::from(self.config.render_timeout.as_secs().max(1)),
+                );
                 r
             }
-            OnRenderFailure::Passthrough => self.origin.forward(req, &target.site.origin, &target.host, peer).await,
+            OnRenderFailure::Passthrough => {
+                self.origin
+                    .forward(req, &target.site.origin, &target.host, peer)
+                    .await
+            }
         };
-        resp.headers_mut().insert("x-prerender-cache", HeaderValue::from_static("ERROR"));
+        resp.headers_mut()
+            .insert("x-prerender-cache", HeaderValue::from_static("ERROR"));
         resp.headers_mut().insert("x-prerender-error", reason);
         resp
     }

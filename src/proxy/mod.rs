@@ -1,9 +1,12 @@
 //! The public listener's request path. Every request walks the same phases:
 //!
-//! 1. `request::resolve` — limits, Host, path; which site (else 4xx / 421);
-//! 2. classify — bot or human (`bot`);
-//! 3. humans: `forward` to the site's origin, streamed both ways.
+//! 1. `request::resolve` — size limits, Host, path; which site (else 4xx / 421);
+//! 2. `bot` — rendered crawler, or passed through;
+//! 3. crawlers: `crawler` — cache key, lookup, HIT / STALE / MISS (render
+//!    through the queue) or ERROR (fail open);
+//! 4. everyone else: `forward` to the site's origin, streamed both ways.
 
+pub mod crawler;
 pub mod forward;
 pub mod prepared;
 pub mod request;
@@ -15,20 +18,32 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 
-use crate::config::Config;
+use crate::bot::{BotDetector, PassReason, RenderDecision};
 use crate::listener::Body;
+use crawler::CrawlerPath;
 use forward::OriginClient;
 
 /// Shared state of the public listener.
 pub struct PublicProxy {
-    config: Arc<Config>,
+    sites: crate::config::SiteTable,
+    bots: Arc<BotDetector>,
+    crawler: Arc<CrawlerPath>,
     origin: OriginClient,
 }
 
 impl PublicProxy {
-    pub fn new(config: Arc<Config>) -> Self {
-        let origin = OriginClient::new(config.origin_timeout);
-        PublicProxy { config, origin }
+    pub fn new(
+        sites: crate::config::SiteTable,
+        bots: Arc<BotDetector>,
+        crawler: Arc<CrawlerPath>,
+        origin: OriginClient,
+    ) -> Self {
+        PublicProxy {
+            sites,
+            bots,
+            crawler,
+            origin,
+        }
     }
 
     pub async fn handle(
@@ -36,7 +51,7 @@ impl PublicProxy {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<Body> {
-        let target = match request::resolve(&req, &self.config.sites) {
+        let target = match request::resolve(&req, &self.sites) {
             Ok(t) => t,
             Err(rejection) => {
                 tracing::warn!(
@@ -49,9 +64,31 @@ impl PublicProxy {
                 return respond::error(rejection.status, rejection.reason);
             }
         };
-        tracing::debug!(%peer, method = %req.method(), host = %target.host, path = req.uri().path(), "human");
-        self.origin
-            .forward(req, &target.site.origin, &target.host, peer)
-            .await
+        let decision = self.bots.decide(
+            req.method(),
+            req.uri().path(),
+            req.uri().query(),
+            req.headers(),
+            &target.site.ignore,
+        );
+        match decision {
+            RenderDecision::Render { rule } => {
+                let path = req.uri().path().to_string();
+                let (resp, result) = self.crawler.serve(req, &target, peer).await;
+                tracing::debug!(%peer, host = %target.host, %path, %rule, cache = result.label(), status = resp.status().as_u16(), "crawler");
+                resp
+            }
+            RenderDecision::Pass(reason) => {
+                let kind = if reason == PassReason::StaticAsset {
+                    "asset"
+                } else {
+                    "human"
+                };
+                tracing::debug!(%peer, method = %req.method(), host = %target.host, path = req.uri().path(), kind, "passthrough");
+                self.origin
+                    .forward(req, &target.site.origin, &target.host, peer)
+                    .await
+            }
+        }
     }
 }

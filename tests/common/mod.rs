@@ -6,6 +6,7 @@ pub mod handler_origin;
 pub mod origin;
 pub mod proxy;
 pub mod redis;
+pub mod spa;
 
 use std::path::PathBuf;
 use std::time::Duration;
