@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use prerender_proxy::cli::{Cli, Command};
-use prerender_proxy::config::Config;
-use prerender_proxy::{check_config, serve, telemetry};
+use prerender_proxy::config::{Config, LogFormat};
+use prerender_proxy::{check_config, is_bot, render_command, serve, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -13,9 +13,10 @@ fn main() -> ExitCode {
         None => run_serve(&cli.serve),
         Some(Command::Serve(args)) => run_serve(&args),
         Some(Command::CheckConfig(args)) => check_config::run(&args),
-        Some(Command::IsBot(_)) | Some(Command::Render(_)) => {
-            eprintln!("not available in this build");
-            ExitCode::from(2)
+        Some(Command::IsBot(args)) => is_bot::run(&args),
+        Some(Command::Render(args)) => {
+            telemetry::init(LogFormat::Text);
+            render_command::run(&args)
         }
     }
 }

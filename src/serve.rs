@@ -55,14 +55,10 @@ pub fn pool_config(config: &Config) -> anyhow::Result<PoolConfig> {
 }
 
 pub fn bot_detector(
-    families: &[String],
+    families: &[Family],
     extra: Option<&std::path::Path>,
 ) -> anyhow::Result<BotDetector> {
-    let families: Vec<Family> = families
-        .iter()
-        .filter_map(|f| Family::from_name(f))
-        .collect();
-    BotDetector::new(&families, extra).context("bot_patterns")
+    BotDetector::new(families, extra).context("bot_patterns")
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn CacheStore>> {

@@ -115,3 +115,77 @@ fn environment_fills_options_and_flags_win() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("listen") && !err.contains("browsers"), "{err}");
 }
+
+#[test]
+fn is_bot_prints_the_rule_and_exits_by_verdict() {
+    let run = |ua: &str, extra: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("is-bot")
+            .arg(ua)
+            .args(extra)
+            .env_remove("PRERENDER_BOT_FAMILIES")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    };
+    let (code, out) = run(
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        &[],
+    );
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("bot search-engines:"), "{out}");
+    let (code, out) = run(
+        "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(out.starts_with("human"), "{out}");
+    let (code, out) = run("curl/8.5.0", &[]);
+    assert_eq!(code, Some(1), "{out}");
+    let (code, out) = run("curl/8.5.0", &["--bot-families", "http-libraries"]);
+    assert_eq!(code, Some(0), "{out}");
+}
+
+#[tokio::test]
+async fn render_prints_the_rendered_page_and_fails_with_exit_1() {
+    let spa = common::spa::Spa::start().await;
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "render",
+            "https://www.example.test/cli/page",
+            "--origin",
+            &spa.url(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("Rendered by JavaScript at /cli/page"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("host=www.example.test"), "{stdout}");
+    assert!(stderr.contains("status 200"), "{stderr}");
+
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "render",
+            "https://www.example.test/boom",
+            "--origin",
+            &spa.url(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("origin"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

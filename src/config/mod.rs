@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::bot::Family;
 use crate::cli::ServeArgs;
 use file::FileConfig;
 pub use plan::Plan;
@@ -29,9 +30,6 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_QUEUE_CAPACITY: u64 = 1000;
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 256 * 1024 * 1024;
-/// Families rendered unless `bot_families` says otherwise: curl and uptime
-/// checks want the origin's bytes, not a render.
-pub const DEFAULT_UNRENDERED_FAMILIES: [&str; 2] = ["monitoring", "http-libraries"];
 /// Passthrough waits this long for the origin's response head before a 504.
 pub const DEFAULT_ORIGIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Slowloris guard: a client has this long to send a complete request head.
@@ -99,7 +97,7 @@ pub struct Config {
     pub cache_ttl: Duration,
     pub queue_capacity: usize,
     pub cache_max_bytes: u64,
-    pub bot_families: Vec<String>,
+    pub bot_families: Vec<Family>,
     pub bot_patterns: Option<PathBuf>,
     pub log_format: LogFormat,
     pub origin_timeout: Duration,
@@ -109,19 +107,6 @@ pub struct Config {
     pub plans: BTreeMap<String, Plan>,
     pub sites: SiteTable,
 }
-
-/// Family names of `bot-patterns/`, in SPEC order.
-pub const BOT_FAMILIES: [&str; 9] = [
-    "search-engines",
-    "social-previews",
-    "ai-training",
-    "ai-search",
-    "ai-user-fetch",
-    "seo-tools",
-    "feed-readers",
-    "monitoring",
-    "http-libraries",
-];
 
 impl Config {
     /// Resolves flags/env (already merged by clap) over the config file over defaults.
@@ -394,30 +379,26 @@ fn parse_store(v: Option<String>) -> Result<StoreTarget, ConfigError> {
     }
 }
 
-fn parse_families(v: Option<String>) -> Result<Vec<String>, ConfigError> {
+/// A comma list of family names (or `all`); default: every family but
+/// `monitoring` and `http-libraries` (see `bot::Family::DEFAULT_RENDERED`).
+pub fn parse_families(v: Option<String>) -> Result<Vec<Family>, ConfigError> {
     let Some(raw) = v else {
-        return Ok(BOT_FAMILIES
-            .iter()
-            .filter(|f| !DEFAULT_UNRENDERED_FAMILIES.contains(f))
-            .map(|f| f.to_string())
-            .collect());
+        return Ok(Family::default_rendered());
     };
     let mut out = Vec::new();
     for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         if name == "all" {
-            return Ok(BOT_FAMILIES.iter().map(|f| f.to_string()).collect());
+            return Ok(Family::ALL.to_vec());
         }
-        if !BOT_FAMILIES.contains(&name) {
-            return Err(ConfigError::new(
+        let family = Family::from_name(name).ok_or_else(|| {
+            let known: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
+            ConfigError::new(
                 "bot_families",
-                format!(
-                    "unknown family {name:?} (known: {})",
-                    BOT_FAMILIES.join(", ")
-                ),
-            ));
-        }
-        if !out.iter().any(|f| f == name) {
-            out.push(name.to_string());
+                format!("unknown family {name:?} (known: {})", known.join(", ")),
+            )
+        })?;
+        if !out.contains(&family) {
+            out.push(family);
         }
     }
     Ok(out)
