@@ -16,6 +16,7 @@ pub mod check_config;
 pub mod cli;
 pub mod config;
 pub mod listener;
+pub mod metrics;
 pub mod prerender;
 pub mod proxy;
 pub mod render;
