@@ -1,7 +1,10 @@
 //! The admin listener: liveness, readiness (and, beside them, the operator
 //! API). Never mixed with the public listener.
 
+pub mod auth;
+pub mod body;
 pub mod health;
+pub mod stats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
