@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod body;
 pub mod health;
+pub mod sitemap;
 pub mod stats;
 
 use std::net::SocketAddr;
