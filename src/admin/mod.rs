@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod dashboard;
 pub mod health;
 pub mod sitemap;
 pub mod stats;
