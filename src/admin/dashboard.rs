@@ -158,7 +158,7 @@ mod tests {
         assert!(!csp.contains("unsafe-inline"), "{csp}");
         let script_start = DASHBOARD_HTML.find("<script>").unwrap() + "<script>".len();
         let script_end = DASHBOARD_HTML.find("</script>").unwrap();
-        let digest = Sha256::digest(DASHBOARD_HTML[script_start..script_end].as_bytes());
+        let digest = Sha256::digest(&DASHBOARD_HTML.as_bytes()[script_start..script_end]);
         let want = format!(
             "script-src 'sha256-{}';",
             base64::engine::general_purpose::STANDARD.encode(digest)
