@@ -25,6 +25,7 @@ use prometheus::{
 };
 
 use crate::render::queue::QueueStats;
+use crate::render::PoolStats;
 
 /// Content type of [`Metrics::render_text`] for the `/metrics` response.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -119,12 +120,19 @@ pub enum RenderOutcome {
     QueueFull,
     Quota,
     Store,
-    /// Any other failure (a protocol error, a refused navigation, …).
+    LaunchFailed,
+    Navigation,
+    TooLarge,
+    Refused,
+    Renderer,
+    InvalidUrl,
+    Shutdown,
+    /// A reason not listed above.
     Error,
 }
 
 impl RenderOutcome {
-    pub const ALL: [RenderOutcome; 8] = [
+    pub const ALL: [RenderOutcome; 15] = [
         RenderOutcome::Ok,
         RenderOutcome::Timeout,
         RenderOutcome::BrowserCrash,
@@ -132,6 +140,13 @@ impl RenderOutcome {
         RenderOutcome::QueueFull,
         RenderOutcome::Quota,
         RenderOutcome::Store,
+        RenderOutcome::LaunchFailed,
+        RenderOutcome::Navigation,
+        RenderOutcome::TooLarge,
+        RenderOutcome::Refused,
+        RenderOutcome::Renderer,
+        RenderOutcome::InvalidUrl,
+        RenderOutcome::Shutdown,
         RenderOutcome::Error,
     ];
 
@@ -144,8 +159,25 @@ impl RenderOutcome {
             RenderOutcome::QueueFull => "queue-full",
             RenderOutcome::Quota => "quota",
             RenderOutcome::Store => "store",
+            RenderOutcome::LaunchFailed => "launch-failed",
+            RenderOutcome::Navigation => "navigation",
+            RenderOutcome::TooLarge => "too-large",
+            RenderOutcome::Refused => "refused",
+            RenderOutcome::Renderer => "renderer",
+            RenderOutcome::InvalidUrl => "invalid-url",
+            RenderOutcome::Shutdown => "shutdown",
             RenderOutcome::Error => "error",
         }
+    }
+
+    /// The outcome of an `X-Prerender-Error` reason (`RenderFailure::reason`);
+    /// an unknown reason is [`RenderOutcome::Error`], so the label set stays
+    /// fixed.
+    pub fn from_reason(reason: &str) -> RenderOutcome {
+        RenderOutcome::ALL
+            .into_iter()
+            .find(|o| *o != RenderOutcome::Ok && o.as_str() == reason)
+            .unwrap_or(RenderOutcome::Error)
     }
 }
 
@@ -158,6 +190,18 @@ pub struct PoolFigures {
     pub recycles_age: u64,
     pub recycles_rss: u64,
     pub crashes: u64,
+}
+
+impl From<&PoolStats> for PoolFigures {
+    fn from(s: &PoolStats) -> Self {
+        PoolFigures {
+            browsers_alive: s.browsers_alive as u64,
+            recycles_renders: s.recycles_renders,
+            recycles_age: s.recycles_age,
+            recycles_rss: s.recycles_rss,
+            crashes: s.crashes,
+        }
+    }
 }
 
 /// A counter fed from a cumulative number owned elsewhere. Remembers the
@@ -737,6 +781,51 @@ mod tests {
         assert_eq!(
             sample(&text, r#"prerender_cache_entries{domain="c.example"}"#),
             Some(3.0)
+        );
+    }
+
+    #[test]
+    fn render_failure_reasons_map_to_fixed_outcomes() {
+        assert_eq!(
+            RenderOutcome::from_reason("timeout"),
+            RenderOutcome::Timeout
+        );
+        assert_eq!(
+            RenderOutcome::from_reason("browser-crash"),
+            RenderOutcome::BrowserCrash
+        );
+        assert_eq!(RenderOutcome::from_reason("quota"), RenderOutcome::Quota);
+        assert_eq!(RenderOutcome::from_reason("ok"), RenderOutcome::Error);
+        assert_eq!(
+            RenderOutcome::from_reason("something-new"),
+            RenderOutcome::Error
+        );
+        for o in RenderOutcome::ALL {
+            if o != RenderOutcome::Ok {
+                assert_eq!(RenderOutcome::from_reason(o.as_str()), o);
+            }
+        }
+    }
+
+    #[test]
+    fn pool_stats_convert_to_figures() {
+        let stats = PoolStats {
+            browsers_alive: 2,
+            recycles_renders: 5,
+            recycles_age: 1,
+            recycles_rss: 3,
+            crashes: 4,
+            ..PoolStats::default()
+        };
+        assert_eq!(
+            PoolFigures::from(&stats),
+            PoolFigures {
+                browsers_alive: 2,
+                recycles_renders: 5,
+                recycles_age: 1,
+                recycles_rss: 3,
+                crashes: 4,
+            }
         );
     }
 
