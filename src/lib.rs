@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod is_bot;
 pub mod listener;
+pub mod metrics;
 pub mod prerender;
 pub mod proxy;
 pub mod render;

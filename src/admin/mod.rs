@@ -1,7 +1,12 @@
 //! The admin listener: liveness, readiness (and, beside them, the operator
 //! API). Never mixed with the public listener.
 
+pub mod auth;
+pub mod body;
+pub mod dashboard;
 pub mod health;
+pub mod sitemap;
+pub mod stats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,842 @@
+//! Every Prometheus metric the proxy exports, in one place.
+//!
+//! All names carry the `prerender_` prefix and live in one [`Registry`] owned
+//! by [`Metrics`] (never the process-global default registry, so tests and
+//! several instances in one process do not collide). Each metric has a line
+//! saying how to read it. Label values come from enums, so a typo cannot
+//! create a new series, and every known label combination is registered at
+//! zero up front so `rate()` works from the first scrape.
+//!
+//! Some figures are owned elsewhere as plain cumulative numbers (the browser
+//! pool's recycle and crash counts, the render queue's dedup joins). They are
+//! copied in at scrape time by [`Metrics::sync_pool`] and
+//! [`Metrics::sync_queue`], usually from a hook added with
+//! [`Metrics::on_scrape`].
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::render::queue::QueueStats;
+use crate::render::PoolStats;
+
+/// Content type of [`Metrics::render_text`] for the `/metrics` response.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Render-duration histogram buckets in seconds. The render deadline defaults
+/// to 20 s, so the top bucket sits past it at 30 s; below 1 s the buckets are
+/// dense because warm-context renders of small pages land there.
+pub const RENDER_DURATION_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 25.0, 30.0,
+];
+
+/// Most distinct `domain` label values kept per metric. Domains come from the
+/// Host header of allowed requests, which in "any host" mode is unbounded;
+/// past this, counters fold new domains into [`OTHER_DOMAIN_LABEL`] and
+/// per-domain gauges are not exported for them.
+pub const DEFAULT_MAX_DOMAIN_LABELS: usize = 1000;
+
+/// The `domain` label of counter samples for domains past the label bound.
+pub const OTHER_DOMAIN_LABEL: &str = "_other";
+
+/// What a public request was, for `prerender_requests_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestKind {
+    /// A crawler whose request takes the render path.
+    Bot,
+    /// Passed through to the origin.
+    Human,
+    /// A crawler asking for a static asset: passed through.
+    Asset,
+    /// Refused before routing (421, 400, 414, 431).
+    Rejected,
+}
+
+impl RequestKind {
+    pub const ALL: [RequestKind; 4] = [
+        RequestKind::Bot,
+        RequestKind::Human,
+        RequestKind::Asset,
+        RequestKind::Rejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Bot => "bot",
+            RequestKind::Human => "human",
+            RequestKind::Asset => "asset",
+            RequestKind::Rejected => "rejected",
+        }
+    }
+}
+
+/// What the cache did for a request, for `prerender_requests_total{cache}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheResult {
+    Hit,
+    Miss,
+    Stale,
+    /// The render failed and the request failed open (or got a 503).
+    Error,
+    /// The cache was not consulted (humans, assets, rejected requests).
+    None,
+}
+
+impl CacheResult {
+    pub const ALL: [CacheResult; 5] = [
+        CacheResult::Hit,
+        CacheResult::Miss,
+        CacheResult::Stale,
+        CacheResult::Error,
+        CacheResult::None,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+            CacheResult::Stale => "stale",
+            CacheResult::Error => "error",
+            CacheResult::None => "none",
+        }
+    }
+}
+
+/// How a render ended, for `prerender_renders_total{outcome}`. The failure
+/// names are the `X-Prerender-Error` reasons of the fail-open answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RenderOutcome {
+    Ok,
+    Timeout,
+    BrowserCrash,
+    OriginError,
+    QueueFull,
+    Quota,
+    Store,
+    LaunchFailed,
+    Navigation,
+    TooLarge,
+    Refused,
+    Renderer,
+    InvalidUrl,
+    Shutdown,
+    /// A reason not listed above.
+    Error,
+}
+
+impl RenderOutcome {
+    pub const ALL: [RenderOutcome; 15] = [
+        RenderOutcome::Ok,
+        RenderOutcome::Timeout,
+        RenderOutcome::BrowserCrash,
+        RenderOutcome::OriginError,
+        RenderOutcome::QueueFull,
+        RenderOutcome::Quota,
+        RenderOutcome::Store,
+        RenderOutcome::LaunchFailed,
+        RenderOutcome::Navigation,
+        RenderOutcome::TooLarge,
+        RenderOutcome::Refused,
+        RenderOutcome::Renderer,
+        RenderOutcome::InvalidUrl,
+        RenderOutcome::Shutdown,
+        RenderOutcome::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RenderOutcome::Ok => "ok",
+            RenderOutcome::Timeout => "timeout",
+            RenderOutcome::BrowserCrash => "browser-crash",
+            RenderOutcome::OriginError => "origin-error",
+            RenderOutcome::QueueFull => "queue-full",
+            RenderOutcome::Quota => "quota",
+            RenderOutcome::Store => "store",
+            RenderOutcome::LaunchFailed => "launch-failed",
+            RenderOutcome::Navigation => "navigation",
+            RenderOutcome::TooLarge => "too-large",
+            RenderOutcome::Refused => "refused",
+            RenderOutcome::Renderer => "renderer",
+            RenderOutcome::InvalidUrl => "invalid-url",
+            RenderOutcome::Shutdown => "shutdown",
+            RenderOutcome::Error => "error",
+        }
+    }
+
+    /// The outcome of an `X-Prerender-Error` reason (`RenderFailure::reason`);
+    /// an unknown reason is [`RenderOutcome::Error`], so the label set stays
+    /// fixed.
+    pub fn from_reason(reason: &str) -> RenderOutcome {
+        RenderOutcome::ALL
+            .into_iter()
+            .find(|o| *o != RenderOutcome::Ok && o.as_str() == reason)
+            .unwrap_or(RenderOutcome::Error)
+    }
+}
+
+/// The browser pool's cumulative figures, copied in at scrape time. Every
+/// count must be cumulative over the life of the pool (never reset).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolFigures {
+    pub browsers_alive: u64,
+    pub recycles_renders: u64,
+    pub recycles_age: u64,
+    pub recycles_rss: u64,
+    pub crashes: u64,
+}
+
+impl From<&PoolStats> for PoolFigures {
+    fn from(s: &PoolStats) -> Self {
+        PoolFigures {
+            browsers_alive: s.browsers_alive as u64,
+            recycles_renders: s.recycles_renders,
+            recycles_age: s.recycles_age,
+            recycles_rss: s.recycles_rss,
+            crashes: s.crashes,
+        }
+    }
+}
+
+/// A counter fed from a cumulative number owned elsewhere. Remembers the
+/// highest value seen and adds only the growth, so concurrent or
+/// out-of-order scrapes never count twice and the counter never goes down.
+struct SyncedCounter {
+    counter: IntCounter,
+    seen: AtomicU64,
+}
+
+impl SyncedCounter {
+    fn new(counter: IntCounter) -> Self {
+        SyncedCounter {
+            counter,
+            seen: AtomicU64::new(0),
+        }
+    }
+
+    fn sync(&self, cumulative: u64) {
+        let previous = self.seen.fetch_max(cumulative, Ordering::AcqRel);
+        if cumulative > previous {
+            self.counter.inc_by(cumulative - previous);
+        }
+    }
+}
+
+/// The set of `domain` label values in use, bounded.
+struct DomainLabels {
+    max: usize,
+    known: Mutex<HashSet<String>>,
+}
+
+impl DomainLabels {
+    /// The label to use for `domain`, or `None` when the bound is reached and
+    /// `domain` is not already known.
+    fn admit(&self, domain: &str) -> Option<String> {
+        let mut known = self.known.lock();
+        if known.contains(domain) {
+            return Some(domain.to_owned());
+        }
+        if known.len() >= self.max {
+            return None;
+        }
+        known.insert(domain.to_owned());
+        Some(domain.to_owned())
+    }
+
+    fn forget(&self, domain: &str) {
+        self.known.lock().remove(domain);
+    }
+}
+
+type ScrapeHook = Box<dyn Fn(&Metrics) + Send + Sync>;
+
+/// The metrics of one proxy instance.
+pub struct Metrics {
+    registry: Registry,
+    scrape_hooks: Mutex<Vec<ScrapeHook>>,
+    domain_labels: DomainLabels,
+
+    // --- Public listener -------------------------------------------------
+    /// `prerender_requests_total{kind,cache}`: every public request, by who
+    /// asked (bot/human/asset/rejected) and what the cache did
+    /// (hit/miss/stale/error/none). Bot hit ratio =
+    /// `rate(…{kind="bot",cache=~"hit|stale"}) / rate(…{kind="bot"})`.
+    requests_total: IntCounterVec,
+
+    // --- Rendering -------------------------------------------------------
+    /// `prerender_render_duration_seconds`: wall time of each finished
+    /// render attempt, queue wait excluded. Watch p95 against
+    /// `render_timeout`.
+    render_duration_seconds: Histogram,
+    /// `prerender_renders_total{outcome}`: renders by how they ended; any
+    /// outcome but `ok` means a bot got the fail-open answer.
+    renders_total: IntCounterVec,
+    /// `prerender_refreshes_total`: background re-renders started by the
+    /// refresher (schedule, origin poll, `POST /api/v1/refresh`).
+    refreshes_total: IntCounter,
+    /// `prerender_quota_exhausted_total{domain}`: renders refused because the
+    /// domain's `monthly_renders` was used up; non-zero means bots of that
+    /// domain get fail-open answers on misses until the month turns.
+    quota_exhausted_total: IntCounterVec,
+
+    // --- Render queue ------------------------------------------------------
+    /// `prerender_queue_depth{priority}`: renders waiting, live (bot misses)
+    /// and background (refresh, warm). Live near `queue_capacity` means
+    /// misses are about to be refused with `queue-full`.
+    queue_depth: IntGaugeVec,
+    /// `prerender_dedup_joins_total`: requests that joined a render already
+    /// running for their key instead of starting one (renders saved by
+    /// deduplication).
+    dedup_joins_total: SyncedCounter,
+
+    // --- Browser pool ------------------------------------------------------
+    /// `prerender_browsers_alive`: browser processes running now; below
+    /// `browsers` for long means launches are failing.
+    browsers_alive: IntGauge,
+    /// `prerender_browser_recycles_total{reason}`: planned browser
+    /// replacements by trigger (renders/age/rss). Many `rss` recycles point
+    /// at a page that leaks memory.
+    browser_recycles_renders: SyncedCounter,
+    browser_recycles_age: SyncedCounter,
+    browser_recycles_rss: SyncedCounter,
+    /// `prerender_browser_crashes_total`: browsers that died unplanned; their
+    /// renders were retried elsewhere.
+    browser_crashes_total: SyncedCounter,
+
+    // --- Store -------------------------------------------------------------
+    /// `prerender_store_errors_total`: failed store operations (Redis down,
+    /// timeouts). While it rises, bots are served uncached or fail open.
+    store_errors_total: IntCounter,
+    /// `prerender_cache_entries{domain}`: pages cached per domain, set at
+    /// scrape time; compare with the plan's `max_entries`.
+    cache_entries: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        Self::with_max_domain_labels(DEFAULT_MAX_DOMAIN_LABELS)
+    }
+
+    pub fn with_max_domain_labels(max_domain_labels: usize) -> Arc<Metrics> {
+        let registry = Registry::new();
+
+        // Registration can only fail on a duplicate or malformed name; the
+        // names below are constants, so failing here is a programming error
+        // caught by the unit tests.
+        fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+            r.register(Box::new(c.clone()))
+                .expect("metric names are unique constants");
+            c
+        }
+        let counter = |name: &str, help: &str| {
+            reg(
+                &registry,
+                IntCounter::with_opts(Opts::new(name, help)).expect("valid metric"),
+            )
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+
+        let requests_total = counter_vec(
+            "prerender_requests_total",
+            "Public requests by kind (bot, human, asset, rejected) and cache result (hit, miss, stale, error, none).",
+            &["kind", "cache"],
+        );
+        let render_duration_seconds = reg(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "prerender_render_duration_seconds",
+                    "Wall time of finished renders in seconds, queue wait excluded.",
+                )
+                .buckets(RENDER_DURATION_BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
+        );
+        let renders_total = counter_vec(
+            "prerender_renders_total",
+            "Renders by outcome (ok, or the X-Prerender-Error reason).",
+            &["outcome"],
+        );
+        let refreshes_total = counter(
+            "prerender_refreshes_total",
+            "Background re-renders started by the refresher.",
+        );
+        let quota_exhausted_total = counter_vec(
+            "prerender_quota_exhausted_total",
+            "Renders refused because the domain's monthly render quota is used up.",
+            &["domain"],
+        );
+        let queue_depth = gauge_vec(
+            "prerender_queue_depth",
+            "Renders waiting in the queue by priority (live, background).",
+            &["priority"],
+        );
+        let dedup_joins_total = counter(
+            "prerender_dedup_joins_total",
+            "Requests that joined a render already running for their cache key.",
+        );
+        let browsers_alive = reg(
+            &registry,
+            IntGauge::new("prerender_browsers_alive", "Browser processes running now.")
+                .expect("valid metric"),
+        );
+        let browser_recycles = counter_vec(
+            "prerender_browser_recycles_total",
+            "Planned browser replacements by reason (renders, age, rss).",
+            &["reason"],
+        );
+        let browser_crashes_total = counter(
+            "prerender_browser_crashes_total",
+            "Browsers that died unplanned.",
+        );
+        let store_errors_total = counter(
+            "prerender_store_errors_total",
+            "Failed page store operations.",
+        );
+        let cache_entries = gauge_vec(
+            "prerender_cache_entries",
+            "Pages cached per domain.",
+            &["domain"],
+        );
+
+        // Known label combinations start at zero.
+        for kind in RequestKind::ALL {
+            for cache in CacheResult::ALL {
+                requests_total.with_label_values(&[kind.as_str(), cache.as_str()]);
+            }
+        }
+        for outcome in RenderOutcome::ALL {
+            renders_total.with_label_values(&[outcome.as_str()]);
+        }
+        for priority in ["live", "background"] {
+            queue_depth.with_label_values(&[priority]);
+        }
+
+        Arc::new(Metrics {
+            registry,
+            scrape_hooks: Mutex::new(Vec::new()),
+            domain_labels: DomainLabels {
+                max: max_domain_labels,
+                known: Mutex::new(HashSet::new()),
+            },
+            requests_total,
+            render_duration_seconds,
+            renders_total,
+            refreshes_total,
+            quota_exhausted_total,
+            queue_depth,
+            dedup_joins_total: SyncedCounter::new(dedup_joins_total),
+            browsers_alive,
+            browser_recycles_renders: SyncedCounter::new(
+                browser_recycles.with_label_values(&["renders"]),
+            ),
+            browser_recycles_age: SyncedCounter::new(browser_recycles.with_label_values(&["age"])),
+            browser_recycles_rss: SyncedCounter::new(browser_recycles.with_label_values(&["rss"])),
+            browser_crashes_total: SyncedCounter::new(browser_crashes_total),
+            store_errors_total,
+            cache_entries,
+        })
+    }
+
+    /// One public request, once its kind and cache result are known.
+    pub fn observe_request(&self, kind: RequestKind, cache: CacheResult) {
+        self.requests_total
+            .with_label_values(&[kind.as_str(), cache.as_str()])
+            .inc();
+    }
+
+    /// One finished render attempt: its outcome and, when it ran in a
+    /// browser, how long it took (`None` for renders refused before running,
+    /// e.g. `queue-full` or `quota`).
+    pub fn observe_render(&self, outcome: RenderOutcome, took: Option<Duration>) {
+        self.renders_total
+            .with_label_values(&[outcome.as_str()])
+            .inc();
+        if let Some(took) = took {
+            self.render_duration_seconds.observe(took.as_secs_f64());
+        }
+    }
+
+    /// The refresher started one background re-render.
+    pub fn observe_refresh(&self) {
+        self.refreshes_total.inc();
+    }
+
+    /// A render of `domain` was refused because its quota is used up.
+    pub fn observe_quota_exhausted(&self, domain: &str) {
+        let label = self
+            .domain_labels
+            .admit(domain)
+            .unwrap_or_else(|| OTHER_DOMAIN_LABEL.to_owned());
+        self.quota_exhausted_total
+            .with_label_values(&[label.as_str()])
+            .inc();
+    }
+
+    /// One failed store operation.
+    pub fn observe_store_error(&self) {
+        self.store_errors_total.inc();
+    }
+
+    /// Sets `prerender_cache_entries{domain}`. Past the domain-label bound a
+    /// new domain is not exported.
+    pub fn set_cache_entries(&self, domain: &str, entries: u64) {
+        if let Some(label) = self.domain_labels.admit(domain) {
+            self.cache_entries
+                .with_label_values(&[label.as_str()])
+                .set(clamp_i64(entries));
+        }
+    }
+
+    /// Drops a domain's series (the domain left the configuration or was
+    /// purged entirely) and frees its label slot.
+    pub fn forget_domain(&self, domain: &str) {
+        let _ = self.cache_entries.remove_label_values(&[domain]);
+        let _ = self.quota_exhausted_total.remove_label_values(&[domain]);
+        self.domain_labels.forget(domain);
+    }
+
+    /// Copies the render queue's figures: depth gauges and the cumulative
+    /// dedup-join count.
+    pub fn sync_queue(&self, stats: &QueueStats) {
+        self.set_queue_depth(stats.live_pending, stats.background_pending);
+        self.dedup_joins_total.sync(stats.dedup_joins);
+    }
+
+    /// Sets the queue depth gauges directly (for a queue kept elsewhere,
+    /// e.g. in Redis).
+    pub fn set_queue_depth(&self, live: usize, background: usize) {
+        self.queue_depth
+            .with_label_values(&["live"])
+            .set(clamp_i64(live as u64));
+        self.queue_depth
+            .with_label_values(&["background"])
+            .set(clamp_i64(background as u64));
+    }
+
+    /// Copies the browser pool's figures.
+    pub fn sync_pool(&self, pool: &PoolFigures) {
+        self.browsers_alive.set(clamp_i64(pool.browsers_alive));
+        self.browser_recycles_renders.sync(pool.recycles_renders);
+        self.browser_recycles_age.sync(pool.recycles_age);
+        self.browser_recycles_rss.sync(pool.recycles_rss);
+        self.browser_crashes_total.sync(pool.crashes);
+    }
+
+    /// Runs `hook` at the start of every [`Metrics::render_text`], to copy
+    /// figures owned elsewhere (e.g. `move |m| m.sync_queue(&queue.stats())`).
+    /// The hook must not call `render_text` or `on_scrape`.
+    pub fn on_scrape(&self, hook: impl Fn(&Metrics) + Send + Sync + 'static) {
+        self.scrape_hooks.lock().push(Box::new(hook));
+    }
+
+    /// The Prometheus text exposition of every metric (serve with
+    /// [`TEXT_CONTENT_TYPE`]).
+    pub fn render_text(&self) -> String {
+        for hook in self.scrape_hooks.lock().iter() {
+            hook(self);
+        }
+        let families = self.registry.gather();
+        let mut out = Vec::new();
+        // The text encoder only fails on an I/O error of its writer, and a
+        // Vec never has one.
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The metric names of SPEC §5, with the `prerender_` prefix.
+    const SPEC_METRICS: &[&str] = &[
+        "prerender_requests_total",
+        "prerender_render_duration_seconds",
+        "prerender_renders_total",
+        "prerender_queue_depth",
+        "prerender_dedup_joins_total",
+        "prerender_browsers_alive",
+        "prerender_browser_recycles_total",
+        "prerender_browser_crashes_total",
+        "prerender_refreshes_total",
+        "prerender_store_errors_total",
+        "prerender_cache_entries",
+        "prerender_quota_exhausted_total",
+    ];
+
+    /// The value of the sample whose name-and-labels part is exactly `series`.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+    }
+
+    fn observe_everything(m: &Metrics) {
+        m.observe_request(RequestKind::Bot, CacheResult::Hit);
+        m.observe_render(RenderOutcome::Ok, Some(Duration::from_millis(1200)));
+        m.observe_refresh();
+        m.observe_quota_exhausted("example.com");
+        m.observe_store_error();
+        m.set_cache_entries("example.com", 42);
+        m.sync_queue(&QueueStats {
+            live_pending: 3,
+            background_pending: 7,
+            running: 1,
+            dedup_joins: 5,
+            refused: 0,
+        });
+        m.sync_pool(&PoolFigures {
+            browsers_alive: 2,
+            recycles_renders: 4,
+            recycles_age: 1,
+            recycles_rss: 2,
+            crashes: 1,
+        });
+    }
+
+    #[test]
+    fn every_spec_metric_is_exported_after_one_observation_each() {
+        let m = Metrics::new();
+        observe_everything(&m);
+        let text = m.render_text();
+        for name in SPEC_METRICS {
+            assert!(
+                text.lines().any(|l| l.starts_with("# TYPE ")
+                    && l.split_whitespace().nth(2) == Some(*name)),
+                "no # TYPE line for {name} in\n{text}"
+            );
+            assert!(
+                text.lines()
+                    .any(|l| !l.starts_with('#') && l.starts_with(name)),
+                "no sample for {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn exposition_text_is_well_formed() {
+        let m = Metrics::new();
+        observe_everything(&m);
+        let text = m.render_text();
+        let mut typed = HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut parts = rest.split_whitespace();
+                let name = parts.next().unwrap();
+                let kind = parts.next().unwrap();
+                assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+                assert!(name.starts_with("prerender_"), "{line}");
+                typed.insert(name.to_owned());
+                continue;
+            }
+            if line.starts_with("# HELP ") {
+                continue;
+            }
+            assert!(!line.starts_with('#'), "stray comment {line}");
+            let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+            value
+                .parse::<f64>()
+                .unwrap_or_else(|_| panic!("bad value in {line}"));
+            let name = series.split('{').next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+                .unwrap_or(name);
+            assert!(typed.contains(family), "sample before its # TYPE: {line}");
+            if let Some(labels) = series.strip_prefix(name) {
+                if !labels.is_empty() {
+                    assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn figures_land_in_the_right_series() {
+        let m = Metrics::new();
+        observe_everything(&m);
+        let text = m.render_text();
+        let expect = [
+            (r#"prerender_requests_total{cache="hit",kind="bot"}"#, 1.0),
+            (
+                r#"prerender_requests_total{cache="miss",kind="human"}"#,
+                0.0,
+            ),
+            (r#"prerender_renders_total{outcome="ok"}"#, 1.0),
+            (r#"prerender_renders_total{outcome="browser-crash"}"#, 0.0),
+            (r#"prerender_render_duration_seconds_bucket{le="1"}"#, 0.0),
+            (r#"prerender_render_duration_seconds_bucket{le="1.5"}"#, 1.0),
+            (r#"prerender_render_duration_seconds_bucket{le="30"}"#, 1.0),
+            ("prerender_render_duration_seconds_count", 1.0),
+            (r#"prerender_queue_depth{priority="live"}"#, 3.0),
+            (r#"prerender_queue_depth{priority="background"}"#, 7.0),
+            ("prerender_dedup_joins_total", 5.0),
+            ("prerender_browsers_alive", 2.0),
+            (r#"prerender_browser_recycles_total{reason="renders"}"#, 4.0),
+            (r#"prerender_browser_recycles_total{reason="age"}"#, 1.0),
+            (r#"prerender_browser_recycles_total{reason="rss"}"#, 2.0),
+            ("prerender_browser_crashes_total", 1.0),
+            ("prerender_refreshes_total", 1.0),
+            ("prerender_store_errors_total", 1.0),
+            (r#"prerender_cache_entries{domain="example.com"}"#, 42.0),
+            (
+                r#"prerender_quota_exhausted_total{domain="example.com"}"#,
+                1.0,
+            ),
+        ];
+        for (series, want) in expect {
+            assert_eq!(sample(&text, series), Some(want), "{series} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn synced_counters_add_only_growth_and_never_go_down() {
+        let m = Metrics::new();
+        let pool = |crashes| PoolFigures {
+            crashes,
+            ..PoolFigures::default()
+        };
+        m.sync_pool(&pool(3));
+        m.sync_pool(&pool(3));
+        assert_eq!(
+            sample(&m.render_text(), "prerender_browser_crashes_total"),
+            Some(3.0)
+        );
+        m.sync_pool(&pool(5));
+        // An older snapshot arriving late changes nothing.
+        m.sync_pool(&pool(4));
+        assert_eq!(
+            sample(&m.render_text(), "prerender_browser_crashes_total"),
+            Some(5.0)
+        );
+    }
+
+    #[test]
+    fn scrape_hooks_run_before_encoding() {
+        let m = Metrics::new();
+        let joins = Arc::new(AtomicU64::new(0));
+        let source = joins.clone();
+        m.on_scrape(move |m| {
+            m.sync_queue(&QueueStats {
+                dedup_joins: source.load(Ordering::Relaxed),
+                live_pending: 2,
+                ..QueueStats::default()
+            })
+        });
+        joins.store(9, Ordering::Relaxed);
+        let text = m.render_text();
+        assert_eq!(sample(&text, "prerender_dedup_joins_total"), Some(9.0));
+        assert_eq!(
+            sample(&text, r#"prerender_queue_depth{priority="live"}"#),
+            Some(2.0)
+        );
+    }
+
+    #[test]
+    fn domain_labels_are_bounded() {
+        let m = Metrics::with_max_domain_labels(2);
+        m.set_cache_entries("a.example", 1);
+        m.set_cache_entries("b.example", 2);
+        m.set_cache_entries("c.example", 3);
+        m.observe_quota_exhausted("d.example");
+        let text = m.render_text();
+        assert_eq!(
+            sample(&text, r#"prerender_cache_entries{domain="b.example"}"#),
+            Some(2.0)
+        );
+        assert!(!text.contains("c.example"), "{text}");
+        assert_eq!(
+            sample(&text, r#"prerender_quota_exhausted_total{domain="_other"}"#),
+            Some(1.0)
+        );
+        m.forget_domain("a.example");
+        m.set_cache_entries("c.example", 3);
+        let text = m.render_text();
+        assert!(!text.contains("a.example"), "{text}");
+        assert_eq!(
+            sample(&text, r#"prerender_cache_entries{domain="c.example"}"#),
+            Some(3.0)
+        );
+    }
+
+    #[test]
+    fn render_failure_reasons_map_to_fixed_outcomes() {
+        assert_eq!(
+            RenderOutcome::from_reason("timeout"),
+            RenderOutcome::Timeout
+        );
+        assert_eq!(
+            RenderOutcome::from_reason("browser-crash"),
+            RenderOutcome::BrowserCrash
+        );
+        assert_eq!(RenderOutcome::from_reason("quota"), RenderOutcome::Quota);
+        assert_eq!(RenderOutcome::from_reason("ok"), RenderOutcome::Error);
+        assert_eq!(
+            RenderOutcome::from_reason("something-new"),
+            RenderOutcome::Error
+        );
+        for o in RenderOutcome::ALL {
+            if o != RenderOutcome::Ok {
+                assert_eq!(RenderOutcome::from_reason(o.as_str()), o);
+            }
+        }
+    }
+
+    #[test]
+    fn pool_stats_convert_to_figures() {
+        let stats = PoolStats {
+            browsers_alive: 2,
+            recycles_renders: 5,
+            recycles_age: 1,
+            recycles_rss: 3,
+            crashes: 4,
+            ..PoolStats::default()
+        };
+        assert_eq!(
+            PoolFigures::from(&stats),
+            PoolFigures {
+                browsers_alive: 2,
+                recycles_renders: 5,
+                recycles_age: 1,
+                recycles_rss: 3,
+                crashes: 4,
+            }
+        );
+    }
+
+    #[test]
+    fn two_instances_do_not_share_a_registry() {
+        let a = Metrics::new();
+        let b = Metrics::new();
+        a.observe_store_error();
+        assert_eq!(
+            sample(&b.render_text(), "prerender_store_errors_total"),
+            Some(0.0)
+        );
+    }
+}
