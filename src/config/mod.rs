@@ -481,7 +481,7 @@ mod tests {
         assert!(!c
             .bot_families
             .iter()
-            .any(|f| f == "monitoring" || f == "http-libraries"));
+            .any(|f| matches!(f, Family::Monitoring | Family::HttpLibraries)));
         assert_eq!(c.bot_families.len(), 7);
         assert!(c.sites.is_empty());
     }
