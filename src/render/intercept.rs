@@ -38,8 +38,9 @@ use super::subresources::{StaticKind, SubresourceCache};
 use super::RenderJob;
 
 /// Bound of one CDP command; a command whose answer never comes (a crashed
-/// renderer, an unparsable response) must not hold a render.
-pub(crate) const CDP_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// renderer, an unparsable response) must not hold a render. Generous: on a
+/// saturated machine, healthy calls were seen taking several seconds.
+pub(crate) const CDP_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Distinct request ids remembered per render for out-of-order network events.
 const MAX_TOMBSTONES: usize = 10_000;
 
@@ -64,6 +65,8 @@ pub(crate) enum DocumentOutcome {
     ServerError(u16),
     /// The origin could not be reached.
     Unreachable(String),
+    /// The origin did not answer before the render's deadline.
+    TimedOut,
 }
 
 #[derive(Default)]
@@ -457,6 +460,10 @@ async fn fetch_document(
                 status: resp.status,
             },
             Answer::Fulfil(resp),
+        ),
+        Err(OriginError::Timeout) => (
+            DocumentOutcome::TimedOut,
+            Answer::Fail(ErrorReason::TimedOut),
         ),
         Err(e) => (
             DocumentOutcome::Unreachable(e.to_string()),

@@ -106,14 +106,15 @@ impl Drop for Tab {
     }
 }
 
-async fn cdp<T, F>(fut: F) -> Result<T, RenderError>
+/// Runs one DevTools call under its own timeout.
+async fn cdp<T, F>(what: &str, fut: F) -> Result<T, RenderError>
 where
     F: std::future::Future<Output = Result<T, chromiumoxide::error::CdpError>>,
 {
     match tokio::time::timeout(CDP_CALL_TIMEOUT, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(RenderError::Protocol(e.to_string())),
-        Err(_) => Err(RenderError::Protocol("devtools call timed out".into())),
+        Ok(Err(e)) => Err(RenderError::Protocol(format!("{what}: {e}"))),
+        Err(_) => Err(RenderError::Protocol(format!("{what}: timed out"))),
     }
 }
 
@@ -126,19 +127,30 @@ impl Tab {
     ) -> Result<Tab, RenderError> {
         let mut params = CreateTargetParams::new("about:blank");
         params.browser_context_id = Some(context);
-        let page = cdp(browser.new_page(params)).await?;
+        let page = cdp("Target.createTarget", browser.new_page(params)).await?;
         let setup = async {
-            cdp(page.execute(fetch::EnableParams {
-                patterns: Some(vec![fetch::RequestPattern {
-                    url_pattern: Some("*".into()),
-                    resource_type: None,
-                    request_stage: Some(fetch::RequestStage::Request),
-                }]),
-                handle_auth_requests: None,
-            }))
+            cdp(
+                "Fetch.enable",
+                page.execute(fetch::EnableParams {
+                    patterns: Some(vec![fetch::RequestPattern {
+                        url_pattern: Some("*".into()),
+                        resource_type: None,
+                        request_stage: Some(fetch::RequestStage::Request),
+                    }]),
+                    handle_auth_requests: None,
+                }),
+            )
             .await?;
-            cdp(page.execute(inspector::EnableParams::default())).await?;
-            cdp(page.execute(SetBypassServiceWorkerParams::new(true))).await?;
+            cdp(
+                "Inspector.enable",
+                page.execute(inspector::EnableParams::default()),
+            )
+            .await?;
+            cdp(
+                "Network.setBypassServiceWorker",
+                page.execute(SetBypassServiceWorkerParams::new(true)),
+            )
+            .await?;
             Ok::<_, RenderError>(())
         };
         if let Err(e) = setup.await {
@@ -188,15 +200,23 @@ impl Tab {
         } else {
             (DESKTOP_VIEWPORT, desktop_user_agent(chrome_version))
         };
-        cdp(self
-            .page
-            .execute(SetDeviceMetricsOverrideParams::new(w, h, scale, mobile)))
+        cdp(
+            "Emulation.setDeviceMetricsOverride",
+            self.page
+                .execute(SetDeviceMetricsOverrideParams::new(w, h, scale, mobile)),
+        )
         .await?;
-        cdp(self
-            .page
-            .execute(SetTouchEmulationEnabledParams::new(mobile)))
+        cdp(
+            "Emulation.setTouchEmulationEnabled",
+            self.page
+                .execute(SetTouchEmulationEnabledParams::new(mobile)),
+        )
         .await?;
-        cdp(self.page.execute(SetUserAgentOverrideParams::new(ua))).await?;
+        cdp(
+            "Emulation.setUserAgentOverride",
+            self.page.execute(SetUserAgentOverrideParams::new(ua)),
+        )
+        .await?;
         self.mobile = Some(mobile);
         Ok(())
     }
@@ -206,17 +226,27 @@ impl Tab {
     /// storage, service workers) of every origin it touched.
     pub(crate) async fn reset(&self, origins: &[String]) -> Result<(), RenderError> {
         *self.current.lock() = None;
-        cdp(self.page.goto("about:blank")).await?;
+        cdp("Page.navigate about:blank", self.page.goto("about:blank")).await?;
         for origin in origins {
-            cdp(self
-                .page
-                .execute(ClearDataForOriginParams::new(origin.clone(), "all")))
+            cdp(
+                "Storage.clearDataForOrigin",
+                self.page
+                    .execute(ClearDataForOriginParams::new(origin.clone(), "all")),
+            )
             .await?;
             let mut session = dom_storage::StorageId::new(false);
             session.security_origin = Some(origin.clone());
-            cdp(self.page.execute(dom_storage::ClearParams::new(session))).await?;
+            cdp(
+                "DOMStorage.clear",
+                self.page.execute(dom_storage::ClearParams::new(session)),
+            )
+            .await?;
         }
-        cdp(self.page.execute(ClearBrowserCookiesParams::default())).await?;
+        cdp(
+            "Network.clearBrowserCookies",
+            self.page.execute(ClearBrowserCookiesParams::default()),
+        )
+        .await?;
         if self.is_crashed() {
             return Err(RenderError::BrowserCrashed);
         }
@@ -287,6 +317,7 @@ impl Tab {
                 Some(DocumentOutcome::Unreachable(msg)) => {
                     return Err(RenderError::OriginUnreachable(msg))
                 }
+                Some(DocumentOutcome::TimedOut) => return Err(RenderError::Timeout),
                 None => {}
             }
             if let Some(e) = poll_navigation(&mut nav_rx, &mut nav_error) {
@@ -368,7 +399,7 @@ impl Tab {
         let mut params = EvaluateParams::new(expression);
         params.return_by_value = Some(true);
         params.await_promise = Some(false);
-        let resp = cdp(self.page.execute(params)).await?;
+        let resp = cdp("Runtime.evaluate", self.page.execute(params)).await?;
         if let Some(ex) = &resp.result.exception_details {
             return Err(RenderError::Protocol(format!(
                 "page script failed: {}",

@@ -49,7 +49,8 @@ const CHILDREN_GRACE: Duration = Duration::from_secs(2);
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(250);
 /// Period of the process-tree RSS measurement.
 const RSS_CHECK_INTERVAL: Duration = Duration::from_secs(2);
-/// A browser that dies sooner than this after launch counts as a failed launch.
+/// A browser that dies sooner than this after launch, before serving any
+/// render, counts as a failed launch (and delays the next one).
 const EARLY_DEATH: Duration = Duration::from_secs(10);
 /// First and largest delay before relaunching after failed launches.
 const LAUNCH_BACKOFF_BASE: Duration = Duration::from_millis(500);
@@ -58,6 +59,8 @@ const LAUNCH_BACKOFF_MAX: Duration = Duration::from_secs(30);
 const RENDER_SLACK: Duration = Duration::from_millis(500);
 /// Site contexts kept per browser; idle ones beyond this are disposed.
 const MAX_SITE_CONTEXTS_PER_BROWSER: usize = 8;
+/// How long a failed call waits for the browser's death to be confirmed.
+const CRASH_CONFIRM: Duration = Duration::from_millis(250);
 /// Bound of shutdown: closing every browser.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -137,6 +140,24 @@ struct BrowserSlot {
 impl BrowserSlot {
     fn is_dead(&self) -> bool {
         *self.dead.borrow()
+    }
+
+    /// A protocol failure on a browser that is dying is a crash: the
+    /// DevTools connection often fails a call a moment before the handler
+    /// reports the connection lost.
+    async fn explain(&self, error: RenderError) -> RenderError {
+        if !matches!(error, RenderError::Protocol(_)) {
+            return error;
+        }
+        let mut dead = self.dead.clone();
+        let died = tokio::time::timeout(CRASH_CONFIRM, dead.wait_for(|d| *d))
+            .await
+            .is_ok();
+        if died || !process::is_running(self.pid) {
+            RenderError::BrowserCrashed
+        } else {
+            error
+        }
     }
 }
 
@@ -418,14 +439,7 @@ impl Drop for Lease {
 
 impl PoolInner {
     fn add_slot(&self, slot: Arc<BrowserSlot>) {
-        self.state.lock().slots.push(SlotEntry {
-            slot,
-            in_flight: 0,
-            renders: 0,
-            retiring: false,
-            rss: 0,
-            rss_checked: None,
-        });
+        push_slot(&mut self.state.lock(), slot);
         self.changed.notify_waiters();
     }
 
@@ -584,8 +598,12 @@ impl PoolInner {
             Ok(v) => v,
             Err(e) => {
                 slot.checkin_failed(&site);
-                return Err(e);
+                return Err(slot.explain(e).await);
             }
+        };
+        let result = match result {
+            Err(e) => Err(slot.explain(e).await),
+            ok => ok,
         };
         // Reset or close the tab in the background; the lease keeps the tab
         // counted as busy until that is done.
@@ -619,7 +637,7 @@ impl PoolInner {
                     if !e.retiring {
                         self.counters.crashes.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(pid = e.slot.pid, "browser crashed");
-                        if now.duration_since(e.slot.launched_at) < EARLY_DEATH {
+                        if e.renders == 0 && now.duration_since(e.slot.launched_at) < EARLY_DEATH {
                             self.counters
                                 .launch_failures
                                 .fetch_add(1, Ordering::Relaxed);
@@ -682,7 +700,7 @@ impl PoolInner {
             }
             // Missing browsers (crashes, failed launches).
             let serving = st.slots.iter().filter(|e| !e.retiring).count();
-            let pending = st.launching - usize::from(replace.is_some() || st.recycling.is_some());
+            let pending = st.launching - usize::from(st.recycling.is_some());
             let deficit = self.cfg.browsers.saturating_sub(serving + pending);
             if deficit > 0 && st.next_launch_at.is_none_or(|t| now >= t) {
                 to_launch = deficit;
@@ -711,12 +729,14 @@ impl PoolInner {
                 st.recycling = None;
                 match launched {
                     Ok(slot) => {
+                        // One critical section: the pool never looks one browser short.
                         st.launch_failures_in_row = 0;
                         if let Some(e) = st.slots.iter_mut().find(|e| e.slot.id == old) {
                             e.retiring = true;
                         }
+                        push_slot(&mut st, slot);
                         drop(st);
-                        inner.add_slot(slot);
+                        inner.changed.notify_waiters();
                     }
                     Err(e) => {
                         drop(st);
@@ -730,17 +750,24 @@ impl PoolInner {
             let inner = self.clone();
             tokio::spawn(async move {
                 let launched = inner.launch_browser().await;
-                inner.state.lock().launching -= 1;
+                let mut st = inner.state.lock();
+                st.launching -= 1;
                 match launched {
                     Ok(slot) if !inner.shutting_down.load(Ordering::SeqCst) => {
-                        inner.state.lock().launch_failures_in_row = 0;
-                        inner.add_slot(slot);
+                        st.launch_failures_in_row = 0;
+                        push_slot(&mut st, slot);
+                        drop(st);
+                        inner.changed.notify_waiters();
                     }
                     Ok(slot) => {
-                        inner.state.lock().closing += 1;
+                        st.closing += 1;
+                        drop(st);
                         inner.clone().spawn_close(slot);
                     }
-                    Err(e) => inner.launch_failed(&e),
+                    Err(e) => {
+                        drop(st);
+                        inner.launch_failed(&e);
+                    }
                 }
             });
         }
@@ -802,6 +829,17 @@ async fn close_browser(slot: &BrowserSlot) {
     let dir = slot.dir.clone();
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
     tracing::info!(pid = slot.pid, id = slot.id, "browser closed");
+}
+
+fn push_slot(st: &mut PoolState, slot: Arc<BrowserSlot>) {
+    st.slots.push(SlotEntry {
+        slot,
+        in_flight: 0,
+        renders: 0,
+        retiring: false,
+        rss: 0,
+        rss_checked: None,
+    });
 }
 
 fn backoff(failures_in_row: u32) -> Duration {
