@@ -48,6 +48,11 @@ const MAX_TOMBSTONES: usize = 10_000;
 pub(crate) struct Shared {
     pub origin: OriginClient,
     pub subresources: Mutex<SubresourceCache>,
+    /// Requests refused by policy (blocked types, trackers, internal addresses).
+    pub blocked: std::sync::atomic::AtomicU64,
+    /// Of those, requests refused because they aimed at internal addresses or
+    /// non-http(s) schemes.
+    pub blocked_internal: std::sync::atomic::AtomicU64,
 }
 
 /// What the origin answered for the document.
@@ -321,6 +326,7 @@ async fn decide(ctx: &RenderCtx, shared: &Shared, ev: &EventRequestPaused) -> An
         return Answer::Fail(ErrorReason::BlockedByClient);
     };
     if policy::is_blocked_type(&ev.resource_type) {
+        shared.blocked.fetch_add(1, Ordering::Relaxed);
         return Answer::Fail(ErrorReason::BlockedByClient);
     }
     let job = &ctx.job;
@@ -361,6 +367,10 @@ async fn decide(ctx: &RenderCtx, shared: &Shared, ev: &EventRequestPaused) -> An
         }
         Decision::Block(reason) => {
             tracing::debug!(url = %url, reason, "request blocked");
+            shared.blocked.fetch_add(1, Ordering::Relaxed);
+            if reason != "analytics" {
+                shared.blocked_internal.fetch_add(1, Ordering::Relaxed);
+            }
             Answer::Fail(ErrorReason::BlockedByClient)
         }
     }

@@ -14,7 +14,7 @@ use chromiumoxide::cdp::browser_protocol::emulation::{
 use chromiumoxide::cdp::browser_protocol::fetch;
 use chromiumoxide::cdp::browser_protocol::inspector;
 use chromiumoxide::cdp::browser_protocol::network::{
-    ClearBrowserCookiesParams, SetBypassServiceWorkerParams,
+    BlockPattern, ClearBrowserCookiesParams, SetBlockedUrLsParams, SetBypassServiceWorkerParams,
 };
 use chromiumoxide::cdp::browser_protocol::storage::ClearDataForOriginParams;
 use chromiumoxide::cdp::browser_protocol::target::CreateTargetParams;
@@ -31,6 +31,8 @@ pub(crate) const NETWORK_QUIET: Duration = Duration::from_millis(500);
 const READY_POLL: Duration = Duration::from_millis(50);
 /// Time kept before `render_timeout` for taking the snapshot.
 const SNAPSHOT_RESERVE: Duration = Duration::from_millis(750);
+/// URL patterns (URLPattern syntax) of every WebSocket.
+const WEBSOCKET_PATTERNS: [&str; 2] = ["ws://*:*/*", "wss://*:*/*"];
 /// Largest serialised page accepted.
 pub(crate) const MAX_HTML_BYTES: usize = 16 * 1024 * 1024;
 /// Most `<meta name="prerender-header">` headers taken from one page.
@@ -151,6 +153,16 @@ impl Tab {
                 page.execute(SetBypassServiceWorkerParams::new(true)),
             )
             .await?;
+            // WebSockets bypass Fetch interception, so the SSRF guard cannot
+            // vet them: a snapshot needs no live socket, block them all.
+            let mut block_sockets = SetBlockedUrLsParams::default();
+            block_sockets.url_patterns = Some(
+                WEBSOCKET_PATTERNS
+                    .iter()
+                    .map(|p| BlockPattern::new(*p, true))
+                    .collect(),
+            );
+            cdp("Network.setBlockedURLs", page.execute(block_sockets)).await?;
             Ok::<_, RenderError>(())
         };
         if let Err(e) = setup.await {

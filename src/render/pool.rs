@@ -108,6 +108,10 @@ pub struct PoolStats {
     pub subresource_cache_hits: u64,
     /// Bytes held by the subresource cache.
     pub subresource_cache_bytes: usize,
+    /// Page requests refused (images/media/fonts, trackers, internal addresses).
+    pub requests_blocked: u64,
+    /// Of those, requests to internal addresses or non-http(s) schemes (SSRF guard).
+    pub requests_blocked_internal: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -234,6 +238,8 @@ impl BrowserPool {
             shared: Arc::new(Shared {
                 origin: OriginClient::new(),
                 subresources: Mutex::new(SubresourceCache::new(cfg.subresource_cache_bytes)),
+                blocked: AtomicU64::new(0),
+                blocked_internal: AtomicU64::new(0),
             }),
             cfg,
             root: Mutex::new(Some(root)),
@@ -332,6 +338,8 @@ impl BrowserPool {
             launch_failures: c.launch_failures.load(Ordering::Relaxed),
             subresource_cache_hits: hits,
             subresource_cache_bytes: bytes,
+            requests_blocked: inner.shared.blocked.load(Ordering::Relaxed),
+            requests_blocked_internal: inner.shared.blocked_internal.load(Ordering::Relaxed),
         }
     }
 
