@@ -155,13 +155,14 @@ impl Tab {
             .await?;
             // WebSockets bypass Fetch interception, so the SSRF guard cannot
             // vet them: a snapshot needs no live socket, block them all.
-            let mut block_sockets = SetBlockedUrLsParams::default();
-            block_sockets.url_patterns = Some(
-                WEBSOCKET_PATTERNS
-                    .iter()
-                    .map(|p| BlockPattern::new(*p, true))
-                    .collect(),
-            );
+            let block_sockets = SetBlockedUrLsParams {
+                url_patterns: Some(
+                    WEBSOCKET_PATTERNS
+                        .iter()
+                        .map(|p| BlockPattern::new(*p, true))
+                        .collect(),
+                ),
+            };
             cdp("Network.setBlockedURLs", page.execute(block_sockets)).await?;
             Ok::<_, RenderError>(())
         };
