@@ -287,3 +287,55 @@ async fn a_browser_that_cannot_start_is_reported() {
         Ok(_) => panic!("a browser that exits at once cannot launch"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_that_keeps_dying_is_relaunched_with_backoff() {
+    // A browser binary that works once, then exits at once on every launch.
+    let dir = tempfile::tempdir().unwrap();
+    let launches = dir.path().join("launches");
+    let script = dir.path().join("flaky-chrome");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nn=$(cat {count} 2>/dev/null || echo 0)\necho $((n+1)) > {count}\n\
+             if [ \"$n\" = 0 ]; then exec {chrome} \"$@\"; fi\nexit 1\n",
+            count = launches.display(),
+            chrome = common::chrome().display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut cfg = common::small_pool_config();
+    cfg.chrome = script;
+    let pool = BrowserPool::launch(cfg).await.expect("first launch works");
+    let marker = pool.user_data_root().to_string_lossy().into_owned();
+    let pid = pool.browser_pids()[0];
+    // SAFETY: signalling a browser process this test's pool launched.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let stats = pool.stats();
+    let attempts: usize = std::fs::read_to_string(&launches)
+        .unwrap()
+        .trim()
+        .parse::<usize>()
+        .unwrap()
+        - 1;
+    assert_eq!(stats.crashes, 1, "{stats:?}");
+    assert!(
+        stats.launch_failures >= 2,
+        "relaunches are reported: {stats:?}"
+    );
+    // Every 250 ms health check would mean ~16 attempts in 4 s; backoff
+    // (0.5 s, 1 s, 2 s, …) allows about four.
+    assert!(
+        (2..=6).contains(&attempts),
+        "{attempts} relaunch attempts in 4 s: {stats:?}"
+    );
+    assert_eq!(stats.browsers_alive, 0);
+    pool.shutdown().await;
+    assert_no_processes_left(&pool, &marker).await;
+}

@@ -961,3 +961,37 @@ impl BrowserSlot {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_backoff_doubles_up_to_its_cap() {
+        assert_eq!(backoff(1), Duration::from_millis(500));
+        assert_eq!(backoff(2), Duration::from_secs(1));
+        assert_eq!(backoff(3), Duration::from_secs(2));
+        assert_eq!(backoff(10), LAUNCH_BACKOFF_MAX);
+        assert_eq!(backoff(u32::MAX), LAUNCH_BACKOFF_MAX);
+    }
+
+    #[test]
+    fn jobs_need_http_urls_with_hosts() {
+        let job = |public: &str, origin: &str| RenderJob {
+            public_url: url::Url::parse(public).unwrap(),
+            origin: url::Url::parse(origin).unwrap(),
+            strip_scripts: true,
+            mobile: false,
+        };
+        assert!(validate_job(&job("https://www.example.com/p", "http://10.0.0.5:8080")).is_ok());
+        assert!(validate_job(&job("file:///etc/passwd", "http://10.0.0.5:8080")).is_err());
+        assert!(validate_job(&job("https://www.example.com/", "https://10.0.0.5")).is_err());
+        assert_eq!(
+            site_key(&job(
+                "https://www.example.com/a?b",
+                "http://10.0.0.5:8080/x"
+            )),
+            "https://www.example.com http://10.0.0.5:8080"
+        );
+    }
+}
