@@ -323,6 +323,18 @@ async fn cookies_and_storage_do_not_carry_over() {
         let page = site.render("/iso").await.expect("render");
         assert!(page.html.contains(empty), "round {round}: {}", page.html);
     }
+    // Concurrent renders of one site do not see each other either.
+    for round in 0..3 {
+        let pages = futures::future::join_all((0..4).map(|_| site.render("/iso"))).await;
+        for page in pages {
+            let page = page.expect("render");
+            assert!(
+                page.html.contains(empty),
+                "concurrent round {round}: {}",
+                page.html
+            );
+        }
+    }
     // Same host through another origin is another site: another context.
     let other_site = TestOrigin::start(routes(1)).await;
     let mut job = site.job("/iso");

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
-use chromiumoxide::cdp::browser_protocol::dom_storage;
 use chromiumoxide::cdp::browser_protocol::emulation::{
     SetDeviceMetricsOverrideParams, SetTouchEmulationEnabledParams, SetUserAgentOverrideParams,
 };
@@ -68,6 +67,9 @@ fn mobile_user_agent(chrome_version: &str) -> String {
 const PRERENDER_READY_JS: &str = "(() => { const v = window.prerenderReady; \
     return v === true ? 1 : (v === false ? 0 : -1); })()";
 
+/// Empties the page's sessionStorage before the tab leaves it.
+const CLEAR_SESSION_STORAGE_JS: &str = "(() => { try { sessionStorage.clear(); } catch (e) {} })()";
+
 /// Reads the status/header metas, removes scripts (except JSON-LD) when
 /// asked, and serialises the DOM with its doctype.
 const SNAPSHOT_JS: &str = r#"((strip) => {
@@ -93,9 +95,12 @@ const SNAPSHOT_JS: &str = r#"((strip) => {
   return { status, headers, html: doctype + '\n' + (root ? root.outerHTML : '') };
 })"#;
 
-/// A tab of a site's browser context, reused across renders of that site.
+/// A tab in its own browser context, reused across renders of one site.
 pub(crate) struct Tab {
     pub page: Page,
+    /// The tab's own browser context: storage is never shared with a
+    /// concurrent render, even of the same site.
+    pub context: BrowserContextId,
     current: CurrentRender,
     crashed: Arc<AtomicBool>,
     events: tokio::task::JoinHandle<()>,
@@ -128,7 +133,7 @@ impl Tab {
         shared: Arc<Shared>,
     ) -> Result<Tab, RenderError> {
         let mut params = CreateTargetParams::new("about:blank");
-        params.browser_context_id = Some(context);
+        params.browser_context_id = Some(context.clone());
         let page = cdp("Target.createTarget", browser.new_page(params)).await?;
         let setup = async {
             cdp(
@@ -188,6 +193,7 @@ impl Tab {
         };
         Ok(Tab {
             page,
+            context,
             current,
             crashed,
             events,
@@ -239,19 +245,15 @@ impl Tab {
     /// storage, service workers) of every origin it touched.
     pub(crate) async fn reset(&self, origins: &[String]) -> Result<(), RenderError> {
         *self.current.lock() = None;
+        // sessionStorage belongs to the tab and can only be reached from the
+        // page itself; a page that blocks this is still left behind below.
+        let _ = self.evaluate(CLEAR_SESSION_STORAGE_JS).await;
         cdp("Page.navigate about:blank", self.page.goto("about:blank")).await?;
         for origin in origins {
             cdp(
                 "Storage.clearDataForOrigin",
                 self.page
                     .execute(ClearDataForOriginParams::new(origin.clone(), "all")),
-            )
-            .await?;
-            let mut session = dom_storage::StorageId::new(false);
-            session.security_origin = Some(origin.clone());
-            cdp(
-                "DOMStorage.clear",
-                self.page.execute(dom_storage::ClearParams::new(session)),
             )
             .await?;
         }

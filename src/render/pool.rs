@@ -14,7 +14,6 @@
 //! reused across that site's renders; after every render the tab leaves the
 //! page and the context's cookies and the touched origins' storage are cleared.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -57,8 +56,9 @@ const LAUNCH_BACKOFF_BASE: Duration = Duration::from_millis(500);
 const LAUNCH_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Extra time past `render_timeout` a render may take to give up cleanly.
 const RENDER_SLACK: Duration = Duration::from_millis(500);
-/// Site contexts kept per browser; idle ones beyond this are disposed.
-const MAX_SITE_CONTEXTS_PER_BROWSER: usize = 8;
+/// Idle tabs (each with its own context) kept per browser; the least
+/// recently used beyond this are disposed.
+const MAX_IDLE_TABS_PER_BROWSER: usize = 8;
 /// How long a failed call waits for the browser's death to be confirmed.
 const CRASH_CONFIRM: Duration = Duration::from_millis(250);
 /// Bound of shutdown: closing every browser.
@@ -121,10 +121,10 @@ enum RecycleReason {
     Rss,
 }
 
-struct SiteTabs {
-    context: BrowserContextId,
-    idle: Vec<Tab>,
-    busy: usize,
+/// An idle tab (with its own context) kept for the next render of its site.
+struct IdleTab {
+    site: String,
+    tab: Tab,
     last_used: Instant,
 }
 
@@ -138,7 +138,7 @@ struct BrowserSlot {
     browser: RwLock<Browser>,
     dead: watch::Receiver<bool>,
     handler: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    sites: Mutex<HashMap<String, SiteTabs>>,
+    idle: Mutex<Vec<IdleTab>>,
 }
 
 impl BrowserSlot {
@@ -533,7 +533,7 @@ impl PoolInner {
             browser: RwLock::new(browser),
             dead,
             handler: Mutex::new(Some(handler_task)),
-            sites: Mutex::new(HashMap::new()),
+            idle: Mutex::new(Vec::new()),
         }))
     }
 
@@ -604,10 +604,7 @@ impl PoolInner {
         };
         let (tab, result, origins) = match outcome {
             Ok(v) => v,
-            Err(e) => {
-                slot.checkin_failed(&site);
-                return Err(slot.explain(e).await);
-            }
+            Err(e) => return Err(slot.explain(e).await),
         };
         let result = match result {
             Err(e) => Err(slot.explain(e).await),
@@ -619,10 +616,10 @@ impl PoolInner {
         tokio::spawn(async move {
             let _lease = lease;
             if keep && tab.reset(&origins).await.is_ok() {
-                slot.checkin(&site, tab);
+                slot.checkin(site, tab).await;
             } else {
-                slot.checkin_failed(&site);
-                tab.close().await;
+                // Whatever the page left in its context goes with it.
+                slot.discard(tab).await;
             }
         });
         result
@@ -803,7 +800,7 @@ impl PoolInner {
 async fn close_browser(slot: &BrowserSlot) {
     let helpers = process::process_tree(slot.pid);
     // Tabs hold nothing the browser needs; dropping them stops their tasks.
-    slot.sites.lock().clear();
+    slot.idle.lock().clear();
     process::signal(slot.pid, libc::SIGTERM);
     match tokio::time::timeout(CLOSE_GRACE * 2, slot.browser.write()).await {
         Ok(mut browser) => {
@@ -858,108 +855,89 @@ fn backoff(failures_in_row: u32) -> Duration {
 }
 
 impl BrowserSlot {
-    /// An idle tab of the site's context, or a new one (creating the context
-    /// on the site's first render in this browser).
+    /// An idle tab of the site, or a new tab in a new context.
     async fn checkout(&self, site: &str, shared: &Arc<Shared>) -> Result<Tab, RenderError> {
-        let existing = {
-            let mut sites = self.sites.lock();
-            sites.get_mut(site).map(|s| {
-                s.busy += 1;
-                s.last_used = Instant::now();
-                (s.context.clone(), s.idle.pop())
-            })
+        let reused = {
+            let mut idle = self.idle.lock();
+            idle.iter()
+                .rposition(|t| t.site == site)
+                .map(|i| idle.remove(i).tab)
         };
-        let context = match existing {
-            Some((_, Some(tab))) => return Ok(tab),
-            Some((context, None)) => context,
-            None => self.create_context(site).await?,
-        };
+        if let Some(tab) = reused {
+            return Ok(tab);
+        }
         let browser = self.browser.read().await;
-        match Tab::open(&browser, context, shared.clone()).await {
+        let context = match tokio::time::timeout(
+            CDP_CALL_TIMEOUT,
+            browser.create_browser_context(CreateBrowserContextParams::default()),
+        )
+        .await
+        {
+            Ok(Ok(id)) => id,
+            Ok(Err(e)) => {
+                return Err(RenderError::Protocol(format!(
+                    "Target.createBrowserContext: {e}"
+                )))
+            }
+            Err(_) => {
+                return Err(RenderError::Protocol(
+                    "Target.createBrowserContext: timed out".into(),
+                ))
+            }
+        };
+        match Tab::open(&browser, context.clone(), shared.clone()).await {
             Ok(tab) => Ok(tab),
             Err(e) => {
-                drop(browser);
-                self.checkin_failed(site);
+                dispose_context(&browser, context).await;
                 Err(e)
             }
         }
     }
 
-    async fn create_context(&self, site: &str) -> Result<BrowserContextId, RenderError> {
-        let browser = self.browser.read().await;
-        let created = tokio::time::timeout(
-            CDP_CALL_TIMEOUT,
-            browser.create_browser_context(CreateBrowserContextParams::default()),
-        )
-        .await;
-        let context = match created {
-            Ok(Ok(id)) => id,
-            Ok(Err(e)) => return Err(RenderError::Protocol(e.to_string())),
-            Err(_) => return Err(RenderError::Protocol("context creation timed out".into())),
-        };
-        let mut evicted = Vec::new();
-        let chosen = {
-            let mut sites = self.sites.lock();
-            if let Some(s) = sites.get_mut(site) {
-                // Another render created it meanwhile: use that one.
-                s.busy += 1;
-                evicted.push((context, Vec::new()));
-                s.context.clone()
+    /// Keeps a clean tab for the site's next render, disposing the least
+    /// recently used idle tab beyond the bound.
+    async fn checkin(&self, site: String, tab: Tab) {
+        let evicted = {
+            let mut idle = self.idle.lock();
+            idle.push(IdleTab {
+                site,
+                tab,
+                last_used: Instant::now(),
+            });
+            if idle.len() > MAX_IDLE_TABS_PER_BROWSER {
+                idle.iter()
+                    .enumerate()
+                    .min_by_key(|(_, t)| t.last_used)
+                    .map(|(i, _)| i)
+                    .map(|i| idle.remove(i).tab)
             } else {
-                while sites.len() >= MAX_SITE_CONTEXTS_PER_BROWSER {
-                    let Some(oldest) = sites
-                        .iter()
-                        .filter(|(_, s)| s.busy == 0)
-                        .min_by_key(|(_, s)| s.last_used)
-                        .map(|(k, _)| k.clone())
-                    else {
-                        break;
-                    };
-                    if let Some(s) = sites.remove(&oldest) {
-                        evicted.push((s.context, s.idle));
-                    }
-                }
-                sites.insert(
-                    site.to_string(),
-                    SiteTabs {
-                        context: context.clone(),
-                        idle: Vec::new(),
-                        busy: 1,
-                        last_used: Instant::now(),
-                    },
-                );
-                context
+                None
             }
         };
-        for (context, tabs) in evicted {
-            for tab in tabs {
-                tab.close().await;
-            }
-            let _ = tokio::time::timeout(
-                CDP_CALL_TIMEOUT,
-                browser.execute(DisposeBrowserContextParams::new(context)),
-            )
-            .await;
-        }
-        Ok(chosen)
-    }
-
-    fn checkin(&self, site: &str, tab: Tab) {
-        let mut sites = self.sites.lock();
-        match sites.get_mut(site) {
-            Some(s) => {
-                s.busy = s.busy.saturating_sub(1);
-                s.idle.push(tab);
-            }
-            None => drop(tab),
+        if let Some(tab) = evicted {
+            self.discard(tab).await;
         }
     }
 
-    fn checkin_failed(&self, site: &str) {
-        if let Some(s) = self.sites.lock().get_mut(site) {
-            s.busy = s.busy.saturating_sub(1);
+    /// Closes a tab and disposes its context with everything stored in it.
+    async fn discard(&self, tab: Tab) {
+        let context = tab.context.clone();
+        tab.close().await;
+        if self.is_dead() {
+            return;
+        }
+        if let Ok(browser) = tokio::time::timeout(CDP_CALL_TIMEOUT, self.browser.read()).await {
+            dispose_context(&browser, context).await;
         }
     }
+}
+
+async fn dispose_context(browser: &Browser, context: BrowserContextId) {
+    let _ = tokio::time::timeout(
+        CDP_CALL_TIMEOUT,
+        browser.execute(DisposeBrowserContextParams::new(context)),
+    )
+    .await;
 }
 
 #[cfg(test)]
