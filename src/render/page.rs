@@ -177,18 +177,16 @@ impl Tab {
         }
         let current: CurrentRender = Default::default();
         let crashed = Arc::new(AtomicBool::new(false));
-        let events = match intercept::start_tab_events(
-            page.clone(),
-            current.clone(),
-            shared,
-            crashed.clone(),
+        let events = match cdp(
+            "event subscriptions",
+            intercept::start_tab_events(page.clone(), current.clone(), shared, crashed.clone()),
         )
         .await
         {
             Ok(events) => events,
             Err(e) => {
                 close_page(page).await;
-                return Err(RenderError::Protocol(e.to_string()));
+                return Err(e);
             }
         };
         Ok(Tab {
