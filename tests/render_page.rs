@@ -46,7 +46,19 @@ const tries = ['http://127.0.0.1:{other_port}/internal', 'http://169.254.169.254
 Promise.all(tries.map((u) => fetch(u).then(() => 'reached ' + u, () => 'refused'))).then((r) => {{ out.textContent = r.join(','); }});
 </script></body></html>"#
     );
+    let side_channels = format!(
+        r#"<!DOCTYPE html><html><body><div id="ws">ws pending</div><div id="worker">worker pending</div>
+<script>
+const ws = new WebSocket('ws://127.0.0.1:{other_port}/socket');
+ws.onopen = () => {{ document.getElementById('ws').textContent = 'ws open'; }};
+ws.onerror = () => {{ document.getElementById('ws').textContent = 'ws refused'; }};
+const src = "fetch('http://127.0.0.1:{other_port}/from-worker').then(() => postMessage('reached'), () => postMessage('refused'));";
+const w = new Worker(URL.createObjectURL(new Blob([src], {{ type: 'text/javascript' }})));
+w.onmessage = (e) => {{ document.getElementById('worker').textContent = 'worker ' + e.data; }};
+</script></body></html>"#
+    );
     vec![
+        ("/side-channels", Route::html(&side_channels)),
         ("/p/1", Route::html(&page(""))),
         ("/p/2", Route::html(&page(""))),
         ("/assets/app.js", Route::js(APP_JS)),
@@ -294,6 +306,12 @@ async fn internal_addresses_are_never_reached() {
         page.html
     );
     assert_eq!(site.other.total_hits(), 0, "{:?}", site.other.paths());
+    let stats = site.pool.stats();
+    eprintln!("{stats:?}");
+    assert!(
+        stats.requests_blocked_internal >= 4,
+        "the renderer itself refused the iframe and the three fetches: {stats:?}"
+    );
     site.pool.shutdown().await;
 }
 
@@ -305,11 +323,39 @@ async fn cookies_and_storage_do_not_carry_over() {
         let page = site.render("/iso").await.expect("render");
         assert!(page.html.contains(empty), "round {round}: {}", page.html);
     }
+    // Concurrent renders of one site do not see each other either.
+    for round in 0..3 {
+        let pages = futures::future::join_all((0..4).map(|_| site.render("/iso"))).await;
+        for page in pages {
+            let page = page.expect("render");
+            assert!(
+                page.html.contains(empty),
+                "concurrent round {round}: {}",
+                page.html
+            );
+        }
+    }
     // Same host through another origin is another site: another context.
     let other_site = TestOrigin::start(routes(1)).await;
     let mut job = site.job("/iso");
     job.origin = other_site.url();
     let page = site.pool.render(job).await.expect("render");
     assert!(page.html.contains(empty), "{}", page.html);
+    site.pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_and_workers_cannot_reach_internal_addresses() {
+    let site = Site::start().await;
+    let page = site.render("/side-channels").await.expect("render");
+    assert!(page.html.contains("ws refused"), "{}", page.html);
+    assert!(page.html.contains("worker refused"), "{}", page.html);
+    assert_eq!(site.other.total_hits(), 0, "{:?}", site.other.paths());
+    let stats = site.pool.stats();
+    eprintln!("{stats:?}");
+    assert!(
+        stats.requests_blocked_internal >= 1,
+        "the renderer itself refused the worker's fetch: {stats:?}"
+    );
     site.pool.shutdown().await;
 }

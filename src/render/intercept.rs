@@ -38,8 +38,9 @@ use super::subresources::{StaticKind, SubresourceCache};
 use super::RenderJob;
 
 /// Bound of one CDP command; a command whose answer never comes (a crashed
-/// renderer, an unparsable response) must not hold a render.
-pub(crate) const CDP_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// renderer, an unparsable response) must not hold a render. Generous: on a
+/// saturated machine, healthy calls were seen taking several seconds.
+pub(crate) const CDP_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Distinct request ids remembered per render for out-of-order network events.
 const MAX_TOMBSTONES: usize = 10_000;
 
@@ -47,6 +48,11 @@ const MAX_TOMBSTONES: usize = 10_000;
 pub(crate) struct Shared {
     pub origin: OriginClient,
     pub subresources: Mutex<SubresourceCache>,
+    /// Requests refused by policy (blocked types, trackers, internal addresses).
+    pub blocked: std::sync::atomic::AtomicU64,
+    /// Of those, requests refused because they aimed at internal addresses or
+    /// non-http(s) schemes.
+    pub blocked_internal: std::sync::atomic::AtomicU64,
 }
 
 /// What the origin answered for the document.
@@ -64,6 +70,8 @@ pub(crate) enum DocumentOutcome {
     ServerError(u16),
     /// The origin could not be reached.
     Unreachable(String),
+    /// The origin did not answer before the render's deadline.
+    TimedOut,
 }
 
 #[derive(Default)]
@@ -318,6 +326,7 @@ async fn decide(ctx: &RenderCtx, shared: &Shared, ev: &EventRequestPaused) -> An
         return Answer::Fail(ErrorReason::BlockedByClient);
     };
     if policy::is_blocked_type(&ev.resource_type) {
+        shared.blocked.fetch_add(1, Ordering::Relaxed);
         return Answer::Fail(ErrorReason::BlockedByClient);
     }
     let job = &ctx.job;
@@ -358,6 +367,10 @@ async fn decide(ctx: &RenderCtx, shared: &Shared, ev: &EventRequestPaused) -> An
         }
         Decision::Block(reason) => {
             tracing::debug!(url = %url, reason, "request blocked");
+            shared.blocked.fetch_add(1, Ordering::Relaxed);
+            if reason != "analytics" {
+                shared.blocked_internal.fetch_add(1, Ordering::Relaxed);
+            }
             Answer::Fail(ErrorReason::BlockedByClient)
         }
     }
@@ -457,6 +470,10 @@ async fn fetch_document(
                 status: resp.status,
             },
             Answer::Fulfil(resp),
+        ),
+        Err(OriginError::Timeout) => (
+            DocumentOutcome::TimedOut,
+            Answer::Fail(ErrorReason::TimedOut),
         ),
         Err(e) => (
             DocumentOutcome::Unreachable(e.to_string()),

@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
-use chromiumoxide::cdp::browser_protocol::dom_storage;
 use chromiumoxide::cdp::browser_protocol::emulation::{
     SetDeviceMetricsOverrideParams, SetTouchEmulationEnabledParams, SetUserAgentOverrideParams,
 };
 use chromiumoxide::cdp::browser_protocol::fetch;
 use chromiumoxide::cdp::browser_protocol::inspector;
 use chromiumoxide::cdp::browser_protocol::network::{
-    ClearBrowserCookiesParams, SetBypassServiceWorkerParams,
+    BlockPattern, ClearBrowserCookiesParams, SetBlockedUrLsParams, SetBypassServiceWorkerParams,
 };
 use chromiumoxide::cdp::browser_protocol::storage::ClearDataForOriginParams;
 use chromiumoxide::cdp::browser_protocol::target::CreateTargetParams;
@@ -31,6 +30,8 @@ pub(crate) const NETWORK_QUIET: Duration = Duration::from_millis(500);
 const READY_POLL: Duration = Duration::from_millis(50);
 /// Time kept before `render_timeout` for taking the snapshot.
 const SNAPSHOT_RESERVE: Duration = Duration::from_millis(750);
+/// URL patterns (URLPattern syntax) of every WebSocket.
+const WEBSOCKET_PATTERNS: [&str; 2] = ["ws://*:*/*", "wss://*:*/*"];
 /// Largest serialised page accepted.
 pub(crate) const MAX_HTML_BYTES: usize = 16 * 1024 * 1024;
 /// Most `<meta name="prerender-header">` headers taken from one page.
@@ -66,6 +67,9 @@ fn mobile_user_agent(chrome_version: &str) -> String {
 const PRERENDER_READY_JS: &str = "(() => { const v = window.prerenderReady; \
     return v === true ? 1 : (v === false ? 0 : -1); })()";
 
+/// Empties the page's sessionStorage before the tab leaves it.
+const CLEAR_SESSION_STORAGE_JS: &str = "(() => { try { sessionStorage.clear(); } catch (e) {} })()";
+
 /// Reads the status/header metas, removes scripts (except JSON-LD) when
 /// asked, and serialises the DOM with its doctype.
 const SNAPSHOT_JS: &str = r#"((strip) => {
@@ -91,9 +95,12 @@ const SNAPSHOT_JS: &str = r#"((strip) => {
   return { status, headers, html: doctype + '\n' + (root ? root.outerHTML : '') };
 })"#;
 
-/// A tab of a site's browser context, reused across renders of that site.
+/// A tab in its own browser context, reused across renders of one site.
 pub(crate) struct Tab {
     pub page: Page,
+    /// The tab's own browser context: storage is never shared with a
+    /// concurrent render, even of the same site.
+    pub context: BrowserContextId,
     current: CurrentRender,
     crashed: Arc<AtomicBool>,
     events: tokio::task::JoinHandle<()>,
@@ -106,14 +113,15 @@ impl Drop for Tab {
     }
 }
 
-async fn cdp<T, F>(fut: F) -> Result<T, RenderError>
+/// Runs one DevTools call under its own timeout.
+async fn cdp<T, F>(what: &str, fut: F) -> Result<T, RenderError>
 where
     F: std::future::Future<Output = Result<T, chromiumoxide::error::CdpError>>,
 {
     match tokio::time::timeout(CDP_CALL_TIMEOUT, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(RenderError::Protocol(e.to_string())),
-        Err(_) => Err(RenderError::Protocol("devtools call timed out".into())),
+        Ok(Err(e)) => Err(RenderError::Protocol(format!("{what}: {e}"))),
+        Err(_) => Err(RenderError::Protocol(format!("{what}: timed out"))),
     }
 }
 
@@ -125,20 +133,42 @@ impl Tab {
         shared: Arc<Shared>,
     ) -> Result<Tab, RenderError> {
         let mut params = CreateTargetParams::new("about:blank");
-        params.browser_context_id = Some(context);
-        let page = cdp(browser.new_page(params)).await?;
+        params.browser_context_id = Some(context.clone());
+        let page = cdp("Target.createTarget", browser.new_page(params)).await?;
         let setup = async {
-            cdp(page.execute(fetch::EnableParams {
-                patterns: Some(vec![fetch::RequestPattern {
-                    url_pattern: Some("*".into()),
-                    resource_type: None,
-                    request_stage: Some(fetch::RequestStage::Request),
-                }]),
-                handle_auth_requests: None,
-            }))
+            cdp(
+                "Fetch.enable",
+                page.execute(fetch::EnableParams {
+                    patterns: Some(vec![fetch::RequestPattern {
+                        url_pattern: Some("*".into()),
+                        resource_type: None,
+                        request_stage: Some(fetch::RequestStage::Request),
+                    }]),
+                    handle_auth_requests: None,
+                }),
+            )
             .await?;
-            cdp(page.execute(inspector::EnableParams::default())).await?;
-            cdp(page.execute(SetBypassServiceWorkerParams::new(true))).await?;
+            cdp(
+                "Inspector.enable",
+                page.execute(inspector::EnableParams::default()),
+            )
+            .await?;
+            cdp(
+                "Network.setBypassServiceWorker",
+                page.execute(SetBypassServiceWorkerParams::new(true)),
+            )
+            .await?;
+            // WebSockets bypass Fetch interception, so the SSRF guard cannot
+            // vet them: a snapshot needs no live socket, block them all.
+            let block_sockets = SetBlockedUrLsParams {
+                url_patterns: Some(
+                    WEBSOCKET_PATTERNS
+                        .iter()
+                        .map(|p| BlockPattern::new(*p, true))
+                        .collect(),
+                ),
+            };
+            cdp("Network.setBlockedURLs", page.execute(block_sockets)).await?;
             Ok::<_, RenderError>(())
         };
         if let Err(e) = setup.await {
@@ -147,22 +177,21 @@ impl Tab {
         }
         let current: CurrentRender = Default::default();
         let crashed = Arc::new(AtomicBool::new(false));
-        let events = match intercept::start_tab_events(
-            page.clone(),
-            current.clone(),
-            shared,
-            crashed.clone(),
+        let events = match cdp(
+            "event subscriptions",
+            intercept::start_tab_events(page.clone(), current.clone(), shared, crashed.clone()),
         )
         .await
         {
             Ok(events) => events,
             Err(e) => {
                 close_page(page).await;
-                return Err(RenderError::Protocol(e.to_string()));
+                return Err(e);
             }
         };
         Ok(Tab {
             page,
+            context,
             current,
             crashed,
             events,
@@ -188,15 +217,23 @@ impl Tab {
         } else {
             (DESKTOP_VIEWPORT, desktop_user_agent(chrome_version))
         };
-        cdp(self
-            .page
-            .execute(SetDeviceMetricsOverrideParams::new(w, h, scale, mobile)))
+        cdp(
+            "Emulation.setDeviceMetricsOverride",
+            self.page
+                .execute(SetDeviceMetricsOverrideParams::new(w, h, scale, mobile)),
+        )
         .await?;
-        cdp(self
-            .page
-            .execute(SetTouchEmulationEnabledParams::new(mobile)))
+        cdp(
+            "Emulation.setTouchEmulationEnabled",
+            self.page
+                .execute(SetTouchEmulationEnabledParams::new(mobile)),
+        )
         .await?;
-        cdp(self.page.execute(SetUserAgentOverrideParams::new(ua))).await?;
+        cdp(
+            "Emulation.setUserAgentOverride",
+            self.page.execute(SetUserAgentOverrideParams::new(ua)),
+        )
+        .await?;
         self.mobile = Some(mobile);
         Ok(())
     }
@@ -206,17 +243,23 @@ impl Tab {
     /// storage, service workers) of every origin it touched.
     pub(crate) async fn reset(&self, origins: &[String]) -> Result<(), RenderError> {
         *self.current.lock() = None;
-        cdp(self.page.goto("about:blank")).await?;
+        // sessionStorage belongs to the tab and can only be reached from the
+        // page itself; a page that blocks this is still left behind below.
+        let _ = self.evaluate(CLEAR_SESSION_STORAGE_JS).await;
+        cdp("Page.navigate about:blank", self.page.goto("about:blank")).await?;
         for origin in origins {
-            cdp(self
-                .page
-                .execute(ClearDataForOriginParams::new(origin.clone(), "all")))
+            cdp(
+                "Storage.clearDataForOrigin",
+                self.page
+                    .execute(ClearDataForOriginParams::new(origin.clone(), "all")),
+            )
             .await?;
-            let mut session = dom_storage::StorageId::new(false);
-            session.security_origin = Some(origin.clone());
-            cdp(self.page.execute(dom_storage::ClearParams::new(session))).await?;
         }
-        cdp(self.page.execute(ClearBrowserCookiesParams::default())).await?;
+        cdp(
+            "Network.clearBrowserCookies",
+            self.page.execute(ClearBrowserCookiesParams::default()),
+        )
+        .await?;
         if self.is_crashed() {
             return Err(RenderError::BrowserCrashed);
         }
@@ -287,6 +330,7 @@ impl Tab {
                 Some(DocumentOutcome::Unreachable(msg)) => {
                     return Err(RenderError::OriginUnreachable(msg))
                 }
+                Some(DocumentOutcome::TimedOut) => return Err(RenderError::Timeout),
                 None => {}
             }
             if let Some(e) = poll_navigation(&mut nav_rx, &mut nav_error) {
@@ -368,7 +412,7 @@ impl Tab {
         let mut params = EvaluateParams::new(expression);
         params.return_by_value = Some(true);
         params.await_promise = Some(false);
-        let resp = cdp(self.page.execute(params)).await?;
+        let resp = cdp("Runtime.evaluate", self.page.execute(params)).await?;
         if let Some(ex) = &resp.result.exception_details {
             return Err(RenderError::Protocol(format!(
                 "page script failed: {}",

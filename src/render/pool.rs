@@ -14,7 +14,6 @@
 //! reused across that site's renders; after every render the tab leaves the
 //! page and the context's cookies and the touched origins' storage are cleared.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -49,15 +48,19 @@ const CHILDREN_GRACE: Duration = Duration::from_secs(2);
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(250);
 /// Period of the process-tree RSS measurement.
 const RSS_CHECK_INTERVAL: Duration = Duration::from_secs(2);
-/// A browser that dies sooner than this after launch counts as a failed launch.
+/// A browser that dies sooner than this after launch, before serving any
+/// render, counts as a failed launch (and delays the next one).
 const EARLY_DEATH: Duration = Duration::from_secs(10);
 /// First and largest delay before relaunching after failed launches.
 const LAUNCH_BACKOFF_BASE: Duration = Duration::from_millis(500);
 const LAUNCH_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Extra time past `render_timeout` a render may take to give up cleanly.
 const RENDER_SLACK: Duration = Duration::from_millis(500);
-/// Site contexts kept per browser; idle ones beyond this are disposed.
-const MAX_SITE_CONTEXTS_PER_BROWSER: usize = 8;
+/// Idle tabs (each with its own context) kept per browser; the least
+/// recently used beyond this are disposed.
+const MAX_IDLE_TABS_PER_BROWSER: usize = 8;
+/// How long a failed call waits for the browser's death to be confirmed.
+const CRASH_CONFIRM: Duration = Duration::from_millis(250);
 /// Bound of shutdown: closing every browser.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -105,6 +108,10 @@ pub struct PoolStats {
     pub subresource_cache_hits: u64,
     /// Bytes held by the subresource cache.
     pub subresource_cache_bytes: usize,
+    /// Page requests refused (images/media/fonts, trackers, internal addresses).
+    pub requests_blocked: u64,
+    /// Of those, requests to internal addresses or non-http(s) schemes (SSRF guard).
+    pub requests_blocked_internal: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -114,10 +121,10 @@ enum RecycleReason {
     Rss,
 }
 
-struct SiteTabs {
-    context: BrowserContextId,
-    idle: Vec<Tab>,
-    busy: usize,
+/// An idle tab (with its own context) kept for the next render of its site.
+struct IdleTab {
+    site: String,
+    tab: Tab,
     last_used: Instant,
 }
 
@@ -131,12 +138,30 @@ struct BrowserSlot {
     browser: RwLock<Browser>,
     dead: watch::Receiver<bool>,
     handler: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    sites: Mutex<HashMap<String, SiteTabs>>,
+    idle: Mutex<Vec<IdleTab>>,
 }
 
 impl BrowserSlot {
     fn is_dead(&self) -> bool {
         *self.dead.borrow()
+    }
+
+    /// A protocol failure on a browser that is dying is a crash: the
+    /// DevTools connection often fails a call a moment before the handler
+    /// reports the connection lost.
+    async fn explain(&self, error: RenderError) -> RenderError {
+        if !matches!(error, RenderError::Protocol(_)) {
+            return error;
+        }
+        let mut dead = self.dead.clone();
+        let died = tokio::time::timeout(CRASH_CONFIRM, dead.wait_for(|d| *d))
+            .await
+            .is_ok();
+        if died || !process::is_running(self.pid) {
+            RenderError::BrowserCrashed
+        } else {
+            error
+        }
     }
 }
 
@@ -213,6 +238,8 @@ impl BrowserPool {
             shared: Arc::new(Shared {
                 origin: OriginClient::new(),
                 subresources: Mutex::new(SubresourceCache::new(cfg.subresource_cache_bytes)),
+                blocked: AtomicU64::new(0),
+                blocked_internal: AtomicU64::new(0),
             }),
             cfg,
             root: Mutex::new(Some(root)),
@@ -311,6 +338,8 @@ impl BrowserPool {
             launch_failures: c.launch_failures.load(Ordering::Relaxed),
             subresource_cache_hits: hits,
             subresource_cache_bytes: bytes,
+            requests_blocked: inner.shared.blocked.load(Ordering::Relaxed),
+            requests_blocked_internal: inner.shared.blocked_internal.load(Ordering::Relaxed),
         }
     }
 
@@ -418,14 +447,7 @@ impl Drop for Lease {
 
 impl PoolInner {
     fn add_slot(&self, slot: Arc<BrowserSlot>) {
-        self.state.lock().slots.push(SlotEntry {
-            slot,
-            in_flight: 0,
-            renders: 0,
-            retiring: false,
-            rss: 0,
-            rss_checked: None,
-        });
+        push_slot(&mut self.state.lock(), slot);
         self.changed.notify_waiters();
     }
 
@@ -511,7 +533,7 @@ impl PoolInner {
             browser: RwLock::new(browser),
             dead,
             handler: Mutex::new(Some(handler_task)),
-            sites: Mutex::new(HashMap::new()),
+            idle: Mutex::new(Vec::new()),
         }))
     }
 
@@ -582,10 +604,11 @@ impl PoolInner {
         };
         let (tab, result, origins) = match outcome {
             Ok(v) => v,
-            Err(e) => {
-                slot.checkin_failed(&site);
-                return Err(e);
-            }
+            Err(e) => return Err(slot.explain(e).await),
+        };
+        let result = match result {
+            Err(e) => Err(slot.explain(e).await),
+            ok => ok,
         };
         // Reset or close the tab in the background; the lease keeps the tab
         // counted as busy until that is done.
@@ -593,10 +616,10 @@ impl PoolInner {
         tokio::spawn(async move {
             let _lease = lease;
             if keep && tab.reset(&origins).await.is_ok() {
-                slot.checkin(&site, tab);
+                slot.checkin(site, tab).await;
             } else {
-                slot.checkin_failed(&site);
-                tab.close().await;
+                // Whatever the page left in its context goes with it.
+                slot.discard(tab).await;
             }
         });
         result
@@ -619,7 +642,7 @@ impl PoolInner {
                     if !e.retiring {
                         self.counters.crashes.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(pid = e.slot.pid, "browser crashed");
-                        if now.duration_since(e.slot.launched_at) < EARLY_DEATH {
+                        if e.renders == 0 && now.duration_since(e.slot.launched_at) < EARLY_DEATH {
                             self.counters
                                 .launch_failures
                                 .fetch_add(1, Ordering::Relaxed);
@@ -682,7 +705,7 @@ impl PoolInner {
             }
             // Missing browsers (crashes, failed launches).
             let serving = st.slots.iter().filter(|e| !e.retiring).count();
-            let pending = st.launching - usize::from(replace.is_some() || st.recycling.is_some());
+            let pending = st.launching - usize::from(st.recycling.is_some());
             let deficit = self.cfg.browsers.saturating_sub(serving + pending);
             if deficit > 0 && st.next_launch_at.is_none_or(|t| now >= t) {
                 to_launch = deficit;
@@ -711,12 +734,14 @@ impl PoolInner {
                 st.recycling = None;
                 match launched {
                     Ok(slot) => {
+                        // One critical section: the pool never looks one browser short.
                         st.launch_failures_in_row = 0;
                         if let Some(e) = st.slots.iter_mut().find(|e| e.slot.id == old) {
                             e.retiring = true;
                         }
+                        push_slot(&mut st, slot);
                         drop(st);
-                        inner.add_slot(slot);
+                        inner.changed.notify_waiters();
                     }
                     Err(e) => {
                         drop(st);
@@ -730,17 +755,24 @@ impl PoolInner {
             let inner = self.clone();
             tokio::spawn(async move {
                 let launched = inner.launch_browser().await;
-                inner.state.lock().launching -= 1;
+                let mut st = inner.state.lock();
+                st.launching -= 1;
                 match launched {
                     Ok(slot) if !inner.shutting_down.load(Ordering::SeqCst) => {
-                        inner.state.lock().launch_failures_in_row = 0;
-                        inner.add_slot(slot);
+                        st.launch_failures_in_row = 0;
+                        push_slot(&mut st, slot);
+                        drop(st);
+                        inner.changed.notify_waiters();
                     }
                     Ok(slot) => {
-                        inner.state.lock().closing += 1;
+                        st.closing += 1;
+                        drop(st);
                         inner.clone().spawn_close(slot);
                     }
-                    Err(e) => inner.launch_failed(&e),
+                    Err(e) => {
+                        drop(st);
+                        inner.launch_failed(&e);
+                    }
                 }
             });
         }
@@ -768,7 +800,7 @@ impl PoolInner {
 async fn close_browser(slot: &BrowserSlot) {
     let helpers = process::process_tree(slot.pid);
     // Tabs hold nothing the browser needs; dropping them stops their tasks.
-    slot.sites.lock().clear();
+    slot.idle.lock().clear();
     process::signal(slot.pid, libc::SIGTERM);
     match tokio::time::timeout(CLOSE_GRACE * 2, slot.browser.write()).await {
         Ok(mut browser) => {
@@ -804,6 +836,17 @@ async fn close_browser(slot: &BrowserSlot) {
     tracing::info!(pid = slot.pid, id = slot.id, "browser closed");
 }
 
+fn push_slot(st: &mut PoolState, slot: Arc<BrowserSlot>) {
+    st.slots.push(SlotEntry {
+        slot,
+        in_flight: 0,
+        renders: 0,
+        retiring: false,
+        rss: 0,
+        rss_checked: None,
+    });
+}
+
 fn backoff(failures_in_row: u32) -> Duration {
     let exp = failures_in_row.saturating_sub(1).min(16);
     LAUNCH_BACKOFF_BASE
@@ -812,106 +855,121 @@ fn backoff(failures_in_row: u32) -> Duration {
 }
 
 impl BrowserSlot {
-    /// An idle tab of the site's context, or a new one (creating the context
-    /// on the site's first render in this browser).
+    /// An idle tab of the site, or a new tab in a new context.
     async fn checkout(&self, site: &str, shared: &Arc<Shared>) -> Result<Tab, RenderError> {
-        let existing = {
-            let mut sites = self.sites.lock();
-            sites.get_mut(site).map(|s| {
-                s.busy += 1;
-                s.last_used = Instant::now();
-                (s.context.clone(), s.idle.pop())
-            })
+        let reused = {
+            let mut idle = self.idle.lock();
+            idle.iter()
+                .rposition(|t| t.site == site)
+                .map(|i| idle.remove(i).tab)
         };
-        let context = match existing {
-            Some((_, Some(tab))) => return Ok(tab),
-            Some((context, None)) => context,
-            None => self.create_context(site).await?,
-        };
+        if let Some(tab) = reused {
+            return Ok(tab);
+        }
         let browser = self.browser.read().await;
-        match Tab::open(&browser, context, shared.clone()).await {
+        let context = match tokio::time::timeout(
+            CDP_CALL_TIMEOUT,
+            browser.create_browser_context(CreateBrowserContextParams::default()),
+        )
+        .await
+        {
+            Ok(Ok(id)) => id,
+            Ok(Err(e)) => {
+                return Err(RenderError::Protocol(format!(
+                    "Target.createBrowserContext: {e}"
+                )))
+            }
+            Err(_) => {
+                return Err(RenderError::Protocol(
+                    "Target.createBrowserContext: timed out".into(),
+                ))
+            }
+        };
+        match Tab::open(&browser, context.clone(), shared.clone()).await {
             Ok(tab) => Ok(tab),
             Err(e) => {
-                drop(browser);
-                self.checkin_failed(site);
+                dispose_context(&browser, context).await;
                 Err(e)
             }
         }
     }
 
-    async fn create_context(&self, site: &str) -> Result<BrowserContextId, RenderError> {
-        let browser = self.browser.read().await;
-        let created = tokio::time::timeout(
-            CDP_CALL_TIMEOUT,
-            browser.create_browser_context(CreateBrowserContextParams::default()),
-        )
-        .await;
-        let context = match created {
-            Ok(Ok(id)) => id,
-            Ok(Err(e)) => return Err(RenderError::Protocol(e.to_string())),
-            Err(_) => return Err(RenderError::Protocol("context creation timed out".into())),
-        };
-        let mut evicted = Vec::new();
-        let chosen = {
-            let mut sites = self.sites.lock();
-            if let Some(s) = sites.get_mut(site) {
-                // Another render created it meanwhile: use that one.
-                s.busy += 1;
-                evicted.push((context, Vec::new()));
-                s.context.clone()
+    /// Keeps a clean tab for the site's next render, disposing the least
+    /// recently used idle tab beyond the bound.
+    async fn checkin(&self, site: String, tab: Tab) {
+        let evicted = {
+            let mut idle = self.idle.lock();
+            idle.push(IdleTab {
+                site,
+                tab,
+                last_used: Instant::now(),
+            });
+            if idle.len() > MAX_IDLE_TABS_PER_BROWSER {
+                idle.iter()
+                    .enumerate()
+                    .min_by_key(|(_, t)| t.last_used)
+                    .map(|(i, _)| i)
+                    .map(|i| idle.remove(i).tab)
             } else {
-                while sites.len() >= MAX_SITE_CONTEXTS_PER_BROWSER {
-                    let Some(oldest) = sites
-                        .iter()
-                        .filter(|(_, s)| s.busy == 0)
-                        .min_by_key(|(_, s)| s.last_used)
-                        .map(|(k, _)| k.clone())
-                    else {
-                        break;
-                    };
-                    if let Some(s) = sites.remove(&oldest) {
-                        evicted.push((s.context, s.idle));
-                    }
-                }
-                sites.insert(
-                    site.to_string(),
-                    SiteTabs {
-                        context: context.clone(),
-                        idle: Vec::new(),
-                        busy: 1,
-                        last_used: Instant::now(),
-                    },
-                );
-                context
+                None
             }
         };
-        for (context, tabs) in evicted {
-            for tab in tabs {
-                tab.close().await;
-            }
-            let _ = tokio::time::timeout(
-                CDP_CALL_TIMEOUT,
-                browser.execute(DisposeBrowserContextParams::new(context)),
-            )
-            .await;
-        }
-        Ok(chosen)
-    }
-
-    fn checkin(&self, site: &str, tab: Tab) {
-        let mut sites = self.sites.lock();
-        match sites.get_mut(site) {
-            Some(s) => {
-                s.busy = s.busy.saturating_sub(1);
-                s.idle.push(tab);
-            }
-            None => drop(tab),
+        if let Some(tab) = evicted {
+            self.discard(tab).await;
         }
     }
 
-    fn checkin_failed(&self, site: &str) {
-        if let Some(s) = self.sites.lock().get_mut(site) {
-            s.busy = s.busy.saturating_sub(1);
+    /// Closes a tab and disposes its context with everything stored in it.
+    async fn discard(&self, tab: Tab) {
+        let context = tab.context.clone();
+        tab.close().await;
+        if self.is_dead() {
+            return;
         }
+        if let Ok(browser) = tokio::time::timeout(CDP_CALL_TIMEOUT, self.browser.read()).await {
+            dispose_context(&browser, context).await;
+        }
+    }
+}
+
+async fn dispose_context(browser: &Browser, context: BrowserContextId) {
+    let _ = tokio::time::timeout(
+        CDP_CALL_TIMEOUT,
+        browser.execute(DisposeBrowserContextParams::new(context)),
+    )
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_backoff_doubles_up_to_its_cap() {
+        assert_eq!(backoff(1), Duration::from_millis(500));
+        assert_eq!(backoff(2), Duration::from_secs(1));
+        assert_eq!(backoff(3), Duration::from_secs(2));
+        assert_eq!(backoff(10), LAUNCH_BACKOFF_MAX);
+        assert_eq!(backoff(u32::MAX), LAUNCH_BACKOFF_MAX);
+    }
+
+    #[test]
+    fn jobs_need_http_urls_with_hosts() {
+        let job = |public: &str, origin: &str| RenderJob {
+            public_url: url::Url::parse(public).unwrap(),
+            origin: url::Url::parse(origin).unwrap(),
+            strip_scripts: true,
+            mobile: false,
+        };
+        assert!(validate_job(&job("https://www.example.com/p", "http://10.0.0.5:8080")).is_ok());
+        assert!(validate_job(&job("file:///etc/passwd", "http://10.0.0.5:8080")).is_err());
+        assert!(validate_job(&job("https://www.example.com/", "https://10.0.0.5")).is_err());
+        assert_eq!(
+            site_key(&job(
+                "https://www.example.com/a?b",
+                "http://10.0.0.5:8080/x"
+            )),
+            "https://www.example.com http://10.0.0.5:8080"
+        );
     }
 }
