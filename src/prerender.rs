@@ -14,9 +14,11 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
+use crate::admin::stats::DomainStats;
 use crate::admin::Health;
 use crate::cache::{quota_month, CacheKey, CacheStore, StoreError, StoredPage, WaitOutcome};
 use crate::config::{Config, Site};
+use crate::metrics::{Metrics, RenderOutcome as RenderMetric};
 use crate::render::queue::{Priority, QueueFull, QueueStats, RenderQueue};
 use crate::render::{BrowserPool, RenderError, RenderJob, RenderedPage};
 
@@ -80,6 +82,8 @@ pub struct Prerenderer {
     renderer: Arc<dyn PageRenderer>,
     queue: RenderQueue<RenderOutcome>,
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    stats: Arc<DomainStats>,
     /// Owner id of this instance's render locks.
     owner: String,
 }
@@ -90,6 +94,8 @@ impl Prerenderer {
         store: Arc<dyn CacheStore>,
         renderer: Arc<dyn PageRenderer>,
         health: Arc<Health>,
+        metrics: Arc<Metrics>,
+        stats: Arc<DomainStats>,
     ) -> Arc<Self> {
         let workers = config.browsers * config.tabs_per_browser;
         let owner = format!(
@@ -104,6 +110,8 @@ impl Prerenderer {
             store,
             renderer,
             health,
+            metrics,
+            stats,
             owner,
         })
     }
@@ -131,7 +139,10 @@ impl Prerenderer {
     ) -> RenderOutcome {
         let waiter = match self.submit(key, site, priority) {
             Ok(w) => w,
-            Err(full) => return Err(RenderFailure::new("queue-full", full.to_string())),
+            Err(full) => {
+                self.metrics.observe_render(RenderMetric::QueueFull, None);
+                return Err(RenderFailure::new("queue-full", full.to_string()));
+            }
         };
         waiter
             .wait()
@@ -167,6 +178,7 @@ impl Prerenderer {
 
     fn store_failed(&self, op: &str, e: &StoreError) {
         tracing::warn!(operation = op, error = %e, "store call failed");
+        self.metrics.observe_store_error();
         self.health.set_degraded("store", true);
     }
 
@@ -271,10 +283,15 @@ impl Prerenderer {
                 }
                 Err(e) => {
                     tracing::warn!(key = %key, error = %e, "render failed");
+                    self.metrics
+                        .observe_render(RenderMetric::from_reason(e.reason()), None);
                     return Err(RenderFailure::new(e.reason(), e.to_string()));
                 }
             }
         };
+        self.metrics
+            .observe_render(RenderMetric::Ok, Some(rendered.elapsed));
+        self.stats.record_render(domain, rendered.elapsed);
         if use_store {
             if let Err(e) = store_call(self.store.incr_renders(domain, &month)).await {
                 self.store_failed("incr_renders", &e);
@@ -304,6 +321,7 @@ impl Prerenderer {
             {
                 Ok(()) => {
                     stored = true;
+                    self.stats.record_stored(domain, page.html.len() as u64);
                     self.health.set_degraded("store", false);
                     self.after_store(key, site, now).await;
                 }

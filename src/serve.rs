@@ -11,11 +11,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::admin::api::Api;
+use crate::admin::auth::AdminAuth;
+use crate::admin::stats::DomainStats;
 use crate::admin::{Admin, Health};
 use crate::bot::{BotDetector, Family};
 use crate::cache::{CacheStore, MemoryStore, PurgeEvent, RedisOptions, RedisStore};
 use crate::config::{Config, StoreTarget};
 use crate::listener::{self, ListenerLimits};
+use crate::metrics::{Metrics, PoolFigures};
 use crate::prerender::{store_call, Prerenderer};
 use crate::proxy::crawler::CrawlerPath;
 use crate::proxy::forward::OriginClient;
@@ -94,7 +98,24 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         .await
         .context("cannot launch the browser pool")?;
     health.set_browser_up();
-    let prerender = Prerenderer::new(config.clone(), store.clone(), pool.clone(), health.clone());
+    let metrics = Metrics::new();
+    let stats = Arc::new(DomainStats::default());
+    let prerender = Prerenderer::new(
+        config.clone(),
+        store.clone(),
+        pool.clone(),
+        health.clone(),
+        metrics.clone(),
+        stats.clone(),
+    );
+    {
+        let pool = pool.clone();
+        let prerender = prerender.clone();
+        metrics.on_scrape(move |m| {
+            m.sync_pool(&PoolFigures::from(&pool.stats()));
+            m.sync_queue(&prerender.queue_stats());
+        });
+    }
     let origin = OriginClient::new(config.origin_timeout);
     let crawler = Arc::new(CrawlerPath::new(
         config.clone(),
@@ -106,8 +127,16 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         bots,
         crawler.clone(),
         origin,
+        metrics.clone(),
+        stats.clone(),
     ));
-    let admin_api = Arc::new(Admin::new(health.clone()));
+    let api = Api::new(config.clone(), prerender.clone(), stats);
+    let admin_api = Arc::new(Admin::new(
+        health.clone(),
+        metrics.clone(),
+        AdminAuth::new(config.admin_token.as_deref()),
+        api,
+    ));
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let limits = ListenerLimits {
@@ -131,7 +160,7 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         config.shutdown_timeout,
     ));
     tasks.spawn(forget_purged_pages(store.clone(), crawler, stop_rx.clone()));
-    tasks.spawn(watch_store_health(store, health.clone(), stop_rx));
+    tasks.spawn(watch_store(store, health.clone(), metrics, stop_rx));
     health.set_listeners_up();
     tracing::info!(%public_addr, %admin_addr, role = ?config.role, store = ?config.store, "listening");
     Ok(Running {
@@ -170,14 +199,25 @@ async fn forget_purged_pages(
     }
 }
 
-async fn watch_store_health(
+/// Keeps readiness's `store` flag and the per-domain entry gauges current.
+async fn watch_store(
     store: Arc<dyn CacheStore>,
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
         let ok = store_call(store.ping()).await.is_ok();
         health.set_degraded("store", !ok);
+        if ok {
+            if let Ok(domains) = store_call(store.domains()).await {
+                for domain in domains {
+                    if let Ok(n) = store_call(store.entries(&domain)).await {
+                        metrics.set_cache_entries(&domain, n);
+                    }
+                }
+            }
+        }
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(STORE_HEALTH_INTERVAL) => {}

@@ -1,6 +1,8 @@
-//! The admin listener: liveness, readiness (and, beside them, the operator
-//! API). Never mixed with the public listener.
+//! The admin listener: liveness, readiness, Prometheus metrics, the
+//! dashboard and the operator API (`/api/v1/*`, bearer token). Never mixed
+//! with the public listener.
 
+pub mod api;
 pub mod auth;
 pub mod body;
 pub mod dashboard;
@@ -12,32 +14,59 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::listener::Body;
+use crate::metrics::{Metrics, TEXT_CONTENT_TYPE};
 use crate::proxy::respond;
+use api::Api;
+use auth::AdminAuth;
 pub use health::Health;
 
 pub struct Admin {
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    auth: AdminAuth,
+    api: Api,
 }
 
 impl Admin {
-    pub fn new(health: Arc<Health>) -> Self {
-        Admin { health }
+    pub fn new(health: Arc<Health>, metrics: Arc<Metrics>, auth: AdminAuth, api: Api) -> Self {
+        Admin {
+            health,
+            metrics,
+            auth,
+            api,
+        }
     }
 
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        _peer: SocketAddr,
+        peer: SocketAddr,
     ) -> Response<Body> {
-        match (req.method(), req.uri().path()) {
+        let path = req.uri().path();
+        if path.starts_with("/api/") {
+            if let Err(refused) = self.auth.check(req.headers()) {
+                tracing::warn!(%peer, %path, "admin API call refused");
+                return refused.into_response();
+            }
+            return self.api.handle(req).await;
+        }
+        match (req.method(), path) {
             (&Method::GET | &Method::HEAD, "/healthz") => respond::error(StatusCode::OK, "ok"),
             (&Method::GET | &Method::HEAD, "/readyz") => {
                 let (status, body) = self.health.readiness();
                 respond::json(status, &body)
             }
+            (&Method::GET, "/metrics") => {
+                let mut resp = Response::new(respond::full(self.metrics.render_text()));
+                resp.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_CONTENT_TYPE));
+                resp
+            }
+            (&Method::GET, "/") => dashboard::response(),
             _ => respond::json(
                 StatusCode::NOT_FOUND,
                 &serde_json::json!({"error": "not found"}),

@@ -42,6 +42,10 @@ struct Counters {
     stale: AtomicU64,
     errors: AtomicU64,
     renders: AtomicU64,
+    /// Pages stored by this instance and their HTML bytes: the average
+    /// page size that turns an entry count into a storage estimate.
+    pages_stored: AtomicU64,
+    page_bytes_stored: AtomicU64,
     /// Most recent render times in milliseconds, oldest first.
     recent_ms: Mutex<VecDeque<u32>>,
 }
@@ -89,6 +93,24 @@ impl DomainStats {
     }
 
     /// One finished render of `domain` (live, refresh or warm) and its time.
+    /// A page of `bytes` was stored for `domain`.
+    pub fn record_stored(&self, domain: &str, bytes: u64) {
+        if let Some(counters) = self.counters(domain) {
+            counters.pages_stored.fetch_add(1, Ordering::Relaxed);
+            counters
+                .page_bytes_stored
+                .fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Average size of the pages this instance stored for `domain`.
+    pub fn average_page_bytes(&self, domain: &str) -> Option<u64> {
+        let domains = self.domains.read();
+        let c = domains.get(domain)?;
+        let n = c.pages_stored.load(Ordering::Relaxed);
+        (n > 0).then(|| c.page_bytes_stored.load(Ordering::Relaxed) / n)
+    }
+
     pub fn record_render(&self, domain: &str, took: Duration) {
         let Some(counters) = self.counters(domain) else {
             return;

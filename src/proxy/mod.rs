@@ -18,9 +18,11 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 
+use crate::admin::stats::DomainStats;
 use crate::bot::{BotDetector, PassReason, RenderDecision};
 use crate::listener::Body;
-use crawler::CrawlerPath;
+use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind};
+use crawler::{CacheResult, CrawlerPath};
 use forward::OriginClient;
 
 /// Shared state of the public listener.
@@ -29,6 +31,8 @@ pub struct PublicProxy {
     bots: Arc<BotDetector>,
     crawler: Arc<CrawlerPath>,
     origin: OriginClient,
+    metrics: Arc<Metrics>,
+    stats: Arc<DomainStats>,
 }
 
 impl PublicProxy {
@@ -37,12 +41,16 @@ impl PublicProxy {
         bots: Arc<BotDetector>,
         crawler: Arc<CrawlerPath>,
         origin: OriginClient,
+        metrics: Arc<Metrics>,
+        stats: Arc<DomainStats>,
     ) -> Self {
         PublicProxy {
             sites,
             bots,
             crawler,
             origin,
+            metrics,
+            stats,
         }
     }
 
@@ -61,6 +69,8 @@ impl PublicProxy {
                     method = %req.method(),
                     "request refused"
                 );
+                self.metrics
+                    .observe_request(RequestKind::Rejected, CacheMetric::None);
                 return respond::error(rejection.status, rejection.reason);
             }
         };
@@ -75,16 +85,36 @@ impl PublicProxy {
             RenderDecision::Render { rule } => {
                 let path = req.uri().path().to_string();
                 let (resp, result) = self.crawler.serve(req, &target, peer).await;
+                let metric = match result {
+                    CacheResult::Hit => {
+                        self.stats.record_hit(&target.host);
+                        CacheMetric::Hit
+                    }
+                    CacheResult::Miss => {
+                        self.stats.record_miss(&target.host);
+                        CacheMetric::Miss
+                    }
+                    CacheResult::Stale => {
+                        self.stats.record_stale(&target.host);
+                        CacheMetric::Stale
+                    }
+                    CacheResult::Error(_) => {
+                        self.stats.record_error(&target.host);
+                        CacheMetric::Error
+                    }
+                };
+                self.metrics.observe_request(RequestKind::Bot, metric);
                 tracing::debug!(%peer, host = %target.host, %path, %rule, cache = result.label(), status = resp.status().as_u16(), "crawler");
                 resp
             }
             RenderDecision::Pass(reason) => {
                 let kind = if reason == PassReason::StaticAsset {
-                    "asset"
+                    RequestKind::Asset
                 } else {
-                    "human"
+                    RequestKind::Human
                 };
-                tracing::debug!(%peer, method = %req.method(), host = %target.host, path = req.uri().path(), kind, "passthrough");
+                self.metrics.observe_request(kind, CacheMetric::None);
+                tracing::debug!(%peer, method = %req.method(), host = %target.host, path = req.uri().path(), kind = RequestKind::as_str(kind), "passthrough");
                 self.origin
                     .forward(req, &target.site.origin, &target.host, peer)
                     .await

@@ -48,6 +48,15 @@ const APP_JS: &str = r#"
 })();
 "#;
 
+/// Lists three pages of www.example.test and one foreign page.
+const SITEMAP: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">
+<url><loc>https://www.example.test/from-sitemap/1</loc></url>
+<url><loc>https://www.example.test/from-sitemap/2</loc></url>
+<url><loc>https://www.example.test/from-sitemap/3</loc></url>
+<url><loc>https://elsewhere.test/not-ours</loc></url>
+</urlset>"#;
+
 pub struct Spa {
     pub origin: Origin,
     /// What `/api/data.json` calls the page: change it to change the site.
@@ -75,6 +84,10 @@ impl Spa {
                             .body(full(serde_json::json!({ "title": title }).to_string()))
                             .unwrap()
                     }
+                    "/sitemap.xml" => Response::builder()
+                        .header("content-type", "application/xml")
+                        .body(full(SITEMAP))
+                        .unwrap(),
                     "/boom" => Response::builder()
                         .status(500)
                         .header("content-type", "text/html")

@@ -1,0 +1,341 @@
+//! The admin listener: bearer auth, entry metadata, purges, warm-ups (list and
+//! sitemap), refresh, stats and metrics — against the real binary, Chromium
+//! and a local JavaScript origin.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::proxy::{get, send, ProxyProcess, GOOGLEBOT};
+use common::spa::Spa;
+
+const HOST: &str = "www.example.test";
+const TOKEN: &str = "test-admin-token-0123456789";
+
+fn start(spa: &Spa, token: Option<&str>) -> ProxyProcess {
+    let origin = spa.url();
+    let mut args = vec![
+        "--origin",
+        &origin,
+        "--domain",
+        HOST,
+        "--browsers",
+        "1",
+        "--tabs-per-browser",
+        "2",
+    ];
+    if let Some(t) = token {
+        args.extend(["--admin-token", t]);
+    }
+    let mut p = ProxyProcess::start(&args);
+    p.wait_until("/readyz", Duration::from_secs(30));
+    p
+}
+
+async fn bot(proxy: &ProxyProcess, path: &str) -> common::proxy::Reply {
+    get(
+        &proxy.url(path),
+        &[("host", HOST), ("user-agent", GOOGLEBOT)],
+    )
+    .await
+}
+
+fn auth() -> (&'static str, String) {
+    ("authorization", format!("Bearer {TOKEN}"))
+}
+
+async fn api(proxy: &ProxyProcess, method: &str, path: &str, body: &str) -> common::proxy::Reply {
+    let (k, v) = auth();
+    send(
+        method,
+        &proxy.admin_url(path),
+        &[(k, &v), ("content-type", "application/json")],
+        body.to_string(),
+    )
+    .await
+}
+
+fn encoded(url: &str) -> String {
+    url::form_urlencoded::byte_serialize(url.as_bytes()).collect()
+}
+
+async fn wait_cached(proxy: &ProxyProcess, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let q = encoded(&format!("https://{HOST}{path}"));
+    while api(proxy, "GET", &format!("/api/v1/cache?url={q}"), "")
+        .await
+        .status
+        != 200
+    {
+        assert!(Instant::now() < deadline, "{path} not cached within 30 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_api_needs_the_bearer_token() {
+    let spa = Spa::start().await;
+    let open = start(&spa, None);
+    let r = get(&open.admin_url("/api/v1/stats"), &[]).await;
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("--admin-token"), "{}", r.text());
+
+    let proxy = start(&spa, Some(TOKEN));
+    assert_eq!(
+        get(&proxy.admin_url("/api/v1/stats"), &[]).await.status,
+        401
+    );
+    let r = get(
+        &proxy.admin_url("/api/v1/stats"),
+        &[("authorization", "Bearer wrong-token-wrong-token")],
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert!(serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["error"].is_string());
+    assert_eq!(api(&proxy, "GET", "/api/v1/stats", "").await.status, 200);
+    // Never on the public listener.
+    let r = get(
+        &proxy.url("/api/v1/stats"),
+        &[
+            ("host", HOST),
+            ("authorization", &format!("Bearer {TOKEN}")),
+        ],
+    )
+    .await;
+    assert!(
+        !r.text().contains("\"domains\""),
+        "stats leaked on the public listener"
+    );
+    let r = get(&proxy.url("/metrics"), &[("host", HOST)]).await;
+    assert!(!r.text().contains("prerender_requests_total"));
+}
+
+#[tokio::test]
+async fn entries_can_be_inspected_and_purged() {
+    let spa = Spa::start().await;
+    let proxy = start(&spa, Some(TOKEN));
+    for p in ["/a", "/b", "/c"] {
+        assert_eq!(
+            bot(&proxy, p).await.header("x-prerender-cache"),
+            Some("MISS")
+        );
+    }
+    let r = api(
+        &proxy,
+        "GET",
+        &format!(
+            "/api/v1/cache?url={}",
+            encoded(&format!("https://{HOST}/a?x=1"))
+        ),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let meta: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(meta["key"], format!("render:{HOST}:/a"));
+    assert_eq!(meta["status"], 200);
+    assert!(meta["bytes"].as_u64().unwrap() > 1000);
+    assert!(meta["rendered_at"].as_str().unwrap().contains('T'));
+    assert!(meta["expires_at"].as_str().is_some());
+    let missing = api(
+        &proxy,
+        "GET",
+        &format!(
+            "/api/v1/cache?url={}",
+            encoded(&format!("https://{HOST}/nope"))
+        ),
+        "",
+    )
+    .await;
+    assert_eq!(missing.status, 404);
+    let foreign = api(
+        &proxy,
+        "GET",
+        &format!("/api/v1/cache?url={}", encoded("https://other.test/a")),
+        "",
+    )
+    .await;
+    assert_eq!(foreign.status, 404);
+
+    let r = api(
+        &proxy,
+        "DELETE",
+        &format!("/api/v1/cache?url={}", encoded(&format!("http://{HOST}/a"))),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        bot(&proxy, "/a").await.header("x-prerender-cache"),
+        Some("MISS")
+    );
+    assert_eq!(
+        bot(&proxy, "/b").await.header("x-prerender-cache"),
+        Some("HIT")
+    );
+
+    let r = api(
+        &proxy,
+        "DELETE",
+        &format!("/api/v1/cache/domain/{HOST}"),
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        bot(&proxy, "/b").await.header("x-prerender-cache"),
+        Some("MISS")
+    );
+    assert_eq!(
+        api(&proxy, "DELETE", "/api/v1/cache/domain/other.test", "")
+            .await
+            .status,
+        404
+    );
+
+    let r = api(&proxy, "DELETE", "/api/v1/cache", "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        bot(&proxy, "/b").await.header("x-prerender-cache"),
+        Some("MISS")
+    );
+}
+
+#[tokio::test]
+async fn warm_by_list_and_sitemap_and_refresh_now() {
+    let spa = Spa::start().await;
+    let proxy = start(&spa, Some(TOKEN));
+    let body = serde_json::json!({"urls": [
+        format!("https://{HOST}/w/1"), format!("https://{HOST}/w/2"), format!("https://{HOST}/w/3")
+    ]});
+    let r = api(&proxy, "POST", "/api/v1/warm", &body.to_string()).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["queued"],
+        3
+    );
+    for p in ["/w/1", "/w/2", "/w/3"] {
+        wait_cached(&proxy, p).await;
+        assert_eq!(
+            bot(&proxy, p).await.header("x-prerender-cache"),
+            Some("HIT"),
+            "{p}"
+        );
+    }
+
+    let body = serde_json::json!({"sitemap": format!("http://{HOST}/sitemap.xml")});
+    let r = api(&proxy, "POST", "/api/v1/warm", &body.to_string()).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["queued"],
+        3
+    );
+    for p in ["/from-sitemap/1", "/from-sitemap/2", "/from-sitemap/3"] {
+        wait_cached(&proxy, p).await;
+    }
+    assert_eq!(spa.documents("/not-ours"), 0);
+
+    assert_eq!(
+        api(&proxy, "POST", "/api/v1/warm", "{not json")
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        api(
+            &proxy,
+            "POST",
+            "/api/v1/warm",
+            r#"{"urls": ["https://other.test/x"]}"#
+        )
+        .await
+        .status,
+        400
+    );
+
+    // Refresh: the origin changes, a refresh re-renders, the next hit has it.
+    spa.set_title("Fresh from the CMS");
+    let before = spa.documents("/w/1");
+    let body = serde_json::json!({"url": format!("https://{HOST}/w/1")});
+    assert_eq!(
+        api(&proxy, "POST", "/api/v1/refresh", &body.to_string())
+            .await
+            .status,
+        202
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = bot(&proxy, "/w/1").await;
+        if r.text().contains("Fresh from the CMS") {
+            assert_eq!(r.header("x-prerender-cache"), Some("HIT"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "refresh not visible within 30 s");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(spa.documents("/w/1"), before + 1);
+}
+
+#[tokio::test]
+async fn stats_and_metrics_follow_the_traffic() {
+    let spa = Spa::start().await;
+    let proxy = start(&spa, Some(TOKEN));
+    bot(&proxy, "/s").await;
+    bot(&proxy, "/s").await;
+    bot(&proxy, "/s").await;
+    get(
+        &proxy.url("/human"),
+        &[
+            ("host", HOST),
+            (
+                "user-agent",
+                "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+            ),
+        ],
+    )
+    .await;
+    let stats: serde_json::Value =
+        serde_json::from_slice(&api(&proxy, "GET", "/api/v1/stats", "").await.body).unwrap();
+    let d = &stats["domains"][HOST];
+    assert_eq!(d["hits"], 2, "{stats}");
+    assert_eq!(d["misses"], 1);
+    assert_eq!(d["renders"], 1);
+    assert_eq!(d["entries"], 1);
+    assert_eq!(d["max_entries"], 50);
+    assert!(d["avg_render_ms"].as_f64().unwrap() > 0.0);
+    assert!(d["next_refresh"].is_string(), "{d}");
+
+    let text = get(&proxy.admin_url("/metrics"), &[]).await.text();
+    let sample = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
+    };
+    assert_eq!(
+        sample("prerender_requests_total{cache=\"hit\",kind=\"bot\"}"),
+        2.0
+    );
+    assert_eq!(
+        sample("prerender_requests_total{cache=\"miss\",kind=\"bot\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample("prerender_requests_total{cache=\"none\",kind=\"human\"}"),
+        1.0
+    );
+    assert_eq!(sample("prerender_renders_total{outcome=\"ok\"}"), 1.0);
+    assert_eq!(sample("prerender_browsers_alive"), 1.0);
+    assert_eq!(sample("prerender_render_duration_seconds_count"), 1.0);
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "unparsable sample: {line}");
+    }
+    let dashboard = get(&proxy.admin_url("/"), &[]).await;
+    assert_eq!(dashboard.status, 200);
+    assert!(dashboard.text().contains("/api/v1/stats"));
+}
