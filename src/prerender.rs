@@ -442,6 +442,8 @@ mod tests {
             store.clone(),
             renderer.clone(),
             Arc::new(Health::new(false)),
+            Metrics::new(),
+            Arc::new(DomainStats::default()),
         );
         (p, renderer, store, site)
     }

@@ -27,8 +27,35 @@ pub struct Api {
     sitemaps: SitemapFetcher,
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
-    respond::json(status, &json!({ "error": message.into() }))
+/// A refused call: its status and the message of `{"error": …}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn into_response(self) -> Response<Body> {
+        respond::json(self.status, &json!({ "error": self.message }))
+    }
+}
+
+impl From<super::body::BodyError> for ApiError {
+    fn from(e: super::body::BodyError) -> Self {
+        ApiError {
+            status: e.status(),
+            message: e.to_string(),
+        }
+    }
+}
+
+type ApiResult<T = Response<Body>> = Result<T, ApiError>;
+
+fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status,
+        message: message.into(),
+    }
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -65,12 +92,12 @@ impl Api {
             }
             _ => Err(error(StatusCode::NOT_FOUND, "no such endpoint")),
         };
-        outcome.unwrap_or_else(|e| e)
+        outcome.unwrap_or_else(ApiError::into_response)
     }
 
     /// The site and cache key of a public URL; 400 for a malformed URL, 404
     /// for a host this proxy does not serve.
-    fn key_of(&self, url: &str) -> Result<(CacheKey, Arc<Site>), Response<Body>> {
+    fn key_of(&self, url: &str) -> ApiResult<(CacheKey, Arc<Site>)> {
         let probe = CacheKey::from_public_url(url, &[], false)
             .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid url: {e}")))?;
         let site = self
@@ -89,7 +116,7 @@ impl Api {
         Ok((key, site))
     }
 
-    fn url_param(query: &str) -> Result<String, Response<Body>> {
+    fn url_param(query: &str) -> ApiResult<String> {
         url::form_urlencoded::parse(query.as_bytes())
             .find(|(k, _)| k == "url")
             .map(|(_, v)| v.into_owned())
@@ -102,7 +129,7 @@ impl Api {
             })
     }
 
-    async fn entry(&self, query: &str) -> Result<Response<Body>, Response<Body>> {
+    async fn entry(&self, query: &str) -> ApiResult {
         let (key, _) = self.key_of(&Self::url_param(query)?)?;
         let page: Option<StoredPage> = store_call(self.prerender.store().get(&key))
             .await
@@ -122,7 +149,7 @@ impl Api {
         ))
     }
 
-    async fn purge_one(&self, query: &str) -> Result<Response<Body>, Response<Body>> {
+    async fn purge_one(&self, query: &str) -> ApiResult {
         let (key, site) = self.key_of(&Self::url_param(query)?)?;
         let store = self.prerender.store();
         let mut purged = 0u64;
@@ -145,7 +172,7 @@ impl Api {
         ))
     }
 
-    async fn purge_domain(&self, raw: &str) -> Result<Response<Body>, Response<Body>> {
+    async fn purge_domain(&self, raw: &str) -> ApiResult {
         let domain = crate::cache::key::normalize_host(raw)
             .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid domain: {e}")))?;
         if self.config.sites.lookup(&domain).is_none() {
@@ -165,7 +192,7 @@ impl Api {
         ))
     }
 
-    async fn purge_all(&self) -> Result<Response<Body>, Response<Body>> {
+    async fn purge_all(&self) -> ApiResult {
         let purged = store_call(self.prerender.store().purge_all())
             .await
             .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")))?;
@@ -173,12 +200,12 @@ impl Api {
         Ok(respond::json(StatusCode::OK, &json!({ "purged": purged })))
     }
 
-    async fn warm(&self, req: Request<Incoming>) -> Result<Response<Body>, Response<Body>> {
+    async fn warm(&self, req: Request<Incoming>) -> ApiResult {
         let (parts, body) = req.into_parts();
         let request: WarmRequest = read_json(&parts.headers, body)
             .await
-            .map_err(|e| e.into_response())?;
-        let urls = match request.into_target().map_err(|e| e.into_response())? {
+            .map_err(ApiError::from)?;
+        let urls = match request.into_target().map_err(ApiError::from)? {
             WarmTarget::Urls(urls) => urls,
             WarmTarget::Sitemap(sitemap) => {
                 let sites = &self.config.sites;
@@ -233,12 +260,12 @@ impl Api {
         ))
     }
 
-    async fn refresh(&self, req: Request<Incoming>) -> Result<Response<Body>, Response<Body>> {
+    async fn refresh(&self, req: Request<Incoming>) -> ApiResult {
         let (parts, body) = req.into_parts();
         let request: RefreshRequest = read_json(&parts.headers, body)
             .await
-            .map_err(|e| e.into_response())?;
-        request.validate().map_err(|e| e.into_response())?;
+            .map_err(ApiError::from)?;
+        request.validate().map_err(ApiError::from)?;
         let (key, site) = self.key_of(&request.url)?;
         self.prerender
             .enqueue(&key, &site, Priority::Live)
