@@ -84,6 +84,7 @@ origin_bin="$target_dir/release/examples/origin"
 [ -x "$origin_bin" ] || die "$origin_bin was not built"
 
 pids=()
+# shellcheck disable=SC2317  # called through the EXIT trap
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
