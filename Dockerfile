@@ -48,6 +48,7 @@ RUN apt-get update \
       ca-certificates \
       tini \
       curl \
+ && apt-get clean \
  && rm -rf /var/lib/apt/lists/*
 
 # A dedicated unprivileged user; Chromium's profile directories go to /tmp.

@@ -225,14 +225,16 @@ async fn handle(root: Arc<PathBuf>, request: Request<Incoming>) -> Response<Full
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(err) => {
-            eprintln!("origin: {err:#}");
-            std::process::exit(2);
-        }
-    };
+async fn main() {
+    // One clear line instead of anyhow's debug output (and backtrace).
+    if let Err(err) = run().await {
+        eprintln!("origin: {err:#}");
+        std::process::exit(2);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let args = parse_args()?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

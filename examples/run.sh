@@ -142,5 +142,5 @@ set +e
 wait -n "${pids[@]}"
 status=$?
 set -e
-say "A process exited (status $status); stopping the other"
+say "A process stopped (exit status $status); stopping the rest"
 exit "$status"
