@@ -52,6 +52,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 # A dedicated unprivileged user; Chromium's profile directories go to /tmp.
+# Chromium's own sandbox cannot start here (Docker's default seccomp profile
+# refuses user namespaces and the image ships no setuid helper), so the
+# browser runs with --no-sandbox and the container is the isolation boundary.
 RUN groupadd --system --gid 10001 prerender \
  && useradd --system --uid 10001 --gid prerender --home-dir /home/prerender --create-home \
       --shell /usr/sbin/nologin prerender
