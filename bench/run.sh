@@ -1,0 +1,520 @@
+#!/usr/bin/env bash
+# Benchmark prerender-proxy against nginx on this machine; prints a markdown
+# report on stdout (progress goes to stderr). See bench/README.md.
+#
+#   bench/run.sh [--redis] [FIXTURE_DIR]     full run (≈ 3 min; ≈ 6 min with --redis)
+#   bench/run.sh --check [FIXTURE_DIR]       only write the nginx configs and `nginx -t` them
+#
+# FIXTURE_DIR is the shop fixture (default: ../shared/fixtures/shop next to
+# the repo). --redis adds a second pass with the proxy on a local
+# redis-server. Installs wrk, nginx, curl and Chromium (and redis-server for
+# --redis) with apt when missing.
+#
+# Environment: BENCH_DURATION (10s), BENCH_CONNECTIONS (64), BENCH_THREADS (2),
+# PRERENDER_BIN (skip the build and use this binary), CHROME_PATH,
+# CARGO_TARGET_DIR, BENCH_KEEP=1 (keep the temp dir with logs and configs).
+set -euo pipefail
+
+# --- settings ---------------------------------------------------------------
+
+DURATION="${BENCH_DURATION:-10s}"
+CONNECTIONS="${BENCH_CONNECTIONS:-64}"
+THREADS="${BENCH_THREADS:-2}"
+BOT_UA='Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
+# The fixture page's own work (load, fetch, 200 ms timer), from the
+# fixture's README: a render can never be faster than this.
+PAGE_WORK_MS=350
+MISS_SERIAL_PAGES=20     # (c)
+THROUGHPUT_PAGES=40      # (d)
+THROUGHPUT_IN_FLIGHT=4   # (d)
+DEDUP_CLIENTS=20         # (e)
+RSS_AFTER_RENDERS=100    # (f)
+FIXTURE_PRODUCTS=40      # products 1..40 exist in the fixture
+READY_TIMEOUT_SECS=60
+REQUEST_TIMEOUT_SECS=40  # render timeout (20 s) plus generous slack
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+check_only=0
+with_redis=0
+fixture=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --check) check_only=1 ;;
+    --redis) with_redis=1 ;;
+    -h | --help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) fixture="$1" ;;
+  esac
+  shift
+done
+fixture="${fixture:-$repo_root/../shared/fixtures/shop}"
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+
+if [ ! -f "$fixture/index.html" ] || [ ! -f "$fixture/static-rendered.html" ] || [ ! -d "$fixture/api" ]; then
+  die "$fixture is not the shop fixture (index.html, static-rendered.html, api/)"
+fi
+fixture="$(cd "$fixture" && pwd)"
+
+# --- tools --------------------------------------------------------------------
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else die "need root for: $*"
+  fi
+}
+
+find_chrome() {
+  local c
+  for c in "${CHROME_PATH:-}" /usr/lib/chromium/chromium "$(command -v chromium 2>/dev/null || true)" \
+    "$(command -v google-chrome 2>/dev/null || true)"; do
+    if [ -n "$c" ] && [ -x "$c" ]; then printf '%s\n' "$c"; return 0; fi
+  done
+  return 1
+}
+
+# nginx lives in /usr/sbin, which is not on every user's PATH.
+find_nginx() {
+  command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || return 1
+}
+
+install_missing() {
+  local packages=()
+  find_nginx >/dev/null || packages+=(nginx-light)
+  if [ "$check_only" -eq 0 ]; then
+    command -v wrk >/dev/null 2>&1 || packages+=(wrk)
+    command -v curl >/dev/null 2>&1 || packages+=(curl)
+    find_chrome >/dev/null || packages+=(chromium fonts-liberation)
+    if [ "$with_redis" -eq 1 ]; then command -v redis-server >/dev/null 2>&1 || packages+=(redis-server); fi
+  fi
+  [ "${#packages[@]}" -eq 0 ] && return 0
+  command -v apt-get >/dev/null 2>&1 || die "missing ${packages[*]}: install them first"
+  log "installing ${packages[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >&2
+  # Debian starts the packaged services; the benchmark runs its own.
+  for service in nginx redis-server; do
+    if printf '%s\n' "${packages[@]}" | grep -q "^$service"; then
+      as_root systemctl disable --now "$service" >/dev/null 2>&1 || true
+    fi
+  done
+}
+
+install_missing
+NGINX="$(find_nginx)" || die "nginx not found"
+
+# --- temp dir, ports, cleanup ---------------------------------------------------
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/prerender-bench.XXXXXX")"
+# nginx workers may run as another user (nobody) when started as root.
+chmod 755 "$work"
+pids=()
+nginx_started=0
+
+# shellcheck disable=SC2317  # called through the EXIT trap
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  if [ "$nginx_started" -eq 1 ] && [ -f "$work/nginx.pid" ]; then
+    kill -QUIT "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  fi
+  if [ "${#pids[@]}" -gt 0 ]; then
+    kill "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+  fi
+  if [ "${BENCH_KEEP:-0}" = 1 ] || [ "$status" -ne 0 ]; then
+    log "logs and configs kept in $work"
+  else
+    rm -rf "$work"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+used_ports=" "
+free_port() {
+  local port _
+  for _ in $(seq 200); do
+    port=$((20000 + RANDOM % 40000))
+    case "$used_ports" in *" $port "*) continue ;; esac
+    # A successful connect means something listens there.
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      used_ports="$used_ports$port "
+      printf '%s\n' "$port"
+      return 0
+    fi
+  done
+  die "no free port found"
+}
+
+wait_http() { # URL SECONDS [PID]
+  local deadline=$((SECONDS + $2))
+  until curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; do
+    if [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null; then return 1; fi
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.3
+  done
+}
+
+origin_port="$(free_port)"
+static_port="$(free_port)"
+reverse_port="$(free_port)"
+
+# --- nginx: origin, static reference, reverse-proxy reference -------------------
+
+write_nginx_config() {
+  cat >"$work/nginx.conf" <<EOF
+# Written by bench/run.sh.
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  include /etc/nginx/mime.types;
+  default_type application/octet-stream;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 100000;
+  server_tokens off;
+  client_body_temp_path $work/nginx-tmp/body;
+  proxy_temp_path $work/nginx-tmp/proxy;
+  fastcgi_temp_path $work/nginx-tmp/fastcgi;
+  uwsgi_temp_path $work/nginx-tmp/uwsgi;
+  scgi_temp_path $work/nginx-tmp/scgi;
+  access_log off;
+  # One line per request: the dedup measurement counts document fetches.
+  log_format origin '\$request_uri|\$http_x_prerender|\$status';
+
+  # The site's origin: the fixture with a single-page-app fallback.
+  server {
+    listen 127.0.0.1:$origin_port;
+    root $fixture;
+    access_log $work/origin-access.log origin;
+    location ^~ /api/ { try_files \$uri =404; }
+    location ^~ /assets/ { try_files \$uri =404; }
+    location / { try_files \$uri /index.html; }
+  }
+
+  # Reference for cache hits: a web server sending the rendered page from disk.
+  server {
+    listen 127.0.0.1:$static_port;
+    root $fixture;
+    default_type text/html;
+    location / { try_files /static-rendered.html =404; }
+  }
+
+  # Reference for human passthrough: nginx as a reverse proxy to the same origin.
+  upstream bench_origin {
+    server 127.0.0.1:$origin_port;
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:$reverse_port;
+    location / {
+      proxy_pass http://bench_origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_max_temp_file_size 0;
+    }
+  }
+}
+EOF
+  mkdir -p "$work/nginx-tmp"
+}
+
+write_nginx_config
+"$NGINX" -t -q -e "$work/nginx-error.log" -c "$work/nginx.conf" || die "nginx rejected $work/nginx.conf"
+if [ "$check_only" -eq 1 ]; then
+  log "nginx configuration is valid"
+  exit 0
+fi
+
+"$NGINX" -e "$work/nginx-error.log" -c "$work/nginx.conf"
+nginx_started=1
+wait_http "http://127.0.0.1:$origin_port/" 10 || die "nginx did not start (see $work/nginx-error.log)"
+wait_http "http://127.0.0.1:$static_port/" 10 || die "nginx static server did not start"
+
+# --- the proxy -------------------------------------------------------------------
+
+CHROME_PATH="$(find_chrome)" || die "no Chromium found; set CHROME_PATH"
+export CHROME_PATH
+if [ -n "${PRERENDER_BIN:-}" ]; then
+  proxy_bin="$PRERENDER_BIN"
+else
+  log "building prerender-proxy (release)"
+  (cd "$repo_root" && cargo build --release --bin prerender-proxy >&2)
+  proxy_bin="${CARGO_TARGET_DIR:-$repo_root/target}/release/prerender-proxy"
+fi
+[ -x "$proxy_bin" ] || die "$proxy_bin is not executable"
+
+proxy_pid=""
+proxy_port=""
+admin_port=""
+redis_pid=""
+
+start_proxy() { # extra serve flags...
+  proxy_port="$(free_port)"
+  admin_port="$(free_port)"
+  "$proxy_bin" serve \
+    --listen "127.0.0.1:$proxy_port" \
+    --admin-listen "127.0.0.1:$admin_port" \
+    --origin "http://127.0.0.1:$origin_port" \
+    "$@" >>"$work/proxy.log" 2>&1 &
+  proxy_pid=$!
+  pids+=("$proxy_pid")
+  if ! wait_http "http://127.0.0.1:$admin_port/readyz" "$READY_TIMEOUT_SECS" "$proxy_pid"; then
+    tail -n 30 "$work/proxy.log" >&2 || true
+    die "proxy not ready within ${READY_TIMEOUT_SECS}s"
+  fi
+}
+
+stop_proxy() {
+  kill "$proxy_pid" 2>/dev/null || true
+  wait "$proxy_pid" 2>/dev/null || true
+  proxy_pid=""
+}
+
+redis_url=""
+start_redis() {
+  local port
+  port="$(free_port)"
+  mkdir -p "$work/redis"
+  redis-server --bind 127.0.0.1 --port "$port" --dir "$work/redis" --save '' --appendonly no \
+    --maxmemory 256mb --maxmemory-policy allkeys-lru >"$work/redis.log" 2>&1 &
+  redis_pid=$!
+  pids+=("$redis_pid")
+  local deadline=$((SECONDS + 10))
+  until redis-cli -p "$port" ping >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || die "redis-server did not start (see $work/redis.log)"
+    sleep 0.2
+  done
+  redis_url="redis://127.0.0.1:$port"
+}
+
+# --- helpers -----------------------------------------------------------------------
+
+# One request as a crawler: prints "PATH STATUS SECONDS CACHE MARKER" where
+# MARKER is 1 when the body carries the product heading of the expected id.
+cat >"$work/fetch.sh" <<'EOF'
+#!/usr/bin/env bash
+set -u
+base="$1" path="$2" id="$3"
+body="$(mktemp)" headers="$(mktemp)"
+out="$(curl -s --max-time "$REQUEST_TIMEOUT_SECS" -A "$BOT_UA" -D "$headers" -o "$body" \
+  -w '%{http_code} %{time_total}' "$base$path")" || out="000 0"
+cache="$(tr -d '\r' <"$headers" | awk 'tolower($1) == "x-prerender-cache:" { print $2 }')"
+marker=0
+grep -q "data-product-id=\"$id\"" "$body" && marker=1
+printf '%s %s %s %s\n' "$path" "$out" "${cache:--}" "$marker"
+rm -f "$body" "$headers"
+EOF
+chmod +x "$work/fetch.sh"
+export BOT_UA REQUEST_TIMEOUT_SECS
+
+# Reads "PATH ID" lines on stdin, fetches them N at a time, results on stdout.
+fetch_many() { # BASE IN_FLIGHT
+  xargs -P "$2" -L 1 "$work/fetch.sh" "$1"
+}
+
+# wrk with latency percentiles; prints "REQ_PER_SEC P99_MS ERRORS".
+run_wrk() { # URL [wrk header args...]
+  local url="$1" out
+  shift
+  out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url" 2>&1)" || {
+    printf '%s\n' "$out" >&2
+    echo "0 0 wrk-failed"
+    return 0
+  }
+  printf '%s\n' "$out" >>"$work/wrk.log"
+  printf '%s\n' "$out" | awk '
+    function ms(v) {
+      if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
+      if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
+      if (v ~ /s$/)  return substr(v, 1, length(v) - 1) * 1000
+      return v + 0
+    }
+    $1 == "99%" { p99 = ms($2) }
+    $1 == "Requests/sec:" { rps = $2 }
+    /Non-2xx or 3xx responses:/ { bad += $NF }
+    /Socket errors:/ { bad += 1 }
+    END { printf "%.0f %.2f %d\n", rps, p99, bad }'
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f×\n", a / b }'; }
+now() { date +%s.%N; }
+
+# Resident memory of a process and all its descendants (the proxy and every
+# Chromium process it started): "RSS_MB PSS_MB PROCESSES". RSS counts shared
+# pages once per process; PSS splits them, so it is the fairer total.
+tree_memory() { # PID
+  local tree
+  # /proc/PID/stat: the name (field 2) may hold spaces and parentheses, so
+  # the fields are read after its last ") ".
+  tree="$(cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" '
+    { rest = $0; sub(/.*\) /, "", rest); split(rest, f, " "); parent[$1] = f[2] }
+    END {
+      keep[root] = 1; changed = 1
+      while (changed) {
+        changed = 0
+        for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; changed = 1 }
+      }
+      for (p in keep) print p
+    }')"
+  local files=() pid
+  for pid in $tree; do
+    [ -r "/proc/$pid/status" ] && files+=("/proc/$pid/status")
+    [ -r "/proc/$pid/smaps_rollup" ] && files+=("/proc/$pid/smaps_rollup")
+  done
+  [ "${#files[@]}" -gt 0 ] || { echo "0 0 0"; return 0; }
+  awk -v n="$(printf '%s\n' "$tree" | wc -l)" '
+    /^VmRSS:/ { rss += $2 } /^Pss:/ { pss += $2 }
+    END { printf "%.0f %.0f %d\n", rss / 1024, pss / 1024, n }' "${files[@]}" 2>/dev/null || echo "0 0 0"
+}
+
+rows=()
+row() { rows+=("| $1 | $2 | $3 | $4 | $5 |"); }
+renders_done=0
+
+# --- one pass of all measurements ------------------------------------------------------
+
+run_pass() { # LABEL
+  local label="$1" base="http://127.0.0.1:$proxy_port"
+  local mem_idle results line bad
+
+  # (f, first half) idle memory, before any render.
+  sleep 2
+  mem_idle="$(tree_memory "$proxy_pid")"
+  renders_done=0
+
+  # (a) cache hit vs nginx sending the same page from disk.
+  log "[$label] (a) cache hit"
+  line="$("$work/fetch.sh" "$base" /p/1 1)"
+  renders_done=$((renders_done + 1))
+  line="$("$work/fetch.sh" "$base" /p/1 1)"
+  read -r _ code _ cache marker <<<"$line"
+  if [ "$code" = 200 ] && [ "$cache" = HIT ] && [ "$marker" = 1 ]; then
+    local ref_rps ref_p99 ref_bad rps p99
+    read -r ref_rps ref_p99 ref_bad < <(run_wrk "http://127.0.0.1:$static_port/p/1" -H "User-Agent: $BOT_UA")
+    read -r rps p99 bad < <(run_wrk "$base/p/1" -H "User-Agent: $BOT_UA")
+    line="$("$work/fetch.sh" "$base" /p/1 1)"
+    read -r _ code _ cache marker <<<"$line"
+    [ "$cache" = HIT ] || bad="$bad, not HIT afterwards ($cache)"
+    row "(a) cache hit, req/s (c$CONNECTIONS, $DURATION)" "$rps" "$ref_rps (nginx, static file)" "$(ratio "$rps" "$ref_rps")" "errors: $bad / ref $ref_bad"
+    row "(a) cache hit, p99 latency" "${p99} ms" "${ref_p99} ms" "$(ratio "$p99" "$ref_p99")" "lower is better"
+  else
+    row "(a) cache hit" "failed" "-" "-" "second request for /p/1 answered: $line (want 200 HIT 1)"
+  fi
+
+  # (b) human passthrough vs nginx proxy_pass to the same origin.
+  log "[$label] (b) human passthrough"
+  local shell_headers
+  shell_headers="$(curl -s --max-time 10 -D - -o "$work/human-body" "$base/p/1" | tr -d '\r')" || true
+  if grep -q 'Loading' "$work/human-body" && ! printf '%s' "$shell_headers" | grep -qi '^x-prerender-cache:'; then
+    local path ref_rps ref_p99 ref_bad rps p99
+    for path in /p/1 /api/products/1.json; do
+      read -r ref_rps ref_p99 ref_bad < <(run_wrk "http://127.0.0.1:$reverse_port$path")
+      read -r rps p99 bad < <(run_wrk "$base$path")
+      row "(b) human $path, req/s" "$rps" "$ref_rps (nginx proxy_pass)" "$(ratio "$rps" "$ref_rps")" "errors: $bad / ref $ref_bad"
+      row "(b) human $path, p99 latency" "${p99} ms" "${ref_p99} ms" "$(ratio "$p99" "$ref_p99")" "lower is better"
+    done
+  else
+    row "(b) human passthrough" "failed" "-" "-" "a request without a crawler UA did not get the origin's shell"
+  fi
+
+  # (c) miss latency, one page at a time.
+  log "[$label] (c) miss latency, $MISS_SERIAL_PAGES pages one at a time"
+  results="$(for n in $(seq 1 "$MISS_SERIAL_PAGES"); do echo "/p/$n/c $n"; done | fetch_many "$base" 1)"
+  renders_done=$((renders_done + MISS_SERIAL_PAGES))
+  local med bad_c serial_secs
+  bad_c="$(printf '%s\n' "$results" | awk '$2 != 200 || $4 != "MISS" || $5 != 1' | wc -l)"
+  med="$(printf '%s\n' "$results" | awk '{ print $3 * 1000 }' | median)"
+  serial_secs="$(printf '%s\n' "$results" | awk '{ s += $3 } END { print s }')"
+  row "(c) miss latency, median of $MISS_SERIAL_PAGES" "$(printf '%.0f' "$med") ms" "$PAGE_WORK_MS ms (page's own work)" "$(ratio "$med" "$PAGE_WORK_MS")" "overhead $(awk -v m="$med" -v w="$PAGE_WORK_MS" 'BEGIN { printf "%.0f", m - w }') ms; wrong answers: $bad_c"
+
+  # (d) throughput with a few renders in flight.
+  log "[$label] (d) $THROUGHPUT_PAGES pages, $THROUGHPUT_IN_FLIGHT in flight"
+  local start elapsed pps serial_pps bad_d
+  start="$(now)"
+  results="$(for i in $(seq 1 "$THROUGHPUT_PAGES"); do
+    n=$(( (i - 1) % FIXTURE_PRODUCTS + 1 )); echo "/p/$n/d$i $n"; done | fetch_many "$base" "$THROUGHPUT_IN_FLIGHT")"
+  elapsed="$(awk -v a="$start" -v b="$(now)" 'BEGIN { print b - a }')"
+  renders_done=$((renders_done + THROUGHPUT_PAGES))
+  bad_d="$(printf '%s\n' "$results" | awk '$2 != 200 || $4 != "MISS" || $5 != 1' | wc -l)"
+  pps="$(awk -v n="$THROUGHPUT_PAGES" -v e="$elapsed" 'BEGIN { printf "%.2f", n / e }')"
+  serial_pps="$(awk -v n="$MISS_SERIAL_PAGES" -v s="$serial_secs" 'BEGIN { if (s > 0) printf "%.2f", n / s; else print 0 }')"
+  row "(d) renders/s, $THROUGHPUT_IN_FLIGHT in flight" "$pps" "$serial_pps (1 in flight, from c)" "$(ratio "$pps" "$serial_pps")" "wrong answers: $bad_d"
+
+  # (e) dedup: simultaneous misses for one new path.
+  log "[$label] (e) $DEDUP_CLIENTS simultaneous misses for one path"
+  local dedup_path="/p/7/dedup-$label" fetches bad_e
+  results="$(for _ in $(seq 1 "$DEDUP_CLIENTS"); do echo "$dedup_path 7"; done | fetch_many "$base" "$DEDUP_CLIENTS")"
+  renders_done=$((renders_done + 1))
+  sleep 1
+  fetches="$(grep -c "^$dedup_path|" "$work/origin-access.log" || true)"
+  bad_e="$(printf '%s\n' "$results" | awk '$2 != 200 || $5 != 1' | wc -l)"
+  row "(e) origin document fetches for $DEDUP_CLIENTS simultaneous misses" "$fetches" "1 (one render)" "$(ratio "$fetches" 1)" "wrong answers: $bad_e"
+
+  # (f) memory of the proxy and its browsers, idle and after renders.
+  log "[$label] (f) memory after $RSS_AFTER_RENDERS renders"
+  if [ "$renders_done" -lt "$RSS_AFTER_RENDERS" ]; then
+    local more=$((RSS_AFTER_RENDERS - renders_done))
+    for i in $(seq 1 "$more"); do
+      n=$(( (i - 1) % FIXTURE_PRODUCTS + 1 )); echo "/p/$n/f$i $n"
+    done | fetch_many "$base" "$THROUGHPUT_IN_FLIGHT" >/dev/null
+    renders_done=$RSS_AFTER_RENDERS
+  fi
+  sleep 2
+  local mem_after idle_rss idle_pss idle_n after_rss after_pss after_n
+  mem_after="$(tree_memory "$proxy_pid")"
+  read -r idle_rss idle_pss idle_n <<<"$mem_idle"
+  read -r after_rss after_pss after_n <<<"$mem_after"
+  row "(f) RSS of proxy + browsers after $renders_done renders" "$after_rss MB ($after_n processes)" "$idle_rss MB idle ($idle_n processes)" "$(ratio "$after_rss" "$idle_rss")" "PSS $after_pss MB after, $idle_pss MB idle"
+}
+
+print_report() { # LABEL
+  printf '\n### %s\n\n' "$1"
+  printf '| measurement | prerender-proxy | reference | ratio | notes |\n'
+  printf '|---|---|---|---|---|\n'
+  printf '%s\n' "${rows[@]}"
+  rows=()
+}
+
+# --- run --------------------------------------------------------------------------------
+
+printf '# prerender-proxy benchmark\n\n'
+printf -- '- date: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+printf -- '- machine: %s cores, %s\n' "$(nproc)" "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+proxy_version="$(timeout 5 "$proxy_bin" --version 2>/dev/null | head -n 1)" || true
+printf -- '- proxy: %s (%s)\n' "${proxy_version:-prerender-proxy}" \
+  "$(git -C "$repo_root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+printf -- '- browser: %s\n' "$("$CHROME_PATH" --version 2>/dev/null || echo "$CHROME_PATH")"
+printf -- '- nginx: %s; wrk -t%s -c%s -d%s\n' "$("$NGINX" -v 2>&1 | sed 's/.*: //')" "$THREADS" "$CONNECTIONS" "$DURATION"
+printf -- '- fixture: %s\n' "$fixture"
+
+log "pass 1: embedded store"
+start_proxy
+run_pass embedded
+stop_proxy
+print_report "Embedded store (serve, no --redis)"
+
+if [ "$with_redis" -eq 1 ]; then
+  log "pass 2: Redis"
+  start_redis
+  start_proxy --redis "$redis_url"
+  run_pass redis
+  stop_proxy
+  print_report "Redis (serve --redis $redis_url)"
+fi
+
+printf '\nRatios: proxy ÷ reference (for latency and memory, lower is better; for\n'
+printf 'req/s and renders/s, higher is better). See bench/README.md.\n'
+log "done"
