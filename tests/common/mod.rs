@@ -5,6 +5,7 @@
 pub mod origin;
 pub mod proxy;
 pub mod redis;
+pub mod redis_cluster;
 
 use std::net::TcpListener;
 
