@@ -8,6 +8,9 @@ mod redis_server;
 #[path = "common/redis_cluster.rs"]
 mod cluster_nodes;
 
+#[path = "common/claims.rs"]
+mod claims;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -409,19 +412,7 @@ mod contract {
             Some(at_ms(super::unix_ms(now) - 1000))
         );
         let claimers: Vec<_> = (0..8)
-            .map(|_| {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    let mut mine = Vec::new();
-                    loop {
-                        let batch = store.claim_due("example.com", now, 3).await.unwrap();
-                        if batch.is_empty() {
-                            return mine;
-                        }
-                        mine.extend(batch);
-                    }
-                })
-            })
+            .map(|_| super::claims::spawn_claimer(store.clone(), "example.com", now, 3))
             .collect();
         let mut all = Vec::new();
         for c in claimers {

@@ -2,6 +2,8 @@
 //! process, a local origin server, and a small HTTP client.
 #![allow(dead_code)]
 
+pub mod claims;
+pub mod layout;
 pub mod origin;
 pub mod proxy;
 pub mod redis;
