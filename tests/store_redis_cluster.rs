@@ -342,3 +342,21 @@ async fn an_unreachable_cluster_fails_fast() {
     assert!(started.elapsed() < DEADLINE, "took {:?}", started.elapsed());
     assert!(RedisStore::connect_cluster(&[], RedisOptions::default()).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_may_come_up_after_the_store() {
+    let mut cluster = RedisCluster::unstarted();
+    let store = RedisStore::connect_cluster(&cluster.urls(), RedisOptions::default()).unwrap();
+    assert!(store.ping().await.is_err());
+    assert!(!store.notices_connected());
+    cluster.create();
+    let until = Instant::now() + DEADLINE;
+    while store.ping().await.is_err() {
+        assert!(Instant::now() < until, "never connected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(store.wait_notices_connected(DEADLINE).await);
+    let k = key("example.com", "/late");
+    store.put(&k, &page("p"), HOUR).await.unwrap();
+    assert!(store.get(&k).await.unwrap().is_some());
+}

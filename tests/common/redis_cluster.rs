@@ -17,28 +17,39 @@ const BUS_PORT_OFFSET: u16 = 10000;
 pub struct RedisCluster {
     ports: Vec<u16>,
     nodes: Vec<Option<Child>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl RedisCluster {
     pub fn start() -> RedisCluster {
-        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut cluster = RedisCluster::unstarted();
+        cluster.create();
+        cluster
+    }
+
+    /// A cluster on reserved ports that is not running yet ([`create`]
+    /// starts it): for clients that must cope with it coming up late.
+    pub fn unstarted() -> RedisCluster {
         let ports = free_ports(PRIMARIES);
-        let nodes = ports
-            .iter()
-            .map(|&port| Some(start_node(port, dir.path())))
-            .collect();
-        let cluster = RedisCluster {
+        RedisCluster {
+            nodes: ports.iter().map(|_| None).collect(),
             ports,
-            nodes,
-            _dir: dir,
-        };
-        for &port in &cluster.ports {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+
+    /// Starts the nodes, joins them into a cluster and waits until every
+    /// node reports `cluster_state:ok`.
+    pub fn create(&mut self) {
+        for (node, &port) in self.nodes.iter_mut().zip(&self.ports) {
+            *node = Some(start_node(port, self.dir.path()));
+        }
+        for &port in &self.ports {
             wait_until(port, "answers PING", || {
                 cli(port, &["PING"]).is_some_and(|out| out.trim() == "PONG")
             });
         }
-        let addresses: Vec<String> = cluster
+        let addresses: Vec<String> = self
             .ports
             .iter()
             .map(|port| format!("127.0.0.1:{port}"))
@@ -52,12 +63,11 @@ impl RedisCluster {
             .status()
             .expect("redis-cli must be installed (apt install redis-tools)");
         assert!(created.success(), "redis-cli --cluster create failed");
-        for &port in &cluster.ports {
+        for &port in &self.ports {
             wait_until(port, "reports cluster_state:ok", || {
                 cli(port, &["CLUSTER", "INFO"]).is_some_and(|out| out.contains("cluster_state:ok"))
             });
         }
-        cluster
     }
 
     pub fn ports(&self) -> &[u16] {
