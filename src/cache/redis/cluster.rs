@@ -23,10 +23,12 @@
 //!   digest does not match, a replacement landed between its two reads
 //!   and it reads again (a few times, then a miss). So a torn write — old
 //!   HTML with new headers or the reverse — is never served.
-//! - **Delete and purges**: per-key deletes. Domain and full purges SCAN
-//!   every primary (listed by `CLUSTER SLOTS`, each scanned by routing to
-//!   a slot it owns) and unlink what they find key by key, since one
-//!   `UNLINK` may not name keys of several slots.
+//! - **Delete and purges**: a server refuses a multi-key `DEL`/`UNLINK`
+//!   spanning slots; the cluster client splits such a command by slot
+//!   and sums the answers, so a page's two halves go in one call (not
+//!   atomically: a reader seeing one half treats it as a miss). Domain and
+//!   full purges SCAN every primary (listed by `CLUSTER SLOTS`, each
+//!   scanned by routing to a slot it owns) and unlink each batch found.
 //! - **LRU eviction and pruning** run client-side instead of as Lua
 //!   scripts (a cluster refuses scripts touching keys they do not
 //!   declare): `ZRANGE` the index, `EXISTS` each member, `ZREM` the gone
@@ -82,7 +84,7 @@ use crate::cache::{
 pub const F_HTML_SHA256: &str = "html_sha256";
 /// Reads of a page raced by replacements before it counts as a miss.
 const TORN_READ_ATTEMPTS: usize = 3;
-/// Per-key commands in flight at once during purges and index checks.
+/// `EXISTS` checks in flight at once while pruning an index.
 const PER_KEY_CONCURRENCY: usize = 64;
 /// Redirects and reconnects a cluster command may go through (within the
 /// response timeout) before it fails.
@@ -211,7 +213,10 @@ pub(super) async fn put_page(
 
 pub(super) async fn delete_page(mut conn: ClusterConnection, key: &CacheKey) -> StoreResult<bool> {
     let name = key.to_string();
-    let removed = each_key(&conn, "DEL", vec![name.clone(), key.meta_key()]).await?;
+    // The client splits a multi-key DEL by slot and sums the answers.
+    let removed: u64 = redis::Cmd::del(&[name.as_str(), key.meta_key().as_str()])
+        .query_async(&mut conn)
+        .await?;
     run_all(
         &mut conn,
         vec![
@@ -221,7 +226,7 @@ pub(super) async fn delete_page(mut conn: ClusterConnection, key: &CacheKey) -> 
         ],
     )
     .await?;
-    Ok(removed.iter().sum::<u64>() > 0)
+    Ok(removed > 0)
 }
 
 /// Runs commands one by one, in order (their keys may be on different
@@ -236,21 +241,12 @@ pub(super) async fn run_all(
     Ok(())
 }
 
-/// `command <key>` for each key, a bounded number at once, answers in
-/// the keys' order.
-async fn each_key(
-    conn: &ClusterConnection,
-    command: &'static str,
-    keys: Vec<String>,
-) -> StoreResult<Vec<u64>> {
+/// Whether each key exists, a bounded number of checks at once, answers
+/// in the keys' order (a multi-key `EXISTS` only answers a total).
+async fn exists_each(conn: &ClusterConnection, keys: Vec<String>) -> StoreResult<Vec<bool>> {
     let requests = keys.into_iter().map(|key| {
         let mut conn = conn.clone();
-        async move {
-            redis::cmd(command)
-                .arg(key)
-                .query_async::<u64>(&mut conn)
-                .await
-        }
+        async move { redis::Cmd::exists(key).query_async::<bool>(&mut conn).await }
     });
     futures::stream::iter(requests)
         .buffered(PER_KEY_CONCURRENCY)
@@ -303,7 +299,10 @@ pub(super) async fn scan_unlink(conn: &mut ClusterConnection, pattern: &str) -> 
             let reply = conn.route_command(scan, routing).await?;
             let (next, keys): (u64, Vec<String>) =
                 redis::from_redis_value(reply).map_err(redis::RedisError::from)?;
-            removed += each_key(conn, "UNLINK", keys).await?.iter().sum::<u64>();
+            if !keys.is_empty() {
+                // Split by slot by the client, answers summed.
+                removed += redis::Cmd::unlink(&keys).query_async::<u64>(conn).await?;
+            }
             if next == 0 {
                 break;
             }
@@ -323,11 +322,11 @@ async fn live_members(conn: &mut ClusterConnection, domain: &str) -> StoreResult
         .arg(-1)
         .query_async(conn)
         .await?;
-    let exists = each_key(conn, "EXISTS", members.clone()).await?;
+    let exists = exists_each(conn, members.clone()).await?;
     let (live, gone): (Vec<_>, Vec<_>) = members
         .into_iter()
         .zip(exists)
-        .partition(|(_, exists)| *exists == 1);
+        .partition(|(_, exists)| *exists);
     if !gone.is_empty() {
         let gone: Vec<String> = gone.into_iter().map(|(m, _)| m).collect();
         redis::Cmd::zrem(&index, gone)
@@ -359,10 +358,14 @@ pub(super) async fn evict_over(
             .query_async(&mut conn)
             .await?;
         if won == 1 {
-            each_key(&conn, "DEL", vec![name.clone(), key.meta_key()]).await?;
-            redis::Cmd::zrem(&due, &name)
-                .query_async::<()>(&mut conn)
-                .await?;
+            run_all(
+                &mut conn,
+                vec![
+                    redis::Cmd::del(&[name.as_str(), key.meta_key().as_str()]),
+                    redis::Cmd::zrem(&due, &name),
+                ],
+            )
+            .await?;
             evicted.push(key);
         }
     }
@@ -387,11 +390,11 @@ async fn trim_schedule(conn: &mut ClusterConnection, due: &str, max: usize) -> S
         .arg(-1)
         .query_async(&mut *conn)
         .await?;
-    let exists = each_key(conn, "EXISTS", members.clone()).await?;
+    let exists = exists_each(conn, members.clone()).await?;
     let uncached: Vec<String> = members
         .into_iter()
         .zip(exists)
-        .filter(|(_, exists)| *exists == 0)
+        .filter(|(_, exists)| !*exists)
         .map(|(m, _)| m)
         .take(extra)
         .collect();
