@@ -312,43 +312,10 @@ async fn instances_sharing_redis_render_once_and_see_each_others_purges() {
 async fn purges_walk_large_keyspaces_and_spare_other_domains() {
     let server = RedisServer::start();
     let store = connect(&server).await;
-    let mut raw = server.raw();
-    // Filled directly, like a long-running deployment's keyspace.
-    let mut fill = redis::pipe();
-    for i in 0..3000 {
-        fill.set(format!("render:big.test:/p{i}"), "x").ignore();
-        fill.hset(format!("render-meta:big.test:/p{i}"), "status", "200")
-            .ignore();
-    }
-    let () = fill.query(&mut raw).unwrap();
-    for i in 0..10 {
-        store
-            .put(&key("small.test", &format!("/p{i}")), &page("p"), HOUR)
-            .await
-            .unwrap();
-    }
-    store.incr_renders("big.test", "2026-11").await.unwrap();
-    assert!(store
-        .try_lock(&key("big.test", "/p1"), "r", HOUR)
-        .await
-        .unwrap());
-
-    assert_eq!(store.purge_domain("big.test").await.unwrap(), 3000);
-    let left: Vec<String> = raw.keys("render*:big.test:*").unwrap();
-    let mut left: Vec<&str> = left.iter().map(String::as_str).collect();
-    left.sort();
-    // The running render's lock and the month's count survive a purge.
-    assert_eq!(
-        left,
-        vec!["render-lock:big.test:/p1", "render-quota:big.test:2026-11"]
-    );
-    assert_eq!(store.entries("small.test").await.unwrap(), 10);
-
-    assert_eq!(store.purge_all().await.unwrap(), 10);
-    let mut left: Vec<String> = raw.keys("*").unwrap();
-    left.sort();
-    assert_eq!(
-        left,
-        vec!["render-lock:big.test:/p1", "render-quota:big.test:2026-11"]
-    );
+    let all_keys = || {
+        let keys: Vec<String> = server.raw().keys("*").unwrap();
+        keys
+    };
+    layout::assert_purges_walk_large_keyspaces(&*store, &mut server.raw(), &page("p"), all_keys)
+        .await;
 }

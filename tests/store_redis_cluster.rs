@@ -365,47 +365,7 @@ async fn the_cluster_may_come_up_after_the_store() {
 async fn purges_walk_large_keyspaces_on_every_primary() {
     let cluster = RedisCluster::start();
     let store = connect(&cluster).await;
-    let mut raw = cluster.raw();
-    // Filled directly, like a long-running deployment's keyspace.
-    let mut fill = redis::cluster::cluster_pipe();
-    for i in 0..3000 {
-        fill.set(format!("render:big.test:/p{i}"), "x").ignore();
-        fill.hset(format!("render-meta:big.test:/p{i}"), "status", "200")
-            .ignore();
-    }
-    let () = fill.query(&mut raw).unwrap();
-    for i in 0..10 {
-        store
-            .put(&key("small.test", &format!("/p{i}")), &page("p"), HOUR)
-            .await
-            .unwrap();
-    }
-    store.incr_renders("big.test", "2026-11").await.unwrap();
-    assert!(store
-        .try_lock(&key("big.test", "/p1"), "r", HOUR)
-        .await
-        .unwrap());
-    let everywhere = || {
-        let mut all: Vec<String> = cluster.ports().iter().flat_map(|&p| keys_on(p)).collect();
-        all.sort();
-        all
-    };
-
-    assert_eq!(store.purge_domain("big.test").await.unwrap(), 3000);
-    let left: Vec<String> = everywhere()
-        .into_iter()
-        .filter(|k| k.contains(":big.test:"))
-        .collect();
-    // The running render's lock and the month's count survive a purge.
-    assert_eq!(
-        left,
-        vec!["render-lock:big.test:/p1", "render-quota:big.test:2026-11"]
-    );
-    assert_eq!(store.entries("small.test").await.unwrap(), 10);
-
-    assert_eq!(store.purge_all().await.unwrap(), 10);
-    assert_eq!(
-        everywhere(),
-        vec!["render-lock:big.test:/p1", "render-quota:big.test:2026-11"]
-    );
+    let all_keys = || cluster.ports().iter().flat_map(|&p| keys_on(p)).collect();
+    layout::assert_purges_walk_large_keyspaces(&*store, &mut cluster.raw(), &page("p"), all_keys)
+        .await;
 }

@@ -51,3 +51,63 @@ pub fn assert_page_layout<C: redis::ConnectionLike>(
     assert!(member, "{} is in the domain set", key.domain());
     meta
 }
+
+/// Purges on a keyspace like a long-running deployment's: 3000 pages of
+/// `big.test` written directly through `raw`, 10 stored ones of
+/// `small.test`, a running render's lock and a quota counter. A domain
+/// purge removes exactly the 3000 pages and spares the lock, the counter
+/// and the other domain; a full purge leaves only the lock and the
+/// counter. `all_keys` lists every key in the store.
+pub async fn assert_purges_walk_large_keyspaces<S, C>(
+    store: &S,
+    raw: &mut C,
+    page: &StoredPage,
+    all_keys: impl Fn() -> Vec<String>,
+) where
+    S: prerender_proxy::cache::CacheStore + ?Sized,
+    C: redis::ConnectionLike,
+{
+    for i in 0..3000 {
+        let () = raw.set(format!("render:big.test:/p{i}"), "x").unwrap();
+        let () = raw
+            .hset(format!("render-meta:big.test:/p{i}"), "status", "200")
+            .unwrap();
+    }
+    let key = |domain: &str, path: &str| CacheKey::new(domain, path, &[], false).unwrap();
+    for i in 0..10 {
+        let small = key("small.test", &format!("/p{i}"));
+        store
+            .put(&small, page, Duration::from_secs(3600))
+            .await
+            .unwrap();
+    }
+    store.incr_renders("big.test", "2026-11").await.unwrap();
+    let lock_ttl = Duration::from_secs(3600);
+    assert!(store
+        .try_lock(&key("big.test", "/p1"), "r", lock_ttl)
+        .await
+        .unwrap());
+    let sorted_keys = || {
+        let mut keys = all_keys();
+        keys.sort();
+        keys
+    };
+
+    assert_eq!(store.purge_domain("big.test").await.unwrap(), 3000);
+    let left: Vec<String> = sorted_keys()
+        .into_iter()
+        .filter(|k| k.contains(":big.test:"))
+        .collect();
+    // The running render's lock and the month's count survive a purge.
+    assert_eq!(
+        left,
+        vec!["render-lock:big.test:/p1", "render-quota:big.test:2026-11"]
+    );
+    assert_eq!(store.entries("small.test").await.unwrap(), 10);
+
+    assert_eq!(store.purge_all().await.unwrap(), 10);
+    assert_eq!(
+        sorted_keys(),
+        vec!["render-lock:big.test:/p1", "render-quota:big.test:2026-11"]
+    );
+}
