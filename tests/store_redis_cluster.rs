@@ -369,3 +369,73 @@ async fn purges_walk_large_keyspaces_on_every_primary() {
     layout::assert_purges_walk_large_keyspaces(&*store, &mut cluster.raw(), &page("p"), all_keys)
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_reach_subscribers_on_every_node() {
+    let cluster = RedisCluster::start();
+    let store = connect(&cluster).await;
+    let mut listeners: Vec<redis::Connection> = cluster
+        .ports()
+        .iter()
+        .map(|port| {
+            let conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                .unwrap()
+                .get_connection()
+                .unwrap();
+            conn.set_read_timeout(Some(DEADLINE)).unwrap();
+            conn
+        })
+        .collect();
+    let mut subscriptions: Vec<redis::PubSub<'_>> = listeners
+        .iter_mut()
+        .map(|conn| {
+            let mut pubsub = conn.as_pubsub();
+            pubsub.subscribe(&["render-done", "render-purge"]).unwrap();
+            pubsub
+        })
+        .collect();
+
+    // The end of a render is published by the unlock script on the lock
+    // key's node, a purge by whichever node takes the PUBLISH.
+    let k = key("example.com", "/announced");
+    assert!(store.try_lock(&k, "r", HOUR).await.unwrap());
+    assert!(store.unlock(&k, "r").await.unwrap());
+    store.delete(&k).await.unwrap();
+    let expected: HashSet<(String, String)> = [
+        ("render-done".to_owned(), k.to_string()),
+        (
+            "render-purge".to_owned(),
+            PurgeEvent::Page(k.clone()).to_message(),
+        ),
+    ]
+    .into();
+    for pubsub in &mut subscriptions {
+        // Notices from different nodes may arrive in either order.
+        let got: HashSet<(String, String)> = (0..2)
+            .map(|_| {
+                let message = pubsub.get_message().unwrap();
+                let payload: String = message.get_payload().unwrap();
+                (message.get_channel_name().to_owned(), payload)
+            })
+            .collect();
+        assert_eq!(got, expected);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_seed_node_finds_the_whole_cluster() {
+    let cluster = RedisCluster::start();
+    let store = RedisStore::connect_cluster(&cluster.urls()[..1], RedisOptions::default()).unwrap();
+    assert!(store.wait_notices_connected(DEADLINE).await);
+    let pages: Vec<CacheKey> = (0..20)
+        .map(|i| key("example.com", &format!("/s{i}")))
+        .collect();
+    for k in &pages {
+        store.put(k, &page("p"), HOUR).await.unwrap();
+    }
+    for k in &pages {
+        assert!(store.get(k).await.unwrap().is_some(), "{k}");
+    }
+    assert_eq!(store.entries("example.com").await.unwrap(), 20);
+    assert_eq!(store.purge_domain("example.com").await.unwrap(), 20);
+}
