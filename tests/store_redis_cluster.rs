@@ -296,14 +296,17 @@ async fn due_pages_are_claimed_once_across_instances() {
     assert_eq!(b.next_due("example.com").await.unwrap(), None);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn notices_move_to_another_node_when_theirs_fails() {
+/// Kills the node the second instance's notice subscription is on (the
+/// first configured one) and checks that notices still reach it.
+async fn check_notices_fail_over(configured_nodes: usize) {
     let mut cluster = RedisCluster::start();
-    let a = connect(&cluster).await;
-    let b = connect(&cluster).await;
+    let urls = &cluster.urls()[..configured_nodes];
+    let a = RedisStore::connect_cluster(urls, RedisOptions::default()).unwrap();
+    let b = RedisStore::connect_cluster(urls, RedisOptions::default()).unwrap();
+    assert!(a.wait_notices_connected(DEADLINE).await);
+    assert!(b.wait_notices_connected(DEADLINE).await);
     let mut b_purges = b.subscribe_purges();
 
-    // The subscription starts on the first listed node.
     cluster.kill(0);
     assert_eq!(
         next_event(&mut b_purges).await,
@@ -321,6 +324,16 @@ async fn notices_move_to_another_node_when_theirs_fails() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(next_event(&mut b_purges).await, event);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_move_to_another_configured_node_when_theirs_fails() {
+    check_notices_fail_over(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_move_to_a_discovered_node_when_the_only_configured_one_fails() {
+    check_notices_fail_over(1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -135,7 +135,36 @@ impl Default for RedisOptions {
 /// Where the commands go.
 enum Backend {
     Single(Pool),
-    Cluster(Box<cluster::LazyCluster>),
+    Cluster(Arc<cluster::LazyCluster>),
+}
+
+/// Where the notice subscription connects: the configured nodes and, on
+/// a cluster, every node the cluster reports, so that it can move on when
+/// its node fails even if only one was configured.
+struct NoticeNodes {
+    configured: Vec<redis::Client>,
+    cluster: Option<Arc<cluster::LazyCluster>>,
+}
+
+impl NoticeNodes {
+    /// The nodes to try in turn, configured ones first.
+    async fn candidates(&self) -> Vec<redis::Client> {
+        let mut nodes = self.configured.clone();
+        if let (Some(cluster), Some(template)) = (&self.cluster, self.configured.first()) {
+            match cluster::node_clients(cluster, template).await {
+                Ok(found) => {
+                    for node in found {
+                        let addr = node.get_connection_info().addr();
+                        if !nodes.iter().any(|n| n.get_connection_info().addr() == addr) {
+                            nodes.push(node);
+                        }
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "redis cluster nodes not listed"),
+            }
+        }
+        nodes
+    }
 }
 
 /// One connection of either backend, so that commands on a single key
@@ -227,7 +256,7 @@ impl RedisStore {
         ))
     }
 
-    /// Starts the notice subscriber on `notice_nodes` (the next one after
+    /// Starts the notice subscriber (on the next of `notice_nodes` after
     /// each failure) around a prepared backend.
     fn start(
         runtime: &tokio::runtime::Handle,
@@ -235,6 +264,13 @@ impl RedisStore {
         notice_nodes: Vec<redis::Client>,
         options: RedisOptions,
     ) -> Arc<RedisStore> {
+        let notice_nodes = NoticeNodes {
+            configured: notice_nodes,
+            cluster: match &backend {
+                Backend::Cluster(cluster) => Some(cluster.clone()),
+                Backend::Single(_) => None,
+            },
+        };
         let (done_tx, _) = broadcast::channel(NOTICE_CHANNEL_CAPACITY);
         let (purge_tx, _) = broadcast::channel(NOTICE_CHANNEL_CAPACITY);
         let (connected_tx, notices_connected) = watch::channel(false);
@@ -541,7 +577,7 @@ fn parse_keys(members: Vec<String>) -> Vec<CacheKey> {
 /// reconnect it announces [`PurgeEvent::All`] because purges may have been
 /// missed meanwhile.
 async fn run_subscriber(
-    nodes: Vec<redis::Client>,
+    nodes: NoticeNodes,
     done_tx: broadcast::Sender<String>,
     purge_tx: broadcast::Sender<PurgeEvent>,
     connected: watch::Sender<bool>,
@@ -549,7 +585,17 @@ async fn run_subscriber(
 ) {
     let mut retry = SUBSCRIBER_RETRY_MIN;
     let mut was_connected = false;
-    for client in nodes.iter().cycle() {
+    let mut candidates = Vec::new();
+    let mut next = 0;
+    loop {
+        if next >= candidates.len() {
+            candidates = nodes.candidates().await;
+            next = 0;
+        }
+        let Some(client) = candidates.get(next) else {
+            return;
+        };
+        next += 1;
         let subscribed = async {
             let pubsub = tokio::time::timeout(options.connect_timeout, client.get_async_pubsub())
                 .await

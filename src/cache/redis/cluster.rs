@@ -46,13 +46,14 @@
 //! - **Render locks**: `SET render-lock:<key> owner NX PX` and the
 //!   owner-checked release script, both on one key.
 //! - **Notices** (`render-done`, `render-purge`): a cluster broadcasts a
-//!   `PUBLISH` received by any node to subscribers on every node, so each
-//!   instance subscribes with a plain connection to one node and moves
-//!   to the next configured node whenever that one fails (announcing a
-//!   full purge after reconnecting, as on a single server). The crate's
-//!   cluster-wide RESP3 subscriptions would work too but need RESP3 on
-//!   every node and a push channel; one node is enough here. Listing
-//!   several nodes in `--redis` is what lets the subscription fail over.
+//!   `PUBLISH` received by any node (from a client or a script) to
+//!   subscribers on every node, so each instance subscribes with a plain
+//!   connection to one node and, when that node fails, moves to the next
+//!   one: the configured nodes first, then every node `CLUSTER SLOTS`
+//!   reports (so one configured node is enough), announcing a full purge
+//!   after reconnecting as on a single server. The crate's cluster-wide
+//!   RESP3 subscriptions would work too but need RESP3 and a push
+//!   channel; one node is enough here.
 //!
 //! The connection to the cluster is made on first use (so the proxy
 //! starts while the cluster is down) and then follows topology changes
@@ -66,7 +67,7 @@ use futures::{StreamExt, TryStreamExt};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-use redis::Value;
+use redis::{ConnectionAddr, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
@@ -121,7 +122,7 @@ impl RedisStore {
         };
         Ok(RedisStore::start(
             &runtime,
-            Backend::Cluster(Box::new(cluster)),
+            Backend::Cluster(Arc::new(cluster)),
             notice_nodes,
             options,
         ))
@@ -255,31 +256,78 @@ async fn exists_each(conn: &ClusterConnection, keys: Vec<String>) -> StoreResult
         .map_err(StoreError::from)
 }
 
+fn parse<T: redis::FromRedisValue>(value: &Value) -> StoreResult<T> {
+    redis::from_redis_value_ref(value).map_err(|e| StoreError::Redis(e.into()))
+}
+
+/// The slot ranges of the cluster: each range's first slot and its
+/// nodes' addresses, primary first.
+async fn slot_ranges(conn: &mut ClusterConnection) -> StoreResult<Vec<(u16, Vec<(String, u16)>)>> {
+    let ranges: Vec<Vec<Value>> = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
+    let mut parsed = Vec::new();
+    for range in ranges {
+        // [first slot, last slot, [ip, port, id, …] for the primary, then each replica]
+        let Some(first) = range.first() else { continue };
+        let mut nodes = Vec::new();
+        for node in range.iter().skip(2) {
+            let node: Vec<Value> = parse(node)?;
+            if let [ip, port, ..] = node.as_slice() {
+                nodes.push((parse(ip)?, parse(port)?));
+            }
+        }
+        parsed.push((parse(first)?, nodes));
+    }
+    Ok(parsed)
+}
+
 /// A route to each primary: one slot it owns.
 async fn primaries(conn: &mut ClusterConnection) -> StoreResult<Vec<Route>> {
-    let ranges: Vec<Vec<Value>> = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
     let mut seen = HashSet::new();
     let mut routes = Vec::new();
-    for range in ranges {
-        // [first slot, last slot, [primary ip, port, id, …], replicas…]
-        let (Some(first), Some(primary)) = (range.first(), range.get(2)) else {
-            continue;
-        };
-        let first: u16 = redis::from_redis_value_ref(first).map_err(redis::RedisError::from)?;
-        let primary: Vec<Value> =
-            redis::from_redis_value_ref(primary).map_err(redis::RedisError::from)?;
-        let address: (String, u16) = match primary.as_slice() {
-            [ip, port, ..] => (
-                redis::from_redis_value_ref(ip).map_err(redis::RedisError::from)?,
-                redis::from_redis_value_ref(port).map_err(redis::RedisError::from)?,
-            ),
-            _ => continue,
-        };
-        if seen.insert(address) {
+    for (first, nodes) in slot_ranges(conn).await? {
+        if nodes
+            .first()
+            .is_some_and(|primary| seen.insert(primary.clone()))
+        {
             routes.push(Route::new(first, SlotAddr::Master));
         }
     }
     Ok(routes)
+}
+
+/// A client for every node of the cluster, with `template`'s settings
+/// (credentials, database) and each node's address.
+pub(super) async fn node_clients(
+    cluster: &LazyCluster,
+    template: &redis::Client,
+) -> StoreResult<Vec<redis::Client>> {
+    let mut conn = cluster.get().await?;
+    let mut addresses: Vec<(String, u16)> = slot_ranges(&mut conn)
+        .await?
+        .into_iter()
+        .flat_map(|(_, nodes)| nodes)
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    let info = template.get_connection_info();
+    addresses
+        .into_iter()
+        .filter_map(|(host, port)| match info.addr() {
+            ConnectionAddr::Tcp(..) => Some(ConnectionAddr::Tcp(host, port)),
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => Some(ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            }),
+            _ => None,
+        })
+        .map(|addr| redis::Client::open(info.clone().set_addr(addr)).map_err(StoreError::from))
+        .collect()
 }
 
 /// Deletes every key matching `pattern` on every primary; returns how
