@@ -82,7 +82,7 @@ use crate::cache::{
 
 /// Metadata field holding the SHA-256 (hex) of the HTML it was written
 /// with: how a reader tells a consistent pair from a torn one.
-pub const F_HTML_SHA256: &str = "html_sha256";
+const F_HTML_SHA256: &str = "html_sha256";
 /// Reads of a page raced by replacements before it counts as a miss.
 const TORN_READ_ATTEMPTS: usize = 3;
 /// `EXISTS` checks in flight at once while pruning an index.
@@ -93,9 +93,11 @@ const CLUSTER_RETRIES: u32 = 3;
 
 impl RedisStore {
     /// The store on a Redis Cluster reached through any of `nodes`
-    /// (`redis://host:port` URLs; more than one lets the notice
-    /// subscription fail over). Needs a Tokio runtime; only the URLs are
-    /// checked here, the cluster may come up later.
+    /// (`redis://host:port` URLs, as `--redis` lists them; one is enough,
+    /// the rest of the cluster is discovered). Needs a Tokio runtime; only
+    /// the URLs are checked here, the cluster may come up later and
+    /// [`PageStore::ping`](crate::cache::PageStore::ping) says whether it
+    /// answers.
     pub fn connect_cluster(
         nodes: &[String],
         options: RedisOptions,
