@@ -1,8 +1,15 @@
-//! One contract, two stores: every test here runs against the embedded
-//! store and against a real redis-server, so both keep the same semantics.
+//! One contract, three stores: every test here runs against the embedded
+//! store, a real redis-server and a real 3-primary Redis Cluster, so all
+//! keep the same semantics.
 
 #[path = "common/redis.rs"]
 mod redis_server;
+
+#[path = "common/redis_cluster.rs"]
+mod cluster_nodes;
+
+#[path = "common/claims.rs"]
+mod claims;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -20,6 +27,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 struct Fixture {
     store: Arc<dyn CacheStore>,
     _server: Option<redis_server::RedisServer>,
+    _cluster: Option<cluster_nodes::RedisCluster>,
 }
 
 mod fixtures {
@@ -30,6 +38,7 @@ mod fixtures {
         Fixture {
             store: MemoryStore::new(DEFAULT_CACHE_MAX_BYTES),
             _server: None,
+            _cluster: None,
         }
     }
 
@@ -40,6 +49,18 @@ mod fixtures {
         Fixture {
             store,
             _server: Some(server),
+            _cluster: None,
+        }
+    }
+
+    pub async fn redis_cluster() -> Fixture {
+        let cluster = cluster_nodes::RedisCluster::start();
+        let store = RedisStore::connect_cluster(&cluster.urls(), RedisOptions::default()).unwrap();
+        assert!(store.wait_notices_connected(DEADLINE).await);
+        Fixture {
+            store,
+            _server: None,
+            _cluster: Some(cluster),
         }
     }
 }
@@ -391,19 +412,7 @@ mod contract {
             Some(at_ms(super::unix_ms(now) - 1000))
         );
         let claimers: Vec<_> = (0..8)
-            .map(|_| {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    let mut mine = Vec::new();
-                    loop {
-                        let batch = store.claim_due("example.com", now, 3).await.unwrap();
-                        if batch.is_empty() {
-                            return mine;
-                        }
-                        mine.extend(batch);
-                    }
-                })
-            })
+            .map(|_| super::claims::spawn_claimer(store.clone(), "example.com", now, 3))
             .collect();
         let mut all = Vec::new();
         for c in claimers {
@@ -572,6 +581,15 @@ macro_rules! contract_tests {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let fixture = super::fixtures::redis().await;
+                    super::contract::$name(&fixture.store).await;
+                }
+            )*
+        }
+        mod redis_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let fixture = super::fixtures::redis_cluster().await;
                     super::contract::$name(&fixture.store).await;
                 }
             )*

@@ -2,10 +2,14 @@
 //! layout, outages (fail fast, recover by itself) and several instances
 //! sharing one server.
 
+#[path = "common/claims.rs"]
+mod claims;
+#[path = "common/layout.rs"]
+mod layout;
 #[path = "common/redis.rs"]
 mod redis_server;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -75,28 +79,9 @@ async fn layout_is_the_documented_render_key_family() {
     let p = page("<html><body>rendered</body></html>");
     store.put(&k, &p, HOUR).await.unwrap();
 
-    // The HTML is a plain string: `redis-cli GET render:<d>:<p>` shows the page.
-    let html: Vec<u8> = raw.get("render:example.com:/a/b").unwrap();
-    assert_eq!(html, p.html.to_vec());
-    let meta: HashMap<String, String> = raw.hgetall("render-meta:example.com:/a/b").unwrap();
-    assert_eq!(meta["status"], "301");
-    assert_eq!(meta["etag"], "\"e1\"");
+    assert_eq!(k.to_string(), "render:example.com:/a/b");
+    let meta = layout::assert_page_layout(&mut raw, &k, &p, HOUR);
     assert_eq!(meta["rendered_at"], "1790000000123");
-    assert_eq!(meta["expires_at"], "1790003600123");
-    assert_eq!(meta["settings_hash"], "s1");
-    assert_eq!(meta["content_hash"], "c1");
-    let headers: Vec<(String, String)> = serde_json::from_str(&meta["headers"]).unwrap();
-    assert_eq!(headers, p.headers);
-    for name in ["render:example.com:/a/b", "render-meta:example.com:/a/b"] {
-        let pttl: i64 = raw.pttl(name).unwrap();
-        assert!(pttl > 0 && pttl <= 3_600_000, "{name}: {pttl}");
-    }
-    let score: Option<f64> = raw
-        .zscore("render-index:example.com", "render:example.com:/a/b")
-        .unwrap();
-    assert!(score.is_some());
-    let member: bool = raw.sismember("render-domains", "example.com").unwrap();
-    assert!(member);
 
     store.schedule(&k, at_ms(1_790_086_400_000)).await.unwrap();
     let due: Option<f64> = raw
@@ -311,19 +296,9 @@ async fn instances_sharing_redis_render_once_and_see_each_others_purges() {
     for k in &due {
         a.schedule(k, now - Duration::from_secs(1)).await.unwrap();
     }
-    let claim = |store: Arc<RedisStore>| {
-        tokio::spawn(async move {
-            let mut mine = Vec::new();
-            loop {
-                let batch = store.claim_due("example.com", now, 4).await.unwrap();
-                if batch.is_empty() {
-                    return mine;
-                }
-                mine.extend(batch);
-            }
-        })
-    };
-    let (from_a, from_b) = (claim(a.clone()), claim(b.clone()));
+    let claim =
+        |store: &Arc<RedisStore>| claims::spawn_claimer(store.clone(), "example.com", now, 4);
+    let (from_a, from_b) = (claim(&a), claim(&b));
     let mut all = from_a.await.unwrap();
     all.extend(from_b.await.unwrap());
     assert_eq!(all.len(), due.len());
@@ -337,43 +312,10 @@ async fn instances_sharing_redis_render_once_and_see_each_others_purges() {
 async fn purges_walk_large_keyspaces_and_spare_other_domains() {
     let server = RedisServer::start();
     let store = connect(&server).await;
-    let mut raw = server.raw();
-    // Filled directly, like a long-running deployment's keyspace.
-    let mut fill = redis::pipe();
-    for i in 0..3000 {
-        fill.set(format!("render:big.test:/p{i}"), "x").ignore();
-        fill.hset(format!("render-meta:big.test:/p{i}"), "status", "200")
-            .ignore();
-    }
-    let () = fill.query(&mut raw).unwrap();
-    for i in 0..10 {
-        store
-            .put(&key("small.test", &format!("/p{i}")), &page("p"), HOUR)
-            .await
-            .unwrap();
-    }
-    store.incr_renders("big.test", "2026-11").await.unwrap();
-    assert!(store
-        .try_lock(&key("big.test", "/p1"), "r", HOUR)
-        .await
-        .unwrap());
-
-    assert_eq!(store.purge_domain("big.test").await.unwrap(), 3000);
-    let left: Vec<String> = raw.keys("render*:big.test:*").unwrap();
-    let mut left: Vec<&str> = left.iter().map(String::as_str).collect();
-    left.sort();
-    // The running render's lock and the month's count survive a purge.
-    assert_eq!(
-        left,
-        vec!["render-lock:big.test:/p1", "render-quota:big.test:2026-11"]
-    );
-    assert_eq!(store.entries("small.test").await.unwrap(), 10);
-
-    assert_eq!(store.purge_all().await.unwrap(), 10);
-    let mut left: Vec<String> = raw.keys("*").unwrap();
-    left.sort();
-    assert_eq!(
-        left,
-        vec!["render-lock:big.test:/p1", "render-quota:big.test:2026-11"]
-    );
+    let all_keys = || {
+        let keys: Vec<String> = server.raw().keys("*").unwrap();
+        keys
+    };
+    layout::assert_purges_walk_large_keyspaces(&*store, &mut server.raw(), &page("p"), all_keys)
+        .await;
 }

@@ -13,7 +13,7 @@
 //! | key | type | holds | lifetime |
 //! |---|---|---|---|
 //! | `render:<key>` | string | the complete rendered HTML (`redis-cli GET` shows the page) | page TTL (cache TTL + stale window) |
-//! | `render-meta:<key>` | hash | `status`, `headers` (JSON list of `[name, value]`), `etag`, `rendered_at`, `expires_at` (Unix ms), `settings_hash`, `content_hash` | same TTL, written with the page in one MULTI/EXEC |
+//! | `render-meta:<key>` | hash | `status`, `headers` (JSON list of `[name, value]`), `etag`, `rendered_at`, `expires_at` (Unix ms), `settings_hash`, `content_hash`; on a Redis Cluster also `html_sha256` (hex SHA-256 of the HTML it belongs to) | same TTL, written with the page in one MULTI/EXEC (on a Redis Cluster: right after the HTML) |
 //! | `render-lock:<key>` | string | owner id of the instance rendering the page (`SET NX PX`) | the render lock's TTL; released by an owner-checked script |
 //! | `render-index:<domain>` | sorted set | member `render:<key>`, score = last access (Unix ms): LRU order for `max_entries` eviction | no TTL; members of expired pages are dropped when noticed |
 //! | `render-due:<domain>` | sorted set | member `render:<key>`, score = next refresh due (Unix ms) | no TTL; claimed members are removed (each refreshed once cluster-wide) |
@@ -26,17 +26,15 @@
 //!
 //! # Redis Cluster
 //!
-//! The two page keys are fixed by the product's contract and carry no hash
-//! tag, so `render:<key>` and `render-meta:<key>` may live on different
-//! slots. In Cluster mode the page write cannot be one MULTI/EXEC: it
-//! becomes two writes (HTML first, metadata second; a reader that finds
-//! only one of them treats the page as a miss, so a torn write is never
-//! served). The per-domain scripts (eviction, claiming, pruning) touch page
-//! keys they do not declare, which Cluster refuses: they would run
-//! client-side there (ZPOPMIN/ZREM to claim, then per-key deletes), and
-//! SCAN-based purges would visit every primary. `render-index:`,
-//! `render-due:` and `render-quota:` are per domain and can take a
-//! `{<domain>}` hash tag if they ever need to share a slot.
+//! The same layout, with no hash tags, on a Redis Cluster
+//! ([`RedisStore::connect_cluster`]). `render:<key>` and
+//! `render-meta:<key>` may live on different slots, so the page write is
+//! two writes (HTML first, then the metadata naming the HTML's digest) and
+//! a reader treats a missing half or a digest mismatch as a miss: a torn
+//! write is never served. Operations whose scripts would touch undeclared
+//! keys (eviction, pruning) run client-side there, and purges SCAN every
+//! primary. The reasoning is in the documentation of the cluster module
+//! (`cache::redis::cluster`).
 
 pub mod key;
 pub mod memory;
@@ -197,7 +195,8 @@ pub trait PageStore: Send + Sync {
     /// Whether the store answers (readiness: a failure means degraded).
     fn ping(&self) -> BoxFuture<'_, StoreResult<()>>;
 
-    /// `"redis"` or `"memory"`, for logs and the dashboard.
+    /// `"redis"`, `"redis-cluster"` or `"memory"`, for logs and the
+    /// dashboard.
     fn backend(&self) -> &'static str;
 }
 

@@ -3,6 +3,11 @@
 //! `render-` family (see the module documentation of `cache` for the
 //! layout). Commands fail fast when Redis is unreachable and the pool
 //! reconnects by itself when it returns.
+//!
+//! The same store runs on a Redis Cluster ([`RedisStore::connect_cluster`]);
+//! the few operations that span slots differ there (see `cluster`).
+
+mod cluster;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use deadpool_redis::{Manager, Pool, Runtime};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
+use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Script};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
@@ -126,9 +132,82 @@ impl Default for RedisOptions {
     }
 }
 
-/// Page store and coordination on one Redis server.
+/// Where the commands go.
+enum Backend {
+    Single(Pool),
+    Cluster(Arc<cluster::LazyCluster>),
+}
+
+/// Where the notice subscription connects: the configured nodes and, on
+/// a cluster, every node the cluster reports, so that it can move on when
+/// its node fails even if only one was configured.
+struct NoticeNodes {
+    configured: Vec<redis::Client>,
+    cluster: Option<Arc<cluster::LazyCluster>>,
+}
+
+impl NoticeNodes {
+    /// The nodes to try in turn, configured ones first.
+    async fn candidates(&self) -> Vec<redis::Client> {
+        let mut nodes = self.configured.clone();
+        if let (Some(cluster), Some(template)) = (&self.cluster, self.configured.first()) {
+            match cluster::node_clients(cluster, template).await {
+                Ok(found) => {
+                    for node in found {
+                        let addr = node.get_connection_info().addr();
+                        if !nodes.iter().any(|n| n.get_connection_info().addr() == addr) {
+                            nodes.push(node);
+                        }
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "redis cluster nodes not listed"),
+            }
+        }
+        nodes
+    }
+}
+
+/// One connection of either backend, so that commands on a single key
+/// (which the cluster routes by slot) are written once for both.
+enum Conn {
+    Single(deadpool_redis::Connection),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Page store and coordination on one Redis server or a Redis Cluster.
 pub struct RedisStore {
-    pool: Pool,
+    backend: Backend,
     done_tx: broadcast::Sender<String>,
     purge_tx: broadcast::Sender<PurgeEvent>,
     notices_connected: watch::Receiver<bool>,
@@ -150,8 +229,7 @@ impl RedisStore {
     /// runtime). Only the URL is checked here: Redis may be down at start
     /// and come up later; [`PageStore::ping`] says whether it answers.
     pub fn connect(url: &str, options: RedisOptions) -> StoreResult<Arc<RedisStore>> {
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| StoreError::Config("the redis store needs a Tokio runtime".to_owned()))?;
+        let runtime = current_runtime()?;
         if options.pool_max_size == 0 {
             return Err(StoreError::Config(
                 "redis pool size must be at least 1".to_owned(),
@@ -170,18 +248,41 @@ impl RedisStore {
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
         let client = redis::Client::open(url)?;
+        Ok(RedisStore::start(
+            &runtime,
+            Backend::Single(pool),
+            vec![client],
+            options,
+        ))
+    }
+
+    /// Starts the notice subscriber (on the next of `notice_nodes` after
+    /// each failure) around a prepared backend.
+    fn start(
+        runtime: &tokio::runtime::Handle,
+        backend: Backend,
+        notice_nodes: Vec<redis::Client>,
+        options: RedisOptions,
+    ) -> Arc<RedisStore> {
+        let notice_nodes = NoticeNodes {
+            configured: notice_nodes,
+            cluster: match &backend {
+                Backend::Cluster(cluster) => Some(cluster.clone()),
+                Backend::Single(_) => None,
+            },
+        };
         let (done_tx, _) = broadcast::channel(NOTICE_CHANNEL_CAPACITY);
         let (purge_tx, _) = broadcast::channel(NOTICE_CHANNEL_CAPACITY);
         let (connected_tx, notices_connected) = watch::channel(false);
         let subscriber = runtime.spawn(run_subscriber(
-            client,
+            notice_nodes,
             done_tx.clone(),
             purge_tx.clone(),
             connected_tx,
             options,
         ));
-        Ok(Arc::new(RedisStore {
-            pool,
+        Arc::new(RedisStore {
+            backend,
             done_tx,
             purge_tx,
             notices_connected,
@@ -190,7 +291,7 @@ impl RedisStore {
             prune_script: Script::new(PRUNE_SCRIPT),
             evict_script: Script::new(EVICT_SCRIPT),
             claim_script: Script::new(CLAIM_SCRIPT),
-        }))
+        })
     }
 
     /// Whether the notice subscription (`render-done`, `render-purge`)
@@ -208,32 +309,27 @@ impl RedisStore {
             .is_ok_and(|r| r.is_ok())
     }
 
-    async fn conn(&self) -> StoreResult<deadpool_redis::Connection> {
-        self.pool.get().await.map_err(|e| match e {
-            deadpool_redis::PoolError::Backend(e) => StoreError::Redis(e),
-            other => StoreError::Pool(other.to_string()),
-        })
+    async fn conn(&self) -> StoreResult<Conn> {
+        match &self.backend {
+            Backend::Single(pool) => pool.get().await.map(Conn::Single).map_err(|e| match e {
+                deadpool_redis::PoolError::Backend(e) => StoreError::Redis(e),
+                other => StoreError::Pool(other.to_string()),
+            }),
+            Backend::Cluster(cluster) => cluster.get().await.map(Conn::Cluster),
+        }
     }
 
     async fn get_page(&self, key: &CacheKey) -> StoreResult<Option<StoredPage>> {
-        let mut conn = self.conn().await?;
+        let mut conn = match self.conn().await? {
+            Conn::Cluster(conn) => return cluster::get_page(conn, key).await,
+            single => single,
+        };
         let (html, meta): (Option<Vec<u8>>, HashMap<String, String>) = redis::pipe()
             .get(key.to_string())
             .hgetall(key.meta_key())
             .query_async(&mut conn)
             .await?;
-        let Some(html) = html else { return Ok(None) };
-        if meta.is_empty() {
-            // Half of a page (e.g. torn by a failover): a miss, never served.
-            return Ok(None);
-        }
-        match decode_meta(html, &meta) {
-            Some(page) => Ok(Some(page)),
-            None => {
-                tracing::warn!(key = %key, "unreadable page metadata; treated as a miss");
-                Ok(None)
-            }
-        }
+        Ok(html.and_then(|html| decode_page(key, html, &meta)))
     }
 
     async fn put_page(&self, key: &CacheKey, page: &StoredPage, ttl: Duration) -> StoreResult<()> {
@@ -241,36 +337,21 @@ impl RedisStore {
             return Ok(());
         }
         let ttl_ms = ttl_millis(ttl);
+        let mut conn = match self.conn().await? {
+            Conn::Cluster(conn) => return cluster::put_page(conn, key, page, ttl_ms).await,
+            single => single,
+        };
         let name = key.to_string();
-        let meta_key = key.meta_key();
-        let headers = serde_json::to_string(&page.headers)
-            .map_err(|e| StoreError::Config(format!("headers not serialisable: {e}")))?;
-        let fields = [
-            (F_STATUS, page.status.to_string()),
-            (F_HEADERS, headers),
-            (F_ETAG, page.etag.clone()),
-            (F_RENDERED_AT, unix_millis(page.rendered_at).to_string()),
-            (F_EXPIRES_AT, unix_millis(page.expires_at).to_string()),
-            (F_SETTINGS_HASH, page.settings_hash.clone()),
-            (F_CONTENT_HASH, page.content_hash.clone()),
-        ];
-        let mut conn = self.conn().await?;
-        redis::pipe()
-            .atomic()
+        let fields = encode_meta(page)?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .cmd("SET")
             .arg(&name)
             .arg(page.html.as_ref())
             .arg("PX")
             .arg(ttl_ms)
-            .ignore()
-            .del(&meta_key)
-            .ignore()
-            .hset_multiple(&meta_key, &fields)
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&meta_key)
-            .arg(ttl_ms)
-            .ignore()
+            .ignore();
+        write_meta(&mut pipe, &key.meta_key(), &fields, ttl_ms)
             .zadd(
                 index_key(key.domain()),
                 &name,
@@ -286,7 +367,10 @@ impl RedisStore {
 
     async fn delete_page(&self, key: &CacheKey) -> StoreResult<bool> {
         let name = key.to_string();
-        let mut conn = self.conn().await?;
+        let mut conn = match self.conn().await? {
+            Conn::Cluster(conn) => return cluster::delete_page(conn, key).await,
+            single => single,
+        };
         let (removed,): (u64,) = redis::pipe()
             .atomic()
             .del(&[name.as_str(), key.meta_key().as_str()])
@@ -306,18 +390,19 @@ impl RedisStore {
         let mut conn = self.conn().await?;
         let removed = scan_unlink(&mut conn, &format!("{PAGE_KEY_PREFIX}{domain}:*")).await?;
         scan_unlink(&mut conn, &format!("{META_KEY_PREFIX}{domain}:*")).await?;
-        redis::pipe()
-            .del(&[index_key(&domain), due_key(&domain)])
-            .ignore()
-            .srem(DOMAINS_KEY, &domain)
-            .ignore()
-            .publish(
-                PURGE_CHANNEL,
-                PurgeEvent::Domain(domain.clone()).to_message(),
-            )
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
+        run_each(
+            &mut conn,
+            vec![
+                redis::Cmd::del(index_key(&domain)),
+                redis::Cmd::del(due_key(&domain)),
+                redis::Cmd::srem(DOMAINS_KEY, &domain),
+                redis::Cmd::publish(
+                    PURGE_CHANNEL,
+                    PurgeEvent::Domain(domain.clone()).to_message(),
+                ),
+            ],
+        )
+        .await?;
         Ok(removed)
     }
 
@@ -327,20 +412,96 @@ impl RedisStore {
         for prefix in [META_KEY_PREFIX, INDEX_KEY_PREFIX, DUE_KEY_PREFIX] {
             scan_unlink(&mut conn, &format!("{prefix}*")).await?;
         }
-        redis::pipe()
-            .del(DOMAINS_KEY)
-            .ignore()
-            .publish(PURGE_CHANNEL, PurgeEvent::All.to_message())
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
+        run_each(
+            &mut conn,
+            vec![
+                redis::Cmd::del(DOMAINS_KEY),
+                redis::Cmd::publish(PURGE_CHANNEL, PurgeEvent::All.to_message()),
+            ],
+        )
+        .await?;
         Ok(removed)
     }
 }
 
+/// Commands that need not be atomic together: one pipeline on a single
+/// server; one by one, in order, on a cluster, where their keys may sit on
+/// different slots.
+async fn run_each(conn: &mut Conn, commands: Vec<redis::Cmd>) -> StoreResult<()> {
+    if let Conn::Cluster(conn) = conn {
+        return cluster::run_all(conn, commands).await;
+    }
+    let mut pipe = redis::pipe();
+    for command in commands {
+        pipe.add_command(command).ignore();
+    }
+    pipe.query_async::<()>(conn).await?;
+    Ok(())
+}
+
+fn current_runtime() -> StoreResult<tokio::runtime::Handle> {
+    tokio::runtime::Handle::try_current()
+        .map_err(|_| StoreError::Config("the redis store needs a Tokio runtime".to_owned()))
+}
+
+/// Replaces the metadata hash of a page, with its TTL.
+fn write_meta<'p>(
+    pipe: &'p mut redis::Pipeline,
+    meta_key: &str,
+    fields: &[(&str, String)],
+    ttl_ms: u64,
+) -> &'p mut redis::Pipeline {
+    pipe.del(meta_key)
+        .ignore()
+        .hset_multiple(meta_key, fields)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(meta_key)
+        .arg(ttl_ms)
+        .ignore()
+}
+
+/// Announces on the purge channel that these pages went.
+async fn announce_pages<C>(conn: &mut C, keys: &[CacheKey]) -> StoreResult<()>
+where
+    C: redis::aio::ConnectionLike + Send,
+{
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut announce = redis::pipe();
+    for key in keys {
+        announce
+            .publish(PURGE_CHANNEL, PurgeEvent::Page(key.clone()).to_message())
+            .ignore();
+    }
+    announce.query_async::<()>(conn).await?;
+    Ok(())
+}
+
+/// The metadata hash of a page.
+fn encode_meta(page: &StoredPage) -> StoreResult<Vec<(&'static str, String)>> {
+    let headers = serde_json::to_string(&page.headers)
+        .map_err(|e| StoreError::Config(format!("headers not serialisable: {e}")))?;
+    Ok(vec![
+        (F_STATUS, page.status.to_string()),
+        (F_HEADERS, headers),
+        (F_ETAG, page.etag.clone()),
+        (F_RENDERED_AT, unix_millis(page.rendered_at).to_string()),
+        (F_EXPIRES_AT, unix_millis(page.expires_at).to_string()),
+        (F_SETTINGS_HASH, page.settings_hash.clone()),
+        (F_CONTENT_HASH, page.content_hash.clone()),
+    ])
+}
+
 /// Deletes every key matching `pattern`, SCAN by SCAN (never KEYS, which
 /// would stall the server on a large keyspace); returns how many went.
-async fn scan_unlink(conn: &mut deadpool_redis::Connection, pattern: &str) -> StoreResult<u64> {
+/// On a cluster every primary is scanned.
+async fn scan_unlink(conn: &mut Conn, pattern: &str) -> StoreResult<u64> {
+    let conn = match conn {
+        Conn::Cluster(conn) => return cluster::scan_unlink(conn, pattern).await,
+        Conn::Single(conn) => conn,
+    };
     let mut cursor: u64 = 0;
     let mut removed = 0;
     loop {
@@ -363,6 +524,24 @@ async fn scan_unlink(conn: &mut deadpool_redis::Connection, pattern: &str) -> St
         }
         cursor = next;
     }
+}
+
+/// The page from its two halves; `None` (a miss, never served) when the
+/// metadata is missing (half of a page, e.g. torn by a failover) or
+/// unreadable.
+fn decode_page(
+    key: &CacheKey,
+    html: Vec<u8>,
+    meta: &HashMap<String, String>,
+) -> Option<StoredPage> {
+    if meta.is_empty() {
+        return None;
+    }
+    let page = decode_meta(html, meta);
+    if page.is_none() {
+        tracing::warn!(key = %key, "unreadable page metadata; treated as a miss");
+    }
+    page
 }
 
 fn decode_meta(html: Vec<u8>, meta: &HashMap<String, String>) -> Option<StoredPage> {
@@ -394,10 +573,11 @@ fn parse_keys(members: Vec<String>) -> Vec<CacheKey> {
 }
 
 /// Keeps one subscription to `render-done` and `render-purge` alive,
-/// reconnecting with backoff; after a reconnect it announces
-/// [`PurgeEvent::All`] because purges may have been missed meanwhile.
+/// reconnecting with backoff (to the next of `nodes` each time); after a
+/// reconnect it announces [`PurgeEvent::All`] because purges may have been
+/// missed meanwhile.
 async fn run_subscriber(
-    client: redis::Client,
+    nodes: NoticeNodes,
     done_tx: broadcast::Sender<String>,
     purge_tx: broadcast::Sender<PurgeEvent>,
     connected: watch::Sender<bool>,
@@ -405,7 +585,17 @@ async fn run_subscriber(
 ) {
     let mut retry = SUBSCRIBER_RETRY_MIN;
     let mut was_connected = false;
+    let mut candidates = Vec::new();
+    let mut next = 0;
     loop {
+        if next >= candidates.len() {
+            candidates = nodes.candidates().await;
+            next = 0;
+        }
+        let Some(client) = candidates.get(next) else {
+            return;
+        };
+        next += 1;
         let subscribed = async {
             let pubsub = tokio::time::timeout(options.connect_timeout, client.get_async_pubsub())
                 .await
@@ -510,7 +700,10 @@ impl PageStore for RedisStore {
     }
 
     fn backend(&self) -> &'static str {
-        "redis"
+        match self.backend {
+            Backend::Single(_) => "redis",
+            Backend::Cluster(_) => "redis-cluster",
+        }
     }
 }
 
@@ -595,7 +788,10 @@ impl Coordination for RedisStore {
     ) -> BoxFuture<'a, StoreResult<Vec<CacheKey>>> {
         async move {
             let domain = &normalize_host(domain)?;
-            let mut conn = self.conn().await?;
+            let mut conn = match self.conn().await? {
+                Conn::Cluster(conn) => return cluster::evict_over(conn, domain, max_entries).await,
+                single => single,
+            };
             let evicted: Vec<String> = self
                 .evict_script
                 .key(index_key(domain))
@@ -606,15 +802,7 @@ impl Coordination for RedisStore {
                 .invoke_async(&mut conn)
                 .await?;
             let evicted = parse_keys(evicted);
-            if !evicted.is_empty() {
-                let mut announce = redis::pipe();
-                for key in &evicted {
-                    announce
-                        .publish(PURGE_CHANNEL, PurgeEvent::Page(key.clone()).to_message())
-                        .ignore();
-                }
-                announce.query_async::<()>(&mut conn).await?;
-            }
+            announce_pages(&mut conn, &evicted).await?;
             Ok(evicted)
         }
         .boxed()
@@ -623,7 +811,10 @@ impl Coordination for RedisStore {
     fn entries<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, StoreResult<u64>> {
         async move {
             let domain = &normalize_host(domain)?;
-            let mut conn = self.conn().await?;
+            let mut conn = match self.conn().await? {
+                Conn::Cluster(conn) => return cluster::entries(conn, domain).await,
+                single => single,
+            };
             let live: u64 = self
                 .prune_script
                 .key(index_key(domain))

@@ -2,10 +2,13 @@
 //! process, local origin servers, Redis, and Chromium helpers.
 #![allow(dead_code)]
 
+pub mod claims;
 pub mod handler_origin;
+pub mod layout;
 pub mod origin;
 pub mod proxy;
 pub mod redis;
+pub mod redis_cluster;
 pub mod spa;
 
 use std::path::PathBuf;

@@ -1,0 +1,167 @@
+//! A real 3-primary Redis Cluster for tests: three `redis-server
+//! --cluster-enabled yes` on free ports, joined with `redis-cli --cluster
+//! create`, without persistence; every node is killed when dropped.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the nodes may take to start and agree on the slot map.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
+/// Primaries in the test cluster (the smallest cluster Redis accepts).
+const PRIMARIES: usize = 3;
+/// Redis listens for the cluster bus on the client port plus this.
+const BUS_PORT_OFFSET: u16 = 10000;
+
+pub struct RedisCluster {
+    ports: Vec<u16>,
+    nodes: Vec<Option<Child>>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let mut cluster = RedisCluster::unstarted();
+        cluster.create();
+        cluster
+    }
+
+    /// A cluster on reserved ports that is not running yet ([`create`]
+    /// starts it): for clients that must cope with it coming up late.
+    pub fn unstarted() -> RedisCluster {
+        let ports = free_ports(PRIMARIES);
+        RedisCluster {
+            nodes: ports.iter().map(|_| None).collect(),
+            ports,
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+
+    /// Starts the nodes, joins them into a cluster and waits until every
+    /// node reports `cluster_state:ok`.
+    pub fn create(&mut self) {
+        for (node, &port) in self.nodes.iter_mut().zip(&self.ports) {
+            *node = Some(start_node(port, self.dir.path()));
+        }
+        for &port in &self.ports {
+            wait_until(port, "answers PING", || {
+                cli(port, &["PING"]).is_some_and(|out| out.trim() == "PONG")
+            });
+        }
+        let addresses: Vec<String> = self
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli must be installed (apt install redis-tools)");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        for &port in &self.ports {
+            wait_until(port, "reports cluster_state:ok", || {
+                cli(port, &["CLUSTER", "INFO"]).is_some_and(|out| out.contains("cluster_state:ok"))
+            });
+        }
+    }
+
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+
+    /// One `redis://127.0.0.1:P` URL per node, as `--redis` lists them.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .collect()
+    }
+
+    /// A plain synchronous cluster connection, for inspecting the raw
+    /// layout.
+    pub fn raw(&self) -> redis::cluster::ClusterConnection {
+        redis::cluster::ClusterClient::new(self.urls())
+            .expect("cluster urls")
+            .get_connection()
+            .expect("connect to the test cluster")
+    }
+
+    /// Kills one node (its slots become unavailable).
+    pub fn kill(&mut self, node: usize) {
+        if let Some(mut child) = self.nodes[node].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in 0..self.nodes.len() {
+            self.kill(node);
+        }
+    }
+}
+
+fn start_node(port: u16, dir: &std::path::Path) -> Child {
+    let config = dir.join(format!("nodes-{port}.conf"));
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--cluster-enabled", "yes", "--cluster-config-file"])
+        .arg(&config)
+        .arg("--dir")
+        .arg(dir)
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (apt install redis-server)")
+}
+
+/// `redis-cli -p PORT ARGS…`'s output, `None` if it failed.
+fn cli(port: u16, args: &[&str]) -> Option<String> {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn wait_until(port: u16, what: &str, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < STARTUP_DEADLINE,
+            "cluster node on port {port} never {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Distinct free ports whose cluster bus ports are free too.
+fn free_ports(count: usize) -> Vec<u16> {
+    let mut ports = Vec::new();
+    let mut held = Vec::new();
+    while ports.len() < count {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = listener.local_addr().expect("bound address").port();
+        let bus_free = port
+            .checked_add(BUS_PORT_OFFSET)
+            .is_some_and(|bus| TcpListener::bind(("127.0.0.1", bus)).is_ok());
+        if bus_free && !ports.contains(&port) {
+            ports.push(port);
+        }
+        // Held until all are chosen so that the same port is not handed out twice.
+        held.push(listener);
+    }
+    ports
+}
