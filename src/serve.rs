@@ -71,8 +71,8 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn CacheStore>> {
         StoreTarget::Redis(url) => {
             RedisStore::connect(url, RedisOptions::default()).context("redis")?
         }
-        StoreTarget::RedisCluster(_) => {
-            anyhow::bail!("redis: Redis Cluster is not supported by this build")
+        StoreTarget::RedisCluster(nodes) => {
+            RedisStore::connect_cluster(nodes, RedisOptions::default()).context("redis")?
         }
     })
 }
