@@ -17,7 +17,7 @@ use crate::admin::stats::DomainStats;
 use crate::admin::{Admin, Health};
 use crate::bot::{BotDetector, Family};
 use crate::cache::{CacheStore, MemoryStore, PurgeEvent, RedisOptions, RedisStore};
-use crate::config::{Config, StoreTarget};
+use crate::config::{Config, Role, StoreTarget};
 use crate::listener::{self, ListenerLimits};
 use crate::metrics::{Metrics, PoolFigures};
 use crate::prerender::{store_call, Prerenderer};
@@ -78,6 +78,12 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn CacheStore>> {
 }
 
 pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
+    if config.role != Role::All {
+        anyhow::bail!(
+            "role: {:?} needs the Redis-backed job queue, which this version does not have; run every instance with --role all",
+            config.role
+        );
+    }
     raise_fd_limit();
     let bots = Arc::new(bot_detector(
         &config.bot_families,
