@@ -5,8 +5,9 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 
 /// chromiumoxide logs one WARN per request for CDP events Chromium renamed
-/// (harmless drift, see docs/ARCHITECTURE.md): keep its handler to errors.
-const DEFAULT_FILTER: &str = "info,chromiumoxide::handler=error,chromiumoxide::conn=error";
+/// (harmless protocol drift) and an ERROR for every browser it closes; the
+/// pool reports crashes and recycles itself, so its handler stays quiet.
+const DEFAULT_FILTER: &str = "info,chromiumoxide::handler=off,chromiumoxide::conn=off";
 
 pub fn init(format: LogFormat) {
     let filter =

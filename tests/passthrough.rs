@@ -241,3 +241,44 @@ async fn origin_down_is_502_and_slow_origin_is_504() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_then_exits() {
+    let origin = Origin::start(|_req: Request<Incoming>| async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Response::new(full("finished"))
+    })
+    .await;
+    let mut proxy = ProxyProcess::start(&["--origin", &origin.url()]);
+    let url = proxy.url("/slow-but-fine");
+    let in_flight = tokio::spawn(async move { get(&url, &[("user-agent", FIREFOX)]).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    unsafe {
+        libc::kill(proxy.pid() as i32, libc::SIGTERM);
+    }
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "finished");
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = proxy.child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // No Chromium left behind by the pool.
+    let leftovers = std::process::Command::new("pgrep")
+        .args(["-P", &proxy.pid().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        leftovers.stdout.is_empty(),
+        "children left: {}",
+        String::from_utf8_lossy(&leftovers.stdout)
+    );
+}
