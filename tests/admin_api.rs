@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::proxy::{get, send, ProxyProcess, GOOGLEBOT};
+use common::proxy::{get, send, ProxyProcess};
 use common::spa::Spa;
 
 const HOST: &str = "www.example.test";
@@ -27,17 +27,11 @@ fn start(spa: &Spa, token: Option<&str>) -> ProxyProcess {
     if let Some(t) = token {
         args.extend(["--admin-token", t]);
     }
-    let mut p = ProxyProcess::start(&args);
-    p.wait_until("/readyz", Duration::from_secs(30));
-    p
+    ProxyProcess::start_ready(&args)
 }
 
 async fn bot(proxy: &ProxyProcess, path: &str) -> common::proxy::Reply {
-    get(
-        &proxy.url(path),
-        &[("host", HOST), ("user-agent", GOOGLEBOT)],
-    )
-    .await
+    proxy.crawl(HOST, path).await
 }
 
 fn auth() -> (&'static str, String) {

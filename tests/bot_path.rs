@@ -34,17 +34,11 @@ fn small(origin: &str) -> Vec<String> {
 
 fn start(args: &[String]) -> ProxyProcess {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut p = ProxyProcess::start(&refs);
-    p.wait_until("/readyz", Duration::from_secs(30));
-    p
+    ProxyProcess::start_ready(&refs)
 }
 
 async fn bot(proxy: &ProxyProcess, path: &str) -> common::proxy::Reply {
-    get(
-        &proxy.url(path),
-        &[("host", HOST), ("user-agent", GOOGLEBOT)],
-    )
-    .await
+    proxy.crawl(HOST, path).await
 }
 
 fn config_file(toml: &str) -> tempfile::TempPath {

@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::proxy::{get, send, ProxyProcess, GOOGLEBOT};
+use common::proxy::{send, ProxyProcess};
 use common::redis_cluster::RedisCluster;
 use common::spa::Spa;
 use futures::future::join_all;
@@ -29,17 +27,11 @@ fn instance(spa: &Spa, redis: &str) -> ProxyProcess {
         "--admin-token",
         TOKEN,
     ];
-    let mut p = ProxyProcess::start(&args);
-    p.wait_until("/readyz", Duration::from_secs(30));
-    p
+    ProxyProcess::start_ready(&args)
 }
 
 async fn bot(proxy: &ProxyProcess, path: &str) -> common::proxy::Reply {
-    get(
-        &proxy.url(path),
-        &[("host", HOST), ("user-agent", GOOGLEBOT)],
-    )
-    .await
+    proxy.crawl(HOST, path).await
 }
 
 #[tokio::test]

@@ -57,6 +57,22 @@ impl ProxyProcess {
         p
     }
 
+    /// Starts `serve` and waits until `/readyz` says a browser is up.
+    pub fn start_ready(args: &[&str]) -> ProxyProcess {
+        let mut p = Self::start(args);
+        p.wait_until("/readyz", Duration::from_secs(30));
+        p
+    }
+
+    /// `GET path` on `host` as Googlebot.
+    pub async fn crawl(&self, host: &str, path: &str) -> Reply {
+        get(
+            &self.url(path),
+            &[("host", host), ("user-agent", GOOGLEBOT)],
+        )
+        .await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
