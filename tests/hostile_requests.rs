@@ -59,7 +59,7 @@ fn req(line: &str, headers: &[&str]) -> Vec<u8> {
     s.into_bytes()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hostile_request_gets_its_4xx_and_never_reaches_the_origin() {
     let origin = counting_origin().await;
     let proxy = ProxyProcess::start(&["--origin", &origin.url(), "--domain", "www.example.test"]);
@@ -199,7 +199,7 @@ async fn every_hostile_request_gets_its_4xx_and_never_reaches_the_origin() {
     assert_eq!(r.status, 200);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_from_clients_never_change_the_site() {
     let origin = counting_origin().await;
     let proxy = ProxyProcess::start(&["--origin", &origin.url(), "--domain", "www.example.test"]);
@@ -241,7 +241,7 @@ async fn forwarding_headers_from_clients_never_change_the_site() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_are_closed_after_the_header_timeout() {
     let origin = counting_origin().await;
     let proxy = ProxyProcess::start(&["--origin", &origin.url(), "--header-read-timeout", "2"]);
@@ -278,4 +278,176 @@ async fn slowloris_connections_are_closed_after_the_header_timeout() {
     );
     assert!(start.elapsed() < Duration::from_secs(10));
     assert_eq!(origin.hits("/"), 0);
+}
+
+/// Two hundred and more malformed requests, built from families of defects:
+/// each is refused with a 4xx (or the connection is closed when the bytes
+/// are not HTTP at all), none reaches the origin, and the proxy stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_malformed_requests_never_reach_the_origin() {
+    let origin = counting_origin().await;
+    // A short head deadline: requests the parser waits on close quickly.
+    let proxy = ProxyProcess::start(&[
+        "--origin",
+        &origin.url(),
+        "--domain",
+        "www.example.test",
+        "--header-read-timeout",
+        "1",
+    ]);
+    let host = "Host: www.example.test";
+    let mut cases: Vec<Vec<u8>> = Vec::new();
+    // Broken request lines.
+    for line in [
+        "GET",
+        "GET /",
+        "GET / HTTP/9.9",
+        "GET / HTTP/1.1 extra",
+        "/ HTTP/1.1",
+        "GET  / HTTP/1.1",
+        "GET / http/1.1",
+        "G@T / HTTP/1.1",
+        "GET\t/\tHTTP/1.1",
+        "GET / HTTP/1.",
+        "GET / HTTP/",
+        "GET / HTTP/11",
+        "\x00GET / HTTP/1.1",
+    ] {
+        cases.push(req(line, &[host]));
+    }
+    // Bad percent-encoding, encoded controls and escapes in many positions.
+    for enc in [
+        "%", "%0", "%g0", "%0g", "%%", "%00", "%0a", "%0d", "%0D%0A", "%zz", "%1", "%C0%",
+    ] {
+        for prefix in ["/", "/a/", "/a/b/"] {
+            cases.push(req(&format!("GET {prefix}{enc}x HTTP/1.1"), &[host]));
+            cases.push(req(&format!("GET {prefix}?q={enc} HTTP/1.1"), &[host]));
+        }
+    }
+    // Dot-segments that climb above the root, raw and encoded.
+    for path in [
+        "/../x",
+        "/a/../../x",
+        "/%2e%2e/x",
+        "/a/%2E%2E/%2e%2e/x",
+        "/./../x",
+        "/a/b/../../../x",
+        "/%2e%2E/%2E%2e/x",
+        "/.%2e/x",
+        "/%2e./x",
+        "/a/./../../x",
+    ] {
+        cases.push(req(&format!("GET {path} HTTP/1.1"), &[host]));
+    }
+    // Hosts that are not host names.
+    for bad in [
+        "",
+        " ",
+        "a b",
+        "a/b",
+        "a\\b",
+        "a@b",
+        "[::1",
+        "::1",
+        "a:",
+        "a:-1",
+        "a:65536",
+        "a:1:2",
+        "a..b",
+        ".",
+        "..",
+        "-",
+        "a_b c",
+        "www.example.test:80@evil.test",
+        "evil.test#www.example.test",
+        "www.example.test/evil",
+        "%77ww.example.test",
+        "www.example.test%00",
+        "ünïcode.test",
+    ] {
+        cases.push(req("GET / HTTP/1.1", &[&format!("Host: {bad}")]));
+    }
+    // Controls in header names and values.
+    for raw in [
+        b"X-A: a\rb".to_vec(),
+        b"X-A: a\0b".to_vec(),
+        b"X A: b".to_vec(),
+        b"X-A : b".to_vec(),
+        b": b".to_vec(),
+        b"X-A\x7f: b".to_vec(),
+        b"X-A: \x01".to_vec(),
+        b"(X): b".to_vec(),
+    ] {
+        let mut r = b"GET / HTTP/1.1\r\nHost: www.example.test\r\n".to_vec();
+        r.extend_from_slice(&raw);
+        r.extend_from_slice(b"\r\n\r\n");
+        cases.push(r);
+    }
+    // Oversized parts, at several sizes past the limits.
+    for kib in [9, 16, 33, 40] {
+        cases.push(req(
+            &format!("GET /{} HTTP/1.1", "a".repeat(kib * 1024)),
+            &[host],
+        ));
+    }
+    for kib in [33, 38, 64] {
+        cases.push(req(
+            "GET / HTTP/1.1",
+            &[host, &format!("X-Big: {}", "b".repeat(kib * 1024))],
+        ));
+    }
+    for n in [200, 500] {
+        let headers: Vec<String> = (0..n).map(|i| format!("X-H{i}: v")).collect();
+        let mut all: Vec<&str> = vec![host];
+        all.extend(headers.iter().map(String::as_str));
+        cases.push(req("GET / HTTP/1.1", &all));
+    }
+    // Duplicate and conflicting hosts, absolute forms naming other hosts.
+    for other in [
+        "evil.test",
+        "www.example.test.evil",
+        "127.0.0.1",
+        "[::1]",
+        "WWW.EXAMPLE.TEST.EVIL",
+    ] {
+        cases.push(req("GET / HTTP/1.1", &[host, &format!("Host: {other}")]));
+        cases.push(req(&format!("GET http://{other}/ HTTP/1.1"), &[host]));
+    }
+    // Random bytes that are not HTTP.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for len in (1..70).map(|i| i * 7) {
+        let mut bytes = Vec::with_capacity(len + 4);
+        for _ in 0..len {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            bytes.push((seed & 0xff) as u8);
+        }
+        bytes.extend_from_slice(b"\r\n\r\n");
+        cases.push(bytes);
+    }
+    assert!(cases.len() >= 200, "only {} cases", cases.len());
+
+    for (i, bytes) in cases.iter().enumerate() {
+        if let Some(status) = raw(proxy.port, bytes) {
+            assert!(
+                (400..500).contains(&status),
+                "case {i}: {:?} answered {status}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(80)])
+            );
+        }
+    }
+    let total: usize = origin.hits.lock().unwrap().values().sum();
+    assert_eq!(
+        total,
+        0,
+        "malformed requests reached the origin: {:?}",
+        origin.hits.lock().unwrap()
+    );
+    let r = get(
+        &proxy.url("/ok"),
+        &[("host", "www.example.test"), ("user-agent", FIREFOX)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "the proxy is still serving");
 }
