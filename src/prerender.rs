@@ -69,8 +69,9 @@ impl RenderFailure {
 
 pub type RenderOutcome = Result<Arc<Rendered>, RenderFailure>;
 
-/// Work to run once a render's page is stored (dropped unrun otherwise).
-pub type OnStored = Box<dyn FnOnce() + Send>;
+/// Work to run once a render's page is stored, given that page (dropped
+/// unrun otherwise).
+pub type OnStored = Box<dyn FnOnce(&StoredPage) + Send>;
 
 /// Told as each render starts, before its document is fetched (the
 /// refresher's content poller takes its baseline of the origin document
@@ -349,7 +350,7 @@ impl Prerenderer {
                     self.health.set_degraded("store", false);
                     self.after_store(key, site, now).await;
                     if let Some(on_stored) = on_stored {
-                        on_stored();
+                        on_stored(&page);
                     }
                 }
                 Err(e) => {

@@ -19,7 +19,9 @@
 //!   If-Modified-Since from the previous answer's validators) and the page
 //!   is re-rendered only if it changed: a `304`, or a body (with status and
 //!   `Location`) whose SHA-256 matches the baseline, means unchanged. See
-//!   [`ContentPoller`].
+//!   [`ContentPoller`]. An unchanged page whose cached copy would expire
+//!   before the next poll (plus a render) is re-rendered anyway, so a
+//!   polled site stays cached however long its documents stay the same.
 //!
 //! # Bounds
 //!
@@ -63,7 +65,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::cache::{quota_month, CacheKey, CacheStore};
+use crate::cache::{quota_month, CacheKey, CacheStore, StoredPage};
 use crate::config::{Config, Plan, Role, Site};
 use crate::prerender::{store_call, OnStored, Prerenderer, RenderObserver, RenderOutcome};
 use crate::proxy::forward::{origin_uri, OriginClient};
@@ -406,7 +408,30 @@ impl Refresher {
         self.reschedule(&key, due).await;
     }
 
-    /// One agency_plus poll: re-render on change, else come back after `every`.
+    /// Whether the cached page of a polled `key` stops being fresh before
+    /// the poll after this one could replace it (or is gone already):
+    /// unchanged pages are re-rendered in time, so a polled site stays
+    /// cached however long its documents stay the same.
+    async fn expires_before_next_poll(&self, key: &CacheKey, every: Duration) -> bool {
+        let expiry = match self.poller.page_expiry(key) {
+            Some(t) => t,
+            None => match store_call(self.store().get(key)).await {
+                Ok(Some(page)) => {
+                    self.poller.set_page_expiry(key, page.expires_at);
+                    page.expires_at
+                }
+                Ok(None) => return true,
+                Err(e) => {
+                    tracing::warn!(key = %key, error = %e, "refresher cannot read a polled page");
+                    return false;
+                }
+            },
+        };
+        expiry <= SystemTime::now() + every + self.config.render_timeout
+    }
+
+    /// One agency_plus poll: re-render on change (or before the cached page
+    /// expires), else come back after `every`.
     async fn poll(self: &Arc<Self>, key: CacheKey, site: Arc<Site>, every: Duration) {
         self.polls.fetch_add(1, Ordering::Relaxed);
         match self.poller.poll(&key, &site).await {
@@ -422,7 +447,12 @@ impl Refresher {
                 self.rerender(key, site, every).await;
             }
             PollOutcome::Unchanged | PollOutcome::BaselineRecorded => {
-                self.reschedule(&key, SystemTime::now() + every).await;
+                if self.expires_before_next_poll(&key, every).await {
+                    tracing::debug!(key = %key, "unchanged, but the cached page would expire before the next poll; re-rendering");
+                    self.rerender(key, site, every).await;
+                } else {
+                    self.reschedule(&key, SystemTime::now() + every).await;
+                }
             }
             PollOutcome::Failed(e) => {
                 tracing::warn!(key = %key, error = %e, "origin poll failed");
@@ -433,12 +463,15 @@ impl Refresher {
 }
 
 /// What the origin document looked like at one poll: its validators and
-/// a SHA-256 over status, `Location` and body.
+/// a SHA-256 over status, `Location` and body; plus when the cached page
+/// stops being fresh, if known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Baseline {
     pub etag: Option<String>,
     pub last_modified: Option<String>,
     pub digest: [u8; 32],
+    /// `expires_at` of the page as last stored (by this instance) or read.
+    pub page_expires_at: Option<SystemTime>,
 }
 
 /// The result of polling one page's origin document.
@@ -521,6 +554,23 @@ impl ContentPoller {
         self.baselines.lock().peek(&key.to_string()).cloned()
     }
 
+    /// When the cached page of `key` stops being fresh, as far as this
+    /// poller knows.
+    pub fn page_expiry(&self, key: &CacheKey) -> Option<SystemTime> {
+        self.baselines
+            .lock()
+            .peek(&key.to_string())
+            .and_then(|b| b.page_expires_at)
+    }
+
+    /// Notes when the cached page of `key` stops being fresh (no effect
+    /// without a baseline).
+    pub fn set_page_expiry(&self, key: &CacheKey, expires_at: SystemTime) {
+        if let Some(b) = self.baselines.lock().peek_mut(&key.to_string()) {
+            b.page_expires_at = Some(expires_at);
+        }
+    }
+
     /// Number of baselines held.
     pub fn len(&self) -> usize {
         self.baselines.lock().len()
@@ -543,7 +593,13 @@ impl ContentPoller {
             (Fetched::NotModified, None) => PollOutcome::Failed(PollError::UnexpectedNotModified),
             (Fetched::Document(new), Some(old)) if new.digest == old.digest => {
                 // Same bytes: keep the newest validators.
-                self.baselines.lock().put(name, new);
+                self.baselines.lock().put(
+                    name,
+                    Baseline {
+                        page_expires_at: old.page_expires_at,
+                        ..new
+                    },
+                );
                 PollOutcome::Unchanged
             }
             (Fetched::Document(_), Some(_)) => PollOutcome::Changed,
@@ -617,6 +673,7 @@ impl ContentPoller {
                 etag: text(header::ETAG),
                 last_modified: text(header::LAST_MODIFIED),
                 digest: document_digest(status, text(header::LOCATION).as_deref(), &body),
+                page_expires_at: None,
             }))
         };
         match tokio::time::timeout(self.timeout, exchange).await {
@@ -658,7 +715,11 @@ impl RenderObserver for ContentPoller {
                 Ok(Fetched::Document(baseline)) => {
                     let baselines = self.baselines.clone();
                     let name = key.to_string();
-                    let on_stored: OnStored = Box::new(move || {
+                    let on_stored: OnStored = Box::new(move |page: &StoredPage| {
+                        let baseline = Baseline {
+                            page_expires_at: Some(page.expires_at),
+                            ..baseline
+                        };
                         baselines.lock().put(name, baseline);
                     });
                     Some(on_stored)
@@ -882,8 +943,20 @@ mod tests {
         assert!(p.baseline(&k).is_none());
         // A stored one does, so the next poll compares with it.
         let on_stored = p.render_starting(&k, &site).await.unwrap();
-        on_stored();
+        let expires_at = SystemTime::now() + Duration::from_secs(3600);
+        let page = StoredPage {
+            html: Bytes::from_static(b"<html>r1</html>"),
+            status: 200,
+            headers: vec![],
+            etag: "\"e\"".into(),
+            rendered_at: SystemTime::now(),
+            expires_at,
+            settings_hash: String::new(),
+            content_hash: String::new(),
+        };
+        on_stored(&page);
         assert!(p.baseline(&k).is_some());
+        assert_eq!(p.page_expiry(&k), Some(expires_at));
         *doc.body.lock() = "<html>r2</html>".into();
         assert!(matches!(p.poll(&k, &site).await, PollOutcome::Changed));
     }

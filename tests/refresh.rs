@@ -221,6 +221,38 @@ async fn agency_plus_polls_the_origin_and_re_renders_only_on_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_polled_page_is_re_rendered_before_it_expires() {
+    let spa = Spa::start().await;
+    spa.set_validators(true);
+    let redis = RedisServer::start();
+    let cfg = config(
+        &spa,
+        &redis,
+        "agency_plus",
+        "[plans.agency_plus]\npoll_every = \"2s\"\ncache_ttl = \"8s\"",
+    );
+    let proxy = start(&cfg);
+    assert_eq!(
+        bot(&proxy, "/evergreen").await.header("x-prerender-cache"),
+        Some("MISS")
+    );
+    let rendered = rendered_at(&redis, "/evergreen");
+    // Twice the TTL later, crawlers have been served from the cache all along.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(16) {
+        let r = bot(&proxy, "/evergreen").await;
+        assert_eq!(
+            r.header("x-prerender-cache"),
+            Some("HIT"),
+            "after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_ne!(rendered_at(&redis, "/evergreen"), rendered, "re-rendered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_refresh_each_due_page_once_per_period() {
     let spa = Spa::start().await;
     let redis = RedisServer::start();
