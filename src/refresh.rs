@@ -738,6 +738,7 @@ impl RenderObserver for ContentPoller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::{Coordination, PageStore};
     use crate::cli::ServeArgs;
     use crate::config::file::FileConfig;
     use http_body_util::Full;
@@ -973,6 +974,235 @@ mod tests {
         assert_eq!(p.len(), 4);
         assert!(p.baseline(&key("/p9")).is_some());
         assert!(p.baseline(&key("/p0")).is_none());
+    }
+
+    /// Renders instantly (or never, while `hold` is set), counting calls.
+    struct FakeRenderer {
+        calls: AtomicU64,
+        fail: AtomicBool,
+        hold: AtomicBool,
+    }
+
+    impl crate::prerender::PageRenderer for FakeRenderer {
+        fn render(
+            &self,
+            _job: crate::render::RenderJob,
+        ) -> BoxFuture<'_, Result<crate::render::RenderedPage, crate::render::RenderError>>
+        {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let fail = self.fail.load(Ordering::SeqCst);
+            let hold = self.hold.load(Ordering::SeqCst);
+            async move {
+                if hold {
+                    futures::future::pending::<()>().await;
+                }
+                if fail {
+                    return Err(crate::render::RenderError::Timeout);
+                }
+                Ok(crate::render::RenderedPage {
+                    status: 200,
+                    headers: vec![],
+                    html: "<html>page</html>".into(),
+                    elapsed: Duration::from_millis(1),
+                    snapshot_on_ready_timeout: false,
+                })
+            }
+            .boxed()
+        }
+    }
+
+    struct Rig {
+        refresher: Arc<Refresher>,
+        prerender: Arc<Prerenderer>,
+        renderer: Arc<FakeRenderer>,
+        store: Arc<crate::cache::MemoryStore>,
+        site: Arc<Site>,
+    }
+
+    /// A refresher over the embedded store and a fake renderer, one site
+    /// `a.test` on a plan with the given fields, one render worker.
+    fn rig(plan_fields: &str) -> Rig {
+        let toml = format!(
+            "browsers = 1\ntabs_per_browser = 1\n[plans.p]\n{plan_fields}\n[[sites]]\ndomain = \"a.test\"\norigin = \"http://127.0.0.1:9\"\nplan = \"p\"\n"
+        );
+        let config = Arc::new(
+            Config::from_parts(&ServeArgs::default(), FileConfig::parse(&toml).unwrap()).unwrap(),
+        );
+        let site = config.sites.lookup("a.test").unwrap().clone();
+        let renderer = Arc::new(FakeRenderer {
+            calls: AtomicU64::new(0),
+            fail: AtomicBool::new(false),
+            hold: AtomicBool::new(false),
+        });
+        let store = crate::cache::MemoryStore::new(1 << 20);
+        let prerender = Prerenderer::new(
+            config.clone(),
+            store.clone(),
+            renderer.clone(),
+            Arc::new(crate::admin::Health::new(false)),
+        );
+        let refresher = Refresher::new(
+            config,
+            prerender.clone(),
+            OriginClient::new(Duration::from_secs(1)),
+        );
+        Rig {
+            refresher,
+            prerender,
+            renderer,
+            store,
+            site,
+        }
+    }
+
+    impl Rig {
+        async fn render(&self, path: &str) {
+            let out = self
+                .prerender
+                .render(&key(path), &self.site, Priority::Live)
+                .await
+                .unwrap();
+            assert!(out.stored);
+        }
+
+        async fn make_due(&self, path: &str) {
+            let past = SystemTime::now() - Duration::from_secs(1);
+            self.store.schedule(&key(path), past).await.unwrap();
+        }
+
+        /// The earliest scheduled refresh of the site (tests schedule one page).
+        async fn next_due(&self) -> Option<SystemTime> {
+            self.store.next_due("a.test").await.unwrap()
+        }
+
+        fn calls(&self) -> u64 {
+            self.renderer.calls.load(Ordering::SeqCst)
+        }
+
+        async fn settle(&self) {
+            for _ in 0..100 {
+                let q = self.prerender.queue_stats();
+                if q.live_pending + q.background_pending + q.running == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn within(t: Option<SystemTime>, from: Duration, to: Duration) -> bool {
+        let now = SystemTime::now();
+        t.is_some_and(|t| t > now + from && t <= now + to)
+    }
+
+    #[tokio::test]
+    async fn a_due_page_is_re_rendered_and_its_render_schedules_the_next_refresh() {
+        let r = rig("refresh_every = \"1h\"");
+        r.render("/a").await;
+        r.make_due("/a").await;
+        r.refresher.tick().await;
+        r.settle().await;
+        assert_eq!(r.calls(), 2);
+        assert_eq!(r.refresher.refreshes(), 1);
+        assert!(within(
+            r.next_due().await,
+            Duration::from_secs(3500),
+            Duration::from_secs(3600)
+        ));
+        // Not due again: the next tick leaves it alone.
+        r.refresher.tick().await;
+        r.settle().await;
+        assert_eq!(r.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_is_retried_later_not_lost() {
+        let r = rig("refresh_every = \"10m\"");
+        r.render("/a").await;
+        r.renderer.fail.store(true, Ordering::SeqCst);
+        r.make_due("/a").await;
+        r.refresher.tick().await;
+        r.settle().await;
+        assert_eq!(r.calls(), 2);
+        assert!(
+            within(
+                r.next_due().await,
+                Duration::from_secs(50),
+                FAILED_REFRESH_RETRY
+            ),
+            "retried within FAILED_REFRESH_RETRY, not after the plan's 10 minutes"
+        );
+        assert!(
+            r.store.get(&key("/a")).await.unwrap().is_some(),
+            "old page kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn claims_stop_while_the_background_backlog_is_full() {
+        let r = rig("refresh_every = \"1h\"");
+        for i in 0..10 {
+            r.render(&format!("/p{i}")).await;
+        }
+        r.renderer.hold.store(true, Ordering::SeqCst);
+        for i in 0..10 {
+            r.make_due(&format!("/p{i}")).await;
+        }
+        r.refresher.tick().await;
+        // One worker: BACKLOG_PER_WORKER × 1 claimed, the rest still due.
+        let still_due = r
+            .store
+            .claim_due("a.test", SystemTime::now(), 100)
+            .await
+            .unwrap();
+        assert_eq!(still_due.len(), 10 - BACKLOG_PER_WORKER);
+        assert_eq!(r.refresher.refreshes(), BACKLOG_PER_WORKER as u64);
+    }
+
+    #[tokio::test]
+    async fn a_used_up_quota_skips_the_domain_and_keeps_its_due_pages() {
+        let r = rig("refresh_every = \"1h\"\nmonthly_renders = 1");
+        r.render("/a").await;
+        r.make_due("/a").await;
+        r.refresher.tick().await;
+        r.settle().await;
+        assert_eq!(r.calls(), 1, "no render over the quota");
+        assert_eq!(r.refresher.refreshes(), 0);
+        let due = r
+            .store
+            .claim_due("a.test", SystemTime::now(), 10)
+            .await
+            .unwrap();
+        assert_eq!(due, vec![key("/a")], "kept due for next month");
+    }
+
+    #[tokio::test]
+    async fn due_pages_of_a_domain_no_longer_configured_are_dropped() {
+        let r = rig("refresh_every = \"1h\"");
+        let gone = CacheKey::new("gone.test", "/x", &[], false).unwrap();
+        let page = StoredPage {
+            html: Bytes::from_static(b"<html>x</html>"),
+            status: 200,
+            headers: vec![],
+            etag: "\"x\"".into(),
+            rendered_at: SystemTime::now(),
+            expires_at: SystemTime::now() + Duration::from_secs(3600),
+            settings_hash: String::new(),
+            content_hash: String::new(),
+        };
+        r.store
+            .put(&gone, &page, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        r.store
+            .schedule(&gone, SystemTime::now() - Duration::from_secs(1))
+            .await
+            .unwrap();
+        r.refresher.tick().await;
+        r.settle().await;
+        assert_eq!(r.calls(), 0);
+        assert_eq!(r.store.next_due("gone.test").await.unwrap(), None);
     }
 
     #[test]
