@@ -7,6 +7,7 @@
 //! - `proxy`: the public listener — host checks, human passthrough, bot path.
 //! - `cache`: cache keys and the page store (Redis or embedded).
 //! - `render`: the Chromium pool, one page render, and the render queue.
+//! - `refresh`: the refresher (scheduled re-renders, origin polling).
 //! - `admin`: the admin listener (health, readiness, API, metrics, dashboard).
 
 pub mod admin;
@@ -20,6 +21,7 @@ pub mod listener;
 pub mod metrics;
 pub mod prerender;
 pub mod proxy;
+pub mod refresh;
 pub mod render;
 pub mod render_command;
 pub mod serve;

@@ -279,7 +279,7 @@ pub struct Metrics {
     renders_total: IntCounterVec,
     /// `prerender_refreshes_total`: background re-renders started by the
     /// refresher (schedule, origin poll, `POST /api/v1/refresh`).
-    refreshes_total: IntCounter,
+    refreshes_total: SyncedCounter,
     /// `prerender_quota_exhausted_total{domain}`: renders refused because the
     /// domain's `monthly_renders` was used up; non-zero means bots of that
     /// domain get fail-open answers on misses until the month turns.
@@ -439,7 +439,7 @@ impl Metrics {
             requests_total,
             render_duration_seconds,
             renders_total,
-            refreshes_total,
+            refreshes_total: SyncedCounter::new(refreshes_total),
             quota_exhausted_total,
             queue_depth,
             dedup_joins_total: SyncedCounter::new(dedup_joins_total),
@@ -474,9 +474,9 @@ impl Metrics {
         }
     }
 
-    /// The refresher started one background re-render.
-    pub fn observe_refresh(&self) {
-        self.refreshes_total.inc();
+    /// Copies the refresher's cumulative count of re-renders it started.
+    pub fn sync_refreshes(&self, total: u64) {
+        self.refreshes_total.sync(total);
     }
 
     /// A render of `domain` was refused because its quota is used up.
@@ -599,7 +599,7 @@ mod tests {
     fn observe_everything(m: &Metrics) {
         m.observe_request(RequestKind::Bot, CacheResult::Hit);
         m.observe_render(RenderOutcome::Ok, Some(Duration::from_millis(1200)));
-        m.observe_refresh();
+        m.sync_refreshes(1);
         m.observe_quota_exhausted("example.com");
         m.observe_store_error();
         m.set_cache_entries("example.com", 42);

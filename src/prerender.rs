@@ -7,7 +7,7 @@
 //! the page atomically with its TTL and next refresh. Nothing failed, timed
 //! out or outside 2xx/3xx/404/410 is stored.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -19,7 +19,7 @@ use crate::admin::Health;
 use crate::cache::{quota_month, CacheKey, CacheStore, StoreError, StoredPage, WaitOutcome};
 use crate::config::{Config, Site};
 use crate::metrics::{Metrics, RenderOutcome as RenderMetric};
-use crate::render::queue::{Priority, QueueFull, QueueStats, RenderQueue};
+use crate::render::queue::{Priority, QueueFull, QueueStats, RenderQueue, Waiter};
 use crate::render::{BrowserPool, RenderError, RenderJob, RenderedPage};
 
 /// Failed renders are retried this many times when the error is retryable.
@@ -71,6 +71,24 @@ impl RenderFailure {
 
 pub type RenderOutcome = Result<Arc<Rendered>, RenderFailure>;
 
+/// Work to run once a render's page is stored, given that page (dropped
+/// unrun otherwise).
+pub type OnStored = Box<dyn FnOnce(&StoredPage) + Send>;
+
+/// Told as each render starts, before its document is fetched (the
+/// refresher's content poller takes its baseline of the origin document
+/// here, so a change during the render is never mistaken for the
+/// rendered content).
+pub trait RenderObserver: Send + Sync {
+    /// A render of `key` is about to start; the returned work runs if,
+    /// and only if, its page is stored.
+    fn render_starting<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        site: &'a Site,
+    ) -> BoxFuture<'a, Option<OnStored>>;
+}
+
 /// Statuses whose renders are cached (SPEC §2).
 pub fn is_cacheable(status: u16) -> bool {
     (200..400).contains(&status) || status == 404 || status == 410
@@ -86,6 +104,8 @@ pub struct Prerenderer {
     stats: Arc<DomainStats>,
     /// Owner id of this instance's render locks.
     owner: String,
+    /// Told about every render (set once, by the refresher).
+    observer: OnceLock<Arc<dyn RenderObserver>>,
 }
 
 impl Prerenderer {
@@ -113,7 +133,14 @@ impl Prerenderer {
             metrics,
             stats,
             owner,
+            observer: OnceLock::new(),
         })
+    }
+
+    /// Installs the observer told about every render; only the first call
+    /// takes effect (`false` for later ones).
+    pub fn set_observer(&self, observer: Arc<dyn RenderObserver>) -> bool {
+        self.observer.set(observer).is_ok()
     }
 
     pub fn store(&self) -> &Arc<dyn CacheStore> {
@@ -160,12 +187,24 @@ impl Prerenderer {
         self.submit(key, site, priority).map(|_| ())
     }
 
+    /// Queues a render of `key` (or joins the one under way) and returns
+    /// its outcome's receiver without waiting: the refresher follows its
+    /// refreshes this way to re-schedule the ones that fail.
+    pub fn enqueue_watched(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        site: &Arc<Site>,
+        priority: Priority,
+    ) -> Result<Waiter<RenderOutcome>, QueueFull> {
+        self.submit(key, site, priority)
+    }
+
     fn submit(
         self: &Arc<Self>,
         key: &CacheKey,
         site: &Arc<Site>,
         priority: Priority,
-    ) -> Result<crate::render::queue::Waiter<RenderOutcome>, QueueFull> {
+    ) -> Result<Waiter<RenderOutcome>, QueueFull> {
         let name = key.to_string();
         if let Some(w) = self.queue.join(&name) {
             return Ok(w);
@@ -267,6 +306,10 @@ impl Prerenderer {
                 }
             }
         }
+        let on_stored = match self.observer.get() {
+            Some(observer) => observer.render_starting(key, site).await,
+            None => None,
+        };
         let job = RenderJob {
             public_url,
             origin: site.origin.clone(),
@@ -324,6 +367,9 @@ impl Prerenderer {
                     self.stats.record_stored(domain, page.html.len() as u64);
                     self.health.set_degraded("store", false);
                     self.after_store(key, site, now).await;
+                    if let Some(on_stored) = on_stored {
+                        on_stored(&page);
+                    }
                 }
                 Err(e) => {
                     self.store_failed("put", &e);

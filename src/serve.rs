@@ -24,6 +24,7 @@ use crate::prerender::{store_call, Prerenderer};
 use crate::proxy::crawler::CrawlerPath;
 use crate::proxy::forward::OriginClient;
 use crate::proxy::PublicProxy;
+use crate::refresh::Refresher;
 use crate::render::{BrowserPool, PoolConfig};
 
 /// How often the store is pinged to keep readiness's `store` flag current.
@@ -38,6 +39,8 @@ pub struct Running {
     tasks: JoinSet<()>,
     prerender: Arc<Prerenderer>,
     pool: Arc<BrowserPool>,
+    /// The refresher, when this instance's role runs one.
+    pub refresher: Option<Arc<Refresher>>,
 }
 
 /// The browser pool's settings from the configuration.
@@ -123,6 +126,11 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         });
     }
     let origin = OriginClient::new(config.origin_timeout);
+    let refresher = Refresher::runs_in(config.role)
+        .then(|| Refresher::new(config.clone(), prerender.clone(), origin.clone()));
+    if let Some(refresher) = refresher.clone() {
+        metrics.on_scrape(move |m| m.sync_refreshes(refresher.refreshes()));
+    }
     let crawler = Arc::new(CrawlerPath::new(
         config.clone(),
         prerender.clone(),
@@ -166,6 +174,9 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         config.shutdown_timeout,
     ));
     tasks.spawn(forget_purged_pages(store.clone(), crawler, stop_rx.clone()));
+    if let Some(refresher) = &refresher {
+        refresher.spawn(&mut tasks, stop_rx.clone());
+    }
     tasks.spawn(watch_store(store, health.clone(), metrics, stop_rx));
     health.set_listeners_up();
     tracing::info!(%public_addr, %admin_addr, role = ?config.role, store = ?config.store, "listening");
@@ -177,6 +188,7 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         tasks,
         prerender,
         pool,
+        refresher,
     })
 }
 
