@@ -639,6 +639,26 @@ mod tests {
     }
 
     #[test]
+    fn the_grafana_dashboard_only_queries_exported_metrics() {
+        let dashboard = include_str!("../docs/grafana-dashboard.json");
+        let m = Metrics::new();
+        observe_everything(&m);
+        let text = m.render_text();
+        let names = regex::Regex::new(r"prerender_[a-z_]+").unwrap();
+        let mut seen = 0;
+        for found in names.find_iter(dashboard) {
+            let name = found.as_str();
+            let name = name.strip_suffix("_bucket").unwrap_or(name);
+            if name == "prerender_proxy" || name == "prerender_" {
+                continue;
+            }
+            seen += 1;
+            assert!(text.contains(&format!("# TYPE {name} ")), "the dashboard queries {name}, which is not exported");
+        }
+        assert!(seen >= 10, "the dashboard queries only {seen} metrics");
+    }
+
+    #[test]
     fn exposition_text_is_well_formed() {
         let m = Metrics::new();
         observe_everything(&m);
