@@ -653,7 +653,10 @@ mod tests {
                 continue;
             }
             seen += 1;
-            assert!(text.contains(&format!("# TYPE {name} ")), "the dashboard queries {name}, which is not exported");
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "the dashboard queries {name}, which is not exported"
+            );
         }
         assert!(seen >= 10, "the dashboard queries only {seen} metrics");
     }

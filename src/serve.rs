@@ -23,6 +23,7 @@ use crate::metrics::{Metrics, PoolFigures};
 use crate::prerender::{store_call, Prerenderer};
 use crate::proxy::crawler::CrawlerPath;
 use crate::proxy::forward::OriginClient;
+use crate::proxy::prepared::PreparedPages;
 use crate::proxy::PublicProxy;
 use crate::refresh::Refresher;
 use crate::render::{BrowserPool, PoolConfig};
@@ -131,10 +132,13 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     if let Some(refresher) = refresher.clone() {
         metrics.on_scrape(move |m| m.sync_refreshes(refresher.refreshes()));
     }
+    // Compressed copies of hot pages: a quarter of the embedded store's bound.
+    let prepared = Arc::new(PreparedPages::new(config.cache_max_bytes / 4));
     let crawler = Arc::new(CrawlerPath::new(
         config.clone(),
         prerender.clone(),
         origin.clone(),
+        prepared.clone(),
     ));
     let proxy = Arc::new(PublicProxy::new(
         config.sites.clone(),
@@ -144,7 +148,7 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         metrics.clone(),
         stats.clone(),
     ));
-    let api = Api::new(config.clone(), prerender.clone(), stats);
+    let api = Api::new(config.clone(), prerender.clone(), stats, prepared);
     let admin_api = Arc::new(Admin::new(
         health.clone(),
         metrics.clone(),

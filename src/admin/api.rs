@@ -17,6 +17,7 @@ use crate::cache::{quota_month, CacheKey, StoredPage};
 use crate::config::{Config, Site};
 use crate::listener::Body;
 use crate::prerender::{store_call, Prerenderer};
+use crate::proxy::prepared::PreparedPages;
 use crate::proxy::respond;
 use crate::render::queue::Priority;
 
@@ -25,6 +26,9 @@ pub struct Api {
     prerender: Arc<Prerenderer>,
     stats: Arc<DomainStats>,
     sitemaps: SitemapFetcher,
+    /// This instance's prepared copies: dropped with every purge at once
+    /// (other instances drop theirs on the purge notice).
+    prepared: Arc<PreparedPages>,
 }
 
 /// A refused call: its status and the message of `{"error": …}`.
@@ -65,12 +69,18 @@ fn rfc3339(t: SystemTime) -> String {
 }
 
 impl Api {
-    pub fn new(config: Arc<Config>, prerender: Arc<Prerenderer>, stats: Arc<DomainStats>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        prerender: Arc<Prerenderer>,
+        stats: Arc<DomainStats>,
+        prepared: Arc<PreparedPages>,
+    ) -> Self {
         Api {
             config,
             prerender,
             stats,
             sitemaps: SitemapFetcher::new(SitemapLimits::default()),
+            prepared,
         }
     }
 
@@ -164,6 +174,7 @@ impl Api {
                 .await
                 .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")))?;
             purged += u64::from(removed);
+            self.prepared.remove_prefix(&k.to_string());
         }
         tracing::info!(key = %key, purged, "purged a page");
         Ok(respond::json(
@@ -185,6 +196,7 @@ impl Api {
             .await
             .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")))?;
         self.stats.forget(&domain);
+        self.prepared.remove_prefix(&format!("render:{domain}:"));
         tracing::info!(%domain, purged, "purged a domain");
         Ok(respond::json(
             StatusCode::OK,
@@ -196,6 +208,7 @@ impl Api {
         let purged = store_call(self.prerender.store().purge_all())
             .await
             .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")))?;
+        self.prepared.remove_prefix("");
         tracing::info!(purged, "purged everything");
         Ok(respond::json(StatusCode::OK, &json!({ "purged": purged })))
     }

@@ -2,8 +2,11 @@
 //! or starts a render; any failure fails open (the origin's own answer with
 //! `X-Prerender-Cache: ERROR`) or answers 503, as the site chooses.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 use std::time::{Duration, SystemTime};
 
 use hyper::body::Incoming;
@@ -23,6 +26,36 @@ use crate::render::queue::Priority;
 
 /// A crawler is answered within the render timeout plus this (SPEC §3).
 const ANSWER_SLACK: Duration = Duration::from_millis(500);
+/// A prepared copy confirmed by the store this recently is served without
+/// asking the store again. Purges also drop copies at once through
+/// `render-purge`; this bound is what keeps "a purge takes effect on every
+/// instance within 1 s" true even when a notice is lost.
+const HIT_REVALIDATE_AFTER: Duration = Duration::from_secs(1);
+/// Accesses for LRU eviction are written to the store in batches this often…
+const TOUCH_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// …and at most this many distinct pages are remembered between flushes.
+const MAX_PENDING_TOUCHES: usize = 10_000;
+
+/// Writes the accesses recorded since the last flush, until the crawler
+/// path is dropped.
+async fn flush_touches(
+    pending: Weak<Mutex<HashMap<CacheKey, SystemTime>>>,
+    store: Arc<dyn crate::cache::CacheStore>,
+) {
+    loop {
+        tokio::time::sleep(TOUCH_FLUSH_INTERVAL).await;
+        let Some(pending) = pending.upgrade() else {
+            return;
+        };
+        let batch: Vec<(CacheKey, SystemTime)> = pending.lock().drain().collect();
+        drop(pending);
+        for (key, at) in batch {
+            if store_call(store.touch(&key, at)).await.is_err() {
+                break;
+            }
+        }
+    }
+}
 
 /// How a crawler request ended, for logs, metrics and stats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +80,9 @@ impl CacheResult {
 pub struct CrawlerPath {
     config: Arc<Config>,
     prerender: Arc<Prerenderer>,
-    prepared: PreparedPages,
+    prepared: Arc<PreparedPages>,
     origin: OriginClient,
+    touches: Arc<Mutex<HashMap<CacheKey, SystemTime>>>,
 }
 
 enum Lookup {
@@ -59,14 +93,23 @@ enum Lookup {
 }
 
 impl CrawlerPath {
-    pub fn new(config: Arc<Config>, prerender: Arc<Prerenderer>, origin: OriginClient) -> Self {
-        // Compressed copies of hot pages: a quarter of the embedded store's bound.
-        let prepared = PreparedPages::new(config.cache_max_bytes / 4);
+    pub fn new(
+        config: Arc<Config>,
+        prerender: Arc<Prerenderer>,
+        origin: OriginClient,
+        prepared: Arc<PreparedPages>,
+    ) -> Self {
+        let touches: Arc<Mutex<HashMap<CacheKey, SystemTime>>> = Arc::default();
+        tokio::spawn(flush_touches(
+            Arc::downgrade(&touches),
+            prerender.store().clone(),
+        ));
         CrawlerPath {
             config,
             prerender,
             prepared,
             origin,
+            touches,
         }
     }
 
@@ -100,14 +143,26 @@ impl CrawlerPath {
             }
         };
         let ttl = self.config.ttl_for(site);
+        let name = key.to_string();
+        let cache_control = HeaderValue::from_str(&site.plan.cache_control)
+            .unwrap_or(HeaderValue::from_static("public, max-age=3600"));
+        if !ttl.is_zero() {
+            if let Some(prepared) = self
+                .prepared
+                .recently_validated(&name, HIT_REVALIDATE_AFTER)
+            {
+                self.touch(&key);
+                return (
+                    prepared.respond(req.method(), req.headers(), "HIT", &cache_control),
+                    CacheResult::Hit,
+                );
+            }
+        }
         let lookup = if ttl.is_zero() {
             Lookup::Missing
         } else {
             self.lookup(&key, site).await
         };
-        let cache_control = HeaderValue::from_str(&site.plan.cache_control)
-            .unwrap_or(HeaderValue::from_static("public, max-age=3600"));
-        let name = key.to_string();
         match lookup {
             Lookup::Fresh(page) => {
                 let prepared = self.prepared.get_or_prepare(&name, &page);
@@ -192,11 +247,10 @@ impl CrawlerPath {
 
     /// Records the access for LRU eviction off the response path.
     fn touch(&self, key: &CacheKey) {
-        let store = self.prerender.store().clone();
-        let key = key.clone();
-        tokio::spawn(async move {
-            let _ = store_call(store.touch(&key, SystemTime::now())).await;
-        });
+        let mut pending = self.touches.lock();
+        if pending.len() < MAX_PENDING_TOUCHES || pending.contains_key(key) {
+            pending.insert(key.clone(), SystemTime::now());
+        }
     }
 
     /// Fail open with the origin's own answer, or 503 when the site says so.

@@ -5,7 +5,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -54,6 +54,15 @@ pub struct PreparedPage {
     pub identity: Bytes,
     gzip: Option<Bytes>,
     br: Option<Bytes>,
+    /// When this copy was last confirmed against the store (ms since `EPOCH`).
+    validated_ms: std::sync::atomic::AtomicU64,
+}
+
+/// Reference point of `validated_ms`.
+static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
+fn now_ms() -> u64 {
+    EPOCH.elapsed().as_millis() as u64
 }
 
 impl PreparedPage {
@@ -91,7 +100,18 @@ impl PreparedPage {
             identity: page.html.clone(),
             gzip,
             br,
+            validated_ms: std::sync::atomic::AtomicU64::new(now_ms()),
         }
+    }
+
+    fn mark_validated(&self) {
+        self.validated_ms
+            .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn validated_within(&self, max_age: Duration) -> bool {
+        now_ms().saturating_sub(self.validated_ms.load(std::sync::atomic::Ordering::Relaxed))
+            <= max_age.as_millis() as u64
     }
 
     /// Whether this prepared copy is the stored page (same render).
@@ -271,12 +291,21 @@ impl PreparedPages {
     pub fn get_or_prepare(&self, key: &str, page: &StoredPage) -> Arc<PreparedPage> {
         if let Some(p) = self.shard(key).lock().map.get(key) {
             if p.matches(page) {
+                p.mark_validated();
                 return p.clone();
             }
         }
         let prepared = Arc::new(PreparedPage::prepare(page));
         self.insert(key, prepared.clone());
         prepared
+    }
+
+    /// This instance's copy of `key` if the store confirmed it within
+    /// `max_age` and it is still fresh: a hit that needs no store call.
+    pub fn recently_validated(&self, key: &str, max_age: Duration) -> Option<Arc<PreparedPage>> {
+        let shard = self.shard(key).lock();
+        let p = shard.map.peek(key)?;
+        (p.validated_within(max_age) && SystemTime::now() < p.expires_at).then(|| p.clone())
     }
 
     pub fn insert(&self, key: &str, page: Arc<PreparedPage>) {
@@ -319,7 +348,6 @@ impl PreparedPages {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn page(html: &str) -> StoredPage {
         StoredPage {
@@ -408,6 +436,29 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, html.as_bytes());
+    }
+
+    #[test]
+    fn recently_validated_copies_expire_with_their_page_and_their_check() {
+        let cache = PreparedPages::new(1 << 20);
+        let mut fresh = page("fresh");
+        fresh.expires_at = SystemTime::now() + Duration::from_secs(60);
+        cache.get_or_prepare("k", &fresh);
+        assert!(cache
+            .recently_validated("k", Duration::from_secs(1))
+            .is_some());
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(cache
+            .recently_validated("k", Duration::from_millis(10))
+            .is_none());
+        cache.get_or_prepare("old", &page("expired long ago"));
+        assert!(cache
+            .recently_validated("old", Duration::from_secs(1))
+            .is_none());
+        cache.remove_prefix("k");
+        assert!(cache
+            .recently_validated("k", Duration::from_secs(1))
+            .is_none());
     }
 
     #[test]
