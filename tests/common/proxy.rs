@@ -47,6 +47,9 @@ impl ProxyProcess {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        // Its own process group: dropping the handle can then reach the
+        // browsers it launched even if the proxy itself cannot stop them.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd.spawn().expect("start prerender-proxy");
         let mut p = ProxyProcess {
             child,
@@ -103,17 +106,24 @@ impl ProxyProcess {
         self.child.id()
     }
 
-    /// SIGTERM and wait (bounded), then SIGKILL.
+    /// SIGTERM and wait (bounded) for the graceful shutdown that closes the
+    /// browsers, then SIGKILL whatever is left of the process group.
     pub fn stop(&mut self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        let pid = self.child.id() as i32;
+        if self.child.try_wait().ok().flatten().is_none() {
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
         }
         let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(30) {
+        while start.elapsed() < Duration::from_secs(10) {
             if self.child.try_wait().unwrap().is_some() {
-                return;
+                break;
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -138,10 +148,7 @@ pub fn raw_status(port: u16, path: &str) -> Option<u16> {
 
 impl Drop for ProxyProcess {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.stop();
     }
 }
 
