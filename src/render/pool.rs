@@ -79,6 +79,11 @@ const EXTRA_ARGS: &[&str] = &[
 /// interception (and saves processes).
 const DISABLED_FEATURES: &str = "IsolateOrigins,site-per-process,OptimizationHints,MediaRouter";
 
+/// Prefix of each pool's directory of browser profiles in the temp dir; it
+/// also marks the browsers of an instance that died (see
+/// `process::reap_orphaned_browsers`).
+const USER_DATA_PREFIX: &str = "prerender-browsers-";
+
 /// Figures for metrics and health.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PoolStats {
@@ -229,8 +234,16 @@ impl BrowserPool {
                 "browsers and tabs_per_browser must be at least 1".into(),
             ));
         }
+        let reaped =
+            super::process::reap_orphaned_browsers(&std::env::temp_dir(), USER_DATA_PREFIX);
+        if reaped > 0 {
+            tracing::warn!(
+                processes = reaped,
+                "killed browsers left behind by an instance that died"
+            );
+        }
         let root = tempfile::Builder::new()
-            .prefix("prerender-browsers-")
+            .prefix(USER_DATA_PREFIX)
             .tempdir()
             .map_err(|e| RenderError::LaunchFailed(format!("user data directory: {e}")))?;
         let root_path = root.path().to_path_buf();

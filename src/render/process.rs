@@ -118,6 +118,55 @@ pub(crate) fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
+/// Kills the browsers a previous instance left behind when it died without
+/// closing them (SIGKILL, OOM): their top process was re-parented to init
+/// (ppid 1) and its `--user-data-dir` lies under a `<prefix>*` directory in
+/// `temp_dir`. Every process of such a browser (they all carry the
+/// directory on their command line) is killed and the directory removed.
+/// Browsers of live instances have their proxy as parent and are left
+/// alone. Returns the number of processes killed.
+pub(crate) fn reap_orphaned_browsers(temp_dir: &std::path::Path, prefix: &str) -> usize {
+    let marker = format!("--user-data-dir={}/{prefix}", temp_dir.display());
+    let cmdline = |pid: u32| -> Option<String> {
+        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        Some(String::from_utf8_lossy(&raw).replace('\0', " "))
+    };
+    // The root directory (`<temp>/<prefix>XXXX`) named by a command line.
+    let root_of = |line: &str| -> Option<String> {
+        let start = line.find(&marker)? + "--user-data-dir=".len();
+        let rest = &line[start..];
+        let after_prefix = rest.find(prefix)? + prefix.len();
+        let end = rest[after_prefix..]
+            .find(['/', ' '])
+            .map_or(rest.len(), |i| after_prefix + i);
+        Some(rest[..end].to_string())
+    };
+    let parents = parent_map();
+    let orphan_roots: std::collections::HashSet<String> = parents
+        .iter()
+        .filter(|(_, &ppid)| ppid == 1)
+        .filter_map(|(&pid, _)| cmdline(pid))
+        .filter(|line| !line.contains("--type="))
+        .filter_map(|line| root_of(&line))
+        .collect();
+    if orphan_roots.is_empty() {
+        return 0;
+    }
+    let mut killed = 0;
+    for &pid in parents.keys() {
+        if let Some(line) = cmdline(pid) {
+            if root_of(&line).is_some_and(|r| orphan_roots.contains(&r)) {
+                signal(pid, libc::SIGKILL);
+                killed += 1;
+            }
+        }
+    }
+    for root in &orphan_roots {
+        let _ = std::fs::remove_dir_all(root);
+    }
+    killed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
