@@ -121,29 +121,23 @@ fn parse_host(raw: &str) -> Option<String> {
 }
 
 /// Refuses invalid percent-encoding, encoded NUL/CR/LF, and dot-segments
-/// that climb above the root (raw or percent-encoded).
+/// that climb above the root (raw or percent-encoded): whatever the cache
+/// key's normalisation refuses is refused for every request, crawler or not.
 pub fn validate_path(path: &str) -> Result<(), Rejection> {
-    if !path.starts_with('/') {
-        return Err(reject(
-            StatusCode::BAD_REQUEST,
-            "request target is not an absolute path",
-        ));
-    }
-    let decoded = decode_checked(path)?;
-    let mut depth: usize = 0;
-    for segment in decoded.split(|&b| b == b'/').skip(1) {
-        match segment {
-            b".." => {
-                depth = depth.checked_sub(1).ok_or(reject(
-                    StatusCode::BAD_REQUEST,
-                    "path climbs above the root",
-                ))?
-            }
-            b"." | b"" => {}
-            _ => depth += 1,
-        }
-    }
-    Ok(())
+    use crate::cache::KeyError;
+    crate::cache::key::normalize_path(path)
+        .map(|_| ())
+        .map_err(|e| {
+            let reason = match e {
+                KeyError::RelativePath => "request target is not an absolute path",
+                KeyError::InvalidPercentEncoding => "invalid percent-encoding",
+                KeyError::ControlCharacter => "NUL, CR or LF in the request target",
+                KeyError::EscapesRoot => "path climbs above the root",
+                KeyError::TooLong => "request target over 8 KiB",
+                _ => "malformed request target",
+            };
+            reject(StatusCode::BAD_REQUEST, reason)
+        })
 }
 
 fn validate_query(query: &str) -> Result<(), Rejection> {
