@@ -20,16 +20,18 @@ pub use site::{OnRenderFailure, Site, SiteTable};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:3000";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:3001";
-pub const DEFAULT_BROWSERS: u64 = 2;
-pub const DEFAULT_TABS_PER_BROWSER: u64 = 4;
-pub const DEFAULT_RENDERS_PER_BROWSER: u64 = 20;
-pub const DEFAULT_BROWSER_MAX_AGE: Duration = Duration::from_secs(3600);
-pub const DEFAULT_BROWSER_MAX_RSS_MB: u64 = 1024;
-pub const DEFAULT_RENDER_TIMEOUT: Duration = Duration::from_secs(20);
-pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
+// Defaults of the parts are owned by the parts; these are their config-facing forms.
+pub const DEFAULT_BROWSERS: u64 = crate::render::DEFAULT_BROWSERS as u64;
+pub const DEFAULT_TABS_PER_BROWSER: u64 = crate::render::DEFAULT_TABS_PER_BROWSER as u64;
+pub const DEFAULT_RENDERS_PER_BROWSER: u64 = crate::render::DEFAULT_RENDERS_PER_BROWSER as u64;
+pub const DEFAULT_BROWSER_MAX_AGE: Duration = crate::render::DEFAULT_BROWSER_MAX_AGE;
+pub const DEFAULT_BROWSER_MAX_RSS_MB: u64 =
+    crate::render::DEFAULT_BROWSER_MAX_RSS_BYTES / (1024 * 1024);
+pub const DEFAULT_RENDER_TIMEOUT: Duration = crate::render::DEFAULT_RENDER_TIMEOUT;
+pub const DEFAULT_READY_TIMEOUT: Duration = crate::render::DEFAULT_READY_TIMEOUT;
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_QUEUE_CAPACITY: u64 = 1000;
-pub const DEFAULT_CACHE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = crate::cache::DEFAULT_CACHE_MAX_BYTES;
 /// Passthrough waits this long for the origin's response head before a 504.
 pub const DEFAULT_ORIGIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Slowloris guard: a client has this long to send a complete request head.
