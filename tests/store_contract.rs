@@ -2,6 +2,9 @@
 //! store, a real redis-server and a real 3-primary Redis Cluster, so all
 //! keep the same semantics.
 
+#[path = "common/ports.rs"]
+mod ports;
+use ports::free_port;
 #[path = "common/redis.rs"]
 mod redis_server;
 

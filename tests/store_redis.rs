@@ -2,6 +2,9 @@
 //! layout, outages (fail fast, recover by itself) and several instances
 //! sharing one server.
 
+#[path = "common/ports.rs"]
+mod ports;
+use ports::free_port;
 #[path = "common/claims.rs"]
 mod claims;
 #[path = "common/layout.rs"]

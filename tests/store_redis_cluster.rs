@@ -3,6 +3,9 @@
 //! sharing one cluster (one render per key, purges seen everywhere, each
 //! due page claimed once), plus notices surviving the loss of a node.
 
+#[path = "common/ports.rs"]
+mod ports;
+use ports::free_port;
 #[path = "common/claims.rs"]
 mod claims;
 #[path = "common/redis_cluster.rs"]

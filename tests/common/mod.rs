@@ -6,11 +6,13 @@ pub mod claims;
 pub mod handler_origin;
 pub mod layout;
 pub mod origin;
+pub mod ports;
 pub mod proxy;
 pub mod redis;
 pub mod redis_cluster;
 pub mod spa;
 
+pub use ports::free_port;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -66,13 +68,4 @@ pub fn count_pool_processes(marker: &str) -> (usize, usize) {
         }
     }
     (alive, zombies)
-}
-
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

@@ -150,18 +150,14 @@ fn wait_until(port: u16, what: &str, mut ready: impl FnMut() -> bool) {
 /// Distinct free ports whose cluster bus ports are free too.
 fn free_ports(count: usize) -> Vec<u16> {
     let mut ports = Vec::new();
-    let mut held = Vec::new();
     while ports.len() < count {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-        let port = listener.local_addr().expect("bound address").port();
+        let port = super::free_port();
         let bus_free = port
             .checked_add(BUS_PORT_OFFSET)
             .is_some_and(|bus| TcpListener::bind(("127.0.0.1", bus)).is_ok());
-        if bus_free && !ports.contains(&port) {
+        if bus_free {
             ports.push(port);
         }
-        // Held until all are chosen so that the same port is not handed out twice.
-        held.push(listener);
     }
     ports
 }
