@@ -17,6 +17,7 @@ pub mod check_config;
 pub mod cli;
 pub mod config;
 pub mod is_bot;
+pub mod jobs;
 pub mod listener;
 pub mod metrics;
 pub mod prerender;

@@ -16,7 +16,10 @@ use sha2::{Digest, Sha256};
 
 use crate::admin::stats::DomainStats;
 use crate::admin::Health;
-use crate::cache::{quota_month, CacheKey, CacheStore, StoreError, StoredPage, WaitOutcome};
+use crate::cache::jobs::{JobLane, JobOutcome, JobQueue, SharedJob};
+use crate::cache::{
+    quota_month, CacheKey, CacheStore, StoreError, StoredPage, WaitOutcome, WAIT_POLL_INTERVAL,
+};
 use crate::config::{Config, Site};
 use crate::metrics::{Metrics, RenderOutcome as RenderMetric};
 use crate::render::queue::{Priority, QueueFull, QueueStats, RenderQueue, Waiter};
@@ -28,6 +31,36 @@ const RENDER_RETRIES: usize = 2;
 pub const STORE_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Times a job competes again for a lock whose holder gave up without a page.
 const LOCK_ATTEMPTS: usize = 3;
+/// A render lock is a lease this long, renewed every `LOCK_RENEW_EVERY`
+/// while the render runs: the lock of an instance that died (even by
+/// `kill -9`) is free again within one lease, not after a whole render
+/// timeout with its retries.
+pub const LOCK_LEASE: Duration = Duration::from_secs(6);
+const LOCK_RENEW_EVERY: Duration = Duration::from_secs(2);
+
+/// A proxy (`--role proxy`) waits this long past the render timeout for
+/// a renderer to take its job and finish it: enough for a job whose
+/// renderer died to be taken over and rendered again.
+pub const SHARED_JOB_WAIT_SLACK: Duration = Duration::from_secs(10);
+
+/// `X-Prerender-Error` reasons a renderer may report for a shared job.
+const REMOTE_REASONS: &[&str] = &[
+    "timeout",
+    "navigation",
+    "origin-error",
+    "browser-crash",
+    "renderer",
+    "shutdown",
+    "launch-failed",
+    "invalid-url",
+    "too-large",
+    "queue-full",
+    "quota",
+    "store",
+    "not-cached",
+    "renderer-lost",
+    "unknown-site",
+];
 
 /// What the crawler path needs from a renderer (the browser pool; a fake in unit tests).
 pub trait PageRenderer: Send + Sync {
@@ -94,10 +127,18 @@ pub fn is_cacheable(status: u16) -> bool {
     (200..400).contains(&status) || status == 404 || status == 410
 }
 
+/// Where this instance's renders happen.
+enum Executor {
+    /// In this process (`--role all` and `renderer`).
+    Local(Arc<dyn PageRenderer>),
+    /// By the renderers, through the shared job queue (`--role proxy`).
+    Shared(Arc<dyn JobQueue>),
+}
+
 pub struct Prerenderer {
     config: Arc<Config>,
     store: Arc<dyn CacheStore>,
-    renderer: Arc<dyn PageRenderer>,
+    executor: Executor,
     queue: RenderQueue<RenderOutcome>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
@@ -118,6 +159,50 @@ impl Prerenderer {
         stats: Arc<DomainStats>,
     ) -> Arc<Self> {
         let workers = config.browsers * config.tabs_per_browser;
+        Self::build(
+            config,
+            store,
+            Executor::Local(renderer),
+            workers,
+            health,
+            metrics,
+            stats,
+        )
+    }
+
+    /// A prerenderer that hands its renders to the renderers through the
+    /// shared job queue and waits for their outcome (`--role proxy`).
+    /// Every pending job may be waited on at once: the shared queue is the
+    /// bound.
+    pub fn dispatching(
+        config: Arc<Config>,
+        store: Arc<dyn CacheStore>,
+        jobs: Arc<dyn JobQueue>,
+        health: Arc<Health>,
+        metrics: Arc<Metrics>,
+        stats: Arc<DomainStats>,
+    ) -> Arc<Self> {
+        let waiters = config.queue_capacity;
+        Self::build(
+            config,
+            store,
+            Executor::Shared(jobs),
+            waiters,
+            health,
+            metrics,
+            stats,
+        )
+    }
+
+    fn build(
+        config: Arc<Config>,
+        store: Arc<dyn CacheStore>,
+        executor: Executor,
+        workers: usize,
+        health: Arc<Health>,
+        metrics: Arc<Metrics>,
+        stats: Arc<DomainStats>,
+    ) -> Arc<Self> {
         let owner = format!(
             "{}-{}-{:016x}",
             hostname(),
@@ -128,7 +213,7 @@ impl Prerenderer {
             queue: RenderQueue::new(config.queue_capacity, workers),
             config,
             store,
-            renderer,
+            executor,
             health,
             metrics,
             stats,
@@ -145,6 +230,12 @@ impl Prerenderer {
 
     pub fn store(&self) -> &Arc<dyn CacheStore> {
         &self.store
+    }
+
+    /// This instance's id: owner of its render locks, and its consumer
+    /// name in the shared job queue.
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
     pub fn queue_stats(&self) -> QueueStats {
@@ -209,10 +300,117 @@ impl Prerenderer {
         if let Some(w) = self.queue.join(&name) {
             return Ok(w);
         }
-        let job = self.clone().job(key.clone(), site.clone());
+        let job: BoxFuture<'static, RenderOutcome> = match &self.executor {
+            Executor::Local(_) => Box::pin(self.clone().job(key.clone(), site.clone())),
+            Executor::Shared(jobs) => {
+                Box::pin(self.clone().dispatch(jobs.clone(), key.clone(), priority))
+            }
+        };
         self.queue
-            .submit(&name, priority, Box::pin(job))
+            .submit(&name, priority, job)
             .map(|s| s.into_waiter())
+    }
+
+    /// Queues the render in the shared job queue and waits for a
+    /// renderer's outcome (`--role proxy`).
+    async fn dispatch(
+        self: Arc<Self>,
+        jobs: Arc<dyn JobQueue>,
+        key: CacheKey,
+        priority: Priority,
+    ) -> RenderOutcome {
+        let lane = match priority {
+            Priority::Live => JobLane::Live,
+            Priority::Background => JobLane::Background,
+        };
+        let job = SharedJob {
+            key: key.clone(),
+            lane,
+            queued_at: SystemTime::now(),
+        };
+        // Subscribed before the push, so an outcome announced right after
+        // it is not missed.
+        let mut done = jobs.subscribe_done();
+        let id = match store_call(jobs.push_job(&job, self.config.queue_capacity)).await {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                self.metrics.observe_render(RenderMetric::QueueFull, None);
+                return Err(RenderFailure::new(
+                    "queue-full",
+                    format!(
+                        "shared {} queue full ({} pending)",
+                        lane.name(),
+                        self.config.queue_capacity
+                    ),
+                ));
+            }
+            Err(e) => {
+                self.store_failed("push_job", &e);
+                return Err(RenderFailure::new("store", e.to_string()));
+            }
+        };
+        let deadline =
+            tokio::time::Instant::now() + self.config.render_timeout + SHARED_JOB_WAIT_SLACK;
+        let wanted = key.to_string();
+        loop {
+            match store_call(jobs.job_outcome(&key, &id)).await {
+                Ok(Some(JobOutcome::Stored)) => {
+                    return match store_call(self.store.get(&key)).await {
+                        Ok(Some(page)) => Ok(Arc::new(Rendered {
+                            page,
+                            stored: true,
+                            store_error: false,
+                            render_time: None,
+                        })),
+                        Ok(None) => Err(RenderFailure::new(
+                            "not-cached",
+                            "the rendered page was purged before it could be read",
+                        )),
+                        Err(e) => {
+                            self.store_failed("get", &e);
+                            Err(RenderFailure::new("store", e.to_string()))
+                        }
+                    }
+                }
+                Ok(Some(JobOutcome::Failed(reason))) => {
+                    let known = REMOTE_REASONS
+                        .iter()
+                        .find(|r| **r == reason)
+                        .copied()
+                        .unwrap_or("renderer");
+                    return Err(RenderFailure::new(
+                        known,
+                        format!("the renderer reported {reason}"),
+                    ));
+                }
+                Ok(None) => {}
+                // Keep waiting: Redis may answer again before the deadline.
+                Err(e) => self.store_failed("job_outcome", &e),
+            }
+            let poll = tokio::time::sleep(WAIT_POLL_INTERVAL);
+            tokio::pin!(poll);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {
+                        return Err(RenderFailure::new(
+                            "timeout",
+                            "no renderer finished the job in time",
+                        ))
+                    }
+                    _ = &mut poll => break,
+                    notice = done.recv() => match notice {
+                        Ok(k) if k == wanted => break,
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                        // Notices are gone for good: polling alone from now on.
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            (&mut poll).await;
+                            break;
+                        }
+                    },
+                }
+            }
+        }
     }
 
     fn store_failed(&self, op: &str, e: &StoreError) {
@@ -226,10 +424,8 @@ impl Prerenderer {
         let ttl = self.config.ttl_for(&site);
         let mut use_store = true;
         let mut locked = false;
-        let lock_ttl =
-            self.config.render_timeout * (RENDER_RETRIES as u32 + 1) + Duration::from_secs(5);
         for _ in 0..LOCK_ATTEMPTS {
-            match store_call(self.store.try_lock(&key, &self.owner, lock_ttl)).await {
+            match store_call(self.store.try_lock(&key, &self.owner, LOCK_LEASE)).await {
                 Ok(true) => {
                     locked = true;
                     break;
@@ -270,15 +466,42 @@ impl Prerenderer {
                 }
             }
         }
+        let lease = locked.then(|| self.renew_lock_lease(&key));
         let result = self
             .render_locked(&key, &site, public_url, ttl, use_store)
             .await;
+        if let Some(lease) = lease {
+            lease.abort();
+        }
         if locked {
             if let Err(e) = store_call(self.store.unlock(&key, &self.owner)).await {
                 self.store_failed("unlock", &e);
             }
         }
         result
+    }
+
+    /// Keeps this instance's render lock of `key` alive until aborted.
+    fn renew_lock_lease(self: &Arc<Self>, key: &CacheKey) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval_at(
+                tokio::time::Instant::now() + LOCK_RENEW_EVERY,
+                LOCK_RENEW_EVERY,
+            );
+            loop {
+                every.tick().await;
+                match store_call(this.store.extend_lock(&key, &this.owner, LOCK_LEASE)).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(key = %key, "render lock lost; another instance may render this page too");
+                        return;
+                    }
+                    Err(e) => this.store_failed("extend_lock", &e),
+                }
+            }
+        })
     }
 
     async fn render_locked(
@@ -316,9 +539,18 @@ impl Prerenderer {
             strip_scripts: site.strip_scripts,
             mobile: key.is_mobile(),
         };
+        let renderer = match &self.executor {
+            Executor::Local(renderer) => renderer,
+            Executor::Shared(_) => {
+                return Err(RenderFailure::new(
+                    "renderer",
+                    "this instance does not render",
+                ))
+            }
+        };
         let mut attempt = 0;
         let rendered = loop {
-            match self.renderer.render(job.clone()).await {
+            match renderer.render(job.clone()).await {
                 Ok(r) => break r,
                 Err(e) if e.is_retryable() && attempt < RENDER_RETRIES => {
                     attempt += 1;

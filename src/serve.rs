@@ -16,8 +16,10 @@ use crate::admin::auth::AdminAuth;
 use crate::admin::stats::DomainStats;
 use crate::admin::{Admin, Health};
 use crate::bot::{BotDetector, Family};
+use crate::cache::jobs::JobQueue;
 use crate::cache::{CacheStore, MemoryStore, PurgeEvent, RedisOptions, RedisStore};
 use crate::config::{Config, Role, StoreTarget};
+use crate::jobs::{spawn_backlog_watch, JobConsumer, SharedQueueFigures};
 use crate::listener::{self, ListenerLimits};
 use crate::metrics::{Metrics, PoolFigures};
 use crate::prerender::{store_call, Prerenderer};
@@ -33,13 +35,16 @@ const STORE_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A running server: its bound addresses and the handle to stop it.
 pub struct Running {
-    pub public_addr: SocketAddr,
+    /// The public listener's address (`None` for `--role renderer`, which
+    /// answers no public traffic).
+    pub public_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub health: Arc<Health>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
     prerender: Arc<Prerenderer>,
-    pool: Arc<BrowserPool>,
+    /// The browser pool (`None` for `--role proxy`).
+    pool: Option<Arc<BrowserPool>>,
     /// The refresher, when this instance's role runs one.
     pub refresher: Option<Arc<Refresher>>,
 }
@@ -69,61 +74,96 @@ pub fn bot_detector(
     BotDetector::new(families, extra).context("bot_patterns")
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn CacheStore>> {
+/// The page store and, on Redis, the shared job queue the split roles use.
+type Stores = (Arc<dyn CacheStore>, Option<Arc<dyn JobQueue>>);
+
+async fn open_store(config: &Config) -> anyhow::Result<Stores> {
     Ok(match &config.store {
-        StoreTarget::Embedded => MemoryStore::new(config.cache_max_bytes),
+        StoreTarget::Embedded => (MemoryStore::new(config.cache_max_bytes), None),
         StoreTarget::Redis(url) => {
-            RedisStore::connect(url, RedisOptions::default()).context("redis")?
+            let store = RedisStore::connect(url, RedisOptions::default()).context("redis")?;
+            (store.clone(), Some(store))
         }
         StoreTarget::RedisCluster(nodes) => {
-            RedisStore::connect_cluster(nodes, RedisOptions::default()).context("redis")?
+            let store =
+                RedisStore::connect_cluster(nodes, RedisOptions::default()).context("redis")?;
+            (store.clone(), Some(store))
         }
     })
 }
 
 pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
-    if config.role != Role::All {
-        anyhow::bail!(
-            "role: {:?} needs the Redis-backed job queue, which this version does not have; run every instance with --role all",
-            config.role
-        );
-    }
     raise_fd_limit();
     let bots = Arc::new(bot_detector(
         &config.bot_families,
         config.bot_patterns.as_deref(),
     )?);
-    let store = open_store(&config).await?;
-    let public = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
+    let (store, jobs) = open_store(&config).await?;
+    let jobs = match (config.role, jobs) {
+        (Role::All, _) => None,
+        (_, Some(jobs)) => Some(jobs),
+        (role, None) => anyhow::bail!("role: {role:?} needs --redis (the shared job queue)"),
+    };
+    let public = match config.role {
+        Role::Renderer => None,
+        _ => Some(
+            TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (listen)", config.listen))?,
+        ),
+    };
     let admin = TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin_listen)", config.admin_listen))?;
-    let public_addr = public.local_addr()?;
+    let public_addr = public.as_ref().map(|l| l.local_addr()).transpose()?;
     let admin_addr = admin.local_addr()?;
 
-    let health = Arc::new(Health::new(true));
-    let pool = BrowserPool::launch(pool_config(&config)?)
-        .await
-        .context("cannot launch the browser pool")?;
-    health.set_browser_up();
+    let renders_here = config.role != Role::Proxy;
+    let health = Arc::new(Health::new(renders_here));
     let metrics = Metrics::new();
     let stats = Arc::new(DomainStats::default());
-    let prerender = Prerenderer::new(
-        config.clone(),
-        store.clone(),
-        pool.clone(),
-        health.clone(),
-        metrics.clone(),
-        stats.clone(),
-    );
+    let (pool, prerender) = match (&jobs, renders_here) {
+        (Some(jobs), false) => {
+            let prerender = Prerenderer::dispatching(
+                config.clone(),
+                store.clone(),
+                jobs.clone(),
+                health.clone(),
+                metrics.clone(),
+                stats.clone(),
+            );
+            (None, prerender)
+        }
+        _ => {
+            let pool = BrowserPool::launch(pool_config(&config)?)
+                .await
+                .context("cannot launch the browser pool")?;
+            health.set_browser_up();
+            let prerender = Prerenderer::new(
+                config.clone(),
+                store.clone(),
+                pool.clone(),
+                health.clone(),
+                metrics.clone(),
+                stats.clone(),
+            );
+            (Some(pool), prerender)
+        }
+    };
+    let shared_queue = Arc::new(SharedQueueFigures::default());
     {
         let pool = pool.clone();
         let prerender = prerender.clone();
+        let shared_queue = jobs.as_ref().map(|_| shared_queue.clone());
         metrics.on_scrape(move |m| {
-            m.sync_pool(&PoolFigures::from(&pool.stats()));
+            if let Some(pool) = &pool {
+                m.sync_pool(&PoolFigures::from(&pool.stats()));
+            }
             m.sync_queue(&prerender.queue_stats());
+            if let Some(shared) = &shared_queue {
+                let backlog = shared.backlog();
+                m.set_queue_depth(backlog.live as usize, backlog.background as usize);
+            }
         });
     }
     let origin = OriginClient::new(config.origin_timeout);
@@ -161,14 +201,16 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         max_connections: config.max_connections,
         header_read_timeout: config.header_read_timeout,
     };
-    tasks.spawn(listener::serve(
-        "public",
-        public,
-        limits.clone(),
-        move |req, peer| proxy.clone().handle(req, peer),
-        stop_rx.clone(),
-        config.shutdown_timeout,
-    ));
+    if let Some(public) = public {
+        tasks.spawn(listener::serve(
+            "public",
+            public,
+            limits.clone(),
+            move |req, peer| proxy.clone().handle(req, peer),
+            stop_rx.clone(),
+            config.shutdown_timeout,
+        ));
+    }
     tasks.spawn(listener::serve(
         "admin",
         admin,
@@ -181,9 +223,26 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     if let Some(refresher) = &refresher {
         refresher.spawn(&mut tasks, stop_rx.clone());
     }
+    if let Some(jobs) = &jobs {
+        spawn_backlog_watch(
+            jobs.clone(),
+            shared_queue.clone(),
+            &mut tasks,
+            stop_rx.clone(),
+        );
+        if config.role == Role::Renderer {
+            JobConsumer::new(
+                config.clone(),
+                jobs.clone(),
+                prerender.clone(),
+                shared_queue,
+            )
+            .spawn(&mut tasks, stop_rx.clone());
+        }
+    }
     tasks.spawn(watch_store(store, health.clone(), metrics, stop_rx));
     health.set_listeners_up();
-    tracing::info!(%public_addr, %admin_addr, role = ?config.role, store = ?config.store, "listening");
+    tracing::info!(public_addr = ?public_addr, %admin_addr, role = ?config.role, store = ?config.store, "listening");
     Ok(Running {
         public_addr,
         admin_addr,
@@ -254,7 +313,9 @@ impl Running {
         let _ = self.stop.send(true);
         self.prerender.close();
         while self.tasks.join_next().await.is_some() {}
-        self.pool.shutdown().await;
+        if let Some(pool) = self.pool {
+            pool.shutdown().await;
+        }
     }
 }
 

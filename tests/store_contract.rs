@@ -282,6 +282,26 @@ mod contract {
         assert!(store.try_lock(&k, "alive", HOUR).await.unwrap());
     }
 
+    pub async fn render_lock_lease_is_extended_only_by_its_owner(store: &Arc<dyn CacheStore>) {
+        let k = key("example.com", "/lease");
+        let lease = Duration::from_millis(600);
+        assert!(store.try_lock(&k, "one", lease).await.unwrap());
+        assert!(!store.extend_lock(&k, "two", HOUR).await.unwrap());
+        assert!(store.extend_lock(&k, "one", HOUR).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(
+            store.is_locked(&k).await.unwrap(),
+            "the extended lease holds"
+        );
+        assert!(!store.try_lock(&k, "two", HOUR).await.unwrap());
+        // A lease that ran out is not extended: someone else may hold it now.
+        let gone = key("example.com", "/gone");
+        assert!(store.try_lock(&gone, "one", lease).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(!store.extend_lock(&gone, "one", HOUR).await.unwrap());
+        assert!(!store.is_locked(&gone).await.unwrap());
+    }
+
     pub async fn waiter_gets_the_page_when_the_render_finishes(store: &Arc<dyn CacheStore>) {
         let k = key("example.com", "/slow");
         assert!(store.try_lock(&k, "renderer", HOUR).await.unwrap());
@@ -612,6 +632,7 @@ contract_tests!(
     purges_are_announced,
     render_lock_is_exclusive_and_owner_checked,
     render_lock_expires,
+    render_lock_lease_is_extended_only_by_its_owner,
     waiter_gets_the_page_when_the_render_finishes,
     waiters_compete_again_when_the_renderer_dies,
     failed_render_releases_waiters_without_a_page,

@@ -365,6 +365,24 @@ impl Coordination for MemoryStore {
         futures::future::ready(Ok(taken)).boxed()
     }
 
+    fn extend_lock<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        let now = Instant::now();
+        let mut locks = self.locks.lock();
+        let extended = match locks.get_mut(&key.to_string()) {
+            Some((holder, until)) if holder == owner && *until > now => {
+                *until = now + Duration::from_millis(super::ttl_millis(ttl));
+                true
+            }
+            _ => false,
+        };
+        futures::future::ready(Ok(extended)).boxed()
+    }
+
     fn unlock<'a>(&'a self, key: &'a CacheKey, owner: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
         let name = key.to_string();
         let released = {

@@ -36,6 +36,7 @@
 //! primary. The reasoning is in the documentation of the cluster module
 //! (`cache::redis::cluster`).
 
+pub mod jobs;
 pub mod key;
 pub mod memory;
 pub mod redis;
@@ -209,6 +210,16 @@ pub trait PageStore: Send + Sync {
 pub trait Coordination: Send + Sync {
     /// Takes the render lock of `key` for `ttl` if nobody holds it.
     fn try_lock<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, StoreResult<bool>>;
+
+    /// Extends the lock of `key` to `ttl` from now if `owner` still holds
+    /// it (`true` then). A render holds its lock as a short lease renewed
+    /// while it runs, so the lock of an instance that died goes quickly.
+    fn extend_lock<'a>(
         &'a self,
         key: &'a CacheKey,
         owner: &'a str,

@@ -8,6 +8,7 @@
 //! the few operations that span slots differ there (see `cluster`).
 
 mod cluster;
+mod jobs;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -66,6 +67,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return released
+";
+
+/// Extends a render lock only for its owner.
+const EXTEND_LOCK_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
 ";
 
 /// Drops index members whose page is gone; returns the live count.
@@ -213,6 +222,7 @@ pub struct RedisStore {
     notices_connected: watch::Receiver<bool>,
     subscriber: tokio::task::JoinHandle<()>,
     unlock_script: Script,
+    extend_lock_script: Script,
     prune_script: Script,
     evict_script: Script,
     claim_script: Script,
@@ -288,6 +298,7 @@ impl RedisStore {
             notices_connected,
             subscriber,
             unlock_script: Script::new(UNLOCK_SCRIPT),
+            extend_lock_script: Script::new(EXTEND_LOCK_SCRIPT),
             prune_script: Script::new(PRUNE_SCRIPT),
             evict_script: Script::new(EVICT_SCRIPT),
             claim_script: Script::new(CLAIM_SCRIPT),
@@ -725,6 +736,26 @@ impl Coordination for RedisStore {
                 .query_async(&mut conn)
                 .await?;
             Ok(set.is_some())
+        }
+        .boxed()
+    }
+
+    fn extend_lock<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            let mut conn = self.conn().await?;
+            let extended: i64 = self
+                .extend_lock_script
+                .key(lock_key(key))
+                .arg(owner)
+                .arg(ttl_millis(ttl))
+                .invoke_async(&mut conn)
+                .await?;
+            Ok(extended == 1)
         }
         .boxed()
     }

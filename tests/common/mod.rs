@@ -69,3 +69,33 @@ pub fn count_pool_processes(marker: &str) -> (usize, usize) {
     }
     (alive, zombies)
 }
+
+/// Chromium processes (alive, not zombies) in process group `pgid`: the
+/// browsers a proxy started in its own group.
+pub fn chromium_in_group(pgid: u32) -> usize {
+    let mut count = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let name = &stat[stat.find('(').map_or(0, |i| i + 1)..close];
+        let mut fields = stat[close + 1..].split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let _ppid = fields.next();
+        let pgrp: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if pgrp == pgid && state != "Z" && name.contains("chrom") {
+            count += 1;
+        }
+    }
+    count
+}

@@ -131,6 +131,8 @@ impl Shell {
 
 pub struct Spa {
     pub origin: Origin,
+    /// Milliseconds `/api/data.json` waits before answering: slows renders.
+    data_delay_ms: Arc<std::sync::atomic::AtomicU64>,
     /// What `/api/data.json` calls the page: change it to change the site.
     pub title: Arc<Mutex<String>>,
     shell: Arc<Shell>,
@@ -142,10 +144,16 @@ impl Spa {
         let t = title.clone();
         let shell: Arc<Shell> = Arc::default();
         let sh = shell.clone();
+        let data_delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let delay = data_delay_ms.clone();
         let origin = Origin::start(move |req: Request<Incoming>| {
             let t = t.clone();
             let sh = sh.clone();
+            let delay = delay.load(Ordering::SeqCst);
             async move {
+                if delay > 0 && req.uri().path() == "/api/data.json" {
+                    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                }
                 match req.uri().path() {
                     "/app.js" => Response::builder()
                         .header("content-type", "application/javascript")
@@ -176,6 +184,7 @@ impl Spa {
         .await;
         Spa {
             origin,
+            data_delay_ms,
             title,
             shell,
         }
@@ -183,6 +192,12 @@ impl Spa {
 
     pub fn url(&self) -> String {
         self.origin.url()
+    }
+
+    /// Makes every render take at least `delay` (the page waits for its data).
+    pub fn set_data_delay(&self, delay: std::time::Duration) {
+        self.data_delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     pub fn set_title(&self, title: &str) {
