@@ -14,11 +14,13 @@
 //! |---|---|---|---|
 //! | `render:<key>` | string | the complete rendered HTML (`redis-cli GET` shows the page) | page TTL (cache TTL + stale window) |
 //! | `render-meta:<key>` | hash | `status`, `headers` (JSON list of `[name, value]`), `etag`, `rendered_at`, `expires_at` (Unix ms), `settings_hash`, `content_hash`; on a Redis Cluster also `html_sha256` (hex SHA-256 of the HTML it belongs to) | same TTL, written with the page in one MULTI/EXEC (on a Redis Cluster: right after the HTML) |
-//! | `render-lock:<key>` | string | owner id of the instance rendering the page (`SET NX PX`) | the render lock's TTL; released by an owner-checked script |
+//! | `render-lock:<key>` | string | owner id of the instance rendering the page (`SET NX PX`) | a short lease renewed while the render runs; released by an owner-checked script |
 //! | `render-index:<domain>` | sorted set | member `render:<key>`, score = last access (Unix ms): LRU order for `max_entries` eviction | no TTL; members of expired pages are dropped when noticed |
 //! | `render-due:<domain>` | sorted set | member `render:<key>`, score = next refresh due (Unix ms) | no TTL; claimed members are removed (each refreshed once cluster-wide) |
 //! | `render-domains` | set | every domain with cached pages | no TTL |
 //! | `render-quota:<domain>:<YYYY-MM>` | string (counter) | renders of the domain in that UTC month | 32 days |
+//! | `render-jobs:live`, `render-jobs:background` | stream, consumer group `renderers` | shared render jobs (`key`, `queued_at`) of `--role proxy`/`renderer` (see [`jobs`]) | entries deleted when finished |
+//! | `render-result:<key>` | hash | job id → `stored` / `failed <reason>` | 120 s |
 //!
 //! Pub/sub channels: `render-done` (message: `render:<key>`, a render of
 //! that page finished) and `render-purge` (message: `page render:<key>`,
