@@ -280,3 +280,23 @@ async fn a_renderer_answers_no_public_traffic_and_a_proxy_launches_no_browser() 
     assert_eq!(human.status, 200);
     assert!(human.header("x-prerender-cache").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_queue_one_new_page_and_it_is_rendered_once() {
+    let spa = Spa::start().await;
+    spa.set_data_delay(Duration::from_millis(500));
+    let redis = RedisServer::start();
+    let a = instance(&spa, &redis, "proxy", "1");
+    let b = instance(&spa, &redis, "proxy", "1");
+    let _renderers = [
+        instance(&spa, &redis, "renderer", "2"),
+        instance(&spa, &redis, "renderer", "2"),
+    ];
+    let replies =
+        join_all((0..10).flat_map(|_| [a.crawl(HOST, "/once"), b.crawl(HOST, "/once")])).await;
+    for r in &replies {
+        assert_eq!(r.header("x-prerender-cache"), Some("MISS"));
+        assert!(r.text().contains("at /once"), "{}", r.text());
+    }
+    assert_eq!(spa.documents("/once"), 1, "one render for both proxies");
+}
