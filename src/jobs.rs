@@ -191,6 +191,11 @@ impl JobConsumer {
         let lease = self.renew_lease(&taken);
         let outcome = self.outcome_of(&taken).await;
         lease.abort();
+        let Some(outcome) = outcome else {
+            // Shutting down: left pending for another renderer to take over.
+            tracing::info!(key = %taken.job.key, id = %taken.id, "render job left to another renderer");
+            return;
+        };
         tracing::debug!(key = %taken.job.key, id = %taken.id, outcome = %outcome.to_wire(), "shared render job done");
         if let Err(e) = store_call(self.jobs.finish_job(&taken, &outcome)).await {
             // The job stays pending and is taken over after its lease.
@@ -198,33 +203,36 @@ impl JobConsumer {
         }
     }
 
-    async fn outcome_of(&self, taken: &TakenJob) -> JobOutcome {
+    /// The job's outcome; `None` when this instance is shutting down and
+    /// the job should go to another renderer instead.
+    async fn outcome_of(&self, taken: &TakenJob) -> Option<JobOutcome> {
         let key = &taken.job.key;
         if taken.deliveries > MAX_DELIVERIES {
             tracing::warn!(key = %key, deliveries = taken.deliveries, "render job given up: its renderers kept dying");
-            return JobOutcome::Failed("renderer-lost".into());
+            return Some(JobOutcome::Failed("renderer-lost".into()));
         }
         let Some(site) = self.config.sites.lookup(key.domain()).cloned() else {
             tracing::warn!(key = %key, "render job for a domain this renderer does not serve");
-            return JobOutcome::Failed("unknown-site".into());
+            return Some(JobOutcome::Failed("unknown-site".into()));
         };
         // Already rendered since the job was queued (a duplicate job, or
         // one taken over after its page was stored): nothing to do.
         if let Ok(Some(page)) = store_call(self.prerender.store().get(key)).await {
             if page.rendered_at >= taken.job.queued_at && page.settings_hash == site.settings_hash {
-                return JobOutcome::Stored;
+                return Some(JobOutcome::Stored);
             }
         }
         let priority = match taken.job.lane {
             JobLane::Live => Priority::Live,
             JobLane::Background => Priority::Background,
         };
-        match self.prerender.render(key, &site, priority).await {
+        Some(match self.prerender.render(key, &site, priority).await {
             Ok(rendered) if rendered.stored => JobOutcome::Stored,
             Ok(rendered) if rendered.store_error => JobOutcome::Failed("store".into()),
             Ok(_) => JobOutcome::Failed("not-cached".into()),
+            Err(failure) if failure.reason == "shutdown" => return None,
             Err(failure) => JobOutcome::Failed(failure.reason.into()),
-        }
+        })
     }
 
     /// Keeps the job's lease until aborted.
