@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,7 +87,10 @@ pub async fn serve<H, F>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
+        let first_request = Arc::new(AtomicBool::new(false));
+        let seen = first_request.clone();
         let service = hyper::service::service_fn(move |req| {
+            seen.store(true, Ordering::Relaxed);
             let fut = handler(req, peer);
             async move { Ok::<_, Infallible>(fut.await) }
         });
@@ -94,8 +98,26 @@ pub async fn serve<H, F>(
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
+        let header_read_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            // hyper's header timeout starts only once the HTTP/1.1 parser
+            // runs, which the HTTP/1.1-or-h2c detection reaches only after
+            // the client's first bytes: a connection that never sends one
+            // (or stops inside the h2c preface) would otherwise hold one of
+            // `max_connections` for ever.
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                _ = tokio::time::sleep(header_read_timeout) => {
+                    if first_request.load(Ordering::Relaxed) {
+                        conn.await
+                    } else {
+                        tracing::debug!(listener = name, %peer, "no request within the header timeout; closing");
+                        Ok(())
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
             }
             drop(permit);

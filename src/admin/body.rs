@@ -22,6 +22,23 @@ pub const MAX_WARM_URLS: usize = 10_000;
 /// bound (SPEC §2), so nothing is accepted here that a crawler could not ask for.
 pub const MAX_URL_BYTES: usize = 8 * 1024;
 
+/// Longest piece of client-supplied text (a parser's message quoting an
+/// unknown key, a Content-Type) repeated in an error answer: the answer
+/// stays small whatever the body held.
+pub const MAX_ERROR_DETAIL_BYTES: usize = 256;
+
+/// `text` cut to [`MAX_ERROR_DETAIL_BYTES`] on a character boundary.
+fn bounded_detail(text: String) -> String {
+    if text.len() <= MAX_ERROR_DETAIL_BYTES {
+        return text;
+    }
+    let mut end = MAX_ERROR_DETAIL_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// Why a request body was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -82,12 +99,12 @@ where
                 {
                     BodyError::TooLarge
                 } else {
-                    BodyError::Read(e.to_string())
+                    BodyError::Read(bounded_detail(e.to_string()))
                 },
             )
         }
     };
-    serde_json::from_slice(&bytes).map_err(|e| BodyError::Json(e.to_string()))
+    serde_json::from_slice(&bytes).map_err(|e| BodyError::Json(bounded_detail(e.to_string())))
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), BodyError> {
@@ -106,7 +123,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), BodyError> {
     if is_json {
         Ok(())
     } else {
-        Err(BodyError::UnsupportedMediaType(raw))
+        Err(BodyError::UnsupportedMediaType(bounded_detail(raw)))
     }
 }
 
@@ -363,6 +380,30 @@ mod tests {
             url: format!("https://a.example/{}", "x".repeat(MAX_URL_BYTES)),
         };
         assert!(long.validate().is_err());
+    }
+
+    #[tokio::test]
+    async fn errors_quote_at_most_a_bounded_piece_of_the_body() {
+        // serde names an unknown field in full: a 1 MiB key came back whole.
+        let h = json_headers();
+        let long_key = format!(r#"{{"{}": 1}}"#, "\u{e9}".repeat(100_000));
+        for err in [
+            read::<RefreshRequest>(&h, &long_key).await.unwrap_err(),
+            read::<WarmRequest>(&h, &long_key).await.unwrap_err(),
+        ] {
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+            assert!(
+                err.to_string().len() < MAX_ERROR_DETAIL_BYTES + 64,
+                "{} bytes",
+                err.to_string().len()
+            );
+        }
+        let mut h = HeaderMap::new();
+        let odd_type = format!("text/{}", "x".repeat(4096));
+        h.insert(CONTENT_TYPE, HeaderValue::from_str(&odd_type).unwrap());
+        let err = read::<RefreshRequest>(&h, "{}").await.unwrap_err();
+        assert_eq!(err.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(err.to_string().len() < MAX_ERROR_DETAIL_BYTES + 128);
     }
 
     #[tokio::test]

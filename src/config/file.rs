@@ -150,7 +150,8 @@ impl FileConfig {
 fn key_named_in(message: &str) -> Option<String> {
     let start = message.find('`')? + 1;
     let len = message[start..].find('`')?;
-    Some(message[start..start + len].to_string())
+    // An empty key (`"" = 1`) names nothing: the error is the file's.
+    Some(message[start..start + len].to_string()).filter(|key| !key.is_empty())
 }
 
 #[cfg(test)]

@@ -41,9 +41,17 @@ pub const DEFAULT_MAX_CONNECTIONS: u64 = 20_000;
 /// Slightly above the render timeout so renders in flight can finish.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
 
+/// Longest duration any setting accepts. Durations are added to the clock
+/// and to each other (a render lock lives `render_timeout` × 3 + 5 s, a page
+/// until `now + cache_ttl + stale_while_revalidate`); this keeps every such
+/// sum far inside `SystemTime`, `Instant` and Redis's millisecond expiries.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// One line naming the field: `invalid browsers: must be at least 1`.
+/// Control characters (a quoted TOML key may hold a newline) are shown
+/// escaped, so the error stays one line.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("invalid {field}: {message}")]
+#[error("invalid {}: {}", one_line(field), one_line(message))]
 pub struct ConfigError {
     pub field: String,
     pub message: String,
@@ -56,6 +64,37 @@ impl ConfigError {
             message: message.into(),
         }
     }
+}
+
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
+/// Refuses a duration over [`MAX_DURATION`], naming `field`.
+pub fn check_duration(field: &str, d: Duration) -> Result<Duration, ConfigError> {
+    if d > MAX_DURATION {
+        return Err(ConfigError::new(
+            field,
+            format!(
+                "{} s is more than the maximum of {} s (10 years)",
+                d.as_secs(),
+                MAX_DURATION.as_secs()
+            ),
+        ));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,7 +218,7 @@ impl Config {
                 match v {
                     None => Ok(default),
                     Some(0) => Err(ConfigError::new(field, "must be at least 1 second")),
-                    Some(s) => Ok(Duration::from_secs(s)),
+                    Some(s) => check_duration(field, Duration::from_secs(s)),
                 }
             };
         let browsers = count(
@@ -222,11 +261,13 @@ impl Config {
             DEFAULT_READY_TIMEOUT,
         )?;
         // cache_ttl = 0 is meaningful: store nothing.
-        let cache_ttl = args
-            .cache_ttl
-            .or(file.cache_ttl)
-            .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_CACHE_TTL);
+        let cache_ttl = check_duration(
+            "cache_ttl",
+            args.cache_ttl
+                .or(file.cache_ttl)
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_CACHE_TTL),
+        )?;
         let queue_capacity = count(
             "queue_capacity",
             args.queue_capacity.or(file.queue_capacity),
@@ -587,5 +628,50 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field, "bot_families");
+    }
+
+    #[test]
+    fn durations_past_the_bound_are_refused_by_name() {
+        // Accepted before, these made every render panic on clock overflow.
+        for (toml, field) in [
+            ("cache_ttl = 18446744073709551615", "cache_ttl"),
+            ("render_timeout = 18446744073709551615", "render_timeout"),
+            ("shutdown_timeout = 315360001", "shutdown_timeout"),
+            (
+                "[plans.pro]\nstale_while_revalidate = \"500000000years\"",
+                "plans.pro.stale_while_revalidate",
+            ),
+            (
+                "[plans.news]\nrefresh_every = 18446744073709551615",
+                "plans.news.refresh_every",
+            ),
+        ] {
+            let e = resolve(ServeArgs::default(), toml).unwrap_err();
+            assert_eq!(e.field, field, "{toml}");
+            assert!(e.message.contains("maximum"), "{e}");
+        }
+        let c = resolve(
+            ServeArgs::default(),
+            "cache_ttl = 315360000\n[plans.pro]\ncache_ttl = \"3650days\"",
+        )
+        .unwrap();
+        assert_eq!(c.cache_ttl, MAX_DURATION);
+        assert_eq!(c.plans["pro"].cache_ttl, Some(MAX_DURATION));
+    }
+
+    #[test]
+    fn errors_stay_one_line_and_name_a_field() {
+        let e = resolve(
+            ServeArgs::default(),
+            "[plans.\"bad\\nname\"]\nrefresh_every = \"1h\"",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "plans.bad\nname");
+        assert_eq!(
+            e.to_string(),
+            "invalid plans.bad\\nname: plan names are letters, digits, _ and -"
+        );
+        let e = resolve(ServeArgs::default(), "\"\" = 1").unwrap_err();
+        assert_eq!(e.field, "config", "{e}");
     }
 }

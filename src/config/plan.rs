@@ -129,16 +129,18 @@ pub fn resolve_plans(
 }
 
 /// `90s`, `15m`, `24h`, `1h30m` or a bare number of seconds.
+/// At most [`super::MAX_DURATION`].
 pub fn parse_duration(v: &DurationValue, field: &str) -> Result<Duration, ConfigError> {
-    match v {
-        DurationValue::Secs(s) => Ok(Duration::from_secs(*s)),
+    let d = match v {
+        DurationValue::Secs(s) => Duration::from_secs(*s),
         DurationValue::Text(t) => humantime::parse_duration(t.trim()).map_err(|e| {
             ConfigError::new(
                 field,
                 format!("{t:?} is not a duration like 90s, 15m or 24h ({e})"),
             )
-        }),
-    }
+        })?,
+    };
+    super::check_duration(field, d)
 }
 
 #[cfg(test)]

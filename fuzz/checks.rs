@@ -1,0 +1,316 @@
+//! The properties the fuzz targets check, one function per target. Shared
+//! by the `cargo fuzz` targets (`fuzz/fuzz_targets/`) and by the stable
+//! regression test that replays the committed corpora (`tests/fuzz_corpus.rs`).
+//! Each function takes the raw input and panics when a property fails.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE, USER_AGENT};
+use http::Method;
+use http_body_util::Full;
+
+use prerender_proxy::admin::body::{
+    read_json, BodyError, RefreshRequest, WarmRequest, WarmTarget, MAX_URL_BYTES, MAX_WARM_URLS,
+};
+use prerender_proxy::bot::{BotDetector, RenderDecision, UaVerdict};
+use prerender_proxy::cache::key::{normalize_path, MAX_HOST_BYTES, MAX_PATH_BYTES};
+use prerender_proxy::cache::CacheKey;
+use prerender_proxy::cli::ServeArgs;
+use prerender_proxy::config::file::FileConfig;
+use prerender_proxy::config::{Config, ConfigError};
+
+/// Longest error text an admin API client is sent for a bad body.
+const MAX_BODY_ERROR_BYTES: usize = 1024;
+
+// ---------------------------------------------------------------------------
+// cache_key
+
+/// Input: lines of text: host, request target, then significant query
+/// parameter names; a leading `m` line selects the mobile variant.
+///
+/// `CacheKey::new` never panics; a key it makes is well-formed (printable
+/// ASCII, path from `/` with no dot segments, within the length bounds),
+/// parses back from its string form, and normalising its own parts again
+/// gives the same key. The admin API's `from_public_url` obeys the same.
+pub fn cache_key(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    let mobile = lines.first() == Some(&"m");
+    if mobile {
+        lines.remove(0);
+    }
+    let host = lines.first().copied().unwrap_or("");
+    let target = lines.get(1).copied().unwrap_or("");
+    let params: Vec<String> = lines.iter().skip(2).map(|s| s.to_string()).collect();
+
+    if let Ok(key) = CacheKey::new(host, target, &params, mobile) {
+        check_key(&key, &params, mobile);
+    }
+    // The same text as a public URL, as the admin API receives it.
+    for url in [
+        format!("https://{host}{target}"),
+        target.to_string(),
+        host.to_string(),
+    ] {
+        if let Ok(key) = CacheKey::from_public_url(&url, &params, mobile) {
+            check_key(&key, &params, mobile);
+            let again = format!("https://{}{}", key.domain(), key.path());
+            assert_eq!(
+                CacheKey::from_public_url(&again, &params, mobile).as_ref(),
+                Ok(&key),
+                "public URL of {key} does not give it back"
+            );
+        }
+    }
+    // The path normalisation alone (used for every request path) is idempotent.
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    if let Ok(normal) = normalize_path(path) {
+        assert_eq!(
+            normalize_path(&normal).as_deref(),
+            Ok(normal.as_str()),
+            "normalize_path({path:?}) is not idempotent"
+        );
+    }
+}
+
+fn check_key(key: &CacheKey, params: &[String], mobile: bool) {
+    let domain = key.domain();
+    let path = key.path();
+    assert!(
+        !domain.is_empty() && domain.len() <= MAX_HOST_BYTES,
+        "{key}: domain length"
+    );
+    assert!(
+        domain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'),
+        "{key}: domain bytes"
+    );
+    assert!(path.starts_with('/'), "{key}: path must start with /");
+    assert!(path.len() <= MAX_PATH_BYTES, "{key}: path too long");
+    assert!(
+        path.bytes().all(|b| b.is_ascii_graphic()),
+        "{key}: raw byte outside printable ASCII"
+    );
+    assert!(!path.contains('#'), "{key}: fragment kept");
+    let (bare, query) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
+    assert!(
+        !bare.split('/').any(|s| s == "." || s == ".."),
+        "{key}: dot segment left"
+    );
+    if params.is_empty() {
+        assert!(query.is_none(), "{key}: query kept without query_params");
+    }
+    assert_eq!(key.is_mobile(), mobile);
+    let stored = key.to_string();
+    assert!(stored.starts_with("render:"), "{stored}");
+    assert_eq!(
+        CacheKey::parse(&stored).as_ref(),
+        Ok(key),
+        "{stored} does not parse back"
+    );
+    assert_eq!(
+        CacheKey::new(domain, path, params, mobile).as_ref(),
+        Ok(key),
+        "normalising {stored} again changes it"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// bot_match
+
+fn detector() -> &'static BotDetector {
+    static DETECTOR: OnceLock<BotDetector> = OnceLock::new();
+    DETECTOR.get_or_init(|| BotDetector::with_defaults().expect("built-in patterns compile"))
+}
+
+/// Input: a User-Agent header value, any bytes.
+///
+/// Classifying never panics; surrounding whitespace does not change the
+/// verdict; a pattern verdict names a rule that matches and whose family
+/// is rendered; and the request decision for a plain `GET /` agrees with
+/// the verdict.
+pub fn bot_match(data: &[u8]) {
+    let bots = detector();
+    let ua = String::from_utf8_lossy(data);
+    let verdict = bots.classify(&ua);
+    assert_eq!(
+        bots.classify(&format!(" \t{ua} ")),
+        verdict,
+        "whitespace changed the verdict for {ua:?}"
+    );
+    let matching: Vec<_> = bots.matching_rules(&ua).collect();
+    if let UaVerdict::Bot {
+        rule,
+        family: Some(family),
+    } = &verdict
+    {
+        let named = matching
+            .iter()
+            .find(|r| r.name() == rule.as_str())
+            .unwrap_or_else(|| panic!("{ua:?}: rule {rule} decided but does not match"));
+        assert_eq!(named.family(), *family);
+        assert!(bots.rendered_families().contains(family));
+    }
+    let _ = prerender_proxy::bot::is_mobile_crawler(&ua);
+
+    let Ok(value) = HeaderValue::from_bytes(data) else {
+        return;
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(USER_AGENT, value);
+    let decision = bots.decide(
+        &Method::GET,
+        "/",
+        None,
+        &headers,
+        &regex::RegexSet::empty(),
+    );
+    assert_eq!(
+        matches!(decision, RenderDecision::Render { .. }),
+        verdict.is_bot(),
+        "{ua:?}: decide() says {decision}, classify() says {verdict}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// config_parse
+
+/// Input: the text of a config file (TOML).
+///
+/// Parsing and resolving never panic; an error is one line naming its
+/// field; an accepted configuration has its counts in range and durations
+/// the proxy can add to the clock (deadlines, expiry times) without overflow.
+pub fn config_parse(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let file = match FileConfig::parse(text) {
+        Ok(file) => file,
+        Err(e) => return check_config_error(&e),
+    };
+    let config = match Config::from_parts(&ServeArgs::default(), file) {
+        Ok(config) => config,
+        Err(e) => return check_config_error(&e),
+    };
+    assert!(config.browsers >= 1 && config.tabs_per_browser >= 1);
+    assert!(config.max_connections >= 1 && config.queue_capacity >= 1);
+    let mut durations: Vec<(String, Duration)> = [
+        ("render_timeout", config.render_timeout),
+        ("ready_timeout", config.ready_timeout),
+        ("cache_ttl", config.cache_ttl),
+        ("browser_max_age", config.browser_max_age),
+        ("origin_timeout", config.origin_timeout),
+        ("header_read_timeout", config.header_read_timeout),
+        ("shutdown_timeout", config.shutdown_timeout),
+    ]
+    .into_iter()
+    .map(|(field, d)| (field.to_string(), d))
+    .collect();
+    for (name, plan) in &config.plans {
+        let fields = [
+            ("refresh_every", plan.refresh_every),
+            ("cache_ttl", plan.cache_ttl),
+            ("stale_while_revalidate", Some(plan.stale_while_revalidate)),
+            ("poll_every", plan.poll_every),
+        ];
+        for (field, d) in fields {
+            if let Some(d) = d {
+                durations.push((format!("plans.{name}.{field}"), d));
+            }
+        }
+    }
+    for (field, d) in durations {
+        check_usable_duration(&field, d);
+    }
+}
+
+/// A configured duration is used in sums of a few terms (a render's lock
+/// lives `render_timeout × 3 + 5 s`; a page expires at `now + cache_ttl +
+/// stale_while_revalidate`): several times it must still fit the clock.
+fn check_usable_duration(field: &str, d: Duration) {
+    let scaled = d
+        .checked_mul(4)
+        .unwrap_or_else(|| panic!("{field} = {d:?} overflows when scaled"));
+    assert!(
+        SystemTime::now().checked_add(scaled).is_some(),
+        "{field} = {d:?} overflows the wall clock"
+    );
+    assert!(
+        Instant::now().checked_add(scaled).is_some(),
+        "{field} = {d:?} overflows the monotonic clock"
+    );
+    assert!(
+        u64::try_from(scaled.as_millis()).is_ok_and(|ms| ms <= i64::MAX as u64),
+        "{field} = {d:?} does not fit a Redis expiry in milliseconds"
+    );
+}
+
+fn check_config_error(e: &ConfigError) {
+    let line = e.to_string();
+    assert!(!e.field.is_empty(), "error without a field: {line}");
+    assert!(
+        !line.contains(['\n', '\r']),
+        "error is not one line: {line:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// admin_json
+
+/// Input: a request body for `POST /api/v1/warm` and `POST /api/v1/refresh`.
+///
+/// Reading never panics and never hangs; a refused body gets a 4xx with a
+/// short message; an accepted warm request lists 1..=10,000 URLs of
+/// bounded length, and every URL it accepts can be turned into a cache key
+/// (or refused) without panicking.
+pub fn admin_json(data: &[u8]) {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let body = || Full::new(Bytes::copy_from_slice(data));
+
+    match futures::executor::block_on(read_json::<WarmRequest, _>(&headers, body())) {
+        Ok(request) => match request.into_target() {
+            Ok(WarmTarget::Urls(urls)) => {
+                assert!((1..=MAX_WARM_URLS).contains(&urls.len()));
+                for url in &urls {
+                    check_accepted_url(url);
+                }
+            }
+            Ok(WarmTarget::Sitemap(url)) => check_accepted_url(&url),
+            Err(e) => check_body_error(e),
+        },
+        Err(e) => check_body_error(e),
+    }
+    match futures::executor::block_on(read_json::<RefreshRequest, _>(&headers, body())) {
+        Ok(request) => match request.validate() {
+            Ok(()) => check_accepted_url(&request.url),
+            Err(e) => check_body_error(e),
+        },
+        Err(e) => check_body_error(e),
+    }
+}
+
+fn check_accepted_url(url: &str) {
+    assert!(!url.trim().is_empty() && url.len() <= MAX_URL_BYTES);
+    let _ = CacheKey::from_public_url(url, &[], false);
+}
+
+fn check_body_error(e: BodyError) {
+    let status = e.status();
+    assert!(status.is_client_error(), "{e}: status {status}");
+    let message = e.to_string();
+    assert!(
+        message.len() <= MAX_BODY_ERROR_BYTES,
+        "error message of {} bytes",
+        message.len()
+    );
+    let response = e.into_response();
+    assert_eq!(response.status(), status);
+}
