@@ -519,11 +519,7 @@ impl Drop for Relay {
 }
 
 async fn human(proxy: &ProxyProcess, path: &str) -> Reply {
-    get(
-        &proxy.url(path),
-        &[("host", HOST), ("user-agent", FIREFOX)],
-    )
-    .await
+    get(&proxy.url(path), &[("host", HOST), ("user-agent", FIREFOX)]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -532,7 +528,12 @@ async fn origin_down_fails_open_caches_nothing_and_recovers_on_the_same_port() {
     let mut relay = Relay::start(spa.origin.addr).await;
     let redis = RedisServer::start();
     let mut args = small_pool(&relay.url(), "2");
-    args.extend(["--redis".into(), redis.url(), "--origin-timeout".into(), "5".into()]);
+    args.extend([
+        "--redis".into(),
+        redis.url(),
+        "--origin-timeout".into(),
+        "5".into(),
+    ]);
     let proxy = start_ready(&args, &[]);
 
     // Up: a warm-up page renders, so pooled origin connections exist that
@@ -548,7 +549,12 @@ async fn origin_down_fails_open_caches_nothing_and_recovers_on_the_same_port() {
         .unwrap();
     // Fail open with the origin's answer; the origin cannot answer, so the
     // bot gets what a person gets: 502 (SPEC §2, Humans: origin down).
-    assert_eq!(down.header("x-prerender-cache"), Some("ERROR"), "{}", down.text());
+    assert_eq!(
+        down.header("x-prerender-cache"),
+        Some("ERROR"),
+        "{}",
+        down.text()
+    );
     assert_eq!(down.header("x-prerender-error"), Some("origin-error"));
     assert_eq!(down.status, 502, "{}", down.text());
     assert!(!down.text().contains(RENDERED));
@@ -580,7 +586,9 @@ async fn origin_down_fails_open_caches_nothing_and_recovers_on_the_same_port() {
         first.header("x-prerender-error"),
         first.text()
     );
-    assert!(first.text().contains("Rendered by JavaScript at /while-down"));
+    assert!(first
+        .text()
+        .contains("Rendered by JavaScript at /while-down"));
     let second = crawl_within(proxy.port, "/while-down", ANSWER_DEADLINE)
         .await
         .unwrap();
@@ -808,7 +816,8 @@ async fn connections_that_never_send_a_request_are_closed_after_the_header_timeo
     .unwrap();
     let open = closed.iter().filter(|c| !**c).count();
     assert_eq!(
-        open, 0,
+        open,
+        0,
         "{open} of {} connections without a request still open 20 s after a 2 s header timeout",
         closed.len()
     );
@@ -895,7 +904,10 @@ async fn sigterm_with_renders_in_flight_answers_them_exits_and_leaves_no_browser
         SHUTDOWN_TIMEOUT.to_string(),
     ]);
     let mut proxy = start_ready(&args, &[("TMPDIR", marker.as_str())]);
-    assert!(!processes_with(&marker).is_empty(), "browser under {marker}");
+    assert!(
+        !processes_with(&marker).is_empty(),
+        "browser under {marker}"
+    );
 
     // Two render at once; two more wait in the queue.
     let paths: Vec<String> = (0..4).map(|i| format!("/closing/{i}")).collect();
