@@ -165,13 +165,7 @@ pub fn bot_match(data: &[u8]) {
     };
     let mut headers = HeaderMap::new();
     headers.insert(USER_AGENT, value);
-    let decision = bots.decide(
-        &Method::GET,
-        "/",
-        None,
-        &headers,
-        &regex::RegexSet::empty(),
-    );
+    let decision = bots.decide(&Method::GET, "/", None, &headers, &regex::RegexSet::empty());
     assert_eq!(
         matches!(decision, RenderDecision::Render { .. }),
         verdict.is_bot(),
