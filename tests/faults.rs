@@ -449,6 +449,10 @@ async fn chromium_killed_under_load_fails_open_recovers_and_stores_nothing_broke
         let key = format!("render:{HOST}:{path}");
         match answer {
             Answer::Rendered => assert!(stored.contains_key(&key), "{key} answered but not stored"),
+            // A crawler that stopped waiting does not stop the render: a
+            // page finished after it (complete, as checked above) may be
+            // stored. Any other failure stores nothing.
+            Answer::FailOpen { reason, .. } if reason == "timeout" => {}
             Answer::FailOpen { .. } => assert!(
                 !stored.contains_key(&key),
                 "{key} failed open but a page was stored"
