@@ -2,7 +2,7 @@
 # Benchmark prerender-proxy against nginx on this machine; prints a markdown
 # report on stdout (progress goes to stderr). See bench/README.md.
 #
-#   bench/run.sh [--redis] [FIXTURE_DIR]     full run (≈ 3 min; ≈ 6 min with --redis)
+#   bench/run.sh [--redis] [FIXTURE_DIR]     full run (≈ 4 min; ≈ 8 min with --redis)
 #   bench/run.sh --check [FIXTURE_DIR]       only write the nginx configs and `nginx -t` them
 #
 # FIXTURE_DIR is the shop fixture (default: ../shared/fixtures/shop next to
@@ -28,6 +28,15 @@ MISS_SERIAL_PAGES=20     # (c)
 THROUGHPUT_PAGES=40      # (d)
 THROUGHPUT_IN_FLIGHT=4   # (d)
 DEDUP_CLIENTS=20         # (e)
+# The proxy-side latency goal for cache hits, from the proxy's own
+# request-duration histogram (wrk on the same cores inflates its figures).
+HIT_P99_GOAL_MS=2
+# Chromium flags of the one-process-per-page reference for (d); the
+# virtual time budget lets the page's 200 ms timer fire before the DOM is
+# dumped (without it --dump-dom prints the "Loading…" shell).
+DUMP_DOM_FLAGS=(--headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage
+  --disable-background-networking --disable-component-update --no-first-run --disable-sync
+  --virtual-time-budget=10000)
 RSS_AFTER_RENDERS=100    # (f)
 FIXTURE_PRODUCTS=40      # products 1..40 exist in the fixture
 READY_TIMEOUT_SECS=60
@@ -352,6 +361,72 @@ median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f×\n", a / b }'; }
 now() { date +%s.%N; }
 
+# The proxy's request-duration histogram for one kind and cache result:
+# "LE COUNT" lines (cumulative), from the admin listener's /metrics.
+scrape_durations() { # KIND CACHE
+  curl -fs --max-time 5 "http://127.0.0.1:$admin_port/metrics" | awk -v kind="$1" -v cache="$2" '
+    index($0, "prerender_request_duration_seconds_bucket{") == 1 &&
+    index($0, "kind=\"" kind "\"") && index($0, "cache=\"" cache "\"") {
+      match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5)
+      print le, $NF
+    }'
+}
+
+# p99 in ms of the requests observed between two scrapes, interpolated
+# linearly inside its bucket as Prometheus' histogram_quantile does; prints
+# "P99_MS COUNT".
+histogram_p99() { # BEFORE AFTER
+  awk 'NR == FNR { before[$1] = $2; next }
+    { le[++n] = $1; delta[n] = $2 - before[$1] }
+    END {
+      total = delta[n]
+      if (total <= 0) { print "0 0"; exit }
+      want = 0.99 * total; lower = 0; prev = 0
+      for (i = 1; i <= n; i++) {
+        if (delta[i] >= want) {
+          if (le[i] == "+Inf") { printf "%.3f %d\n", lower * 1000, total; exit }
+          frac = (delta[i] > prev) ? (want - prev) / (delta[i] - prev) : 1
+          printf "%.3f %d\n", (lower + (le[i] - lower) * frac) * 1000, total; exit
+        }
+        if (le[i] != "+Inf") lower = le[i]
+        prev = delta[i]
+      }
+    }' <(printf '%s\n' "$1") <(printf '%s\n' "$2")
+}
+
+# wrk against the proxy, also reading the proxy's own p99 for KIND/CACHE
+# from its histogram over the run; prints "REQ_PER_SEC P99_MS ERRORS PROXY_P99_MS".
+run_wrk_proxy() { # KIND CACHE URL [wrk header args...]
+  local kind="$1" cache="$2" before after p99
+  shift 2
+  before="$(scrape_durations "$kind" "$cache")"
+  local wrk_out
+  wrk_out="$(run_wrk "$@")"
+  after="$(scrape_durations "$kind" "$cache")"
+  read -r p99 _ < <(histogram_p99 "$before" "$after")
+  printf '%s %s\n' "$wrk_out" "$p99"
+}
+
+# One Chromium process per page, as `chromium --dump-dom` renders it:
+# "PATH 1|0" (1 when the dump carries the product heading).
+cat >"$work/dump-dom.sh" <<'EOF2'
+#!/usr/bin/env bash
+set -u
+base="$1" path="$2" id="$3"
+profile="$(mktemp -d)"
+marker=0
+read -ra flags <<<"$DUMP_DOM_ARGS"
+if timeout "$REQUEST_TIMEOUT_SECS" "$CHROME_PATH" "${flags[@]}" --user-data-dir="$profile" \
+  --dump-dom "$base$path" 2>/dev/null | grep -q "data-product-id=\"$id\""; then
+  marker=1
+fi
+rm -rf "$profile"
+printf '%s %s\n' "$path" "$marker"
+EOF2
+chmod +x "$work/dump-dom.sh"
+DUMP_DOM_ARGS="${DUMP_DOM_FLAGS[*]}"
+export DUMP_DOM_ARGS
+
 # Resident memory of a process and all its descendants (the proxy and every
 # Chromium process it started): "RSS_MB PSS_MB PROCESSES". RSS counts shared
 # pages once per process; PSS splits them, so it is the fairer total.
@@ -402,14 +477,15 @@ run_pass() { # LABEL
   line="$("$work/fetch.sh" "$base" /p/1 1)"
   read -r _ code _ cache marker <<<"$line"
   if [ "$code" = 200 ] && [ "$cache" = HIT ] && [ "$marker" = 1 ]; then
-    local ref_rps ref_p99 ref_bad rps p99
+    local ref_rps ref_p99 ref_bad rps p99 proxy_p99
     read -r ref_rps ref_p99 ref_bad < <(run_wrk "http://127.0.0.1:$static_port/p/1" -H "User-Agent: $BOT_UA")
-    read -r rps p99 bad < <(run_wrk "$base/p/1" -H "User-Agent: $BOT_UA")
+    read -r rps p99 bad proxy_p99 < <(run_wrk_proxy bot hit "$base/p/1" -H "User-Agent: $BOT_UA")
     line="$("$work/fetch.sh" "$base" /p/1 1)"
     read -r _ code _ cache marker <<<"$line"
     [ "$cache" = HIT ] || bad="$bad, not HIT afterwards ($cache)"
     row "(a) cache hit, req/s (c$CONNECTIONS, $DURATION)" "$rps" "$ref_rps (nginx, static file)" "$(ratio "$rps" "$ref_rps")" "errors: $bad / ref $ref_bad"
     row "(a) cache hit, p99 latency" "${p99} ms" "${ref_p99} ms" "$(ratio "$p99" "$ref_p99")" "lower is better"
+    row "(a) cache hit, p99 proxy-side" "${proxy_p99} ms" "${HIT_P99_GOAL_MS} ms (goal)" "$(ratio "$proxy_p99" "$HIT_P99_GOAL_MS")" "the proxy's own time (prerender_request_duration_seconds, same wrk run); wrk's p99 above adds wrk and the kernel on the same cores"
   else
     row "(a) cache hit" "failed" "-" "-" "second request for /p/1 answered: $line (want 200 HIT 1)"
   fi
@@ -419,12 +495,17 @@ run_pass() { # LABEL
   local shell_headers
   shell_headers="$(curl -s --max-time 10 -D - -o "$work/human-body" "$base/p/1" | tr -d '\r')" || true
   if grep -q 'Loading' "$work/human-body" && ! printf '%s' "$shell_headers" | grep -qi '^x-prerender-cache:'; then
-    local path ref_rps ref_p99 ref_bad rps p99
+    local path ref_rps ref_p99 ref_bad rps p99 proxy_p99 direct_rps direct_p99 direct_bad kind
     for path in /p/1 /api/products/1.json; do
+      # The JSON file is a static asset to the proxy (passed through as such).
+      kind=human
+      case "$path" in *.json) kind=asset ;; esac
       read -r ref_rps ref_p99 ref_bad < <(run_wrk "http://127.0.0.1:$reverse_port$path")
-      read -r rps p99 bad < <(run_wrk "$base$path")
+      read -r rps p99 bad proxy_p99 < <(run_wrk_proxy "$kind" none "$base$path")
+      read -r direct_rps direct_p99 direct_bad < <(run_wrk "http://127.0.0.1:$origin_port$path")
       row "(b) human $path, req/s" "$rps" "$ref_rps (nginx proxy_pass)" "$(ratio "$rps" "$ref_rps")" "errors: $bad / ref $ref_bad"
-      row "(b) human $path, p99 latency" "${p99} ms" "${ref_p99} ms" "$(ratio "$p99" "$ref_p99")" "lower is better"
+      row "(b) human $path, p99 latency" "${p99} ms" "${ref_p99} ms" "$(ratio "$p99" "$ref_p99")" "lower is better; proxy-side p99 ${proxy_p99} ms (origin's answer included)"
+      row "(b) human $path, req/s vs nginx direct" "$rps" "$direct_rps (nginx serving the file)" "$(ratio "$rps" "$direct_rps")" "errors: $bad / ref $direct_bad; direct p99 ${direct_p99} ms"
     done
   else
     row "(b) human passthrough" "failed" "-" "-" "a request without a crawler UA did not get the origin's shell"
@@ -452,6 +533,18 @@ run_pass() { # LABEL
   pps="$(awk -v n="$THROUGHPUT_PAGES" -v e="$elapsed" 'BEGIN { printf "%.2f", n / e }')"
   serial_pps="$(awk -v n="$MISS_SERIAL_PAGES" -v s="$serial_secs" 'BEGIN { if (s > 0) printf "%.2f", n / s; else print 0 }')"
   row "(d) renders/s, $THROUGHPUT_IN_FLIGHT in flight" "$pps" "$serial_pps (1 in flight, from c)" "$(ratio "$pps" "$serial_pps")" "wrong answers: $bad_d"
+
+  # (d, reference) the same pages, one `chromium --dump-dom` process each.
+  log "[$label] (d) reference: $THROUGHPUT_PAGES pages with chromium --dump-dom, $THROUGHPUT_IN_FLIGHT in flight"
+  local dump_pps bad_dump
+  start="$(now)"
+  results="$(for i in $(seq 1 "$THROUGHPUT_PAGES"); do
+    n=$(( (i - 1) % FIXTURE_PRODUCTS + 1 )); echo "/p/$n/dump$i $n"; done |
+    xargs -P "$THROUGHPUT_IN_FLIGHT" -L 1 "$work/dump-dom.sh" "http://127.0.0.1:$origin_port")"
+  elapsed="$(awk -v a="$start" -v b="$(now)" 'BEGIN { print b - a }')"
+  bad_dump="$(printf '%s\n' "$results" | awk '$2 != 1' | wc -l)"
+  dump_pps="$(awk -v n="$THROUGHPUT_PAGES" -v e="$elapsed" 'BEGIN { printf "%.2f", n / e }')"
+  row "(d) renders/s vs chromium --dump-dom" "$pps" "$dump_pps (one chromium per page)" "$(ratio "$pps" "$dump_pps")" "reference wrong answers: $bad_dump; chromium ${DUMP_DOM_ARGS}, fresh --user-data-dir each, from the origin directly"
 
   # (e) dedup: simultaneous misses for one new path.
   log "[$label] (e) $DEDUP_CLIENTS simultaneous misses for one path"

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::render::queue::QueueStats;
@@ -35,6 +35,28 @@ pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// dense because warm-context renders of small pages land there.
 pub const RENDER_DURATION_BUCKETS: &[f64] = &[
     0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 25.0, 30.0,
+];
+
+/// Request-duration histogram buckets in seconds. Hits and passthrough
+/// answers take well under a millisecond of the proxy's own time, so the
+/// low buckets are dense (a p99 target of 2 ms needs buckets around it);
+/// misses wait for a render, so the top bucket sits past the 20 s render
+/// deadline.
+pub const REQUEST_DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
+];
+
+/// The `(kind, cache)` pairs a public request can end with; their
+/// request-duration series are exported from the start.
+const REQUEST_OUTCOMES: [(RequestKind, CacheResult); 7] = [
+    (RequestKind::Bot, CacheResult::Hit),
+    (RequestKind::Bot, CacheResult::Miss),
+    (RequestKind::Bot, CacheResult::Stale),
+    (RequestKind::Bot, CacheResult::Error),
+    (RequestKind::Human, CacheResult::None),
+    (RequestKind::Asset, CacheResult::None),
+    (RequestKind::Rejected, CacheResult::None),
 ];
 
 /// Most distinct `domain` label values kept per metric. Domains come from the
@@ -60,6 +82,15 @@ pub enum RequestKind {
 }
 
 impl RequestKind {
+    fn index(self) -> usize {
+        match self {
+            RequestKind::Bot => 0,
+            RequestKind::Human => 1,
+            RequestKind::Asset => 2,
+            RequestKind::Rejected => 3,
+        }
+    }
+
     pub const ALL: [RequestKind; 4] = [
         RequestKind::Bot,
         RequestKind::Human,
@@ -90,6 +121,16 @@ pub enum CacheResult {
 }
 
 impl CacheResult {
+    fn index(self) -> usize {
+        match self {
+            CacheResult::Hit => 0,
+            CacheResult::Miss => 1,
+            CacheResult::Stale => 2,
+            CacheResult::Error => 3,
+            CacheResult::None => 4,
+        }
+    }
+
     pub const ALL: [CacheResult; 5] = [
         CacheResult::Hit,
         CacheResult::Miss,
@@ -268,6 +309,16 @@ pub struct Metrics {
     /// (hit/miss/stale/error/none). Bot hit ratio =
     /// `rate(…{kind="bot",cache=~"hit|stale"}) / rate(…{kind="bot"})`.
     requests_total: IntCounterVec,
+    /// `prerender_request_duration_seconds{kind,cache}`: the proxy's own
+    /// time for a public request, from its head being read to the response
+    /// head being handed to the connection (a body then streams; for hits
+    /// and passthrough that is the proxy's share of the latency, without the
+    /// client's or the network's). p99 of `kind="bot",cache="hit"` is the
+    /// cache-hit latency the proxy adds.
+    request_duration_seconds: HistogramVec,
+    /// The series of `request_duration_seconds` by `[kind][cache]`, looked up
+    /// once: a label lookup per request would cost more than the observation.
+    request_duration_series: [[std::sync::OnceLock<Histogram>; 5]; 4],
 
     // --- Rendering -------------------------------------------------------
     /// `prerender_render_duration_seconds`: wall time of each finished
@@ -358,6 +409,24 @@ impl Metrics {
             "Public requests by kind (bot, human, asset, rejected) and cache result (hit, miss, stale, error, none).",
             &["kind", "cache"],
         );
+        let request_duration_seconds = reg(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "prerender_request_duration_seconds",
+                    "Proxy time of public requests in seconds, from the request head to the response head, by kind and cache result.",
+                )
+                .buckets(REQUEST_DURATION_BUCKETS.to_vec()),
+                &["kind", "cache"],
+            )
+            .expect("valid metric"),
+        );
+        let request_duration_series: [[std::sync::OnceLock<Histogram>; 5]; 4] = Default::default();
+        for (kind, cache) in REQUEST_OUTCOMES {
+            let series =
+                request_duration_seconds.with_label_values(&[kind.as_str(), cache.as_str()]);
+            let _ = request_duration_series[kind.index()][cache.index()].set(series);
+        }
         let render_duration_seconds = reg(
             &registry,
             Histogram::with_opts(
@@ -437,6 +506,8 @@ impl Metrics {
                 known: Mutex::new(HashSet::new()),
             },
             requests_total,
+            request_duration_seconds,
+            request_duration_series,
             render_duration_seconds,
             renders_total,
             refreshes_total: SyncedCounter::new(refreshes_total),
@@ -460,6 +531,17 @@ impl Metrics {
         self.requests_total
             .with_label_values(&[kind.as_str(), cache.as_str()])
             .inc();
+    }
+
+    /// The proxy's time for one public request (see
+    /// `prerender_request_duration_seconds`).
+    pub fn observe_request_duration(&self, kind: RequestKind, cache: CacheResult, took: Duration) {
+        self.request_duration_series[kind.index()][cache.index()]
+            .get_or_init(|| {
+                self.request_duration_seconds
+                    .with_label_values(&[kind.as_str(), cache.as_str()])
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// One finished render attempt: its outcome and, when it ran in a
@@ -735,6 +817,72 @@ mod tests {
         for (series, want) in expect {
             assert_eq!(sample(&text, series), Some(want), "{series} in\n{text}");
         }
+    }
+
+    #[test]
+    fn request_durations_land_in_their_kind_and_cache_series() {
+        let m = Metrics::new();
+        let text = m.render_text();
+        // Every outcome a request can have is exported from the start.
+        for (kind, cache) in REQUEST_OUTCOMES {
+            let series = format!(
+                r#"prerender_request_duration_seconds_count{{cache="{}",kind="{}"}}"#,
+                cache.as_str(),
+                kind.as_str()
+            );
+            assert_eq!(sample(&text, &series), Some(0.0), "{series} in\n{text}");
+        }
+        m.observe_request_duration(
+            RequestKind::Bot,
+            CacheResult::Hit,
+            Duration::from_micros(300),
+        );
+        m.observe_request_duration(
+            RequestKind::Bot,
+            CacheResult::Hit,
+            Duration::from_micros(1800),
+        );
+        m.observe_request_duration(
+            RequestKind::Human,
+            CacheResult::None,
+            Duration::from_secs(3),
+        );
+        let text = m.render_text();
+        let hit = |le: &str| {
+            sample(
+                &text,
+                &format!(
+                    r#"prerender_request_duration_seconds_bucket{{cache="hit",kind="bot",le="{le}"}}"#
+                ),
+            )
+        };
+        assert_eq!(hit("0.00025"), Some(0.0));
+        assert_eq!(hit("0.0005"), Some(1.0));
+        assert_eq!(hit("0.0015"), Some(1.0));
+        assert_eq!(hit("0.002"), Some(2.0));
+        assert_eq!(
+            sample(
+                &text,
+                r#"prerender_request_duration_seconds_count{cache="none",kind="human"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"prerender_request_duration_seconds_count{cache="miss",kind="bot"}"#
+            ),
+            Some(0.0)
+        );
+        // A pair outside the usual ones still gets its own series.
+        m.observe_request_duration(RequestKind::Human, CacheResult::Hit, Duration::ZERO);
+        assert_eq!(
+            sample(
+                &m.render_text(),
+                r#"prerender_request_duration_seconds_count{cache="hit",kind="human"}"#
+            ),
+            Some(1.0)
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::listener::{Body, BoxError};
+use crate::proxy::origin_pool::{OriginPool, PoolLimits};
 use crate::proxy::respond;
 
 /// Idle keep-alive connections to an origin are closed after this.
@@ -55,9 +56,13 @@ impl OriginError {
 }
 
 /// A pooled keep-alive HTTP client for origins, shared by every request.
+/// Passthrough requests use connections driven by their own task
+/// ([`OriginPool`]); upgrades and the proxy's own requests use hyper-util's
+/// client.
 #[derive(Clone)]
 pub struct OriginClient {
     client: Client<HttpConnector, Body>,
+    passthrough: OriginPool,
     timeout: Duration,
 }
 
@@ -71,7 +76,16 @@ impl OriginClient {
             .pool_idle_timeout(ORIGIN_POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(ORIGIN_POOL_MAX_IDLE_PER_HOST)
             .build(connector);
-        OriginClient { client, timeout }
+        let passthrough = OriginPool::new(PoolLimits {
+            max_idle_per_origin: ORIGIN_POOL_MAX_IDLE_PER_HOST,
+            idle_timeout: ORIGIN_POOL_IDLE_TIMEOUT,
+            connect_timeout: ORIGIN_CONNECT_TIMEOUT,
+        });
+        OriginClient {
+            client,
+            passthrough,
+            timeout,
+        }
     }
 
     /// Sends a prepared request; the deadline covers the response head only,
@@ -93,6 +107,9 @@ impl OriginClient {
         peer: SocketAddr,
     ) -> Response<Body> {
         let upgrade = upgrade_protocol(&req);
+        if upgrade.is_none() {
+            return self.relay(req, origin, public_host, peer).await;
+        }
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         // HTTP/2 clients send :authority instead of Host; the origin gets it as Host.
@@ -115,8 +132,6 @@ impl OriginClient {
         if let Some(proto) = &upgrade {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, proto.clone());
-        } else {
-            headers.remove(header::UPGRADE);
         }
         if !headers.contains_key(header::HOST) {
             if let Some(v) = authority {
@@ -156,6 +171,60 @@ impl OriginClient {
         parts.headers.remove(header::UPGRADE);
         Response::from_parts(parts, body.map_err(BoxError::from).boxed())
     }
+
+    /// A request that does not ask to switch protocols: sent on a pooled
+    /// connection driven by this request's task, its body streamed both ways.
+    async fn relay(
+        &self,
+        req: Request<Incoming>,
+        origin: &url::Url,
+        public_host: &str,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let (mut parts, body) = req.into_parts();
+        let path_and_query = match origin_path_and_query(origin, &parts.uri) {
+            Ok(pq) => pq,
+            Err(e) => return respond::error(e.status(), &e.to_string()),
+        };
+        let headers = &mut parts.headers;
+        strip_hop_by_hop(headers);
+        headers.remove(header::UPGRADE);
+        set_forwarded(headers, public_host, peer);
+        if !headers.contains_key(header::HOST) {
+            // HTTP/2 clients send :authority instead of Host; the origin gets it as Host.
+            if let Some(v) = parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                headers.insert(header::HOST, v);
+            }
+        }
+        parts.uri = Uri::from(path_and_query);
+        parts.version = Version::HTTP_11;
+        let out = Request::from_parts(parts, body);
+
+        let sent = tokio::time::timeout(self.timeout, self.passthrough.send(origin, out)).await;
+        let resp = match sent {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                let e = OriginError::Unreachable(error_chain(&e));
+                tracing::warn!(origin = %origin, error = %e, "passthrough failed");
+                return respond::error(e.status(), &e.to_string());
+            }
+            Err(_) => {
+                let e = OriginError::Timeout(self.timeout);
+                tracing::warn!(origin = %origin, error = %e, "passthrough failed");
+                return respond::error(e.status(), &e.to_string());
+            }
+        };
+        let (mut parts, body) = resp.into_parts();
+        // Our side of the exchange speaks HTTP/1.1 or h2 whatever the origin spoke.
+        parts.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::UPGRADE);
+        Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+    }
 }
 
 /// The origin URL for a request: the origin's scheme, authority and path
@@ -164,6 +233,25 @@ pub fn origin_uri(origin: &url::Url, request: &Uri) -> Result<Uri, OriginError> 
     let base = origin.as_str().trim_end_matches('/');
     let pq = request.path_and_query().map_or("/", |pq| pq.as_str());
     format!("{base}{pq}")
+        .parse()
+        .map_err(|e| OriginError::BadUrl(format!("{e}")))
+}
+
+/// The origin-form target for a request: the origin's path prefix followed
+/// by the request's path and query.
+fn origin_path_and_query(
+    origin: &url::Url,
+    request: &Uri,
+) -> Result<http::uri::PathAndQuery, OriginError> {
+    let prefix = origin.path().trim_end_matches('/');
+    let pq = request.path_and_query();
+    if prefix.is_empty() {
+        if let Some(pq) = pq {
+            return Ok(pq.clone());
+        }
+    }
+    let pq = pq.map_or("/", |pq| pq.as_str());
+    format!("{prefix}{pq}")
         .parse()
         .map_err(|e| OriginError::BadUrl(format!("{e}")))
 }
@@ -185,33 +273,92 @@ fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
 }
 
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers the Connection header names are hop-by-hop too.
+    // Headers the Connection header names are hop-by-hop too. The usual
+    // tokens name nothing else to remove (`keep-alive` is in the list,
+    // `close` is no header), so the common case allocates nothing.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+thread_local! {
+    /// The header values of the last peer address and public host seen on
+    /// this thread: consecutive requests mostly share them (a keep-alive
+    /// connection, a load balancer in front), and rendering an address and
+    /// validating a value is most of what setting these headers costs.
+    static FORWARDED_VALUES: std::cell::RefCell<ForwardedValues> =
+        const { std::cell::RefCell::new(ForwardedValues { peer: None, host: None }) };
+}
+
+struct ForwardedValues {
+    peer: Option<(std::net::IpAddr, HeaderValue)>,
+    host: Option<(String, HeaderValue)>,
+}
+
+fn forwarded_values(
+    peer_ip: std::net::IpAddr,
+    public_host: &str,
+) -> (HeaderValue, Option<HeaderValue>) {
+    FORWARDED_VALUES.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        let peer = match &cached.peer {
+            Some((ip, v)) if *ip == peer_ip => v.clone(),
+            _ => {
+                // An IP address renders as ASCII digits, dots, colons and hex.
+                let v = HeaderValue::from_str(&peer_ip.to_string())
+                    .unwrap_or(HeaderValue::from_static("unknown"));
+                cached.peer = Some((peer_ip, v.clone()));
+                v
+            }
+        };
+        let host = match &cached.host {
+            Some((h, v)) if h == public_host => Some(v.clone()),
+            _ => match HeaderValue::from_str(public_host) {
+                Ok(v) => {
+                    cached.host = Some((public_host.to_string(), v.clone()));
+                    Some(v)
+                }
+                Err(_) => None,
+            },
+        };
+        (peer, host)
+    })
+}
+
 /// X-Forwarded-For gets the peer appended; -Proto and -Host are ours alone
 /// (the listener speaks plain HTTP, the host is the validated public host).
 fn set_forwarded(headers: &mut HeaderMap, public_host: &str, peer: SocketAddr) {
-    let peer_ip = peer.ip().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer_ip}"),
-        _ => peer_ip,
+    let (peer_value, host_value) = forwarded_values(peer.ip(), public_host);
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => {
+            HeaderValue::from_str(&format!("{prev}, {}", peer.ip())).ok()
+        }
+        _ => Some(peer_value),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+    if let Some(v) = xff {
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    if let Ok(v) = HeaderValue::from_str(public_host) {
-        headers.insert("x-forwarded-host", v);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    match host_value {
+        Some(v) => {
+            headers.insert(X_FORWARDED_HOST, v);
+        }
+        None => {
+            headers.remove(X_FORWARDED_HOST);
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod crawler;
 pub mod forward;
+pub mod origin_pool;
 pub mod prepared;
 pub mod request;
 pub mod respond;
@@ -59,6 +60,7 @@ impl PublicProxy {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<Body> {
+        let started = std::time::Instant::now();
         let target = match request::resolve(&req, &self.sites) {
             Ok(t) => t,
             Err(rejection) => {
@@ -71,7 +73,13 @@ impl PublicProxy {
                 );
                 self.metrics
                     .observe_request(RequestKind::Rejected, CacheMetric::None);
-                return respond::error(rejection.status, rejection.reason);
+                let resp = respond::error(rejection.status, rejection.reason);
+                self.metrics.observe_request_duration(
+                    RequestKind::Rejected,
+                    CacheMetric::None,
+                    started.elapsed(),
+                );
+                return resp;
             }
         };
         let decision = self.bots.decide(
@@ -104,6 +112,8 @@ impl PublicProxy {
                     }
                 };
                 self.metrics.observe_request(RequestKind::Bot, metric);
+                self.metrics
+                    .observe_request_duration(RequestKind::Bot, metric, started.elapsed());
                 tracing::debug!(%peer, host = %target.host, %path, %rule, cache = result.label(), status = resp.status().as_u16(), "crawler");
                 resp
             }
@@ -115,9 +125,13 @@ impl PublicProxy {
                 };
                 self.metrics.observe_request(kind, CacheMetric::None);
                 tracing::debug!(%peer, method = %req.method(), host = %target.host, path = req.uri().path(), kind = RequestKind::as_str(kind), "passthrough");
-                self.origin
+                let resp = self
+                    .origin
                     .forward(req, &target.site.origin, &target.host, peer)
-                    .await
+                    .await;
+                self.metrics
+                    .observe_request_duration(kind, CacheMetric::None, started.elapsed());
+                resp
             }
         }
     }

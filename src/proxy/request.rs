@@ -125,6 +125,9 @@ fn parse_host(raw: &str) -> Option<String> {
 /// key's normalisation refuses is refused for every request, crawler or not.
 pub fn validate_path(path: &str) -> Result<(), Rejection> {
     use crate::cache::KeyError;
+    if is_plain_path(path) {
+        return Ok(());
+    }
     crate::cache::key::normalize_path(path)
         .map(|_| ())
         .map_err(|e| {
@@ -137,6 +140,21 @@ pub fn validate_path(path: &str) -> Result<(), Rejection> {
                 _ => "malformed request target",
             };
             reject(StatusCode::BAD_REQUEST, reason)
+        })
+}
+
+/// A path the cache key's normalisation accepts without looking further:
+/// absolute, within the length bound, only unreserved characters and `/`,
+/// and no segment starting with a dot (so no `.` or `..` segment). Most
+/// requests are like this; the full check builds the normalised path.
+fn is_plain_path(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    bytes.first() == Some(&b'/')
+        && bytes.len() <= crate::cache::key::MAX_PATH_BYTES
+        && bytes.iter().enumerate().all(|(i, &b)| {
+            b.is_ascii_alphanumeric()
+                || matches!(b, b'/' | b'-' | b'_' | b'~')
+                || (b == b'.' && bytes[i - 1] != b'/')
         })
 }
 
@@ -194,6 +212,40 @@ mod tests {
             "x:+80",
         ] {
             assert_eq!(parse_host(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn plain_paths_are_exactly_paths_the_normalisation_keeps() {
+        for plain in [
+            "/",
+            "/p/1",
+            "/api/products/1.json",
+            "/a-b_c~d/e.f.g",
+            "/a./b",
+        ] {
+            assert!(is_plain_path(plain), "{plain:?}");
+            assert_eq!(
+                crate::cache::key::normalize_path(plain).as_deref(),
+                Ok(plain),
+                "{plain:?}"
+            );
+        }
+        for other in [
+            "", "p/1", "/./a", "/../a", "/a/..", "/.hidden", "/a%20b", "/a b", "/a?b",
+        ] {
+            assert!(!is_plain_path(other), "{other:?}");
+        }
+        let long = format!("/{}", "a".repeat(crate::cache::key::MAX_PATH_BYTES));
+        assert!(!is_plain_path(&long));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plain_paths_always_pass_the_full_check(path in "/[a-zA-Z0-9./_~-]{0,40}") {
+            if is_plain_path(&path) {
+                proptest::prop_assert!(crate::cache::key::normalize_path(&path).is_ok());
+            }
         }
     }
 
