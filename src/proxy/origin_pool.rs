@@ -105,7 +105,7 @@ impl OriginPool {
         if let Some(conn) = reused {
             match exchange(conn, req).await {
                 Ok((resp, conn)) => return Ok(self.wrap(resp, key, conn)),
-                Err(Retry::Again(r)) => req = r,
+                Err(Retry::Again(r)) => req = *r,
                 Err(Retry::Failed(e)) => return Err(e.into()),
             }
         }
@@ -231,7 +231,7 @@ fn is_usable(conn: &mut Conn) -> bool {
 
 enum Retry {
     /// The connection did not take the request; it can go elsewhere.
-    Again(Request<Incoming>),
+    Again(Box<Request<Incoming>>),
     Failed(hyper::Error),
 }
 
@@ -254,7 +254,7 @@ async fn exchange(
     match result {
         Ok(resp) => Ok((resp, (!ended).then_some(conn))),
         Err(mut e) => match e.take_message() {
-            Some(req) => Err(Retry::Again(req)),
+            Some(req) => Err(Retry::Again(Box::new(req))),
             None => Err(Retry::Failed(e.into_error())),
         },
     }
