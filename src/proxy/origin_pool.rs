@@ -27,12 +27,29 @@ use hyper::client::conn::http1;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
+use std::error::Error as StdError;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// An origin connection that carries passthrough requests.
-type Connection = http1::Connection<TokioIo<TcpStream>, Incoming>;
-type Sender = http1::SendRequest<Incoming>;
+/// An origin connection carrying requests whose bodies are `B` (the
+/// client's own body, streamed on).
+type Connection<B> = http1::Connection<TokioIo<TcpStream>, B>;
+type Sender<B> = http1::SendRequest<B>;
+
+/// What a request body must be to be sent on a pooled connection.
+pub trait RequestBody:
+    HttpBody<Data = Bytes, Error = Self::Failure> + Send + Unpin + 'static
+{
+    type Failure: Into<Box<dyn StdError + Send + Sync>>;
+}
+
+impl<B, E> RequestBody for B
+where
+    B: HttpBody<Data = Bytes, Error = E> + Send + Unpin + 'static,
+    E: Into<Box<dyn StdError + Send + Sync>>,
+{
+    type Failure = E;
+}
 
 /// Why no connection to the origin could be used.
 #[derive(Debug, thiserror::Error)]
@@ -60,29 +77,37 @@ pub struct PoolLimits {
 /// One connection: the handle requests are sent through and the
 /// connection state, driven by whoever waits on it. Boxed wherever it goes,
 /// so handing it between the pool, a request and a body moves a pointer.
-struct Conn {
-    sender: Sender,
-    conn: Connection,
+struct Conn<B: RequestBody> {
+    sender: Sender<B>,
+    conn: Connection<B>,
 }
 
-struct Idle {
-    conn: Box<Conn>,
+struct Idle<B: RequestBody> {
+    conn: Box<Conn<B>>,
     since: Instant,
 }
 
-struct PoolInner {
+struct PoolInner<B: RequestBody> {
     limits: PoolLimits,
     /// Idle connections by origin URL, oldest first.
-    idle: Mutex<HashMap<Arc<str>, Vec<Idle>>>,
+    idle: Mutex<HashMap<Arc<str>, Vec<Idle<B>>>>,
 }
 
-/// Keep-alive connections to origins (see the module documentation).
-#[derive(Clone)]
-pub struct OriginPool {
-    inner: Arc<PoolInner>,
+/// Keep-alive connections to origins (see the module documentation), for
+/// requests whose bodies are `B`.
+pub struct OriginPool<B: RequestBody = Incoming> {
+    inner: Arc<PoolInner<B>>,
 }
 
-impl OriginPool {
+impl<B: RequestBody> Clone for OriginPool<B> {
+    fn clone(&self) -> Self {
+        OriginPool {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<B: RequestBody> OriginPool<B> {
     pub fn new(limits: PoolLimits) -> Self {
         OriginPool {
             inner: Arc::new(PoolInner {
@@ -99,8 +124,8 @@ impl OriginPool {
     pub async fn send(
         &self,
         origin: &url::Url,
-        mut req: Request<Incoming>,
-    ) -> Result<Response<OriginBody>, PoolError> {
+        mut req: Request<B>,
+    ) -> Result<Response<OriginBody<B>>, PoolError> {
         let (key, reused) = self.take_idle(origin.as_str());
         if let Some(conn) = reused {
             match exchange(conn, req).await {
@@ -133,8 +158,8 @@ impl OriginPool {
         &self,
         resp: Response<Incoming>,
         key: Arc<str>,
-        conn: Option<Box<Conn>>,
-    ) -> Response<OriginBody> {
+        conn: Option<Box<Conn<B>>>,
+    ) -> Response<OriginBody<B>> {
         let (parts, body) = resp.into_parts();
         let mut body = OriginBody {
             body,
@@ -152,7 +177,7 @@ impl OriginPool {
 
     /// The pool's key for `origin` and its most recently used idle
     /// connection that is still open and ready for a request.
-    fn take_idle(&self, origin: &str) -> (Arc<str>, Option<Box<Conn>>) {
+    fn take_idle(&self, origin: &str) -> (Arc<str>, Option<Box<Conn<B>>>) {
         let mut idle = self.inner.idle.lock();
         let Some(key) = idle.get_key_value(origin).map(|(k, _)| k.clone()) else {
             return (Arc::from(origin), None);
@@ -175,7 +200,7 @@ impl OriginPool {
         (key, None)
     }
 
-    async fn connect(&self, origin: &url::Url) -> Result<Box<Conn>, PoolError> {
+    async fn connect(&self, origin: &url::Url) -> Result<Box<Conn<B>>, PoolError> {
         let port = origin.port_or_known_default().unwrap_or(80);
         let connect = async {
             match origin.host() {
@@ -203,8 +228,8 @@ impl OriginPool {
     }
 }
 
-impl PoolInner {
-    fn put(&self, key: Arc<str>, conn: Box<Conn>) {
+impl<B: RequestBody> PoolInner<B> {
+    fn put(&self, key: Arc<str>, conn: Box<Conn<B>>) {
         let mut idle = self.idle.lock();
         let list = idle.entry(key).or_default();
         if list.len() >= self.limits.max_idle_per_origin {
@@ -220,7 +245,7 @@ impl PoolInner {
 
 /// Polls an idle connection once: it is usable when it has not ended (the
 /// origin closed it, or sent something unasked) and takes a request.
-fn is_usable(conn: &mut Conn) -> bool {
+fn is_usable<B: RequestBody>(conn: &mut Conn<B>) -> bool {
     let waker = std::task::Waker::noop();
     let mut cx = Context::from_waker(waker);
     if Pin::new(&mut conn.conn).poll(&mut cx).is_ready() {
@@ -229,18 +254,18 @@ fn is_usable(conn: &mut Conn) -> bool {
     matches!(conn.sender.poll_ready(&mut cx), Poll::Ready(Ok(())))
 }
 
-enum Retry {
+enum Retry<B> {
     /// The connection did not take the request; it can go elsewhere.
-    Again(Box<Request<Incoming>>),
+    Again(Box<Request<B>>),
     Failed(hyper::Error),
 }
 
 /// Sends `req` on a connection and drives the connection in this task until
 /// the response head is in. The connection is returned unless it ended.
-async fn exchange(
-    mut conn: Box<Conn>,
-    req: Request<Incoming>,
-) -> Result<(Response<Incoming>, Option<Box<Conn>>), Retry> {
+async fn exchange<B: RequestBody>(
+    mut conn: Box<Conn<B>>,
+    req: Request<B>,
+) -> Result<(Response<Incoming>, Option<Box<Conn<B>>>), Retry<B>> {
     let mut answer = pin!(conn.sender.try_send_request(req));
     let mut ended = false;
     let result = std::future::poll_fn(|cx| {
@@ -262,14 +287,14 @@ async fn exchange(
 
 /// A response body from an origin. Reading it drives its connection; the
 /// connection returns to the pool when the body has been read to the end.
-pub struct OriginBody {
+pub struct OriginBody<B: RequestBody = Incoming> {
     body: Incoming,
-    conn: Option<Box<Conn>>,
-    pool: Weak<PoolInner>,
+    conn: Option<Box<Conn<B>>>,
+    pool: Weak<PoolInner<B>>,
     key: Arc<str>,
 }
 
-impl OriginBody {
+impl<B: RequestBody> OriginBody<B> {
     fn release(&mut self) {
         if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.upgrade()) {
             pool.put(self.key.clone(), conn);
@@ -277,7 +302,7 @@ impl OriginBody {
     }
 }
 
-impl HttpBody for OriginBody {
+impl<B: RequestBody> HttpBody for OriginBody<B> {
     type Data = Bytes;
     type Error = hyper::Error;
 
@@ -312,7 +337,7 @@ impl HttpBody for OriginBody {
     }
 }
 
-impl Drop for OriginBody {
+impl<B: RequestBody> Drop for OriginBody<B> {
     fn drop(&mut self) {
         // Read to the end without a last poll (the server stops once
         // `is_end_stream` says so): still reusable. Otherwise the unread rest
@@ -320,5 +345,245 @@ impl Drop for OriginBody {
         if self.body.is_end_stream() {
             self.release();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Empty, Full};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn limits() -> PoolLimits {
+        PoolLimits {
+            max_idle_per_origin: 4,
+            idle_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// A local hyper origin: `/small` is five bytes, `/big` a megabyte in
+    /// 64 KiB chunks, `/close` asks to close the connection, `/empty` is
+    /// 204. Returns its URL and the number of connections it accepted.
+    async fn origin() -> (url::Url, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                        let mut resp = match req.uri().path() {
+                            "/big" => {
+                                let chunks = (0..16).map(|_| {
+                                    Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(
+                                        vec![b'x'; 64 * 1024],
+                                    )))
+                                });
+                                let body =
+                                    http_body_util::StreamBody::new(futures::stream::iter(chunks));
+                                let mut r = Response::new(body.boxed());
+                                r.headers_mut()
+                                    .insert(hyper::header::CONTENT_LENGTH, (16 * 64 * 1024).into());
+                                r
+                            }
+                            "/empty" => {
+                                let mut r = Response::new(
+                                    Empty::<Bytes>::new().map_err(|e| match e {}).boxed(),
+                                );
+                                *r.status_mut() = hyper::StatusCode::NO_CONTENT;
+                                r
+                            }
+                            _ => Response::new(
+                                Full::new(Bytes::from_static(b"hello"))
+                                    .map_err(|e| match e {})
+                                    .boxed(),
+                            ),
+                        };
+                        if req.uri().path() == "/close" {
+                            resp.headers_mut().insert(
+                                hyper::header::CONNECTION,
+                                hyper::header::HeaderValue::from_static("close"),
+                            );
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (
+            url::Url::parse(&format!("http://{addr}")).unwrap(),
+            accepted,
+        )
+    }
+
+    fn get(path: &str) -> Request<Empty<Bytes>> {
+        Request::builder()
+            .uri(path)
+            .header(hyper::header::HOST, "www.example.test")
+            .body(Empty::new())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_reused_once_its_body_was_read() {
+        let (url, accepted) = origin().await;
+        let pool = OriginPool::new(limits());
+        for _ in 0..3 {
+            let resp = pool.send(&url, get("/small")).await.unwrap();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"hello");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_count(&url), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_get_their_own_connections_and_all_come_back() {
+        let (url, accepted) = origin().await;
+        let pool = OriginPool::new(limits());
+        let answers =
+            futures::future::join_all((0..3).map(|_| pool.send(&url, get("/small")))).await;
+        for resp in answers {
+            let body = resp
+                .unwrap()
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes();
+            assert_eq!(&body[..], b"hello");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        assert_eq!(pool.idle_count(&url), 3);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_its_end_closes_the_connection() {
+        let (url, accepted) = origin().await;
+        let pool = OriginPool::new(limits());
+        let mut body = pool.send(&url, get("/big")).await.unwrap().into_body();
+        let first = body.frame().await.unwrap().unwrap();
+        assert!(first.is_data());
+        drop(body);
+        assert_eq!(pool.idle_count(&url), 0);
+        // The next request needs (and gets) a connection of its own.
+        let resp = pool.send(&url, get("/small")).await.unwrap();
+        resp.into_body().collect().await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // A big body read to the end frees its connection too.
+        let resp = pool.send(&url, get("/big")).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.len(), 16 * 64 * 1024);
+        assert_eq!(pool.idle_count(&url), 1);
+    }
+
+    #[tokio::test]
+    async fn answers_without_a_body_free_the_connection_unread() {
+        let (url, accepted) = origin().await;
+        let pool = OriginPool::new(limits());
+        let resp = pool.send(&url, get("/empty")).await.unwrap();
+        assert_eq!(resp.status(), hyper::StatusCode::NO_CONTENT);
+        assert_eq!(pool.idle_count(&url), 1);
+        drop(resp);
+        let resp = pool.send(&url, get("/small")).await.unwrap();
+        resp.into_body().collect().await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_origin_asked_to_close_is_not_kept() {
+        let (url, accepted) = origin().await;
+        let pool = OriginPool::new(limits());
+        for _ in 0..2 {
+            let resp = pool.send(&url, get("/close")).await.unwrap();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"hello");
+            assert_eq!(pool.idle_count(&url), 0);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_origin_dropped_is_replaced() {
+        // An origin that answers one request per connection and then closes
+        // it without saying so, as an origin's idle timeout does.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = url::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let n = stream.read(&mut buf).await.unwrap();
+                        if n == 0 {
+                            return;
+                        }
+                        head.extend_from_slice(&buf[..n]);
+                    }
+                    stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                });
+            }
+        });
+        let pool = OriginPool::new(limits());
+        for _ in 0..3 {
+            let resp = pool.send(&url, get("/")).await.unwrap();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"ok");
+            // Let the origin close the connection now idle in the pool.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_bounded_and_expire() {
+        let (url, accepted) = origin().await;
+        let pool = OriginPool::new(PoolLimits {
+            max_idle_per_origin: 2,
+            idle_timeout: Duration::from_millis(200),
+            connect_timeout: Duration::from_secs(5),
+        });
+        let answers =
+            futures::future::join_all((0..4).map(|_| pool.send(&url, get("/small")))).await;
+        for resp in answers {
+            resp.unwrap().into_body().collect().await.unwrap();
+        }
+        assert_eq!(pool.idle_count(&url), 2);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let resp = pool.send(&url, get("/small")).await.unwrap();
+        resp.into_body().collect().await.unwrap();
+        // Both idle ones had expired: a fifth connection was opened.
+        assert_eq!(accepted.load(Ordering::SeqCst), 5);
+        assert_eq!(pool.idle_count(&url), 1);
+    }
+
+    #[tokio::test]
+    async fn an_origin_that_is_down_is_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = url::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        drop(listener);
+        let pool = OriginPool::new(limits());
+        assert!(matches!(
+            pool.send(&url, get("/")).await,
+            Err(PoolError::Connect { .. })
+        ));
     }
 }
