@@ -11,9 +11,8 @@
 //! (or browsers that die right after launch) back off exponentially.
 //!
 //! Isolation: each site gets its own browser context in a browser, with tabs
-//! reused across that site's renders; after every render the tab's page is
-//! frozen and the context's cookies and the touched origins' storage are
-//! cleared (see `page`).
+//! reused across that site's renders; after every render the tab leaves the
+//! page and the context's cookies and the touched origins' storage are cleared.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -47,12 +46,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 const CHILDREN_GRACE: Duration = Duration::from_secs(2);
 /// Period of the pool's health check (crash detection within a second).
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(250);
-/// Period of the process-tree RSS measurement of a browser that rendered
-/// since its last one (a measurement reads every process's /proc entry:
-/// ≈ 1 % of a core when taken every 2 s whatever the load)…
+/// Period of the process-tree RSS measurement.
 const RSS_CHECK_INTERVAL: Duration = Duration::from_secs(2);
-/// …and of a browser that did not: an idle browser's memory barely moves.
-const RSS_IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// A browser that dies sooner than this after launch, before serving any
 /// render, counts as a failed launch (and delays the next one).
 const EARLY_DEATH: Duration = Duration::from_secs(10);
@@ -81,13 +76,8 @@ const EXTRA_ARGS: &[&str] = &[
 ];
 /// Merged into chromiumoxide's own `--disable-features`: keeping frames of
 /// other sites in-process means their requests pass through the page's
-/// interception (and saves processes). The omnibox popup's WebUI pages are
-/// loaded by every headless browser at start in a renderer of their own
-/// (≈ 0.8 s of CPU and ≈ 150 MB per launch, measured on Chromium 156): a
-/// browser without a window never shows them. Pages never come back from
-/// the back/forward cache here, so it only holds replaced pages in memory.
-const DISABLED_FEATURES: &str = "IsolateOrigins,site-per-process,OptimizationHints,MediaRouter,\
-WebUIOmniboxPopup,WebUIOmniboxAimPopup,WebUIOmniboxFullPopup,BackForwardCache";
+/// interception (and saves processes).
+const DISABLED_FEATURES: &str = "IsolateOrigins,site-per-process,OptimizationHints,MediaRouter";
 
 /// Prefix of each pool's directory of browser profiles in the temp dir; it
 /// also marks the browsers of an instance that died (see
@@ -187,8 +177,6 @@ struct SlotEntry {
     retiring: bool,
     rss: u64,
     rss_checked: Option<Instant>,
-    /// `renders` when the RSS was last measured.
-    rss_checked_renders: u32,
 }
 
 #[derive(Default)]
@@ -406,12 +394,8 @@ impl BrowserPool {
         let wait_closed = async {
             loop {
                 let notified = inner.closed.notified();
-                {
-                    // Browsers still starting are closed as soon as they are up.
-                    let st = inner.state.lock();
-                    if st.closing == 0 && st.launching == 0 {
-                        break;
-                    }
+                if inner.state.lock().closing == 0 {
+                    break;
                 }
                 let _ = tokio::time::timeout(MAINTENANCE_INTERVAL, notified).await;
             }
@@ -616,7 +600,7 @@ impl PoolInner {
         let mut dead = slot.dead.clone();
         let work = async {
             let mut tab = slot.checkout(&site, &self.shared).await?;
-            let (result, finished) = tab
+            let (result, origins) = tab
                 .render(
                     job,
                     site.clone(),
@@ -625,13 +609,13 @@ impl PoolInner {
                     &slot.chrome_version,
                 )
                 .await;
-            Ok::<_, RenderError>((tab, result, finished))
+            Ok::<_, RenderError>((tab, result, origins))
         };
         let outcome = tokio::select! {
             _ = dead.wait_for(|d| *d) => return Err(RenderError::BrowserCrashed),
             outcome = work => outcome,
         };
-        let (tab, result, finished) = match outcome {
+        let (tab, result, origins) = match outcome {
             Ok(v) => v,
             Err(e) => return Err(slot.explain(e).await),
         };
@@ -644,7 +628,7 @@ impl PoolInner {
         let keep = result.is_ok() && !tab.is_crashed();
         tokio::spawn(async move {
             let _lease = lease;
-            if keep && tab.reset(&finished).await.is_ok() {
+            if keep && tab.reset(&origins).await.is_ok() {
                 slot.checkin(site, tab).await;
             } else {
                 // Whatever the page left in its context goes with it.
@@ -701,15 +685,9 @@ impl PoolInner {
             }
             // Memory.
             for e in st.slots.iter_mut() {
-                let interval = if e.renders != e.rss_checked_renders {
-                    RSS_CHECK_INTERVAL
-                } else {
-                    RSS_IDLE_CHECK_INTERVAL
-                };
                 if e.rss_checked
-                    .is_none_or(|t| now.duration_since(t) >= interval)
+                    .is_none_or(|t| now.duration_since(t) >= RSS_CHECK_INTERVAL)
                 {
-                    e.rss_checked_renders = e.renders;
                     e.rss = process::tree_rss_bytes(e.slot.pid);
                     e.rss_checked = Some(now);
                 }
@@ -768,12 +746,6 @@ impl PoolInner {
                 st.launching -= 1;
                 st.recycling = None;
                 match launched {
-                    Ok(slot) if inner.shutting_down.load(Ordering::SeqCst) => {
-                        // The pool shut down while the replacement started.
-                        st.closing += 1;
-                        drop(st);
-                        inner.clone().spawn_close(slot);
-                    }
                     Ok(slot) => {
                         // One critical section: the pool never looks one browser short.
                         st.launch_failures_in_row = 0;
@@ -885,7 +857,6 @@ fn push_slot(st: &mut PoolState, slot: Arc<BrowserSlot>) {
         retiring: false,
         rss: 0,
         rss_checked: None,
-        rss_checked_renders: 0,
     });
 }
 
