@@ -114,6 +114,17 @@ for (const [n, c] of [['prerender-status-code', '301'], ['prerender-header', 'Lo
             Route::html("moved").status(302).header("location", "/p/1"),
         ),
         ("/boom", Route::html("<h1>error</h1>").status(500)),
+        (
+            "/early",
+            Route::html(
+                r#"<!DOCTYPE html><html><head><script>window.prerenderReady = true;</script>
+<script async src="/assets/slow.js"></script></head><body>ready before load</body></html>"#,
+            ),
+        ),
+        (
+            "/assets/slow.js",
+            Route::js("window.slow = 1;").delay(Duration::from_secs(4)),
+        ),
         ("/ssrf", Route::html(&ssrf)),
         (
             "/iso",
@@ -293,6 +304,52 @@ async fn status_metas_and_origin_statuses_are_reflected() {
         other => panic!("expected OriginStatus(500), got {other:?}"),
     }
     assert_eq!(site.origin.hits("/boom"), 1);
+    site.pool.shutdown().await;
+}
+
+/// Renders whose navigation never completes leave their tab usable: an
+/// origin redirect (answered without following it, so its document never
+/// commits), an origin 500, and a page ready before its load event, each
+/// followed by an ordinary page on the same single tab.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_navigations_leave_the_tab_usable() {
+    let mut site = Site::start().await;
+    site.pool.shutdown().await;
+    let mut cfg = common::small_pool_config();
+    cfg.tabs_per_browser = 1;
+    site.pool = BrowserPool::launch(cfg).await.expect("pool launches");
+    for round in 0..2 {
+        let missing = site.render("/missing").await.expect("render");
+        assert_eq!(missing.status, 404, "round {round}");
+        let redirect = site.render("/redirect").await.expect("render");
+        assert_eq!(redirect.status, 302, "round {round}");
+        match site.render("/boom").await {
+            Err(RenderError::OriginStatus(500)) => {}
+            other => panic!("round {round}: expected OriginStatus(500), got {other:?}"),
+        }
+        match site.render("/boom").await {
+            Err(RenderError::OriginStatus(500)) => {}
+            other => panic!("round {round}: expected OriginStatus(500), got {other:?}"),
+        }
+        let page = site.render("/p/1").await.expect("render");
+        assert!(page.html.contains("hello from api"), "round {round}");
+        let early = site.render("/early").await.expect("render");
+        assert!(early.html.contains("ready before load"), "round {round}");
+        let page = site.render("/p/2").await.expect("render");
+        assert!(page.html.contains("hello from api"), "round {round}");
+    }
+    // The reset happens after the answer; wait until the last one is done.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while site.pool.stats().tabs_busy > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Ordinary pages keep their tab; the rest take a fresh one.
+    let stats = site.pool.stats();
+    assert_eq!(
+        (stats.tabs_reused, stats.tabs_discarded),
+        (6, 8),
+        "{stats:?}"
+    );
     site.pool.shutdown().await;
 }
 

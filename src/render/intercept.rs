@@ -24,7 +24,10 @@ use chromiumoxide::cdp::browser_protocol::inspector::EventTargetCrashed;
 use chromiumoxide::cdp::browser_protocol::network::{
     ErrorReason, EventLoadingFailed, EventLoadingFinished, ResourceType,
 };
-use chromiumoxide::cdp::browser_protocol::page::EventDomContentEventFired;
+use chromiumoxide::cdp::browser_protocol::page::{
+    EventDomContentEventFired, EventFrameNavigated, SetWebLifecycleStateParams,
+    SetWebLifecycleStateState,
+};
 use chromiumoxide::Page;
 use futures::StreamExt;
 use parking_lot::Mutex;
@@ -99,6 +102,13 @@ pub(crate) struct RenderCtx {
     pub deadline: Instant,
     state: Mutex<NetState>,
     pub changed: Notify,
+    /// The render is over: pauses still being answered are failed instead
+    /// (a late response must not set cookies after the tab was cleared).
+    finished: AtomicBool,
+    finish: Notify,
+    /// The navigation to the page has ended (loaded, or failed) in
+    /// chromiumoxide's navigation queue.
+    navigation_settled: AtomicBool,
 }
 
 impl RenderCtx {
@@ -113,6 +123,55 @@ impl RenderCtx {
             deadline,
             state: Mutex::new(state),
             changed: Notify::new(),
+            finished: AtomicBool::new(false),
+            finish: Notify::new(),
+            navigation_settled: AtomicBool::new(false),
+        }
+    }
+
+    /// Ends the render for its pauses: every one not answered yet is failed.
+    pub(crate) fn finish(&self) {
+        self.finished.store(true, Ordering::SeqCst);
+        self.finish.notify_waiters();
+    }
+
+    pub(crate) fn navigation_settles(&self) {
+        self.navigation_settled.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn navigation_settled(&self) -> bool {
+        self.navigation_settled.load(Ordering::SeqCst)
+    }
+
+    fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::SeqCst)
+    }
+
+    async fn finished(&self) {
+        loop {
+            let notified = self.finish.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_finished() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Waits until no pause of this render is being answered, at most `bound`.
+    pub(crate) async fn answers_drained(&self, bound: Duration) -> bool {
+        let until = Instant::now() + bound;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.state.lock().answering.is_empty() {
+                return true;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return false;
+            }
         }
     }
 
@@ -171,16 +230,22 @@ impl RenderCtx {
 pub(crate) type CurrentRender = Arc<Mutex<Option<Arc<RenderCtx>>>>;
 
 /// Subscribes to a tab's events and spawns its event task.
+///
+/// `frozen` is set while the tab holds the frozen page of a finished render;
+/// the first document committed in the main frame after that (the next
+/// render's, or `about:blank`) replaced it, and the tab is set active again.
 pub(crate) async fn start_tab_events(
     page: Page,
     current: CurrentRender,
     shared: Arc<Shared>,
     crashed: Arc<AtomicBool>,
+    frozen: Arc<AtomicBool>,
 ) -> Result<tokio::task::JoinHandle<()>, chromiumoxide::error::CdpError> {
     let mut paused = page.event_listener::<EventRequestPaused>().await?;
     let mut finished = page.event_listener::<EventLoadingFinished>().await?;
     let mut failed = page.event_listener::<EventLoadingFailed>().await?;
     let mut dcl = page.event_listener::<EventDomContentEventFired>().await?;
+    let mut navigated = page.event_listener::<EventFrameNavigated>().await?;
     let mut target_crashed = page.event_listener::<EventTargetCrashed>().await?;
     Ok(tokio::spawn(async move {
         loop {
@@ -206,6 +271,16 @@ pub(crate) async fn start_tab_events(
                     let Some(_) = ev else { break };
                     if let Some(ctx) = current.lock().clone() {
                         ctx.touch(|st| st.dom_content_loaded = true);
+                    }
+                }
+                ev = navigated.next() => {
+                    let Some(ev) = ev else { break };
+                    if ev.frame.parent_id.is_none() && frozen.swap(false, Ordering::SeqCst) {
+                        let page = page.clone();
+                        tokio::spawn(async move {
+                            let active = SetWebLifecycleStateParams::new(SetWebLifecycleStateState::Active);
+                            let _ = tokio::time::timeout(CDP_CALL_TIMEOUT, page.execute(active)).await;
+                        });
                     }
                 }
                 ev = target_crashed.next() => {
@@ -247,7 +322,16 @@ async fn answer_pause(
         st.answering
             .insert(pause_id.clone(), ev.request.url.clone());
     });
-    let answer = decide(&ctx, &shared, &ev).await;
+    let answer = tokio::select! {
+        answer = decide(&ctx, &shared, &ev) => answer,
+        _ = ctx.finished() => Answer::Fail(ErrorReason::Aborted),
+    };
+    // An answer that comes after the render is over is not delivered.
+    let answer = if ctx.is_finished() {
+        Answer::Fail(ErrorReason::Aborted)
+    } else {
+        answer
+    };
     let continued = matches!(answer, Answer::Continue);
     send(&page, answer, &ev).await;
     ctx.touch(|st| {

@@ -11,8 +11,9 @@
 //! (or browsers that die right after launch) back off exponentially.
 //!
 //! Isolation: each site gets its own browser context in a browser, with tabs
-//! reused across that site's renders; after every render the tab leaves the
-//! page and the context's cookies and the touched origins' storage are cleared.
+//! reused across that site's renders; after every render the tab's page is
+//! frozen and the context's cookies and the touched origins' storage are
+//! cleared (see `page`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -46,8 +47,12 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 const CHILDREN_GRACE: Duration = Duration::from_secs(2);
 /// Period of the pool's health check (crash detection within a second).
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(250);
-/// Period of the process-tree RSS measurement.
+/// Period of the process-tree RSS measurement of a browser that rendered
+/// since its last one (a measurement reads every process's /proc entry:
+/// ≈ 1 % of a core when taken every 2 s whatever the load)…
 const RSS_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// …and of a browser that did not: an idle browser's memory barely moves.
+const RSS_IDLE_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// A browser that dies sooner than this after launch, before serving any
 /// render, counts as a failed launch (and delays the next one).
 const EARLY_DEATH: Duration = Duration::from_secs(10);
@@ -76,8 +81,13 @@ const EXTRA_ARGS: &[&str] = &[
 ];
 /// Merged into chromiumoxide's own `--disable-features`: keeping frames of
 /// other sites in-process means their requests pass through the page's
-/// interception (and saves processes).
-const DISABLED_FEATURES: &str = "IsolateOrigins,site-per-process,OptimizationHints,MediaRouter";
+/// interception (and saves processes). The omnibox popup's WebUI pages are
+/// loaded by every headless browser at start in a renderer of their own
+/// (≈ 0.8 s of CPU and ≈ 150 MB per launch, measured on Chromium 156): a
+/// browser without a window never shows them. Pages never come back from
+/// the back/forward cache here, so it only holds replaced pages in memory.
+const DISABLED_FEATURES: &str = "IsolateOrigins,site-per-process,OptimizationHints,MediaRouter,\
+WebUIOmniboxPopup,WebUIOmniboxAimPopup,WebUIOmniboxFullPopup,BackForwardCache";
 
 /// Prefix of each pool's directory of browser profiles in the temp dir; it
 /// also marks the browsers of an instance that died (see
@@ -113,6 +123,11 @@ pub struct PoolStats {
     pub subresource_cache_hits: u64,
     /// Bytes held by the subresource cache.
     pub subresource_cache_bytes: usize,
+    /// Tabs reset and kept for the next render of their site.
+    pub tabs_reused: u64,
+    /// Tabs closed with their context after a render (a failed render, or
+    /// one whose page could not be reset safely) instead of being reused.
+    pub tabs_discarded: u64,
     /// Page requests refused (images/media/fonts, trackers, internal addresses).
     pub requests_blocked: u64,
     /// Of those, requests to internal addresses or non-http(s) schemes (SSRF guard).
@@ -177,6 +192,8 @@ struct SlotEntry {
     retiring: bool,
     rss: u64,
     rss_checked: Option<Instant>,
+    /// `renders` when the RSS was last measured.
+    rss_checked_renders: u32,
 }
 
 #[derive(Default)]
@@ -200,6 +217,8 @@ struct Counters {
     recycles_rss: AtomicU64,
     crashes: AtomicU64,
     launch_failures: AtomicU64,
+    tabs_reused: AtomicU64,
+    tabs_discarded: AtomicU64,
 }
 
 struct PoolInner {
@@ -349,6 +368,8 @@ impl BrowserPool {
             recycles_rss: c.recycles_rss.load(Ordering::Relaxed),
             crashes: c.crashes.load(Ordering::Relaxed),
             launch_failures: c.launch_failures.load(Ordering::Relaxed),
+            tabs_reused: c.tabs_reused.load(Ordering::Relaxed),
+            tabs_discarded: c.tabs_discarded.load(Ordering::Relaxed),
             subresource_cache_hits: hits,
             subresource_cache_bytes: bytes,
             requests_blocked: inner.shared.blocked.load(Ordering::Relaxed),
@@ -394,8 +415,12 @@ impl BrowserPool {
         let wait_closed = async {
             loop {
                 let notified = inner.closed.notified();
-                if inner.state.lock().closing == 0 {
-                    break;
+                {
+                    // Browsers still starting are closed as soon as they are up.
+                    let st = inner.state.lock();
+                    if st.closing == 0 && st.launching == 0 {
+                        break;
+                    }
                 }
                 let _ = tokio::time::timeout(MAINTENANCE_INTERVAL, notified).await;
             }
@@ -600,7 +625,7 @@ impl PoolInner {
         let mut dead = slot.dead.clone();
         let work = async {
             let mut tab = slot.checkout(&site, &self.shared).await?;
-            let (result, origins) = tab
+            let (result, finished) = tab
                 .render(
                     job,
                     site.clone(),
@@ -609,13 +634,13 @@ impl PoolInner {
                     &slot.chrome_version,
                 )
                 .await;
-            Ok::<_, RenderError>((tab, result, origins))
+            Ok::<_, RenderError>((tab, result, finished))
         };
         let outcome = tokio::select! {
             _ = dead.wait_for(|d| *d) => return Err(RenderError::BrowserCrashed),
             outcome = work => outcome,
         };
-        let (tab, result, origins) = match outcome {
+        let (tab, result, finished) = match outcome {
             Ok(v) => v,
             Err(e) => return Err(slot.explain(e).await),
         };
@@ -627,10 +652,20 @@ impl PoolInner {
         // counted as busy until that is done.
         let keep = result.is_ok() && !tab.is_crashed();
         tokio::spawn(async move {
-            let _lease = lease;
-            if keep && tab.reset(&origins).await.is_ok() {
+            let counters = &lease.inner.counters;
+            let reusable = keep
+                && match tab.reset(&finished).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::debug!(url = %finished.job.public_url, error = %e, "tab not reused");
+                        false
+                    }
+                };
+            if reusable {
+                counters.tabs_reused.fetch_add(1, Ordering::Relaxed);
                 slot.checkin(site, tab).await;
             } else {
+                counters.tabs_discarded.fetch_add(1, Ordering::Relaxed);
                 // Whatever the page left in its context goes with it.
                 slot.discard(tab).await;
             }
@@ -685,9 +720,15 @@ impl PoolInner {
             }
             // Memory.
             for e in st.slots.iter_mut() {
+                let interval = if e.renders != e.rss_checked_renders {
+                    RSS_CHECK_INTERVAL
+                } else {
+                    RSS_IDLE_CHECK_INTERVAL
+                };
                 if e.rss_checked
-                    .is_none_or(|t| now.duration_since(t) >= RSS_CHECK_INTERVAL)
+                    .is_none_or(|t| now.duration_since(t) >= interval)
                 {
+                    e.rss_checked_renders = e.renders;
                     e.rss = process::tree_rss_bytes(e.slot.pid);
                     e.rss_checked = Some(now);
                 }
@@ -746,6 +787,12 @@ impl PoolInner {
                 st.launching -= 1;
                 st.recycling = None;
                 match launched {
+                    Ok(slot) if inner.shutting_down.load(Ordering::SeqCst) => {
+                        // The pool shut down while the replacement started.
+                        st.closing += 1;
+                        drop(st);
+                        inner.clone().spawn_close(slot);
+                    }
                     Ok(slot) => {
                         // One critical section: the pool never looks one browser short.
                         st.launch_failures_in_row = 0;
@@ -857,6 +904,7 @@ fn push_slot(st: &mut PoolState, slot: Arc<BrowserSlot>) {
         retiring: false,
         rss: 0,
         rss_checked: None,
+        rss_checked_renders: 0,
     });
 }
 
