@@ -43,8 +43,8 @@ pub const RENDER_DURATION_BUCKETS: &[f64] = &[
 /// misses wait for a render, so the top bucket sits past the 20 s render
 /// deadline.
 pub const REQUEST_DURATION_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025,
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
+    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005,
+    0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
 ];
 
 /// The `(kind, cache)` pairs a public request can end with; their
