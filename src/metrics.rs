@@ -231,6 +231,8 @@ pub struct PoolFigures {
     pub recycles_age: u64,
     pub recycles_rss: u64,
     pub crashes: u64,
+    pub tabs_reused: u64,
+    pub tabs_discarded: u64,
 }
 
 impl From<&PoolStats> for PoolFigures {
@@ -241,6 +243,8 @@ impl From<&PoolStats> for PoolFigures {
             recycles_age: s.recycles_age,
             recycles_rss: s.recycles_rss,
             crashes: s.crashes,
+            tabs_reused: s.tabs_reused,
+            tabs_discarded: s.tabs_discarded,
         }
     }
 }
@@ -359,6 +363,13 @@ pub struct Metrics {
     /// `prerender_browser_crashes_total`: browsers that died unplanned; their
     /// renders were retried elsewhere.
     browser_crashes_total: SyncedCounter,
+    /// `prerender_browser_tabs_total{outcome}`: tabs after a render, reset
+    /// and kept for the site's next render (`reused`) or closed with their
+    /// context (`discarded`: a failed render, or a page that could not be
+    /// reset safely). Mostly `discarded` means every render pays for a new
+    /// tab.
+    browser_tabs_reused: SyncedCounter,
+    browser_tabs_discarded: SyncedCounter,
 
     // --- Store -------------------------------------------------------------
     /// `prerender_store_errors_total`: failed store operations (Redis down,
@@ -475,6 +486,11 @@ impl Metrics {
             "prerender_browser_crashes_total",
             "Browsers that died unplanned.",
         );
+        let browser_tabs = counter_vec(
+            "prerender_browser_tabs_total",
+            "Tabs after a render: reused for the site's next render, or discarded.",
+            &["outcome"],
+        );
         let store_errors_total = counter(
             "prerender_store_errors_total",
             "Failed page store operations.",
@@ -521,6 +537,10 @@ impl Metrics {
             browser_recycles_age: SyncedCounter::new(browser_recycles.with_label_values(&["age"])),
             browser_recycles_rss: SyncedCounter::new(browser_recycles.with_label_values(&["rss"])),
             browser_crashes_total: SyncedCounter::new(browser_crashes_total),
+            browser_tabs_reused: SyncedCounter::new(browser_tabs.with_label_values(&["reused"])),
+            browser_tabs_discarded: SyncedCounter::new(
+                browser_tabs.with_label_values(&["discarded"]),
+            ),
             store_errors_total,
             cache_entries,
         })
@@ -620,6 +640,8 @@ impl Metrics {
         self.browser_recycles_age.sync(pool.recycles_age);
         self.browser_recycles_rss.sync(pool.recycles_rss);
         self.browser_crashes_total.sync(pool.crashes);
+        self.browser_tabs_reused.sync(pool.tabs_reused);
+        self.browser_tabs_discarded.sync(pool.tabs_discarded);
     }
 
     /// Runs `hook` at the start of every [`Metrics::render_text`], to copy
@@ -698,6 +720,8 @@ mod tests {
             recycles_age: 1,
             recycles_rss: 2,
             crashes: 1,
+            tabs_reused: 9,
+            tabs_discarded: 2,
         });
     }
 
@@ -806,6 +830,8 @@ mod tests {
             (r#"prerender_browser_recycles_total{reason="age"}"#, 1.0),
             (r#"prerender_browser_recycles_total{reason="rss"}"#, 2.0),
             ("prerender_browser_crashes_total", 1.0),
+            (r#"prerender_browser_tabs_total{outcome="reused"}"#, 9.0),
+            (r#"prerender_browser_tabs_total{outcome="discarded"}"#, 2.0),
             ("prerender_refreshes_total", 1.0),
             ("prerender_store_errors_total", 1.0),
             (r#"prerender_cache_entries{domain="example.com"}"#, 42.0),
@@ -986,6 +1012,8 @@ mod tests {
             recycles_age: 1,
             recycles_rss: 3,
             crashes: 4,
+            tabs_reused: 7,
+            tabs_discarded: 2,
             ..PoolStats::default()
         };
         assert_eq!(
@@ -996,6 +1024,8 @@ mod tests {
                 recycles_age: 1,
                 recycles_rss: 3,
                 crashes: 4,
+                tabs_reused: 7,
+                tabs_discarded: 2,
             }
         );
     }
