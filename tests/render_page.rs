@@ -127,6 +127,62 @@ for (const [n, c] of [['prerender-status-code', '301'], ['prerender-header', 'Lo
         ),
         ("/ssrf", Route::html(&ssrf)),
         (
+            "/leaky-timer",
+            Route::html(
+                r#"<!DOCTYPE html><html><body><div id="out">leaky</div><script>
+window.prerenderReady = false;
+setInterval(() => { localStorage.setItem('leak', 'timer'); document.cookie = 'leak=timer; path=/'; }, 5);
+window.addEventListener('load', () => {
+  fetch('/api/late-cookie').catch(() => {});
+  setTimeout(() => { window.prerenderReady = true; }, 150);
+});
+</script></body></html>"#,
+            ),
+        ),
+        (
+            "/leaky-workers",
+            Route::html(
+                r#"<!DOCTYPE html><html><body><div id="out">leaky</div><script>
+window.prerenderReady = false;
+const src = "setInterval(() => { const r = indexedDB.open('leakdb', 1); " +
+  "r.onupgradeneeded = () => r.result.createObjectStore('s'); " +
+  "r.onsuccess = () => { try { r.result.transaction('s', 'readwrite').objectStore('s').put('worker', 'k'); } catch (e) {} r.result.close(); }; }, 5);";
+const url = URL.createObjectURL(new Blob([src], { type: 'text/javascript' }));
+new Worker(url);
+new SharedWorker(url);
+window.addEventListener('load', () => setTimeout(() => { window.prerenderReady = true; }, 150));
+</script></body></html>"#,
+            ),
+        ),
+        (
+            "/api/late-cookie",
+            Route::json("{}")
+                .header("set-cookie", "late=1; Path=/")
+                .delay(Duration::from_millis(1500)),
+        ),
+        (
+            "/report",
+            Route::html(
+                r#"<!DOCTYPE html><html><body><div id="out">pending</div><script>
+window.prerenderReady = false;
+const local = localStorage.getItem('leak') || '';
+const cookie = document.cookie;
+function finish(idb) {
+  document.getElementById('out').textContent = 'cookie=[' + cookie + '] local=[' + local + '] idb=[' + idb + ']';
+  window.prerenderReady = true;
+}
+const req = indexedDB.open('leakdb', 1);
+req.onupgradeneeded = () => req.result.createObjectStore('s');
+req.onerror = () => finish('open-error');
+req.onsuccess = () => {
+  const get = req.result.transaction('s', 'readonly').objectStore('s').get('k');
+  get.onsuccess = () => finish(get.result || '');
+  get.onerror = () => finish('read-error');
+};
+</script></body></html>"#,
+            ),
+        ),
+        (
             "/iso",
             Route::html(
                 r#"<!DOCTYPE html><html><body><div id="out"></div><script>
@@ -369,6 +425,54 @@ async fn internal_addresses_are_never_reached() {
         stats.requests_blocked_internal >= 4,
         "the renderer itself refused the iframe and the three fetches: {stats:?}"
     );
+    site.pool.shutdown().await;
+}
+
+/// Pages that keep writing after their render — a 5 ms timer writing
+/// localStorage and a cookie with an answer that sets a cookie 1.5 s
+/// later; a dedicated and a shared worker writing IndexedDB — leave nothing
+/// for the next render on the same tab.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_keeps_writing_leaves_nothing_behind() {
+    let mut site = Site::start().await;
+    site.pool.shutdown().await;
+    let mut cfg = common::small_pool_config();
+    cfg.tabs_per_browser = 1;
+    site.pool = BrowserPool::launch(cfg).await.expect("pool launches");
+    let settled = |pool: &Arc<BrowserPool>| {
+        let pool = pool.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while pool.stats().tabs_busy > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            pool.stats()
+        }
+    };
+    for (round, leaky) in ["/leaky-timer", "/leaky-workers"]
+        .iter()
+        .cycle()
+        .take(6)
+        .enumerate()
+    {
+        let reused_before = settled(&site.pool).await.tabs_reused;
+        let leaky = site.render(leaky).await.expect("render");
+        assert!(leaky.html.contains("leaky"), "round {round}");
+        // The reset ran and kept the tab (the pool's only one), so the
+        // report below renders in the context the leaky page used.
+        let stats = settled(&site.pool).await;
+        assert_eq!(
+            stats.tabs_reused,
+            reused_before + 1,
+            "round {round}: {stats:?}"
+        );
+        let report = site.render("/report").await.expect("render");
+        assert!(
+            report.html.contains("cookie=[] local=[] idb=[]"),
+            "round {round}: {}",
+            report.html
+        );
+    }
     site.pool.shutdown().await;
 }
 
