@@ -15,6 +15,7 @@ use http_body_util::Full;
 use prerender_proxy::admin::body::{
     read_json, BodyError, RefreshRequest, WarmRequest, WarmTarget, MAX_URL_BYTES, MAX_WARM_URLS,
 };
+use prerender_proxy::admin::sitemap::{decode_sitemap_body, parse_sitemap};
 use prerender_proxy::bot::{BotDetector, RenderDecision, UaVerdict};
 use prerender_proxy::cache::key::{normalize_path, MAX_HOST_BYTES, MAX_PATH_BYTES};
 use prerender_proxy::cache::CacheKey;
@@ -307,4 +308,38 @@ fn check_body_error(e: BodyError) {
     );
     let response = e.into_response();
     assert_eq!(response.status(), status);
+}
+
+// ---------------------------------------------------------------------------
+// sitemap
+
+/// Bytes of XML one fuzz input may decompress to.
+const FUZZ_SITEMAP_MAX_BYTES: usize = 64 * 1024;
+/// `<loc>` entries one fuzz input may list.
+const FUZZ_SITEMAP_MAX_LOCS: usize = 100;
+
+/// Input: a fetched sitemap's bytes (XML, or gzip data: a leading `0x1f 0x8b`).
+///
+/// Decoding never panics and never yields more than its byte bound (a gzip
+/// bomb stops there); parsing the result never panics, lists at most its
+/// entry bound, says `capped` only at that bound, and every entry it lists
+/// is trimmed text.
+pub fn sitemap(data: &[u8]) {
+    let xml = match decode_sitemap_body(data, false, FUZZ_SITEMAP_MAX_BYTES) {
+        Ok(xml) => {
+            assert!(xml.len() <= FUZZ_SITEMAP_MAX_BYTES);
+            xml
+        }
+        Err(e) => {
+            assert!(e.len() <= MAX_BODY_ERROR_BYTES, "error text too long: {e}");
+            return;
+        }
+    };
+    if let Ok(doc) = parse_sitemap(&xml, FUZZ_SITEMAP_MAX_LOCS) {
+        assert!(doc.locs.len() <= FUZZ_SITEMAP_MAX_LOCS);
+        assert!(!doc.capped || doc.locs.len() == FUZZ_SITEMAP_MAX_LOCS);
+        for loc in &doc.locs {
+            assert_eq!(loc.trim(), loc, "entries are trimmed");
+        }
+    }
 }

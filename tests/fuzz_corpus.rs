@@ -53,3 +53,8 @@ fn config_parse_corpus() {
 fn admin_json_corpus() {
     replay("admin_json", checks::admin_json);
 }
+
+#[test]
+fn sitemap_corpus() {
+    replay("sitemap", checks::sitemap);
+}

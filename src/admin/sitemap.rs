@@ -303,41 +303,52 @@ impl SitemapFetcher {
                 }
             })?
             .to_bytes();
-        // A `.xml.gz` sitemap is gzip data without Content-Encoding.
-        if gzip_encoded || raw.starts_with(&[0x1f, 0x8b]) {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&raw[..])
-                .take(max as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| format!("bad gzip data: {e}"))?;
-            if out.len() > max {
-                return Err(format!("larger than {max} bytes once decompressed"));
-            }
-            Ok(out)
-        } else {
-            Ok(raw.to_vec())
+        decode_sitemap_body(&raw, gzip_encoded, max)
+    }
+}
+
+/// A fetched sitemap's bytes as XML: gzip data (by `Content-Encoding`, or a
+/// `.xml.gz` file served without it) is decompressed, never past `max`
+/// bytes.
+pub fn decode_sitemap_body(raw: &[u8], gzip_encoded: bool, max: usize) -> Result<Vec<u8>, String> {
+    if gzip_encoded || raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(raw)
+            .take(max as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("bad gzip data: {e}"))?;
+        if out.len() > max {
+            return Err(format!("larger than {max} bytes once decompressed"));
         }
+        Ok(out)
+    } else if raw.len() > max {
+        Err(format!("larger than {max} bytes"))
+    } else {
+        Ok(raw.to_vec())
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SitemapKind {
+pub enum SitemapKind {
     UrlSet,
     Index,
 }
 
+/// What one sitemap document lists.
 #[derive(Debug)]
-struct SitemapDoc {
-    kind: SitemapKind,
-    locs: Vec<String>,
+pub struct SitemapDoc {
+    pub kind: SitemapKind,
+    /// `<loc>` values in document order; an empty string stands for an
+    /// entry whose value could not be read (counted as an invalid URL).
+    pub locs: Vec<String>,
     /// Reading stopped at `max_locs` entries.
-    capped: bool,
+    pub capped: bool,
 }
 
 /// Reads the `<loc>` values of a `<urlset>` (of its `<url>` entries) or a
 /// `<sitemapindex>` (of its `<sitemap>` entries), at most `max_locs`.
 /// Namespaces are ignored (matched on local names).
-fn parse_sitemap(xml: &[u8], max_locs: usize) -> Result<SitemapDoc, String> {
+pub fn parse_sitemap(xml: &[u8], max_locs: usize) -> Result<SitemapDoc, String> {
     let mut reader = Reader::from_reader(xml);
     let mut buf = Vec::new();
     let mut kind = None;
