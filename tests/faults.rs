@@ -23,7 +23,7 @@ use bytes::Bytes;
 use common::handler_origin::{full, Origin};
 use common::proxy::{get, ProxyProcess, Reply, FIREFOX, GOOGLEBOT};
 use common::redis::RedisServer;
-use common::spa::Spa;
+use common::spa::{Spa, SHELL as SLOW_SHELL};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
@@ -38,10 +38,6 @@ const ANSWER_DEADLINE: Duration = Duration::from_secs(90);
 
 // ---------------------------------------------------------------------------
 // A JavaScript site whose data request takes a configurable time.
-
-const SLOW_SHELL: &str = r#"<!doctype html><html><head><title>Loading</title>
-<script>window.prerenderReady = false;</script>
-<script src="/app.js"></script></head><body><div id="app">Loading…</div></body></html>"#;
 
 const SLOW_APP_JS: &str = r#"
 (function () {
@@ -197,6 +193,21 @@ fn classify(reply: &Reply, path: &str) -> Result<Answer, String> {
     }
 }
 
+/// One crawler request per path, all at once, each bounded by
+/// `ANSWER_DEADLINE`.
+fn spawn_crawls(
+    port: u16,
+    paths: &[String],
+) -> Vec<tokio::task::JoinHandle<Result<Reply, String>>> {
+    paths
+        .iter()
+        .map(|path| {
+            let path = path.clone();
+            tokio::spawn(async move { crawl_within(port, &path, ANSWER_DEADLINE).await })
+        })
+        .collect()
+}
+
 /// A bot's `GET` with a deadline that turns a hang into a failure.
 async fn crawl_within(port: u16, path: &str, deadline: Duration) -> Result<Reply, String> {
     let url = format!("http://127.0.0.1:{port}{path}");
@@ -244,35 +255,6 @@ fn assert_only_finished_renders_stored(redis: &RedisServer) -> BTreeMap<String, 
         assert_eq!(status.as_deref(), Some("200"), "{key} metadata");
     }
     pages
-}
-
-/// Live (not zombie) processes whose command line contains `marker`.
-fn processes_with(marker: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let zombie = stat
-            .rfind(')')
-            .and_then(|c| stat[c + 1..].split_whitespace().next())
-            .is_none_or(|state| state == "Z" || state == "X");
-        if zombie {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(marker) {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 /// A private temporary directory for one proxy: its browsers' profiles go
@@ -379,18 +361,12 @@ async fn chromium_killed_under_load_fails_open_recovers_and_stores_nothing_broke
     let proxy = start_ready(&args, &[("TMPDIR", marker.as_str())]);
 
     let paths: Vec<String> = (0..8).map(|i| format!("/under-load/{i}")).collect();
-    let requests: Vec<_> = paths
-        .iter()
-        .map(|path| {
-            let (port, path) = (proxy.port, path.clone());
-            tokio::spawn(async move { crawl_within(port, &path, ANSWER_DEADLINE).await })
-        })
-        .collect();
+    let requests = spawn_crawls(proxy.port, &paths);
 
     // Kill the browser while renders are inside it (their script is
     // waiting for its data).
     let in_flight = site.wait_for_renders(2, Duration::from_secs(60)).await;
-    let victims = processes_with(&marker);
+    let victims = common::processes_with(&marker);
     assert!(
         !victims.is_empty(),
         "no browser process found under {marker}"
@@ -932,19 +908,13 @@ async fn sigterm_with_renders_in_flight_answers_them_exits_and_leaves_no_browser
     ]);
     let mut proxy = start_ready(&args, &[("TMPDIR", marker.as_str())]);
     assert!(
-        !processes_with(&marker).is_empty(),
+        !common::processes_with(&marker).is_empty(),
         "browser under {marker}"
     );
 
     // Two render at once; two more wait in the queue.
     let paths: Vec<String> = (0..4).map(|i| format!("/closing/{i}")).collect();
-    let requests: Vec<_> = paths
-        .iter()
-        .map(|path| {
-            let (port, path) = (proxy.port, path.clone());
-            tokio::spawn(async move { crawl_within(port, &path, ANSWER_DEADLINE).await })
-        })
-        .collect();
+    let requests = spawn_crawls(proxy.port, &paths);
     let in_flight = site.wait_for_renders(2, Duration::from_secs(60)).await;
     // SAFETY: kill(2) on our own child; no memory effects.
     unsafe { libc::kill(proxy.pid() as i32, libc::SIGTERM) };
@@ -984,7 +954,7 @@ async fn sigterm_with_renders_in_flight_answers_them_exits_and_leaves_no_browser
     assert!(status.success(), "exit status {status}");
     let start = Instant::now();
     loop {
-        let left = processes_with(&marker);
+        let left = common::processes_with(&marker);
         if left.is_empty() {
             break;
         }

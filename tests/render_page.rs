@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::origin::{Route, TestOrigin};
-use prerender_proxy::render::{BrowserPool, RenderError, RenderJob, RenderedPage};
+use prerender_proxy::render::{
+    BrowserPool, PoolConfig, PoolStats, RenderError, RenderJob, RenderedPage,
+};
 
 const PUBLIC: &str = "https://www.example.test";
 
@@ -206,15 +208,25 @@ struct Site {
 
 impl Site {
     async fn start() -> Self {
+        Self::start_with(common::small_pool_config()).await
+    }
+
+    /// A pool of one browser with one tab: every render reuses (or
+    /// replaces) the same tab.
+    async fn one_tab() -> Self {
+        let mut cfg = common::small_pool_config();
+        cfg.tabs_per_browser = 1;
+        Self::start_with(cfg).await
+    }
+
+    async fn start_with(cfg: PoolConfig) -> Self {
         let other = TestOrigin::start(vec![
             ("/internal", Route::html("internal secret")),
             ("/frame", Route::html("internal frame")),
         ])
         .await;
         let origin = TestOrigin::start(routes(other.addr.port())).await;
-        let pool = BrowserPool::launch(common::small_pool_config())
-            .await
-            .expect("pool launches");
+        let pool = BrowserPool::launch(cfg).await.expect("pool launches");
         Self {
             pool,
             origin,
@@ -234,6 +246,17 @@ impl Site {
     async fn render(&self, path: &str) -> Result<RenderedPage, RenderError> {
         self.pool.render(self.job(path)).await
     }
+}
+
+/// The pool's figures once no tab is busy: a tab is reset (or closed)
+/// after its render's answer, so counts of reused tabs settle a little
+/// later.
+async fn settled_stats(pool: &BrowserPool) -> PoolStats {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while pool.stats().tabs_busy > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pool.stats()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,11 +392,7 @@ async fn status_metas_and_origin_statuses_are_reflected() {
 /// followed by an ordinary page on the same single tab.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_navigations_leave_the_tab_usable() {
-    let mut site = Site::start().await;
-    site.pool.shutdown().await;
-    let mut cfg = common::small_pool_config();
-    cfg.tabs_per_browser = 1;
-    site.pool = BrowserPool::launch(cfg).await.expect("pool launches");
+    let site = Site::one_tab().await;
     for round in 0..2 {
         let missing = site.render("/missing").await.expect("render");
         assert_eq!(missing.status, 404, "round {round}");
@@ -394,13 +413,8 @@ async fn unfinished_navigations_leave_the_tab_usable() {
         let page = site.render("/p/2").await.expect("render");
         assert!(page.html.contains("hello from api"), "round {round}");
     }
-    // The reset happens after the answer; wait until the last one is done.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while site.pool.stats().tabs_busy > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     // Ordinary pages keep their tab; the rest take a fresh one.
-    let stats = site.pool.stats();
+    let stats = settled_stats(&site.pool).await;
     assert_eq!(
         (stats.tabs_reused, stats.tabs_discarded),
         (6, 8),
@@ -434,33 +448,19 @@ async fn internal_addresses_are_never_reached() {
 /// for the next render on the same tab.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_that_keeps_writing_leaves_nothing_behind() {
-    let mut site = Site::start().await;
-    site.pool.shutdown().await;
-    let mut cfg = common::small_pool_config();
-    cfg.tabs_per_browser = 1;
-    site.pool = BrowserPool::launch(cfg).await.expect("pool launches");
-    let settled = |pool: &Arc<BrowserPool>| {
-        let pool = pool.clone();
-        async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while pool.stats().tabs_busy > 0 && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            pool.stats()
-        }
-    };
+    let site = Site::one_tab().await;
     for (round, leaky) in ["/leaky-timer", "/leaky-workers"]
         .iter()
         .cycle()
         .take(6)
         .enumerate()
     {
-        let reused_before = settled(&site.pool).await.tabs_reused;
+        let reused_before = settled_stats(&site.pool).await.tabs_reused;
         let leaky = site.render(leaky).await.expect("render");
         assert!(leaky.html.contains("leaky"), "round {round}");
         // The reset ran and kept the tab (the pool's only one), so the
         // report below renders in the context the leaky page used.
-        let stats = settled(&site.pool).await;
+        let stats = settled_stats(&site.pool).await;
         assert_eq!(
             stats.tabs_reused,
             reused_before + 1,

@@ -33,69 +33,91 @@ pub fn small_pool_config() -> PoolConfig {
     cfg
 }
 
+/// One entry of `/proc`: what `/proc/<pid>/stat` says of a process.
+pub struct ProcessInfo {
+    pub pid: u32,
+    /// The command name, from between the parentheses.
+    pub name: String,
+    /// One letter: `R`, `S`, `Z` (zombie), `X` (dead), …
+    pub state: String,
+    pub ppid: u32,
+    pub pgrp: u32,
+}
+
+impl ProcessInfo {
+    /// Whether the process's command line contains `marker`.
+    pub fn cmdline_contains(&self, marker: &str) -> bool {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.pid)).unwrap_or_default();
+        String::from_utf8_lossy(&cmdline).contains(marker)
+    }
+}
+
+/// Every process whose `/proc/<pid>/stat` could be read.
+pub fn processes() -> Vec<ProcessInfo> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let name = stat[stat.find('(').map_or(0, |i| i + 1)..close].to_string();
+        let mut fields = stat[close + 1..].split_whitespace();
+        let state = fields.next().unwrap_or("").to_string();
+        let ppid = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let pgrp = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        found.push(ProcessInfo {
+            pid,
+            name,
+            state,
+            ppid,
+            pgrp,
+        });
+    }
+    found
+}
+
 /// Processes whose command line mentions `marker` (a pool's user-data root),
 /// and zombies whose parent is this process.
 pub fn count_pool_processes(marker: &str) -> (usize, usize) {
     let me = std::process::id();
     let mut alive = 0;
     let mut zombies = 0;
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let mut fields = stat[close + 1..].split_whitespace();
-        let state = fields.next().unwrap_or("");
-        let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        if state == "Z" {
-            if ppid == me {
+    for p in processes() {
+        if p.state == "Z" {
+            if p.ppid == me {
                 zombies += 1;
             }
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(marker) {
+        } else if p.cmdline_contains(marker) {
             alive += 1;
         }
     }
     (alive, zombies)
 }
 
+/// Live (neither zombie nor dead) processes whose command line contains
+/// `marker`.
+pub fn processes_with(marker: &str) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(|p| !matches!(p.state.as_str(), "" | "Z" | "X") && p.cmdline_contains(marker))
+        .map(|p| p.pid)
+        .collect()
+}
+
 /// Chromium processes (alive, not zombies) in process group `pgid`: the
 /// browsers a proxy started in its own group.
 pub fn chromium_in_group(pgid: u32) -> usize {
-    let mut count = 0;
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let name = &stat[stat.find('(').map_or(0, |i| i + 1)..close];
-        let mut fields = stat[close + 1..].split_whitespace();
-        let state = fields.next().unwrap_or("");
-        let _ppid = fields.next();
-        let pgrp: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        if pgrp == pgid && state != "Z" && name.contains("chrom") {
-            count += 1;
-        }
-    }
-    count
+    processes()
+        .iter()
+        .filter(|p| p.pgrp == pgid && p.state != "Z" && p.name.contains("chrom"))
+        .count()
 }

@@ -20,7 +20,8 @@ use hyper::{Request, Response};
 
 use super::handler_origin::{full, Origin};
 
-const SHELL: &str = r#"<!doctype html><html><head><title>Loading</title>
+/// The shell document: a "Loading…" page that loads `/app.js`.
+pub const SHELL: &str = r#"<!doctype html><html><head><title>Loading</title>
 <script>window.prerenderReady = false;</script>
 <script src="/app.js"></script></head><body><div id="app">Loading…</div></body></html>"#;
 
