@@ -43,6 +43,103 @@ pub async fn serve<H, F>(
     listener: TcpListener,
     limits: ListenerLimits,
     handler: H,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    serve_with_permits(name, listener, permits, limits, handler, stop, grace).await
+}
+
+/// Like [`serve`], on `threads` threads of their own, each with a
+/// single-threaded runtime accepting from the same socket: a connection and
+/// everything its requests do that `handler` does not hand elsewhere stay on
+/// one thread, with no wake-ups across threads. `max_connections` bounds
+/// all threads together. Ends when every thread has finished.
+pub async fn serve_on_threads<H, F>(
+    name: &'static str,
+    listener: TcpListener,
+    threads: usize,
+    limits: ListenerLimits,
+    handler: H,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let socket = match listener.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(listener = name, error = %e, "cannot hand the listener to its threads");
+            return;
+        }
+    };
+    let mut finished = Vec::new();
+    for index in 0..threads.max(1) {
+        let socket = match socket.try_clone() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(listener = name, error = %e, "cannot share the listener");
+                break;
+            }
+        };
+        let (done, finished_rx) = tokio::sync::oneshot::channel::<()>();
+        let (permits, limits, handler, stop) = (
+            permits.clone(),
+            limits.clone(),
+            handler.clone(),
+            stop.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name(format!("{name}-{index}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(listener = name, error = %e, "cannot start a listener thread");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match TcpListener::from_std(socket) {
+                        Ok(listener) => {
+                            serve_with_permits(
+                                name, listener, permits, limits, handler, stop, grace,
+                            )
+                            .await
+                        }
+                        Err(e) => {
+                            tracing::error!(listener = name, error = %e, "cannot register the listener")
+                        }
+                    }
+                });
+                let _ = done.send(());
+            });
+        match spawned {
+            Ok(_) => finished.push(finished_rx),
+            Err(e) => {
+                tracing::error!(listener = name, error = %e, "cannot spawn a listener thread")
+            }
+        }
+    }
+    for thread in finished {
+        let _ = thread.await;
+    }
+}
+
+async fn serve_with_permits<H, F>(
+    name: &'static str,
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+    limits: ListenerLimits,
+    handler: H,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) where
@@ -63,7 +160,6 @@ pub async fn serve<H, F>(
         .max_concurrent_streams(256);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
 
     loop {
         let permit = tokio::select! {

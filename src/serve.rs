@@ -202,9 +202,11 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         header_read_timeout: config.header_read_timeout,
     };
     if let Some(public) = public {
-        tasks.spawn(listener::serve(
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tasks.spawn(listener::serve_on_threads(
             "public",
             public,
+            threads,
             limits.clone(),
             move |req, peer| proxy.clone().handle(req, peer),
             stop_rx.clone(),

@@ -34,6 +34,12 @@ pub struct PublicProxy {
     origin: OriginClient,
     metrics: Arc<Metrics>,
     stats: Arc<DomainStats>,
+    /// The runtime the cache, the render queue and the browser pool live
+    /// on. Public connections are served on listener threads of their own;
+    /// crawler requests are handed to this runtime, so everything they
+    /// start (renders, store connections, tabs) lives as long as the
+    /// process, not as long as one listener thread.
+    shared: tokio::runtime::Handle,
 }
 
 impl PublicProxy {
@@ -52,6 +58,7 @@ impl PublicProxy {
             origin,
             metrics,
             stats,
+            shared: tokio::runtime::Handle::current(),
         }
     }
 
@@ -91,31 +98,17 @@ impl PublicProxy {
         );
         match decision {
             RenderDecision::Render { rule } => {
-                let path = req.uri().path().to_string();
-                let (resp, result) = self.crawler.serve(req, &target, peer).await;
-                let metric = match result {
-                    CacheResult::Hit => {
-                        self.stats.record_hit(&target.host);
-                        CacheMetric::Hit
+                let this = self.clone();
+                let crawler = self.shared.spawn(async move {
+                    this.crawler_request(req, target, peer, rule, started).await
+                });
+                match crawler.await {
+                    Ok(resp) => resp,
+                    Err(e) => {
+                        tracing::error!(%peer, error = %e, "crawler request task failed");
+                        respond::error(hyper::StatusCode::INTERNAL_SERVER_ERROR, "internal error")
                     }
-                    CacheResult::Miss => {
-                        self.stats.record_miss(&target.host);
-                        CacheMetric::Miss
-                    }
-                    CacheResult::Stale => {
-                        self.stats.record_stale(&target.host);
-                        CacheMetric::Stale
-                    }
-                    CacheResult::Error(_) => {
-                        self.stats.record_error(&target.host);
-                        CacheMetric::Error
-                    }
-                };
-                self.metrics.observe_request(RequestKind::Bot, metric);
-                self.metrics
-                    .observe_request_duration(RequestKind::Bot, metric, started.elapsed());
-                tracing::debug!(%peer, host = %target.host, %path, %rule, cache = result.label(), status = resp.status().as_u16(), "crawler");
-                resp
+                }
             }
             RenderDecision::Pass(reason) => {
                 let kind = if reason == PassReason::StaticAsset {
@@ -134,5 +127,41 @@ impl PublicProxy {
                 resp
             }
         }
+    }
+
+    /// A crawler's request: cache lookup, then HIT / STALE / MISS / ERROR.
+    async fn crawler_request(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        target: request::Target,
+        peer: SocketAddr,
+        rule: String,
+        started: std::time::Instant,
+    ) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        let (resp, result) = self.crawler.serve(req, &target, peer).await;
+        let metric = match result {
+            CacheResult::Hit => {
+                self.stats.record_hit(&target.host);
+                CacheMetric::Hit
+            }
+            CacheResult::Miss => {
+                self.stats.record_miss(&target.host);
+                CacheMetric::Miss
+            }
+            CacheResult::Stale => {
+                self.stats.record_stale(&target.host);
+                CacheMetric::Stale
+            }
+            CacheResult::Error(_) => {
+                self.stats.record_error(&target.host);
+                CacheMetric::Error
+            }
+        };
+        self.metrics.observe_request(RequestKind::Bot, metric);
+        self.metrics
+            .observe_request_duration(RequestKind::Bot, metric, started.elapsed());
+        tracing::debug!(%peer, host = %target.host, %path, %rule, cache = result.label(), status = resp.status().as_u16(), "crawler");
+        resp
     }
 }
