@@ -118,6 +118,35 @@ impl CrawlerPath {
         self.prepared.remove_prefix(prefix);
     }
 
+    /// A hit answered from a prepared copy the store confirmed within the
+    /// last second, or `None`. Needs no I/O and starts nothing, so any
+    /// thread may answer it.
+    pub fn serve_prepared(
+        &self,
+        req: &Request<Incoming>,
+        target: &Target,
+    ) -> Option<Response<Body>> {
+        let site = &target.site;
+        if self.config.ttl_for(site).is_zero() {
+            return None;
+        }
+        let ua = req
+            .headers()
+            .get(USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mobile = site.mobile_variant && is_mobile_crawler(ua);
+        let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let key = CacheKey::new(&target.host, pq, &site.query_params, mobile).ok()?;
+        let prepared = self
+            .prepared
+            .recently_validated(&key.to_string(), HIT_REVALIDATE_AFTER)?;
+        self.touch(&key);
+        let cache_control = HeaderValue::from_str(&site.plan.cache_control)
+            .unwrap_or(HeaderValue::from_static("public, max-age=3600"));
+        Some(prepared.respond(req.method(), req.headers(), "HIT", &cache_control))
+    }
+
     pub async fn serve(
         &self,
         req: Request<Incoming>,
@@ -146,17 +175,8 @@ impl CrawlerPath {
         let name = key.to_string();
         let cache_control = HeaderValue::from_str(&site.plan.cache_control)
             .unwrap_or(HeaderValue::from_static("public, max-age=3600"));
-        if !ttl.is_zero() {
-            if let Some(prepared) = self
-                .prepared
-                .recently_validated(&name, HIT_REVALIDATE_AFTER)
-            {
-                self.touch(&key);
-                return (
-                    prepared.respond(req.method(), req.headers(), "HIT", &cache_control),
-                    CacheResult::Hit,
-                );
-            }
+        if let Some(resp) = self.serve_prepared(&req, target) {
+            return (resp, CacheResult::Hit);
         }
         let lookup = if ttl.is_zero() {
             Lookup::Missing

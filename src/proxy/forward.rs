@@ -62,8 +62,19 @@ impl OriginError {
 #[derive(Clone)]
 pub struct OriginClient {
     client: Client<HttpConnector, Body>,
-    passthrough: OriginPool,
     timeout: Duration,
+}
+
+thread_local! {
+    /// Passthrough connections, one pool per thread: a connection is driven
+    /// by the task of the request using it, so it stays with the thread (and
+    /// runtime) that opened it — no wake-ups across threads, and none left
+    /// registered with a listener thread's runtime after that thread ends.
+    static PASSTHROUGH: OriginPool = OriginPool::new(PoolLimits {
+        max_idle_per_origin: ORIGIN_POOL_MAX_IDLE_PER_HOST,
+        idle_timeout: ORIGIN_POOL_IDLE_TIMEOUT,
+        connect_timeout: ORIGIN_CONNECT_TIMEOUT,
+    });
 }
 
 impl OriginClient {
@@ -76,16 +87,7 @@ impl OriginClient {
             .pool_idle_timeout(ORIGIN_POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(ORIGIN_POOL_MAX_IDLE_PER_HOST)
             .build(connector);
-        let passthrough = OriginPool::new(PoolLimits {
-            max_idle_per_origin: ORIGIN_POOL_MAX_IDLE_PER_HOST,
-            idle_timeout: ORIGIN_POOL_IDLE_TIMEOUT,
-            connect_timeout: ORIGIN_CONNECT_TIMEOUT,
-        });
-        OriginClient {
-            client,
-            passthrough,
-            timeout,
-        }
+        OriginClient { client, timeout }
     }
 
     /// Sends a prepared request; the deadline covers the response head only,
@@ -204,7 +206,11 @@ impl OriginClient {
         parts.version = Version::HTTP_11;
         let out = Request::from_parts(parts, body);
 
-        let sent = tokio::time::timeout(self.timeout, self.passthrough.send(origin, out)).await;
+        let sent = tokio::time::timeout(
+            self.timeout,
+            PASSTHROUGH.with(OriginPool::clone).send(origin, out),
+        )
+        .await;
         let resp = match sent {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {

@@ -98,6 +98,20 @@ impl PublicProxy {
         );
         match decision {
             RenderDecision::Render { rule } => {
+                // A hit on a recently confirmed copy is answered right here;
+                // anything else goes to the shared runtime.
+                if let Some(resp) = self.crawler.serve_prepared(&req, &target) {
+                    let path = req.uri().path().to_string();
+                    return self.crawler_answered(
+                        resp,
+                        CacheResult::Hit,
+                        &target,
+                        peer,
+                        &path,
+                        &rule,
+                        started,
+                    );
+                }
                 let this = self.clone();
                 let crawler = self.shared.spawn(async move {
                     this.crawler_request(req, target, peer, rule, started).await
@@ -140,6 +154,21 @@ impl PublicProxy {
     ) -> Response<Body> {
         let path = req.uri().path().to_string();
         let (resp, result) = self.crawler.serve(req, &target, peer).await;
+        self.crawler_answered(resp, result, &target, peer, &path, &rule, started)
+    }
+
+    /// Records a crawler's answer in the statistics, metrics and log.
+    #[allow(clippy::too_many_arguments)]
+    fn crawler_answered(
+        &self,
+        resp: Response<Body>,
+        result: CacheResult,
+        target: &request::Target,
+        peer: SocketAddr,
+        path: &str,
+        rule: &str,
+        started: std::time::Instant,
+    ) -> Response<Body> {
         let metric = match result {
             CacheResult::Hit => {
                 self.stats.record_hit(&target.host);
