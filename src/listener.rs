@@ -1,12 +1,23 @@
-//! The accept loop shared by the public and the admin listener: HTTP/1.1 and
-//! h2c on one port, bounded connections, bounded request heads, a header-read
+//! The accept loops of the public and the admin listener: HTTP/1.1 and h2c
+//! on one port, bounded connections, bounded request heads, a header-read
 //! timeout against slowloris, and graceful shutdown.
+//!
+//! The admin listener serves every connection with hyper on the shared
+//! runtime. The public listener hands each connection to one of its own
+//! threads (the one with the fewest open connections), each running a
+//! single-threaded runtime: a connection, and every passthrough request on
+//! it, stays on one thread with no wake-ups across threads. There a
+//! [`Front`] sees the connection first (the raw passthrough relay) and may
+//! hand it to hyper, with the bytes it already read, for anything else.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,9 +26,11 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The response body every handler returns: a full buffer or a stream.
@@ -26,9 +39,9 @@ pub type Body = BoxBody<Bytes, BoxError>;
 /// Largest request head hyper buffers: the 8 KiB request-target limit plus the
 /// 32 KiB header-block limit of SPEC §2 plus room for the request line. A head
 /// past this gets hyper's own 431; the handler enforces the exact limits.
-const MAX_HEAD_BYTES: usize = 8 * 1024 + 32 * 1024 + 1024;
+pub const MAX_HEAD_BYTES: usize = 8 * 1024 + 32 * 1024 + 1024;
 /// Header count bound (hyper's default is 100; browsers send ~20).
-const MAX_HEADERS: usize = 128;
+pub const MAX_HEADERS: usize = 128;
 
 #[derive(Debug, Clone)]
 pub struct ListenerLimits {
@@ -36,116 +49,91 @@ pub struct ListenerLimits {
     pub header_read_timeout: Duration,
 }
 
-/// Serves `handler` on `listener` until `stop` flips to true, then waits up to
-/// `grace` for in-flight connections.
-pub async fn serve<H, F>(
-    name: &'static str,
-    listener: TcpListener,
-    limits: ListenerLimits,
-    handler: H,
-    stop: watch::Receiver<bool>,
-    grace: Duration,
-) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
-{
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    serve_with_permits(name, listener, permits, limits, handler, stop, grace).await
+/// A connection and the bytes already read from it, which are read again
+/// first: how a [`Front`] hands a connection to hyper mid-stream.
+pub struct Rewound {
+    prefix: Vec<u8>,
+    read: usize,
+    stream: TcpStream,
 }
 
-/// Like [`serve`], on `threads` threads of their own, each with a
-/// single-threaded runtime accepting from the same socket: a connection and
-/// everything its requests do that `handler` does not hand elsewhere stay on
-/// one thread, with no wake-ups across threads. `max_connections` bounds
-/// all threads together. Ends when every thread has finished.
-pub async fn serve_on_threads<H, F>(
-    name: &'static str,
-    listener: TcpListener,
-    threads: usize,
-    limits: ListenerLimits,
-    handler: H,
-    stop: watch::Receiver<bool>,
-    grace: Duration,
-) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
-{
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let socket = match listener.into_std() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(listener = name, error = %e, "cannot hand the listener to its threads");
-            return;
+impl Rewound {
+    pub fn new(prefix: Vec<u8>, stream: TcpStream) -> Self {
+        Rewound {
+            prefix,
+            read: 0,
+            stream,
         }
-    };
-    let mut finished = Vec::new();
-    for index in 0..threads.max(1) {
-        let socket = match socket.try_clone() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(listener = name, error = %e, "cannot share the listener");
-                break;
-            }
-        };
-        let (done, finished_rx) = tokio::sync::oneshot::channel::<()>();
-        let (permits, limits, handler, stop) = (
-            permits.clone(),
-            limits.clone(),
-            handler.clone(),
-            stop.clone(),
-        );
-        let spawned = std::thread::Builder::new()
-            .name(format!("{name}-{index}"))
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::error!(listener = name, error = %e, "cannot start a listener thread");
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    match TcpListener::from_std(socket) {
-                        Ok(listener) => {
-                            serve_with_permits(
-                                name, listener, permits, limits, handler, stop, grace,
-                            )
-                            .await
-                        }
-                        Err(e) => {
-                            tracing::error!(listener = name, error = %e, "cannot register the listener")
-                        }
-                    }
-                });
-                let _ = done.send(());
-            });
-        match spawned {
-            Ok(_) => finished.push(finished_rx),
-            Err(e) => {
-                tracing::error!(listener = name, error = %e, "cannot spawn a listener thread")
-            }
-        }
-    }
-    for thread in finished {
-        let _ = thread.await;
     }
 }
 
-async fn serve_with_permits<H, F>(
-    name: &'static str,
-    listener: TcpListener,
-    permits: Arc<Semaphore>,
-    limits: ListenerLimits,
-    handler: H,
-    mut stop: watch::Receiver<bool>,
-    grace: Duration,
-) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
-{
+impl AsyncRead for Rewound {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.read < self.prefix.len() {
+            let rest = &self.prefix[self.read..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            self.read += n;
+            if self.read == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.read = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewound {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// What sees a public connection before hyper does.
+pub trait Front: Send + Sync + 'static {
+    /// Serves requests on `stream` until it closes (`None`) or a request it
+    /// does not take arrives: then the connection, with every byte read
+    /// from it so far, goes to hyper. Ends between requests once `stop`
+    /// turns true.
+    fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        header_read_timeout: Duration,
+        stop: watch::Receiver<bool>,
+    ) -> impl Future<Output = Option<Rewound>> + Send;
+}
+
+fn hyper_builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -158,70 +146,289 @@ async fn serve_with_permits<H, F>(
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEAD_BYTES as u32)
         .max_concurrent_streams(256);
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    builder
+}
 
+/// Serves one connection with hyper until it ends.
+async fn serve_hyper<I, H, F>(
+    name: &'static str,
+    io: I,
+    peer: SocketAddr,
+    builder: &auto::Builder<TokioExecutor>,
+    handler: H,
+    header_read_timeout: Duration,
+    graceful: Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let first_request = Arc::new(AtomicBool::new(false));
+    let seen = first_request.clone();
+    let service = hyper::service::service_fn(move |req| {
+        seen.store(true, Ordering::Relaxed);
+        let fut = handler(req, peer);
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    let mut conn = std::pin::pin!(graceful.watch(conn));
+    // hyper's header timeout starts only once the HTTP/1.1 parser runs,
+    // which the HTTP/1.1-or-h2c detection reaches only after the client's
+    // first bytes: a connection that never sends one (or stops inside the
+    // h2c preface) would otherwise hold one of `max_connections` for ever.
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = tokio::time::sleep(header_read_timeout) => {
+            if first_request.load(Ordering::Relaxed) {
+                conn.await
+            } else {
+                tracing::debug!(listener = name, %peer, "no request within the header timeout; closing");
+                Ok(())
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Accepts the next connection once a permit is free; `None` once `stop`
+/// turns true.
+async fn accept(
+    name: &'static str,
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    let permit = tokio::select! {
+        _ = stop.changed() => return None,
+        permit = permits.clone().acquire_owned() => permit.ok()?,
+    };
     loop {
-        let permit = tokio::select! {
-            _ = stop.changed() => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = stop.changed() => break,
+        tokio::select! {
+            _ = stop.changed() => return None,
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, peer, permit));
+                }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(listener = name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
                 }
             },
-        };
-        let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let first_request = Arc::new(AtomicBool::new(false));
-        let seen = first_request.clone();
-        let service = hyper::service::service_fn(move |req| {
-            seen.store(true, Ordering::Relaxed);
-            let fut = handler(req, peer);
-            async move { Ok::<_, Infallible>(fut.await) }
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        let header_read_timeout = limits.header_read_timeout;
-        tokio::spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            // hyper's header timeout starts only once the HTTP/1.1 parser
-            // runs, which the HTTP/1.1-or-h2c detection reaches only after
-            // the client's first bytes: a connection that never sends one
-            // (or stops inside the h2c preface) would otherwise hold one of
-            // `max_connections` for ever.
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                _ = tokio::time::sleep(header_read_timeout) => {
-                    if first_request.load(Ordering::Relaxed) {
-                        conn.await
-                    } else {
-                        tracing::debug!(listener = name, %peer, "no request within the header timeout; closing");
-                        Ok(())
-                    }
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
-            }
+        }
+    }
+}
+
+/// Waits for the connections of one accept loop to end after a stop, up
+/// to `grace`.
+async fn drain(
+    name: &'static str,
+    graceful: GracefulShutdown,
+    mut connections: JoinSet<()>,
+    grace: Duration,
+) {
+    let all_closed = async {
+        graceful.shutdown().await;
+        while connections.join_next().await.is_some() {}
+    };
+    tokio::select! {
+        _ = all_closed => tracing::info!(listener = name, "all connections closed"),
+        _ = tokio::time::sleep(grace) => tracing::warn!(listener = name, "shutdown deadline passed with connections open"),
+    }
+}
+
+/// Serves `handler` on `listener` until `stop` flips to true, then waits up to
+/// `grace` for in-flight connections.
+pub async fn serve<H, F>(
+    name: &'static str,
+    listener: TcpListener,
+    limits: ListenerLimits,
+    handler: H,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let builder = Arc::new(hyper_builder(&limits));
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut connections = JoinSet::new();
+    while let Some((stream, peer, permit)) = accept(name, &listener, &permits, &mut stop).await {
+        while connections.try_join_next().is_some() {}
+        let (builder, handler, watcher) = (builder.clone(), handler.clone(), graceful.watcher());
+        let timeout = limits.header_read_timeout;
+        connections.spawn(async move {
+            serve_hyper(name, stream, peer, &builder, handler, timeout, watcher).await;
             drop(permit);
         });
     }
     drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => tracing::info!(listener = name, "all connections closed"),
-        _ = tokio::time::sleep(grace) => tracing::warn!(listener = name, "shutdown deadline passed with connections open"),
+    drain(name, graceful, connections, grace).await;
+}
+
+/// A connection accepted for a listener thread.
+struct Accepted {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+}
+
+/// The accept loop's handle on one listener thread.
+struct ListenerThread {
+    connections: mpsc::UnboundedSender<Accepted>,
+    /// Connections open on the thread, for picking the least busy one.
+    open: Arc<AtomicUsize>,
+    finished: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// Serves the public listener on `threads` threads of their own (see the
+/// module documentation): each connection goes to `front` first and to
+/// hyper with `handler` when the front hands it over. `max_connections`
+/// bounds all threads together. Ends when every thread has drained.
+pub async fn serve_on_threads<T, H, F>(
+    name: &'static str,
+    listener: TcpListener,
+    threads: usize,
+    limits: ListenerLimits,
+    front: Arc<T>,
+    handler: H,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) where
+    T: Front,
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut workers = Vec::new();
+    for index in 0..threads.max(1) {
+        match spawn_thread(name, index, &limits, &front, &handler, &stop, grace) {
+            Ok(worker) => workers.push(worker),
+            Err(e) => {
+                tracing::error!(listener = name, error = %e, "cannot start a listener thread")
+            }
+        }
     }
+    if workers.is_empty() {
+        return;
+    }
+    while let Some((stream, peer, permit)) = accept(name, &listener, &permits, &mut stop).await {
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(listener = name, %peer, error = %e, "cannot hand a connection over");
+                continue;
+            }
+        };
+        let Some(worker) = workers
+            .iter()
+            .min_by_key(|w| w.open.load(Ordering::Relaxed))
+        else {
+            break;
+        };
+        worker.open.fetch_add(1, Ordering::Relaxed);
+        let accepted = Accepted {
+            stream,
+            peer,
+            permit,
+        };
+        if worker.connections.send(accepted).is_err() {
+            worker.open.fetch_sub(1, Ordering::Relaxed);
+            tracing::error!(listener = name, "a listener thread has ended");
+        }
+    }
+    drop(listener);
+    for worker in workers {
+        drop(worker.connections);
+        let _ = worker.finished.await;
+    }
+}
+
+fn spawn_thread<T, H, F>(
+    name: &'static str,
+    index: usize,
+    limits: &ListenerLimits,
+    front: &Arc<T>,
+    handler: &H,
+    stop: &watch::Receiver<bool>,
+    grace: Duration,
+) -> io::Result<ListenerThread>
+where
+    T: Front,
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    let (connections, mut incoming) = mpsc::unbounded_channel::<Accepted>();
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let open = Arc::new(AtomicUsize::new(0));
+    let thread_open = open.clone();
+    let (limits, front, handler, stop_all) =
+        (limits.clone(), front.clone(), handler.clone(), stop.clone());
+    std::thread::Builder::new()
+        .name(format!("{name}-{index}"))
+        .spawn(move || {
+            runtime.block_on(async move {
+                // The stop signal, relayed to a channel of this thread's
+                // own: every idle connection waits on it, and waiting
+                // registers with the channel each time.
+                let (local_stop, stop) = watch::channel(false);
+                let mut global_stop = stop_all;
+                tokio::spawn(async move {
+                    while !*global_stop.borrow_and_update() {
+                        if global_stop.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = local_stop.send(true);
+                });
+                let builder = Arc::new(hyper_builder(&limits));
+                let graceful = GracefulShutdown::new();
+                let mut tasks = JoinSet::new();
+                while let Some(Accepted { stream, peer, permit }) = incoming.recv().await {
+                    while tasks.try_join_next().is_some() {}
+                    let stream = match TcpStream::from_std(stream) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!(listener = name, %peer, error = %e, "cannot take a connection");
+                            thread_open.fetch_sub(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    };
+                    let (front, handler, builder, watcher, stop, open) = (
+                        front.clone(),
+                        handler.clone(),
+                        builder.clone(),
+                        graceful.watcher(),
+                        stop.clone(),
+                        thread_open.clone(),
+                    );
+                    let timeout = limits.header_read_timeout;
+                    tasks.spawn(async move {
+                        if let Some(rest) = front.serve(stream, peer, timeout, stop).await {
+                            serve_hyper(name, rest, peer, &builder, handler, timeout, watcher)
+                                .await;
+                        }
+                        open.fetch_sub(1, Ordering::Relaxed);
+                        drop(permit);
+                    });
+                }
+                drain(name, graceful, tasks, grace).await;
+            });
+            let _ = done.send(());
+        })?;
+    Ok(ListenerThread {
+        connections,
+        open,
+        finished,
+    })
 }

@@ -312,7 +312,8 @@ pub struct Metrics {
     /// asked (bot/human/asset/rejected) and what the cache did
     /// (hit/miss/stale/error/none). Bot hit ratio =
     /// `rate(…{kind="bot",cache=~"hit|stale"}) / rate(…{kind="bot"})`.
-    requests_total: IntCounterVec,
+    /// Its series by `[kind][cache]`, looked up once.
+    request_series: [[IntCounter; 5]; 4],
     /// `prerender_request_duration_seconds{kind,cache}`: the proxy's own
     /// time for a public request, from its head being read to the response
     /// head being handed to the connection (a body then streams; for hits
@@ -502,11 +503,10 @@ impl Metrics {
         );
 
         // Known label combinations start at zero.
-        for kind in RequestKind::ALL {
-            for cache in CacheResult::ALL {
-                requests_total.with_label_values(&[kind.as_str(), cache.as_str()]);
-            }
-        }
+        let request_series = RequestKind::ALL.map(|kind| {
+            CacheResult::ALL
+                .map(|cache| requests_total.with_label_values(&[kind.as_str(), cache.as_str()]))
+        });
         for outcome in RenderOutcome::ALL {
             renders_total.with_label_values(&[outcome.as_str()]);
         }
@@ -521,7 +521,7 @@ impl Metrics {
                 max: max_domain_labels,
                 known: Mutex::new(HashSet::new()),
             },
-            requests_total,
+            request_series,
             request_duration_seconds,
             request_duration_series,
             render_duration_seconds,
@@ -548,9 +548,7 @@ impl Metrics {
 
     /// One public request, once its kind and cache result are known.
     pub fn observe_request(&self, kind: RequestKind, cache: CacheResult) {
-        self.requests_total
-            .with_label_values(&[kind.as_str(), cache.as_str()])
-            .inc();
+        self.request_series[kind.index()][cache.index()].inc();
     }
 
     /// The proxy's time for one public request (see

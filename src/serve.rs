@@ -208,6 +208,7 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
             public,
             threads,
             limits.clone(),
+            proxy.clone(),
             move |req, peer| proxy.clone().handle(req, peer),
             stop_rx.clone(),
             config.shutdown_timeout,

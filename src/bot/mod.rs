@@ -239,20 +239,42 @@ impl BotDetector {
         headers: &HeaderMap,
         ignore: &regex::RegexSet,
     ) -> RenderDecision {
-        if !request::is_renderable_method(method) {
+        let user_agent: Cow<'_, str> = headers
+            .get(USER_AGENT)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()))
+            .unwrap_or_default();
+        self.decide_request(
+            request::is_renderable_method(method),
+            request::carries_loop_guard(headers),
+            path,
+            query,
+            &user_agent,
+            ignore,
+        )
+    }
+
+    /// [`BotDetector::decide`] on a request's parts: whether its method can
+    /// be rendered, whether it carries the renderer's loop guard, and its
+    /// User-Agent (empty when absent).
+    pub fn decide_request(
+        &self,
+        renderable_method: bool,
+        loop_guard: bool,
+        path: &str,
+        query: Option<&str>,
+        user_agent: &str,
+        ignore: &regex::RegexSet,
+    ) -> RenderDecision {
+        if !renderable_method {
             return RenderDecision::Pass(PassReason::Method);
         }
-        if request::carries_loop_guard(headers) {
+        if loop_guard {
             return RenderDecision::Pass(PassReason::LoopGuard);
         }
         if request::is_static_asset(path) {
             return RenderDecision::Pass(PassReason::StaticAsset);
         }
-        let user_agent: Cow<'_, str> = headers
-            .get(USER_AGENT)
-            .map(|value| String::from_utf8_lossy(value.as_bytes()))
-            .unwrap_or_default();
-        let rule = match self.classify(&user_agent) {
+        let rule = match self.classify(user_agent) {
             UaVerdict::Bot { rule, .. } => rule,
             UaVerdict::Human { .. } if request::has_escaped_fragment(query) => {
                 request::ESCAPED_FRAGMENT_RULE.to_string()

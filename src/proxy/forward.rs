@@ -90,6 +90,11 @@ impl OriginClient {
         OriginClient { client, timeout }
     }
 
+    /// How long an origin may take to answer a request's head.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Sends a prepared request; the deadline covers the response head only,
     /// so long downloads stream on.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, OriginError> {

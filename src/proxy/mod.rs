@@ -9,6 +9,7 @@
 pub mod crawler;
 pub mod forward;
 pub mod origin_pool;
+pub mod passthrough;
 pub mod prepared;
 pub mod request;
 pub mod respond;

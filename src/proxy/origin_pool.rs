@@ -201,31 +201,37 @@ impl<B: RequestBody> OriginPool<B> {
     }
 
     async fn connect(&self, origin: &url::Url) -> Result<Box<Conn<B>>, PoolError> {
-        let port = origin.port_or_known_default().unwrap_or(80);
-        let connect = async {
-            match origin.host() {
-                Some(url::Host::Domain(name)) => TcpStream::connect((name, port)).await,
-                Some(url::Host::Ipv4(ip)) => TcpStream::connect((ip, port)).await,
-                Some(url::Host::Ipv6(ip)) => TcpStream::connect((ip, port)).await,
-                None => Err(std::io::Error::other("no host")),
-            }
-        };
-        if origin.host().is_none() {
-            return Err(PoolError::NoHost(origin.to_string()));
-        }
-        let stream = tokio::time::timeout(self.inner.limits.connect_timeout, connect)
-            .await
-            .map_err(|_| PoolError::ConnectTimeout(origin.as_str().to_string()))?
-            .map_err(|e| PoolError::Connect {
-                origin: origin.as_str().to_string(),
-                detail: e.to_string(),
-            })?;
-        let _ = stream.set_nodelay(true);
+        let stream = connect_tcp(origin, self.inner.limits.connect_timeout).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await?;
         Ok(Box::new(Conn { sender, conn }))
     }
+}
+
+/// A new TCP connection to `origin`'s host and port, without Nagle's delay.
+pub async fn connect_tcp(origin: &url::Url, timeout: Duration) -> Result<TcpStream, PoolError> {
+    let port = origin.port_or_known_default().unwrap_or(80);
+    let connect = async {
+        match origin.host() {
+            Some(url::Host::Domain(name)) => TcpStream::connect((name, port)).await,
+            Some(url::Host::Ipv4(ip)) => TcpStream::connect((ip, port)).await,
+            Some(url::Host::Ipv6(ip)) => TcpStream::connect((ip, port)).await,
+            None => Err(std::io::Error::other("no host")),
+        }
+    };
+    if origin.host().is_none() {
+        return Err(PoolError::NoHost(origin.to_string()));
+    }
+    let stream = tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| PoolError::ConnectTimeout(origin.as_str().to_string()))?
+        .map_err(|e| PoolError::Connect {
+            origin: origin.as_str().to_string(),
+            detail: e.to_string(),
+        })?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 impl<B: RequestBody> PoolInner<B> {

@@ -97,7 +97,7 @@ fn host_of<B>(req: &Request<B>) -> Result<String, Rejection> {
 }
 
 /// `name[:port]` or `[v6]:port` → normalised name; anything else is malformed.
-fn parse_host(raw: &str) -> Option<String> {
+pub(crate) fn parse_host(raw: &str) -> Option<String> {
     let (name, port) = if let Some(rest) = raw.strip_prefix('[') {
         let end = rest.find(']')?;
         let addr: std::net::Ipv6Addr = rest[..end].parse().ok()?;
@@ -158,7 +158,7 @@ fn is_plain_path(path: &str) -> bool {
         })
 }
 
-fn validate_query(query: &str) -> Result<(), Rejection> {
+pub fn validate_query(query: &str) -> Result<(), Rejection> {
     decode_checked(query).map(|_| ())
 }
 

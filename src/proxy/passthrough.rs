@@ -1,0 +1,1184 @@
+//! The public listener's first look at a connection: plain HTTP/1.1 `GET`
+//! and `HEAD` requests from people (and crawler requests for assets) are
+//! relayed to the origin on raw keep-alive connections, byte for byte
+//! except for the head lines a proxy must change.
+//!
+//! Passthrough is the bulk of a proxy's traffic and most of its cost is
+//! per request, so these requests skip building header maps and bodies:
+//! the request head is parsed in place (`httparse`), checked exactly as
+//! `request::resolve` and the bot decision check it, and copied to a pooled
+//! origin connection with hop-by-hop headers dropped and X-Forwarded-* set;
+//! the response head is rewritten the same way and its body copied as it
+//! arrives, its end found from Content-Length or the chunked framing.
+//!
+//! Anything else — another method or version, a request body, an upgrade,
+//! `Expect`, a crawler's page, a request that would be refused, bytes that
+//! do not parse — hands the connection, with the bytes read so far, to
+//! hyper and the full request path for the rest of its life.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::bot::request::{LOOP_GUARD_HEADER, LOOP_GUARD_VALUE};
+use crate::bot::{PassReason, RenderDecision};
+use crate::config::Site;
+use crate::listener::{Front, Rewound, MAX_HEADERS, MAX_HEAD_BYTES};
+use crate::metrics::{CacheResult as CacheMetric, RequestKind};
+use crate::proxy::forward::OriginError;
+use crate::proxy::origin_pool::connect_tcp;
+use crate::proxy::request::{
+    parse_host, validate_path, validate_query, MAX_HEADER_BLOCK_BYTES, MAX_TARGET_BYTES,
+};
+use crate::proxy::PublicProxy;
+
+/// Bytes asked of the kernel per read, from either side.
+const READ_CHUNK: usize = 16 * 1024;
+/// Largest response head taken from an origin; a larger one is a 502.
+const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+/// Idle origin connections kept per origin and listener thread.
+const MAX_IDLE_PER_ORIGIN: usize = 256;
+/// An idle origin connection older than this is closed instead of reused.
+const ORIGIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bounds of a chunked body's framing: chunk-extension and trailer bytes.
+const MAX_CHUNK_LINE_EXTRA: usize = 4 * 1024;
+const MAX_TRAILER_BYTES: usize = 16 * 1024;
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1),
+/// plus `Upgrade`, which a relayed request never carries on.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+impl Front for PublicProxy {
+    fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        header_read_timeout: Duration,
+        stop: watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = Option<Rewound>> + Send {
+        serve_connection(self, stream, peer, header_read_timeout, stop)
+    }
+}
+
+/// How the connection goes on after one request.
+enum Next {
+    KeepAlive,
+    Close,
+    /// To hyper, with every byte read so far.
+    Handoff,
+}
+
+async fn serve_connection(
+    proxy: Arc<PublicProxy>,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    header_read_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Option<Rewound> {
+    // Taken once the client sends something: idle connections hold no buffer.
+    let mut buf: Vec<u8> = Vec::new();
+    let peer_ip = peer.ip().to_string();
+    loop {
+        let deadline = tokio::time::Instant::now() + header_read_timeout;
+        let head_len = loop {
+            if !buf.is_empty() {
+                let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+                let mut req = httparse::Request::new(&mut []);
+                match req.parse_with_uninit_headers(&buf, &mut headers) {
+                    Ok(httparse::Status::Complete(n)) => break n,
+                    Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD_BYTES => {}
+                    // hyper answers what does not parse or is too large.
+                    _ => return Some(Rewound::new(buf, client)),
+                }
+            } else if *stop.borrow() {
+                return None;
+            }
+            tokio::select! {
+                _ = stop.changed(), if buf.is_empty() => return None,
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::debug!(%peer, "no request within the header timeout; closing");
+                    return None;
+                }
+                read = read_some(&client, spare_if_none(&mut buf)) => match read {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                },
+            }
+        };
+        let closing = *stop.borrow();
+        // Boxed: the parsed head and the relay's state exist only while a
+        // request is in flight, not in every idle connection's task.
+        let next = Box::pin(handle_request(
+            &proxy,
+            &mut client,
+            peer,
+            &peer_ip,
+            &buf[..head_len],
+            closing,
+        ))
+        .await;
+        match next {
+            Next::Handoff => return Some(Rewound::new(buf, client)),
+            Next::Close => return None,
+            Next::KeepAlive => {
+                buf.drain(..head_len);
+                if buf.is_empty() {
+                    give_back(std::mem::take(&mut buf));
+                }
+            }
+        }
+    }
+}
+
+async fn handle_request(
+    proxy: &PublicProxy,
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    peer_ip: &str,
+    head: &[u8],
+    closing: bool,
+) -> Next {
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(head, &mut headers) {
+        Ok(httparse::Status::Complete(_)) => match plan(proxy, &req) {
+            Some(plan) => relay(proxy, client, peer, peer_ip, &req, plan, closing).await,
+            None => Next::Handoff,
+        },
+        _ => Next::Handoff,
+    }
+}
+
+/// Reads what the socket has into `buf`, growing it by [`READ_CHUNK`].
+async fn read_some(stream: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    read_draining(stream, buf).await.map(|(n, _)| n)
+}
+
+/// [`read_some`], also saying whether the read emptied the socket (it
+/// returned less than there was room for).
+async fn read_draining(stream: &TcpStream, buf: &mut Vec<u8>) -> io::Result<(usize, bool)> {
+    loop {
+        stream.readable().await?;
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let room = buf.capacity() - buf.len();
+        match stream.try_read_buf(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+            Ok(n) => return Ok((n, n < room)),
+        }
+    }
+}
+
+/// A request this module relays, with what was settled about it.
+struct Plan<'r, 'p> {
+    site: &'p Site,
+    host: String,
+    kind: RequestKind,
+    /// The client asked to close the connection after this request.
+    close: bool,
+    /// Header names the client's `Connection` header lists.
+    connection_named: Vec<&'r str>,
+}
+
+/// The plan for a request this module relays, or `None` for one hyper and
+/// the full request path take (everything `request::resolve` would refuse
+/// included, so refusals are answered and counted in one place).
+fn plan<'r, 'p>(proxy: &'p PublicProxy, req: &httparse::Request<'_, 'r>) -> Option<Plan<'r, 'p>> {
+    if req.version != Some(1) {
+        return None;
+    }
+    let method = req.method?;
+    if method != "GET" && method != "HEAD" {
+        return None;
+    }
+    let target = req.path?;
+    if target.len() > MAX_TARGET_BYTES || !is_simple_target(target) {
+        return None;
+    }
+    let mut host = None;
+    let mut user_agent = "";
+    let mut loop_guard = false;
+    let mut close = false;
+    let mut connection_named = Vec::new();
+    let mut header_bytes = 0;
+    for h in req.headers.iter() {
+        header_bytes += h.name.len() + h.value.len() + 4;
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return None;
+            }
+            host = Some(std::str::from_utf8(h.value).ok()?);
+        } else if name.eq_ignore_ascii_case("user-agent") {
+            if user_agent.is_empty() {
+                user_agent = std::str::from_utf8(h.value).ok()?;
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in std::str::from_utf8(h.value).ok()?.split(',') {
+                let token = token.trim();
+                if token.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case("upgrade") {
+                    return None;
+                } else if !token.is_empty() && !token.eq_ignore_ascii_case("keep-alive") {
+                    connection_named.push(token);
+                }
+            }
+        } else if name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("upgrade")
+            || name.eq_ignore_ascii_case("expect")
+        {
+            return None;
+        } else if name.eq_ignore_ascii_case(LOOP_GUARD_HEADER)
+            && h.value.trim_ascii() == LOOP_GUARD_VALUE.as_bytes()
+        {
+            loop_guard = true;
+        }
+    }
+    if header_bytes > MAX_HEADER_BLOCK_BYTES {
+        return None;
+    }
+    let host = parse_host(host?)?;
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    validate_path(path).ok()?;
+    if let Some(q) = query {
+        validate_query(q).ok()?;
+    }
+    let site: &Site = proxy.sites.lookup(&host)?;
+    let kind =
+        match proxy
+            .bots
+            .decide_request(true, loop_guard, path, query, user_agent, &site.ignore)
+        {
+            RenderDecision::Render { .. } => return None,
+            RenderDecision::Pass(PassReason::StaticAsset) => RequestKind::Asset,
+            RenderDecision::Pass(_) => RequestKind::Human,
+        };
+    Some(Plan {
+        site,
+        host,
+        kind,
+        close,
+        connection_named,
+    })
+}
+
+/// An origin-form target made only of RFC 3986 path and query characters
+/// (percent-encoded or not), which every HTTP parser reads alike.
+fn is_simple_target(target: &str) -> bool {
+    target.starts_with('/')
+        && target.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'/' | b'?'
+                        | b'-'
+                        | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'%'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                        | b':'
+                        | b'@'
+                )
+        })
+}
+
+fn is_hop_by_hop(name: &str, connection_named: &[&str]) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || connection_named
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// The request head sent to the origin.
+fn origin_request_head(
+    req: &httparse::Request<'_, '_>,
+    plan: &Plan<'_, '_>,
+    peer_ip: &str,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(req.method.unwrap_or("GET").as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(plan.site.origin.path().trim_end_matches('/').as_bytes());
+    out.extend_from_slice(req.path.unwrap_or("/").as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut forwarded_for: Vec<&[u8]> = Vec::new();
+    for h in req.headers.iter() {
+        if is_hop_by_hop(h.name, &plan.connection_named)
+            || h.name.eq_ignore_ascii_case("x-forwarded-proto")
+            || h.name.eq_ignore_ascii_case("x-forwarded-host")
+        {
+            continue;
+        }
+        if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+            if !h.value.trim_ascii().is_empty() {
+                forwarded_for.push(h.value);
+            }
+            continue;
+        }
+        push_header(out, h.name.as_bytes(), h.value);
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    for earlier in forwarded_for {
+        out.extend_from_slice(earlier);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(peer_ip.as_bytes());
+    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    push_header(out, b"x-forwarded-host", plan.host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Relays one request and its answer; says how the client connection goes on.
+async fn relay(
+    proxy: &PublicProxy,
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    peer_ip: &str,
+    req: &httparse::Request<'_, '_>,
+    plan: Plan<'_, '_>,
+    closing: bool,
+) -> Next {
+    let started = Instant::now();
+    let kind = plan.kind;
+    proxy.metrics.observe_request(kind, CacheMetric::None);
+    tracing::debug!(%peer, method = req.method.unwrap_or(""), host = %plan.host, path = req.path.unwrap_or(""), kind = RequestKind::as_str(kind), "passthrough");
+    let head_only = req.method == Some("HEAD");
+    let client_close = plan.close || closing;
+    let origin = &plan.site.origin;
+    let mut request_head = spare_buffer();
+    origin_request_head(req, &plan, peer_ip, &mut request_head);
+    let timeout = proxy.origin.timeout();
+
+    let answer = tokio::time::timeout(timeout, exchange(origin, &request_head)).await;
+    give_back(request_head);
+    let (conn, mut response) = match answer {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => {
+            return answer_error(proxy, client, origin, kind, started, e, client_close).await
+        }
+        Err(_) => {
+            let e = OriginError::Timeout(timeout);
+            return answer_error(proxy, client, origin, kind, started, e, client_close).await;
+        }
+    };
+    let head = match ResponseHead::parse(&response.bytes, head_only, client_close) {
+        Ok(head) => head,
+        Err(reason) => {
+            let e = OriginError::Unreachable(reason.to_string());
+            return answer_error(proxy, client, origin, kind, started, e, client_close).await;
+        }
+    };
+    let client_keeps = head.client_keep_alive;
+    let mut body = BodyEnd::new(head.framing);
+    let mut out = head.bytes;
+    let first = &response.bytes[head.origin_head_len..];
+    let (taken, mut done) = match body.feed(first) {
+        Ok(step) => step,
+        Err(e) => {
+            tracing::warn!(origin = %origin, error = %e, "passthrough failed: bad body framing");
+            return Next::Close;
+        }
+    };
+    out.extend_from_slice(&first[..taken]);
+    let mut origin_reusable = head.origin_keep_alive && taken == first.len();
+    if client.write_all(&out).await.is_err() {
+        return Next::Close;
+    }
+    proxy
+        .metrics
+        .observe_request_duration(kind, CacheMetric::None, started.elapsed());
+    give_back(out);
+    while !done {
+        response.bytes.clear();
+        let read = tokio::time::timeout(timeout, read_draining(&conn, &mut response.bytes)).await;
+        let chunk = match read {
+            Ok(Ok((0, _))) if body.ends_at_close() => break,
+            Ok(Ok((n, drained))) if n > 0 => {
+                response.drained = drained;
+                &response.bytes[..n]
+            }
+            _ => {
+                tracing::debug!(origin = %origin, "origin body ended early; closing the client connection");
+                return Next::Close;
+            }
+        };
+        let (taken, end) = match body.feed(chunk) {
+            Ok(step) => step,
+            Err(e) => {
+                tracing::warn!(origin = %origin, error = %e, "passthrough failed: bad body framing");
+                return Next::Close;
+            }
+        };
+        if taken < chunk.len() {
+            origin_reusable = false;
+        }
+        if client.write_all(&chunk[..taken]).await.is_err() {
+            return Next::Close;
+        }
+        done = end;
+    }
+    give_back(response.bytes);
+    if origin_reusable && done && response.drained {
+        idle_put(origin.as_str(), conn);
+    }
+    if client_keeps {
+        Next::KeepAlive
+    } else {
+        let _ = client.shutdown().await;
+        Next::Close
+    }
+}
+
+/// Writes a 502 or 504 for an origin that could not answer.
+async fn answer_error(
+    proxy: &PublicProxy,
+    client: &mut TcpStream,
+    origin: &url::Url,
+    kind: RequestKind,
+    started: Instant,
+    error: OriginError,
+    close: bool,
+) -> Next {
+    tracing::warn!(origin = %origin, error = %error, "passthrough failed");
+    let status = error.status();
+    let message = format!("{error}\n");
+    let mut out = Vec::with_capacity(256 + message.len());
+    out.extend_from_slice(
+        format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            message.len()
+        )
+        .as_bytes(),
+    );
+    push_date(&mut out);
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(message.as_bytes());
+    let written = client.write_all(&out).await.is_ok();
+    proxy
+        .metrics
+        .observe_request_duration(kind, CacheMetric::None, started.elapsed());
+    if written && !close {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
+}
+
+/// `date`, as hyper's server adds it when a response has none, rendered
+/// once per second per thread.
+fn push_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let now = std::time::SystemTime::now();
+    let second = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != second || cached.1.is_empty() {
+            *cached = (second, httpdate::fmt_http_date(now));
+        }
+        push_header(out, b"date", cached.1.as_bytes());
+    });
+}
+
+// ---- origin side -------------------------------------------------------
+
+/// An origin's answer as first read: the bytes and where its head ends.
+struct RawResponse {
+    bytes: Vec<u8>,
+    /// The last read emptied the socket.
+    drained: bool,
+}
+
+/// Sends `request_head` and reads the response head (1xx answers skipped).
+/// A reused connection that fails before any answer byte arrives is
+/// replaced once by a new one: the origin may have closed it while idle,
+/// and `GET`/`HEAD` are safe to send again.
+async fn exchange(
+    origin: &url::Url,
+    request_head: &[u8],
+) -> Result<(TcpStream, RawResponse), OriginError> {
+    if let Some(mut conn) = idle_take(origin.as_str()) {
+        match send_and_read_head(&mut conn, request_head).await {
+            Ok(Some(response)) => return Ok((conn, response)),
+            Ok(None) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut conn = connect_tcp(origin, ORIGIN_CONNECT_TIMEOUT)
+        .await
+        .map_err(|e| OriginError::Unreachable(e.to_string()))?;
+    match send_and_read_head(&mut conn, request_head).await? {
+        Some(response) => Ok((conn, response)),
+        None => Err(OriginError::Unreachable(
+            "origin closed the connection without answering".into(),
+        )),
+    }
+}
+
+/// `Ok(None)`: the connection failed before any answer byte arrived.
+async fn send_and_read_head(
+    conn: &mut TcpStream,
+    request_head: &[u8],
+) -> Result<Option<RawResponse>, OriginError> {
+    if conn.write_all(request_head).await.is_err() {
+        return Ok(None);
+    }
+    let mut bytes = spare_buffer();
+    loop {
+        let drained = match read_draining(conn, &mut bytes).await {
+            Ok((0, _)) | Err(_) if bytes.is_empty() => return Ok(None),
+            Ok((0, _)) | Err(_) => {
+                return Err(OriginError::Unreachable(
+                    "origin closed the connection inside the response head".into(),
+                ))
+            }
+            Ok((_, drained)) => drained,
+        };
+        // Interim answers (103 Early Hints, …) are not passed on.
+        while let Some(end) = interim_answer_end(&bytes) {
+            bytes.drain(..end);
+        }
+        if has_complete_head(&bytes) {
+            return Ok(Some(RawResponse { bytes, drained }));
+        }
+        if bytes.len() >= MAX_RESPONSE_HEAD_BYTES {
+            return Err(OriginError::Unreachable("response head over 64 KiB".into()));
+        }
+    }
+}
+
+/// Whether `bytes` hold a response head's end (its empty line), whether or
+/// not the head parses.
+fn has_complete_head(bytes: &[u8]) -> bool {
+    memchr::memmem::find(bytes, b"\n\r\n").is_some()
+        || memchr::memmem::find(bytes, b"\n\n").is_some()
+}
+
+/// Where a complete 1xx head (other than 101) at the start of `bytes` ends.
+fn interim_answer_end(bytes: &[u8]) -> Option<usize> {
+    if bytes.len() < 12 || !bytes.starts_with(b"HTTP/1.") || bytes[9] != b'1' {
+        return None;
+    }
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        bytes,
+        &mut headers,
+    ) {
+        Ok(httparse::Status::Complete(n)) if resp.code != Some(101) => Some(n),
+        _ => None,
+    }
+}
+
+/// How the end of a response body is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Neither length nor chunks: the body ends when the origin closes.
+    UntilClose,
+}
+
+/// The response head as the client gets it, and what it says about both
+/// connections.
+struct ResponseHead {
+    bytes: Vec<u8>,
+    /// Length of the origin's head in what was read.
+    origin_head_len: usize,
+    framing: Framing,
+    origin_keep_alive: bool,
+    client_keep_alive: bool,
+}
+
+impl ResponseHead {
+    fn parse(raw: &[u8], head_only: bool, client_close: bool) -> Result<Self, &'static str> {
+        let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut resp,
+            raw,
+            &mut headers,
+        );
+        let (origin_head_len, status) = match parsed {
+            Ok(httparse::Status::Complete(n)) => (n, resp.code.unwrap_or(0)),
+            _ => return Err("malformed response head"),
+        };
+        if status == 101 {
+            return Err("origin switched protocols unasked");
+        }
+        let mut content_length: Option<u64> = None;
+        let mut chunked = false;
+        let mut transfer_coded = false;
+        let mut origin_close = resp.version != Some(1);
+        let mut has_date = false;
+        let mut connection_named: Vec<&str> = Vec::new();
+        for h in resp.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                let value = std::str::from_utf8(h.value).map_err(|_| "bad Content-Length")?;
+                for part in value.split(',') {
+                    let part = part.trim();
+                    if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                        return Err("bad Content-Length");
+                    }
+                    let n: u64 = part.parse().map_err(|_| "bad Content-Length")?;
+                    if content_length.is_some_and(|earlier| earlier != n) {
+                        return Err("conflicting Content-Length");
+                    }
+                    content_length = Some(n);
+                }
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                transfer_coded = true;
+                let value = std::str::from_utf8(h.value).map_err(|_| "bad Transfer-Encoding")?;
+                chunked = value
+                    .rsplit(',')
+                    .next()
+                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                let value = std::str::from_utf8(h.value).map_err(|_| "bad Connection")?;
+                for token in value.split(',').map(str::trim) {
+                    if token.eq_ignore_ascii_case("close") {
+                        origin_close = true;
+                    } else if !token.is_empty() && !token.eq_ignore_ascii_case("keep-alive") {
+                        connection_named.push(token);
+                    }
+                }
+            } else if h.name.eq_ignore_ascii_case("date") {
+                has_date = true;
+            }
+        }
+        let framing = if head_only || status == 204 || status == 304 || status < 200 {
+            Framing::Empty
+        } else if transfer_coded {
+            if chunked {
+                Framing::Chunked
+            } else {
+                Framing::UntilClose
+            }
+        } else if let Some(n) = content_length {
+            Framing::Length(n)
+        } else {
+            Framing::UntilClose
+        };
+        let client_keep_alive = !client_close && framing != Framing::UntilClose;
+        let mut bytes = spare_buffer();
+        bytes.extend_from_slice(b"HTTP/1.1 ");
+        bytes.extend_from_slice(&status_digits(status));
+        bytes.push(b' ');
+        bytes.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+        for h in resp.headers.iter() {
+            if is_hop_by_hop(h.name, &connection_named)
+                || (framing == Framing::Chunked && h.name.eq_ignore_ascii_case("content-length"))
+            {
+                continue;
+            }
+            push_header(&mut bytes, h.name.as_bytes(), h.value);
+        }
+        if framing == Framing::Chunked {
+            bytes.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        if !has_date {
+            push_date(&mut bytes);
+        }
+        if !client_keep_alive {
+            bytes.extend_from_slice(b"connection: close\r\n");
+        }
+        bytes.extend_from_slice(b"\r\n");
+        Ok(ResponseHead {
+            bytes,
+            origin_head_len,
+            framing,
+            origin_keep_alive: !origin_close && framing != Framing::UntilClose,
+            client_keep_alive,
+        })
+    }
+}
+
+/// Finds where a response body ends as its bytes arrive.
+#[derive(Debug)]
+enum BodyEnd {
+    Remaining(u64),
+    Chunked(ChunkedEnd),
+    UntilClose,
+}
+
+impl BodyEnd {
+    fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Empty => BodyEnd::Remaining(0),
+            Framing::Length(n) => BodyEnd::Remaining(n),
+            Framing::Chunked => BodyEnd::Chunked(ChunkedEnd::default()),
+            Framing::UntilClose => BodyEnd::UntilClose,
+        }
+    }
+
+    fn ends_at_close(&self) -> bool {
+        matches!(self, BodyEnd::UntilClose)
+    }
+
+    /// How many of `input`'s bytes belong to the body, and whether the
+    /// body is complete with them.
+    fn feed(&mut self, input: &[u8]) -> Result<(usize, bool), ChunkError> {
+        match self {
+            BodyEnd::Remaining(left) => {
+                let take = (*left).min(input.len() as u64);
+                *left -= take;
+                Ok((take as usize, *left == 0))
+            }
+            BodyEnd::Chunked(scanner) => match scanner.feed(input)? {
+                Some(end) => Ok((end, true)),
+                None => Ok((input.len(), false)),
+            },
+            BodyEnd::UntilClose => Ok((input.len(), false)),
+        }
+    }
+}
+
+/// A chunked body's framing is broken or exceeds its bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    #[error("bad chunk size line")]
+    SizeLine,
+    #[error("chunk size over 2^64")]
+    SizeOverflow,
+    #[error("chunk data not followed by CRLF")]
+    DataEnd,
+    #[error("bad trailer section")]
+    Trailer,
+    #[error("chunk extensions or trailers over their bound")]
+    TooLong,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    /// After the size: optional whitespace, then `;` and extensions.
+    SizeWhitespace,
+    Extension,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    TrailerStart,
+    TrailerLine,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+/// Follows the chunked framing (RFC 9112 §7.1) of bytes copied verbatim,
+/// to find where the body ends.
+#[derive(Debug, Default)]
+pub struct ChunkedEnd {
+    state: ChunkState,
+    size: u64,
+    digits: u8,
+    extra: usize,
+}
+
+impl ChunkedEnd {
+    /// `Some(n)`: the body ends after `n` bytes of `input`.
+    pub fn feed(&mut self, input: &[u8]) -> Result<Option<usize>, ChunkError> {
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            match self.state {
+                ChunkState::Size => match (b as char).to_digit(16) {
+                    Some(d) => {
+                        if self.digits == 16 {
+                            return Err(ChunkError::SizeOverflow);
+                        }
+                        self.size = self.size << 4 | u64::from(d);
+                        self.digits += 1;
+                    }
+                    None if self.digits == 0 => return Err(ChunkError::SizeLine),
+                    None => {
+                        self.state = ChunkState::SizeWhitespace;
+                        continue;
+                    }
+                },
+                ChunkState::SizeWhitespace => match b {
+                    b' ' | b'\t' => self.count_extra()?,
+                    b';' => self.state = ChunkState::Extension,
+                    b'\r' => self.state = ChunkState::SizeLf,
+                    _ => return Err(ChunkError::SizeLine),
+                },
+                ChunkState::Extension => match b {
+                    b'\r' => self.state = ChunkState::SizeLf,
+                    b'\n' | 0 => return Err(ChunkError::SizeLine),
+                    _ => self.count_extra()?,
+                },
+                ChunkState::SizeLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError::SizeLine);
+                    }
+                    self.digits = 0;
+                    self.state = if self.size == 0 {
+                        ChunkState::TrailerStart
+                    } else {
+                        ChunkState::Data
+                    };
+                }
+                ChunkState::Data => {
+                    let available = (input.len() - i) as u64;
+                    let take = self.size.min(available);
+                    self.size -= take;
+                    i += take as usize;
+                    if self.size == 0 {
+                        self.state = ChunkState::DataCr;
+                    }
+                    continue;
+                }
+                ChunkState::DataCr => {
+                    if b != b'\r' {
+                        return Err(ChunkError::DataEnd);
+                    }
+                    self.state = ChunkState::DataLf;
+                }
+                ChunkState::DataLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError::DataEnd);
+                    }
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::TrailerStart => {
+                    if b == b'\r' {
+                        self.state = ChunkState::EndLf;
+                    } else {
+                        self.state = ChunkState::TrailerLine;
+                        continue;
+                    }
+                }
+                ChunkState::TrailerLine => match b {
+                    b'\r' => self.state = ChunkState::TrailerLf,
+                    b'\n' | 0 => return Err(ChunkError::Trailer),
+                    _ => {
+                        self.extra += 1;
+                        if self.extra > MAX_TRAILER_BYTES {
+                            return Err(ChunkError::TooLong);
+                        }
+                    }
+                },
+                ChunkState::TrailerLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError::Trailer);
+                    }
+                    self.state = ChunkState::TrailerStart;
+                }
+                ChunkState::EndLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError::Trailer);
+                    }
+                    self.state = ChunkState::Done;
+                    return Ok(Some(i + 1));
+                }
+                ChunkState::Done => return Ok(Some(i)),
+            }
+            i += 1;
+        }
+        Ok((self.state == ChunkState::Done).then_some(0))
+    }
+
+    fn count_extra(&mut self) -> Result<(), ChunkError> {
+        self.extra += 1;
+        if self.extra > MAX_CHUNK_LINE_EXTRA {
+            return Err(ChunkError::TooLong);
+        }
+        Ok(())
+    }
+}
+
+/// A status code's three digits (httparse has checked it has three).
+fn status_digits(status: u16) -> [u8; 3] {
+    let digit = |n: u16| b'0' + (n % 10) as u8;
+    [digit(status / 100), digit(status / 10), digit(status)]
+}
+
+// ---- buffers and idle origin connections, per listener thread ------------
+
+/// Spare buffers kept per thread, and the largest capacity kept.
+const MAX_SPARE_BUFFERS: usize = 64;
+const MAX_SPARE_CAPACITY: usize = 64 * 1024;
+
+thread_local! {
+    /// Emptied buffers for the next request on this thread: a request
+    /// takes a few and gives them back, so steady traffic allocates none.
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn spare_buffer() -> Vec<u8> {
+    SPARE
+        .with(|spare| spare.borrow_mut().pop())
+        .unwrap_or_default()
+}
+
+fn give_back(mut buffer: Vec<u8>) {
+    if buffer.capacity() == 0 || buffer.capacity() > MAX_SPARE_CAPACITY {
+        return;
+    }
+    buffer.clear();
+    SPARE.with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < MAX_SPARE_BUFFERS {
+            spare.push(buffer);
+        }
+    });
+}
+
+/// `buf`, or a spare buffer in its place if it has none yet.
+fn spare_if_none(buf: &mut Vec<u8>) -> &mut Vec<u8> {
+    if buf.capacity() == 0 {
+        *buf = spare_buffer();
+    }
+    buf
+}
+
+thread_local! {
+    /// Idle keep-alive origin connections of this thread, newest last. A
+    /// connection belongs to the runtime of the thread that opened it, so
+    /// it is never handed to another thread.
+    static IDLE: RefCell<HashMap<String, Vec<(TcpStream, Instant)>>> = RefCell::new(HashMap::new());
+}
+
+/// The newest idle connection to `origin` that is still open and quiet.
+fn idle_take(origin: &str) -> Option<TcpStream> {
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let list = idle.get_mut(origin)?;
+        let now = Instant::now();
+        list.retain(|(_, since)| now.duration_since(*since) < ORIGIN_IDLE_TIMEOUT);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        while let Some((stream, _)) = list.pop() {
+            // Nothing may have arrived on an idle connection: data or an
+            // EOF means the origin closed it or broke the protocol.
+            if stream.poll_read_ready(&mut cx).is_pending() {
+                return Some(stream);
+            }
+        }
+        None
+    })
+}
+
+/// Keeps a connection whose last read emptied it and whose answer was read
+/// to its end.
+fn idle_put(origin: &str, stream: TcpStream) {
+    // The event loop flags the connection readable again when anything
+    // arrives — data or the origin's close — so the read readiness left
+    // from the answer is cleared here, without a system call, and
+    // `idle_take` needs none either.
+    let _ = stream.try_io(Interest::READABLE, || {
+        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+    });
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let list = match idle.get_mut(origin) {
+            Some(list) => list,
+            None => idle.entry(origin.to_string()).or_default(),
+        };
+        if list.len() >= MAX_IDLE_PER_ORIGIN {
+            // The oldest goes: it is the likeliest to be closed by the origin.
+            list.remove(0);
+        }
+        list.push((stream, Instant::now()));
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_whole(input: &[u8]) -> Result<Option<usize>, ChunkError> {
+        ChunkedEnd::default().feed(input)
+    }
+
+    fn scan_bytewise(input: &[u8]) -> Result<Option<usize>, ChunkError> {
+        let mut scanner = ChunkedEnd::default();
+        for (i, b) in input.iter().enumerate() {
+            if let Some(n) = scanner.feed(std::slice::from_ref(b))? {
+                return Ok(Some(i + n));
+            }
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn chunked_bodies_end_where_their_last_chunk_and_trailers_end() {
+        for (body, end) in [
+            (&b"5\r\nhello\r\n0\r\n\r\nNEXT"[..], 15),
+            (b"5;name=value\r\nhello\r\n0\r\n\r\n", 26),
+            (b"A \r\n0123456789\r\n0\r\nx-trailer: 1\r\n\r\nNEXT", 35),
+            (b"0\r\n\r\n", 5),
+            (b"00000001\r\nx\r\n0\r\n\r\n", 18),
+        ] {
+            assert_eq!(scan_whole(body), Ok(Some(end)), "{body:?}");
+            assert_eq!(scan_bytewise(body), Ok(Some(end)), "{body:?}");
+        }
+        assert_eq!(scan_whole(b"5\r\nhel"), Ok(None));
+        assert_eq!(scan_whole(b"5\r\nhello\r\n0\r\n"), Ok(None));
+    }
+
+    #[test]
+    fn broken_chunk_framing_is_an_error() {
+        for bad in [
+            &b"x\r\n"[..],
+            b"5\nhello\r\n",
+            b"5\r\nhelloX\r\n",
+            b"5\r\nhello\r\n0\r\nbad\n",
+            b"12345678901234567\r\n",
+            b"5 x\r\n",
+            b"\r\n",
+        ] {
+            assert!(scan_whole(bad).is_err(), "{bad:?}");
+            assert!(scan_bytewise(bad).is_err(), "{bad:?}");
+        }
+        let long_extension = format!("1;{}\r\n", "e".repeat(MAX_CHUNK_LINE_EXTRA + 1));
+        assert_eq!(
+            scan_whole(long_extension.as_bytes()),
+            Err(ChunkError::TooLong)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_split_of_a_chunked_body_ends_in_the_same_place(
+            chunks in proptest::collection::vec(proptest::collection::vec(0u8..=255, 1..40), 0..6),
+            split in 0usize..400,
+        ) {
+            let mut body = Vec::new();
+            for chunk in &chunks {
+                body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                body.extend_from_slice(chunk);
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\n\r\n");
+            let end = body.len();
+            body.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+            let split = split.min(body.len());
+            let mut scanner = ChunkedEnd::default();
+            let found = match scanner.feed(&body[..split]).unwrap() {
+                Some(n) => n,
+                None => split + scanner.feed(&body[split..]).unwrap().unwrap(),
+            };
+            proptest::prop_assert_eq!(found, end);
+        }
+    }
+
+    #[test]
+    fn response_heads_are_rewritten_for_the_client() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive, x-hop\r\nx-hop: 1\r\nKeep-Alive: timeout=5\r\nx-kept: 1\r\nDate: Sat, 28 Nov 2026 18:00:00 GMT\r\n\r\nhello";
+        let head = ResponseHead::parse(raw, false, false).unwrap();
+        let text = String::from_utf8(head.bytes).unwrap();
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nx-kept: 1\r\nDate: Sat, 28 Nov 2026 18:00:00 GMT\r\n\r\n"
+        );
+        assert_eq!(head.framing, Framing::Length(5));
+        assert!(head.origin_keep_alive && head.client_keep_alive);
+
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 9\r\n\r\n";
+        let head = ResponseHead::parse(chunked, false, true).unwrap();
+        let text = String::from_utf8(head.bytes).unwrap();
+        assert_eq!(head.framing, Framing::Chunked);
+        assert!(!text.to_ascii_lowercase().contains("content-length"));
+        assert!(text.contains("transfer-encoding: chunked\r\n"));
+        assert!(text.contains("connection: close\r\n"));
+        assert!(text.contains("date: "));
+
+        let until_close = b"HTTP/1.0 200 OK\r\n\r\n";
+        let head = ResponseHead::parse(until_close, false, false).unwrap();
+        assert_eq!(head.framing, Framing::UntilClose);
+        assert!(!head.origin_keep_alive && !head.client_keep_alive);
+
+        let head_only = ResponseHead::parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n",
+            true,
+            false,
+        )
+        .unwrap();
+        assert_eq!(head_only.framing, Framing::Empty);
+
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+        ] {
+            assert!(ResponseHead::parse(bad, false, false).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn simple_targets_are_origin_form_path_and_query_characters() {
+        for good in ["/", "/p/1", "/a%20b?x=1&y=2", "/a;b=c/d@e:f"] {
+            assert!(is_simple_target(good), "{good:?}");
+        }
+        for other in [
+            "*",
+            "http://x/",
+            "/a b",
+            "/a#b",
+            "/a\"b",
+            "/a{b}",
+            "/a\\b",
+            "",
+        ] {
+            assert!(!is_simple_target(other), "{other:?}");
+        }
+    }
+}
