@@ -282,3 +282,256 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
         String::from_utf8_lossy(&leftovers.stdout)
     );
 }
+
+/// An origin speaking raw HTTP/1.x, to send what hyper would not: each path
+/// gets a fixed answer; `/close` answers without a length and closes, and
+/// `/hang-up` closes every connection after its answer. Counts connections.
+struct WireOrigin {
+    port: u16,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl WireOrigin {
+    async fn start() -> WireOrigin {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = connections.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let end = loop {
+                            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break end + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                        buf.drain(..end);
+                        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                        let (answer, close): (Vec<u8>, bool) = match path.as_str() {
+                            "/chunked" => (
+                                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 11\r\n\r\n".to_vec(),
+                                false,
+                            ),
+                            "/close" => (b"HTTP/1.0 200 OK\r\n\r\nuntil the origin closes".to_vec(), true),
+                            "/early-hints" => (
+                                b"HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+                                false,
+                            ),
+                            "/two-lengths" => (
+                                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!".to_vec(),
+                                true,
+                            ),
+                            "/head" => (
+                                b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nx-head: yes\r\n\r\n".to_vec(),
+                                false,
+                            ),
+                            "/hang-up" => (
+                                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye".to_vec(),
+                                true,
+                            ),
+                            _ => (
+                                format!(
+                                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}",
+                                    path.len(),
+                                    path
+                                )
+                                .into_bytes(),
+                                false,
+                            ),
+                        };
+                        if stream.write_all(&answer).await.is_err() {
+                            return;
+                        }
+                        if close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        WireOrigin { port, connections }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Sends `requests` (raw bytes) on one connection in one write and reads
+/// until `answers` complete answers (by Content-Length, chunked framing or
+/// close) have come back; returns each answer's head and body.
+async fn raw_exchange(port: u16, requests: &[u8], answers: usize) -> Vec<(String, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream.write_all(requests).await.unwrap();
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let mut closed = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while out.len() < answers {
+        if let Some((head, body, used)) = split_answer(&buf, closed) {
+            out.push((head, body));
+            buf.drain(..used);
+            continue;
+        }
+        assert!(
+            !closed,
+            "connection closed after {} answers: {out:?}",
+            out.len()
+        );
+        let mut chunk = [0u8; 8192];
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .expect("answer within 10 s")
+            .unwrap_or(0);
+        closed = n == 0;
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    out
+}
+
+/// One complete answer at the start of `buf`: head, decoded body, bytes used.
+fn split_answer(buf: &[u8], closed: bool) -> Option<(String, Vec<u8>, usize)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    let lower = head.to_ascii_lowercase();
+    if lower.contains("transfer-encoding: chunked") {
+        let mut at = end;
+        let mut body = Vec::new();
+        loop {
+            let line_end = buf[at..].windows(2).position(|w| w == b"\r\n")? + at;
+            let line = String::from_utf8_lossy(&buf[at..line_end]).to_string();
+            let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16).unwrap();
+            at = line_end + 2;
+            if size == 0 {
+                let trailers_end =
+                    buf[at - 2..].windows(4).position(|w| w == b"\r\n\r\n")? + at + 2;
+                return Some((head, body, trailers_end));
+            }
+            if buf.len() < at + size + 2 {
+                return None;
+            }
+            body.extend_from_slice(&buf[at..at + size]);
+            at += size + 2;
+        }
+    }
+    let length = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map(|v| v.trim().parse::<usize>().unwrap());
+    let head_only = lower.contains("x-head: yes");
+    match length {
+        _ if head_only => Some((head, Vec::new(), end)),
+        Some(n) if buf.len() >= end + n => Some((head, buf[end..end + n].to_vec(), end + n)),
+        Some(_) => None,
+        None if closed => Some((head, buf[end..].to_vec(), buf.len())),
+        None => None,
+    }
+}
+
+fn get_line(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: {FIREFOX}\r\n\r\n")
+}
+
+#[tokio::test]
+async fn origin_framings_reach_the_client_intact() {
+    let origin = WireOrigin::start().await;
+    let proxy = ProxyProcess::start(&["--origin", &origin.url()]);
+    // Pipelined on one client connection: chunked with extensions and
+    // trailers, an interim 103, a HEAD whose length announces no body, and
+    // a plain answer — each answered in order, the connection kept.
+    let requests = [
+        get_line("/chunked"),
+        get_line("/early-hints"),
+        format!("HEAD /head HTTP/1.1\r\nHost: localhost\r\nUser-Agent: {FIREFOX}\r\n\r\n"),
+        get_line("/plain"),
+        get_line("/chunked"),
+    ]
+    .concat();
+    let answers = raw_exchange(proxy.port, requests.as_bytes(), 5).await;
+    let (head, body) = &answers[0];
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"hello world");
+    assert!(!head.to_ascii_lowercase().contains("trailer:"), "{head}");
+    let (head, body) = &answers[1];
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "interim answer passed on: {head}"
+    );
+    assert_eq!(body, b"ok");
+    let (head, body) = &answers[2];
+    assert!(
+        head.contains("x-head: yes") && head.contains("Content-Length: 100"),
+        "{head}"
+    );
+    assert!(body.is_empty());
+    assert_eq!(answers[3].1, b"/plain");
+    assert_eq!(answers[4].1, b"hello world");
+    // Five answers, one origin connection: it went back to the pool each time.
+    assert_eq!(origin.connections(), 1);
+
+    // Without a length the body ends when the origin closes; the client is
+    // told the connection closes too.
+    let answers = raw_exchange(proxy.port, get_line("/close").as_bytes(), 1).await;
+    let (head, body) = &answers[0];
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert_eq!(body, b"until the origin closes");
+
+    // Conflicting lengths could split one answer into two: refused.
+    let r = get(&proxy.url("/two-lengths"), &[("user-agent", FIREFOX)]).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test]
+async fn an_origin_that_closes_after_each_answer_is_reconnected() {
+    let origin = WireOrigin::start().await;
+    let proxy = ProxyProcess::start(&["--origin", &origin.url()]);
+    // The origin closes without saying so: the pooled connection is dead
+    // by the next request, which must still be answered.
+    for i in 0..5 {
+        let r = get(&proxy.url("/hang-up"), &[("user-agent", FIREFOX)]).await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}");
+        assert_eq!(r.text(), "bye");
+    }
+    assert_eq!(origin.connections(), 5);
+}
+
+#[tokio::test]
+async fn a_connection_moves_to_the_full_path_when_a_request_needs_it() {
+    let origin = test_origin().await;
+    let proxy = ProxyProcess::start(&["--origin", &origin.url()]);
+    // A relayed GET, then a POST with a body (the full path), then a GET
+    // again, pipelined on one connection.
+    let requests = [
+        get_line("/headers"),
+        format!("POST /echo HTTP/1.1\r\nHost: localhost\r\nUser-Agent: {FIREFOX}\r\nContent-Length: 5\r\n\r\nhello"),
+        get_line("/page"),
+    ]
+    .concat();
+    let answers = raw_exchange(proxy.port, requests.as_bytes(), 3).await;
+    assert!(String::from_utf8_lossy(&answers[0].1).contains("x-forwarded-for: 127.0.0.1"));
+    assert_eq!(answers[1].1, b"hello");
+    assert!(answers[2].0.starts_with("HTTP/1.1 203"), "{}", answers[2].0);
+    assert_eq!(answers[2].1, b"<h1>origin page</h1>");
+}
