@@ -21,12 +21,14 @@ use std::collections::HashMap;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
 use crate::bot::request::{LOOP_GUARD_HEADER, LOOP_GUARD_VALUE};
 use crate::bot::{PassReason, RenderDecision};
@@ -97,8 +99,15 @@ async fn serve_connection(
     // Taken once the client sends something: idle connections hold no buffer.
     let mut buf: Vec<u8> = Vec::new();
     let peer_ip = peer.ip().to_string();
+    // One timer per connection for request heads and one for the origin,
+    // each moved to a later deadline per request: moving a timer later
+    // costs no timer-wheel work until it would have fired.
+    let mut head_timer = std::pin::pin!(tokio::time::sleep(header_read_timeout));
+    let mut origin_timer = std::pin::pin!(tokio::time::sleep(proxy.origin.timeout()));
     loop {
-        let deadline = tokio::time::Instant::now() + header_read_timeout;
+        head_timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + header_read_timeout);
         let head_len = loop {
             if !buf.is_empty() {
                 let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
@@ -114,7 +123,7 @@ async fn serve_connection(
             }
             tokio::select! {
                 _ = stop.changed(), if buf.is_empty() => return None,
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = head_timer.as_mut() => {
                     tracing::debug!(%peer, "no request within the header timeout; closing");
                     return None;
                 }
@@ -134,6 +143,7 @@ async fn serve_connection(
             &peer_ip,
             &buf[..head_len],
             closing,
+            origin_timer.as_mut(),
         ))
         .await;
         match next {
@@ -156,12 +166,25 @@ async fn handle_request(
     peer_ip: &str,
     head: &[u8],
     closing: bool,
+    origin_timer: Pin<&mut Sleep>,
 ) -> Next {
     let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     match req.parse_with_uninit_headers(head, &mut headers) {
         Ok(httparse::Status::Complete(_)) => match plan(proxy, &req) {
-            Some(plan) => relay(proxy, client, peer, peer_ip, &req, plan, closing).await,
+            Some(plan) => {
+                relay(
+                    proxy,
+                    client,
+                    peer,
+                    peer_ip,
+                    &req,
+                    plan,
+                    closing,
+                    origin_timer,
+                )
+                .await
+            }
             None => Next::Handoff,
         },
         _ => Next::Handoff,
@@ -381,6 +404,7 @@ async fn relay(
     req: &httparse::Request<'_, '_>,
     plan: Plan<'_, '_>,
     closing: bool,
+    mut timer: Pin<&mut Sleep>,
 ) -> Next {
     let started = Instant::now();
     let kind = plan.kind;
@@ -393,7 +417,11 @@ async fn relay(
     origin_request_head(req, &plan, peer_ip, &mut request_head);
     let timeout = proxy.origin.timeout();
 
-    let answer = tokio::time::timeout(timeout, exchange(origin, &request_head)).await;
+    timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+    let answer = tokio::select! {
+        answer = exchange(origin, &request_head) => Ok(answer),
+        _ = timer.as_mut() => Err(()),
+    };
     give_back(request_head);
     let (conn, mut response) = match answer {
         Ok(Ok(answer)) => answer,
@@ -434,7 +462,11 @@ async fn relay(
     give_back(out);
     while !done {
         response.bytes.clear();
-        let read = tokio::time::timeout(timeout, read_draining(&conn, &mut response.bytes)).await;
+        timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+        let read = tokio::select! {
+            read = read_draining(&conn, &mut response.bytes) => Ok(read),
+            _ = timer.as_mut() => Err(()),
+        };
         let chunk = match read {
             Ok(Ok((0, _))) if body.ends_at_close() => break,
             Ok(Ok((n, drained))) if n > 0 => {
