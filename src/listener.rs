@@ -291,6 +291,7 @@ struct ListenerThread {
 /// module documentation): each connection goes to `front` first and to
 /// hyper with `handler` when the front hands it over. `max_connections`
 /// bounds all threads together. Ends when every thread has drained.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_on_threads<T, H, F>(
     name: &'static str,
     listener: TcpListener,

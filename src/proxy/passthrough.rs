@@ -139,8 +139,10 @@ async fn serve_connection(
         let next = Box::pin(handle_request(
             &proxy,
             &mut client,
-            peer,
-            &peer_ip,
+            Peer {
+                addr: peer,
+                ip: &peer_ip,
+            },
             &buf[..head_len],
             closing,
             origin_timer.as_mut(),
@@ -159,11 +161,17 @@ async fn serve_connection(
     }
 }
 
+/// The client's address, and its IP as X-Forwarded-For gets it.
+#[derive(Clone, Copy)]
+struct Peer<'a> {
+    addr: SocketAddr,
+    ip: &'a str,
+}
+
 async fn handle_request(
     proxy: &PublicProxy,
     client: &mut TcpStream,
-    peer: SocketAddr,
-    peer_ip: &str,
+    peer: Peer<'_>,
     head: &[u8],
     closing: bool,
     origin_timer: Pin<&mut Sleep>,
@@ -172,19 +180,7 @@ async fn handle_request(
     let mut req = httparse::Request::new(&mut []);
     match req.parse_with_uninit_headers(head, &mut headers) {
         Ok(httparse::Status::Complete(_)) => match plan(proxy, &req) {
-            Some(plan) => {
-                relay(
-                    proxy,
-                    client,
-                    peer,
-                    peer_ip,
-                    &req,
-                    plan,
-                    closing,
-                    origin_timer,
-                )
-                .await
-            }
+            Some(plan) => relay(proxy, client, peer, &req, plan, closing, origin_timer).await,
             None => Next::Handoff,
         },
         _ => Next::Handoff,
@@ -399,8 +395,7 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 async fn relay(
     proxy: &PublicProxy,
     client: &mut TcpStream,
-    peer: SocketAddr,
-    peer_ip: &str,
+    peer: Peer<'_>,
     req: &httparse::Request<'_, '_>,
     plan: Plan<'_, '_>,
     closing: bool,
@@ -409,12 +404,12 @@ async fn relay(
     let started = Instant::now();
     let kind = plan.kind;
     proxy.metrics.observe_request(kind, CacheMetric::None);
-    tracing::debug!(%peer, method = req.method.unwrap_or(""), host = %plan.host, path = req.path.unwrap_or(""), kind = RequestKind::as_str(kind), "passthrough");
+    tracing::debug!(peer = %peer.addr, method = req.method.unwrap_or(""), host = %plan.host, path = req.path.unwrap_or(""), kind = RequestKind::as_str(kind), "passthrough");
     let head_only = req.method == Some("HEAD");
     let client_close = plan.close || closing;
     let origin = &plan.site.origin;
     let mut request_head = spare_buffer();
-    origin_request_head(req, &plan, peer_ip, &mut request_head);
+    origin_request_head(req, &plan, peer.ip, &mut request_head);
     let timeout = proxy.origin.timeout();
 
     timer.as_mut().reset(tokio::time::Instant::now() + timeout);
