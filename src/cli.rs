@@ -128,6 +128,9 @@ pub struct ServeArgs {
     /// Open client connections on the public listener before new ones wait [default: 20000].
     #[arg(long, env = "PRERENDER_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<u64>,
+    /// Threads serving public connections, each with its own event loop [default: one per core].
+    #[arg(long, env = "PRERENDER_PUBLIC_THREADS", value_name = "N")]
+    pub public_threads: Option<u64>,
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish [default: 25].
     #[arg(long, env = "PRERENDER_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,

@@ -41,6 +41,8 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// request ≈ 30 KiB (hyper's read and write buffers), so 20,000 keep-alive
 /// connections can take ≈ 600 MiB; lower it on small machines.
 pub const DEFAULT_MAX_CONNECTIONS: u64 = 20_000;
+/// Upper bound of `public_threads`.
+pub const MAX_PUBLIC_THREADS: u64 = 1024;
 /// Slightly above the render timeout so renders in flight can finish.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
 
@@ -147,6 +149,8 @@ pub struct Config {
     pub origin_timeout: Duration,
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    /// Threads serving public connections; `None`: one per core.
+    pub public_threads: Option<usize>,
     pub shutdown_timeout: Duration,
     pub plans: BTreeMap<String, Plan>,
     pub sites: SiteTable,
@@ -328,6 +332,10 @@ impl Config {
             DEFAULT_MAX_CONNECTIONS,
             1 << 24,
         )? as usize;
+        let public_threads = match args.public_threads.or(file.public_threads) {
+            None => None,
+            threads => Some(count("public_threads", threads, 1, MAX_PUBLIC_THREADS)? as usize),
+        };
         let shutdown_timeout = secs(
             "shutdown_timeout",
             args.shutdown_timeout.or(file.shutdown_timeout),
@@ -363,6 +371,7 @@ impl Config {
             origin_timeout,
             header_read_timeout,
             max_connections,
+            public_threads,
             shutdown_timeout,
             plans,
             sites,
@@ -541,6 +550,34 @@ mod tests {
         let c = resolve(args, "browsers = 5\ntabs_per_browser = 2").unwrap();
         assert_eq!(c.browsers, 3);
         assert_eq!(c.tabs_per_browser, 2);
+    }
+
+    #[test]
+    fn public_threads_default_to_one_per_core_and_are_bounded() {
+        assert_eq!(
+            resolve(ServeArgs::default(), "").unwrap().public_threads,
+            None
+        );
+        let args = ServeArgs {
+            public_threads: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(args, "public_threads = 1").unwrap().public_threads,
+            Some(3)
+        );
+        assert_eq!(
+            resolve(ServeArgs::default(), "public_threads = 1")
+                .unwrap()
+                .public_threads,
+            Some(1)
+        );
+        for bad in ["public_threads = 0", "public_threads = 1025"] {
+            assert_eq!(
+                resolve(ServeArgs::default(), bad).unwrap_err().field,
+                "public_threads"
+            );
+        }
     }
 
     #[test]
