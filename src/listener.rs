@@ -131,7 +131,14 @@ pub trait Front: Send + Sync + 'static {
         header_read_timeout: Duration,
         stop: watch::Receiver<bool>,
     ) -> impl Future<Output = Option<Rewound>> + Send;
+
+    /// Called on every listener thread every [`HOUSEKEEPING_INTERVAL`], for
+    /// state the front keeps per thread.
+    fn housekeeping(&self) {}
 }
+
+/// How often [`Front::housekeeping`] runs on each listener thread.
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
 
 fn hyper_builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -391,6 +398,15 @@ where
                         }
                     }
                     let _ = local_stop.send(true);
+                });
+                let housekeeper = front.clone();
+                tokio::spawn(async move {
+                    let mut ticks = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+                    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        ticks.tick().await;
+                        housekeeper.housekeeping();
+                    }
                 });
                 let builder = Arc::new(hyper_builder(&limits));
                 let graceful = GracefulShutdown::new();

@@ -79,6 +79,10 @@ impl Front for PublicProxy {
     ) -> impl std::future::Future<Output = Option<Rewound>> + Send {
         serve_connection(self, stream, peer, header_read_timeout, stop)
     }
+
+    fn housekeeping(&self) {
+        close_stale_idle(Instant::now());
+    }
 }
 
 /// How the connection goes on after one request.
@@ -1041,6 +1045,23 @@ fn idle_take(origin: &str) -> Option<TcpStream> {
     })
 }
 
+/// Closes this thread's idle origin connections that expired or that the
+/// origin closed (or wrote to) while they waited: without this, a site
+/// whose traffic stops would keep them, half-closed, until the thread ends.
+fn close_stale_idle(now: Instant) {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        for list in idle.values_mut() {
+            list.retain(|(stream, since)| {
+                now.saturating_duration_since(*since) < ORIGIN_IDLE_TIMEOUT
+                    && stream.poll_read_ready(&mut cx).is_pending()
+            });
+        }
+        idle.retain(|_, list| !list.is_empty());
+    });
+}
+
 /// Keeps a connection whose last read emptied it and whose answer was read
 /// to its end.
 fn idle_put(origin: &str, stream: TcpStream) {
@@ -1188,6 +1209,39 @@ mod tests {
         ] {
             assert!(ResponseHead::parse(bad, false, false).is_err(), "{bad:?}");
         }
+    }
+
+    fn idle_count(origin: &str) -> usize {
+        IDLE.with(|idle| idle.borrow().get(origin).map_or(0, Vec::len))
+    }
+
+    #[tokio::test]
+    async fn stale_idle_connections_are_closed_by_housekeeping() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let origin = "http://housekeeping.test/";
+        let kept = TcpStream::connect(addr).await.unwrap();
+        let (_kept_peer, _) = listener.accept().await.unwrap();
+        let closed = TcpStream::connect(addr).await.unwrap();
+        let (closed_peer, _) = listener.accept().await.unwrap();
+        idle_put(origin, kept);
+        idle_put(origin, closed);
+        assert_eq!(idle_count(origin), 2);
+
+        // The origin closes one: once the event loop has seen it, it goes.
+        drop(closed_peer);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while idle_count(origin) == 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            close_stale_idle(Instant::now());
+        }
+        assert_eq!(idle_count(origin), 1);
+
+        // The other stays until it is older than the idle timeout.
+        close_stale_idle(Instant::now());
+        assert_eq!(idle_count(origin), 1);
+        close_stale_idle(Instant::now() + ORIGIN_IDLE_TIMEOUT);
+        assert_eq!(idle_count(origin), 0);
     }
 
     #[test]
