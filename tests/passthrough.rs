@@ -535,3 +535,39 @@ async fn a_connection_moves_to_the_full_path_when_a_request_needs_it() {
     assert!(answers[2].0.starts_with("HTTP/1.1 203"), "{}", answers[2].0);
     assert_eq!(answers[2].1, b"<h1>origin page</h1>");
 }
+
+/// Names of the threads of `pid`.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn public_connections_are_served_on_the_configured_threads() {
+    let origin = WireOrigin::start().await;
+    let proxy = ProxyProcess::start(&["--origin", &origin.url(), "--public-threads", "7"]);
+    // Six connections at once: the least busy thread takes each.
+    let mut replies = Vec::new();
+    for i in 0..6 {
+        let path = format!("/n{i}");
+        replies.push(tokio::spawn(raw_exchange_owned(
+            proxy.port,
+            get_line(&path),
+        )));
+    }
+    for (i, reply) in replies.into_iter().enumerate() {
+        assert_eq!(reply.await.unwrap()[0].1, format!("/n{i}").into_bytes());
+    }
+    let public: Vec<String> = thread_names(proxy.pid())
+        .into_iter()
+        .filter(|name| name.starts_with("public-"))
+        .collect();
+    assert_eq!(public.len(), 7, "{public:?}");
+}
+
+async fn raw_exchange_owned(port: u16, request: String) -> Vec<(String, Vec<u8>)> {
+    raw_exchange(port, request.as_bytes(), 1).await
+}
