@@ -14,7 +14,7 @@ use hyper::header::{HeaderValue, RETRY_AFTER, USER_AGENT};
 use hyper::{Request, Response, StatusCode};
 
 use crate::bot::is_mobile_crawler;
-use crate::cache::{CacheKey, StoredPage};
+use crate::cache::{CacheKey, KeyError, StoredPage};
 use crate::config::{Config, OnRenderFailure, Site};
 use crate::listener::Body;
 use crate::prerender::{store_call, Prerenderer, RenderFailure};
@@ -55,6 +55,26 @@ async fn flush_touches(
             }
         }
     }
+}
+
+/// The cache key of a crawler's request: its host, target, the site's
+/// query parameters and, where the site keeps one, the mobile variant.
+fn request_key(req: &Request<Incoming>, target: &Target) -> Result<CacheKey, KeyError> {
+    let site = &target.site;
+    let ua = req
+        .headers()
+        .get(USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mobile = site.mobile_variant && is_mobile_crawler(ua);
+    let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    CacheKey::new(&target.host, pq, &site.query_params, mobile)
+}
+
+/// The site's `Cache-Control` for rendered pages.
+fn cache_control(site: &Site) -> HeaderValue {
+    HeaderValue::from_str(&site.plan.cache_control)
+        .unwrap_or(HeaderValue::from_static("public, max-age=3600"))
 }
 
 /// How a crawler request ended, for logs, metrics and stats.
@@ -126,25 +146,26 @@ impl CrawlerPath {
         req: &Request<Incoming>,
         target: &Target,
     ) -> Option<Response<Body>> {
-        let site = &target.site;
-        if self.config.ttl_for(site).is_zero() {
+        if self.config.ttl_for(&target.site).is_zero() {
             return None;
         }
-        let ua = req
-            .headers()
-            .get(USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let mobile = site.mobile_variant && is_mobile_crawler(ua);
-        let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let key = CacheKey::new(&target.host, pq, &site.query_params, mobile).ok()?;
+        let key = request_key(req, target).ok()?;
+        self.recent_hit(req, &key, &key.to_string(), &cache_control(&target.site))
+    }
+
+    /// The hit on `key`'s prepared copy if the store confirmed it recently.
+    fn recent_hit(
+        &self,
+        req: &Request<Incoming>,
+        key: &CacheKey,
+        name: &str,
+        cache_control: &HeaderValue,
+    ) -> Option<Response<Body>> {
         let prepared = self
             .prepared
-            .recently_validated(&key.to_string(), HIT_REVALIDATE_AFTER)?;
-        self.touch(&key);
-        let cache_control = HeaderValue::from_str(&site.plan.cache_control)
-            .unwrap_or(HeaderValue::from_static("public, max-age=3600"));
-        Some(prepared.respond(req.method(), req.headers(), "HIT", &cache_control))
+            .recently_validated(name, HIT_REVALIDATE_AFTER)?;
+        self.touch(key);
+        Some(prepared.respond(req.method(), req.headers(), "HIT", cache_control))
     }
 
     pub async fn serve(
@@ -154,14 +175,7 @@ impl CrawlerPath {
         peer: SocketAddr,
     ) -> (Response<Body>, CacheResult) {
         let site = &target.site;
-        let ua = req
-            .headers()
-            .get(USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let mobile = site.mobile_variant && is_mobile_crawler(ua);
-        let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let key = match CacheKey::new(&target.host, pq, &site.query_params, mobile) {
+        let key = match request_key(&req, target) {
             Ok(k) => k,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "crawler request with an unusable path");
@@ -173,10 +187,11 @@ impl CrawlerPath {
         };
         let ttl = self.config.ttl_for(site);
         let name = key.to_string();
-        let cache_control = HeaderValue::from_str(&site.plan.cache_control)
-            .unwrap_or(HeaderValue::from_static("public, max-age=3600"));
-        if let Some(resp) = self.serve_prepared(&req, target) {
-            return (resp, CacheResult::Hit);
+        let cache_control = cache_control(site);
+        if !ttl.is_zero() {
+            if let Some(resp) = self.recent_hit(&req, &key, &name, &cache_control) {
+                return (resp, CacheResult::Hit);
+            }
         }
         let lookup = if ttl.is_zero() {
             Lookup::Missing

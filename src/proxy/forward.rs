@@ -18,13 +18,13 @@ use crate::proxy::origin_pool::{OriginPool, PoolLimits};
 use crate::proxy::respond;
 
 /// Idle keep-alive connections to an origin are closed after this.
-const ORIGIN_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Bound of idle pooled connections per origin host.
-const ORIGIN_POOL_MAX_IDLE_PER_HOST: usize = 256;
-const ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const ORIGIN_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound of idle pooled connections per origin (per thread, where pools are kept per thread).
+pub(crate) const ORIGIN_POOL_MAX_IDLE_PER_HOST: usize = 256;
+pub(crate) const ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+pub const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),

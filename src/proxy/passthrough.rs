@@ -35,7 +35,10 @@ use crate::bot::{PassReason, RenderDecision};
 use crate::config::Site;
 use crate::listener::{Front, Rewound, MAX_HEADERS, MAX_HEAD_BYTES};
 use crate::metrics::{CacheResult as CacheMetric, RequestKind};
-use crate::proxy::forward::OriginError;
+use crate::proxy::forward::{
+    OriginError, HOP_BY_HOP, ORIGIN_CONNECT_TIMEOUT, ORIGIN_POOL_IDLE_TIMEOUT,
+    ORIGIN_POOL_MAX_IDLE_PER_HOST,
+};
 use crate::proxy::origin_pool::connect_tcp;
 use crate::proxy::request::{
     parse_host, validate_path, validate_query, MAX_HEADER_BLOCK_BYTES, MAX_TARGET_BYTES,
@@ -46,28 +49,9 @@ use crate::proxy::PublicProxy;
 const READ_CHUNK: usize = 16 * 1024;
 /// Largest response head taken from an origin; a larger one is a 502.
 const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
-/// Idle origin connections kept per origin and listener thread.
-const MAX_IDLE_PER_ORIGIN: usize = 256;
-/// An idle origin connection older than this is closed instead of reused.
-const ORIGIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-const ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bounds of a chunked body's framing: chunk-extension and trailer bytes.
 const MAX_CHUNK_LINE_EXTRA: usize = 4 * 1024;
 const MAX_TRAILER_BYTES: usize = 16 * 1024;
-
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1),
-/// plus `Upgrade`, which a relayed request never carries on.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 impl Front for PublicProxy {
     fn serve(
@@ -258,16 +242,11 @@ fn plan<'r, 'p>(proxy: &'p PublicProxy, req: &httparse::Request<'_, 'r>) -> Opti
                 user_agent = std::str::from_utf8(h.value).ok()?;
             }
         } else if name.eq_ignore_ascii_case("connection") {
-            for token in std::str::from_utf8(h.value).ok()?.split(',') {
-                let token = token.trim();
-                if token.eq_ignore_ascii_case("close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case("upgrade") {
-                    return None;
-                } else if !token.is_empty() && !token.eq_ignore_ascii_case("keep-alive") {
-                    connection_named.push(token);
-                }
+            let options = connection_options(h.value, &mut connection_named)?;
+            if options.upgrade {
+                return None;
             }
+            close |= options.close;
         } else if name.eq_ignore_ascii_case("content-length")
             || name.eq_ignore_ascii_case("transfer-encoding")
             || name.eq_ignore_ascii_case("upgrade")
@@ -342,8 +321,39 @@ fn is_simple_target(target: &str) -> bool {
         })
 }
 
+/// What a `Connection` header value asks for.
+struct ConnectionOptions {
+    close: bool,
+    upgrade: bool,
+}
+
+/// Reads a `Connection` value: `close` and `upgrade` are reported, the
+/// header names it lists (other than `keep-alive`) are added to `named`.
+/// `None` when the value is not text.
+fn connection_options<'a>(value: &'a [u8], named: &mut Vec<&'a str>) -> Option<ConnectionOptions> {
+    let mut options = ConnectionOptions {
+        close: false,
+        upgrade: false,
+    };
+    for token in std::str::from_utf8(value).ok()?.split(',').map(str::trim) {
+        if token.eq_ignore_ascii_case("close") {
+            options.close = true;
+        } else if token.eq_ignore_ascii_case("upgrade") {
+            options.upgrade = true;
+        } else if !token.is_empty() && !token.eq_ignore_ascii_case("keep-alive") {
+            named.push(token);
+        }
+    }
+    Some(options)
+}
+
+/// Whether a header is not passed on: hop-by-hop (as on the full path), the
+/// `Upgrade` a relayed exchange never carries on, or named by `Connection`.
 fn is_hop_by_hop(name: &str, connection_named: &[&str]) -> bool {
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_str()))
+        || name.eq_ignore_ascii_case("upgrade")
         || connection_named
             .iter()
             .any(|n| name.eq_ignore_ascii_case(n))
@@ -719,14 +729,9 @@ impl ResponseHead {
                     .next()
                     .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
             } else if h.name.eq_ignore_ascii_case("connection") {
-                let value = std::str::from_utf8(h.value).map_err(|_| "bad Connection")?;
-                for token in value.split(',').map(str::trim) {
-                    if token.eq_ignore_ascii_case("close") {
-                        origin_close = true;
-                    } else if !token.is_empty() && !token.eq_ignore_ascii_case("keep-alive") {
-                        connection_named.push(token);
-                    }
-                }
+                let options =
+                    connection_options(h.value, &mut connection_named).ok_or("bad Connection")?;
+                origin_close |= options.close;
             } else if h.name.eq_ignore_ascii_case("date") {
                 has_date = true;
             }
@@ -1031,17 +1036,8 @@ fn idle_take(origin: &str) -> Option<TcpStream> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(origin)?;
-        let now = Instant::now();
-        list.retain(|(_, since)| now.duration_since(*since) < ORIGIN_IDLE_TIMEOUT);
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        while let Some((stream, _)) = list.pop() {
-            // Nothing may have arrived on an idle connection: data or an
-            // EOF means the origin closed it or broke the protocol.
-            if stream.poll_read_ready(&mut cx).is_pending() {
-                return Some(stream);
-            }
-        }
-        None
+        keep_reusable(list, Instant::now());
+        list.pop().map(|(stream, _)| stream)
     })
 }
 
@@ -1049,16 +1045,23 @@ fn idle_take(origin: &str) -> Option<TcpStream> {
 /// origin closed (or wrote to) while they waited: without this, a site
 /// whose traffic stops would keep them, half-closed, until the thread ends.
 fn close_stale_idle(now: Instant) {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         for list in idle.values_mut() {
-            list.retain(|(stream, since)| {
-                now.saturating_duration_since(*since) < ORIGIN_IDLE_TIMEOUT
-                    && stream.poll_read_ready(&mut cx).is_pending()
-            });
+            keep_reusable(list, now);
         }
         idle.retain(|_, list| !list.is_empty());
+    });
+}
+
+/// Drops the idle connections that are older than the idle timeout or on
+/// which something arrived: data or an EOF means the origin closed the
+/// connection or broke the protocol.
+fn keep_reusable(list: &mut Vec<(TcpStream, Instant)>, now: Instant) {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    list.retain(|(stream, since)| {
+        now.saturating_duration_since(*since) < ORIGIN_POOL_IDLE_TIMEOUT
+            && stream.poll_read_ready(&mut cx).is_pending()
     });
 }
 
@@ -1078,7 +1081,7 @@ fn idle_put(origin: &str, stream: TcpStream) {
             Some(list) => list,
             None => idle.entry(origin.to_string()).or_default(),
         };
-        if list.len() >= MAX_IDLE_PER_ORIGIN {
+        if list.len() >= ORIGIN_POOL_MAX_IDLE_PER_HOST {
             // The oldest goes: it is the likeliest to be closed by the origin.
             list.remove(0);
         }
@@ -1240,7 +1243,7 @@ mod tests {
         // The other stays until it is older than the idle timeout.
         close_stale_idle(Instant::now());
         assert_eq!(idle_count(origin), 1);
-        close_stale_idle(Instant::now() + ORIGIN_IDLE_TIMEOUT);
+        close_stale_idle(Instant::now() + ORIGIN_POOL_IDLE_TIMEOUT);
         assert_eq!(idle_count(origin), 0);
     }
 
