@@ -49,7 +49,8 @@ use crate::proxy::PublicProxy;
 const READ_CHUNK: usize = 16 * 1024;
 /// Largest response head taken from an origin; a larger one is a 502.
 const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
-/// Bounds of a chunked body's framing: chunk-extension and trailer bytes.
+/// Bounds of a chunked body's framing: extension bytes per chunk-size line,
+/// and the trailer section's bytes.
 const MAX_CHUNK_LINE_EXTRA: usize = 4 * 1024;
 const MAX_TRAILER_BYTES: usize = 16 * 1024;
 
@@ -864,6 +865,7 @@ pub struct ChunkedEnd {
     state: ChunkState,
     size: u64,
     digits: u8,
+    /// Extension bytes of the current size line, or trailer bytes so far.
     extra: usize,
 }
 
@@ -889,7 +891,7 @@ impl ChunkedEnd {
                     }
                 },
                 ChunkState::SizeWhitespace => match b {
-                    b' ' | b'\t' => self.count_extra()?,
+                    b' ' | b'\t' => self.count_extra(MAX_CHUNK_LINE_EXTRA)?,
                     b';' => self.state = ChunkState::Extension,
                     b'\r' => self.state = ChunkState::SizeLf,
                     _ => return Err(ChunkError::SizeLine),
@@ -897,13 +899,16 @@ impl ChunkedEnd {
                 ChunkState::Extension => match b {
                     b'\r' => self.state = ChunkState::SizeLf,
                     b'\n' | 0 => return Err(ChunkError::SizeLine),
-                    _ => self.count_extra()?,
+                    _ => self.count_extra(MAX_CHUNK_LINE_EXTRA)?,
                 },
                 ChunkState::SizeLf => {
                     if b != b'\n' {
                         return Err(ChunkError::SizeLine);
                     }
                     self.digits = 0;
+                    // Extensions are bounded per line; the trailer section,
+                    // which follows the last size line, as a whole.
+                    self.extra = 0;
                     self.state = if self.size == 0 {
                         ChunkState::TrailerStart
                     } else {
@@ -943,12 +948,7 @@ impl ChunkedEnd {
                 ChunkState::TrailerLine => match b {
                     b'\r' => self.state = ChunkState::TrailerLf,
                     b'\n' | 0 => return Err(ChunkError::Trailer),
-                    _ => {
-                        self.extra += 1;
-                        if self.extra > MAX_TRAILER_BYTES {
-                            return Err(ChunkError::TooLong);
-                        }
-                    }
+                    _ => self.count_extra(MAX_TRAILER_BYTES)?,
                 },
                 ChunkState::TrailerLf => {
                     if b != b'\n' {
@@ -970,9 +970,10 @@ impl ChunkedEnd {
         Ok((self.state == ChunkState::Done).then_some(0))
     }
 
-    fn count_extra(&mut self) -> Result<(), ChunkError> {
+    /// Counts one byte of an extension or the trailer section against `bound`.
+    fn count_extra(&mut self, bound: usize) -> Result<(), ChunkError> {
         self.extra += 1;
-        if self.extra > MAX_CHUNK_LINE_EXTRA {
+        if self.extra > bound {
             return Err(ChunkError::TooLong);
         }
         Ok(())
@@ -1137,11 +1138,27 @@ mod tests {
             assert!(scan_whole(bad).is_err(), "{bad:?}");
             assert!(scan_bytewise(bad).is_err(), "{bad:?}");
         }
+        let long_trailers = format!(
+            "0\r\n{}\r\n\r\n",
+            "x-t: 1\r\n".repeat(MAX_TRAILER_BYTES / 6 + 1)
+        );
+        assert_eq!(
+            scan_whole(long_trailers.as_bytes()),
+            Err(ChunkError::TooLong)
+        );
         let long_extension = format!("1;{}\r\n", "e".repeat(MAX_CHUNK_LINE_EXTRA + 1));
         assert_eq!(
             scan_whole(long_extension.as_bytes()),
             Err(ChunkError::TooLong)
         );
+    }
+
+    #[test]
+    fn the_extension_bound_is_per_chunk_line() {
+        // Short extensions on many chunks add up past one line's bound.
+        let mut body = "1;e=1\r\nx\r\n".repeat(MAX_CHUNK_LINE_EXTRA);
+        body.push_str("0\r\n\r\n");
+        assert_eq!(scan_whole(body.as_bytes()), Ok(Some(body.len())));
     }
 
     proptest::proptest! {
