@@ -131,6 +131,9 @@ pub struct ServeArgs {
     /// Threads serving public connections, each with its own event loop [default: one per core].
     #[arg(long, env = "PRERENDER_PUBLIC_THREADS", value_name = "N")]
     pub public_threads: Option<u64>,
+    /// Linux scheduling policy of those threads: batch | normal [default: batch].
+    #[arg(long, env = "PRERENDER_PUBLIC_SCHEDULING", value_name = "POLICY")]
+    pub public_scheduling: Option<String>,
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish [default: 25].
     #[arg(long, env = "PRERENDER_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,

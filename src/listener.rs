@@ -32,6 +32,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::config::ThreadScheduling;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The response body every handler returns: a full buffer or a stream.
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -287,6 +289,14 @@ struct Accepted {
 }
 
 /// The accept loop's handle on one listener thread.
+/// How many threads serve the public listener, and how the kernel
+/// schedules them.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadPlan {
+    pub count: usize,
+    pub scheduling: ThreadScheduling,
+}
+
 struct ListenerThread {
     connections: mpsc::UnboundedSender<Accepted>,
     /// Connections open on the thread, for picking the least busy one.
@@ -294,7 +304,7 @@ struct ListenerThread {
     finished: tokio::sync::oneshot::Receiver<()>,
 }
 
-/// Serves the public listener on `threads` threads of their own (see the
+/// Serves the public listener on threads of its own (see the
 /// module documentation): each connection goes to `front` first and to
 /// hyper with `handler` when the front hands it over. `max_connections`
 /// bounds all threads together. Ends when every thread has drained.
@@ -302,7 +312,7 @@ struct ListenerThread {
 pub async fn serve_on_threads<T, H, F>(
     name: &'static str,
     listener: TcpListener,
-    threads: usize,
+    threads: ThreadPlan,
     limits: ListenerLimits,
     front: Arc<T>,
     handler: H,
@@ -315,8 +325,11 @@ pub async fn serve_on_threads<T, H, F>(
 {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut workers = Vec::new();
-    for index in 0..threads.max(1) {
-        match spawn_thread(name, index, &limits, &front, &handler, &stop, grace) {
+    for index in 0..threads.count.max(1) {
+        let scheduling = threads.scheduling;
+        match spawn_thread(
+            name, index, scheduling, &limits, &front, &handler, &stop, grace,
+        ) {
             Ok(worker) => workers.push(worker),
             Err(e) => {
                 tracing::error!(listener = name, error = %e, "cannot start a listener thread")
@@ -358,9 +371,30 @@ pub async fn serve_on_threads<T, H, F>(
     }
 }
 
+/// Puts the calling thread under `scheduling`. Where the kernel refuses
+/// (a seccomp profile, say) the thread keeps the normal policy.
+fn apply_scheduling(listener: &str, scheduling: ThreadScheduling) {
+    if scheduling != ThreadScheduling::Batch {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: pid 0 is the calling thread and `param` outlives the call.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+            let error = io::Error::last_os_error();
+            tracing::warn!(listener, %error, "cannot use batch scheduling; keeping the normal policy");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    tracing::debug!(listener, "batch scheduling exists only on Linux");
+}
+
+#[allow(clippy::too_many_arguments)]
 fn spawn_thread<T, H, F>(
     name: &'static str,
     index: usize,
+    scheduling: ThreadScheduling,
     limits: &ListenerLimits,
     front: &Arc<T>,
     handler: &H,
@@ -385,6 +419,7 @@ where
     std::thread::Builder::new()
         .name(format!("{name}-{index}"))
         .spawn(move || {
+            apply_scheduling(name, scheduling);
             runtime.block_on(async move {
                 // The stop signal, relayed to a channel of this thread's
                 // own: every idle connection waits on it, and waiting

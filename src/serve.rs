@@ -202,9 +202,12 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         header_read_timeout: config.header_read_timeout,
     };
     if let Some(public) = public {
-        let threads = config
-            .public_threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let threads = listener::ThreadPlan {
+            count: config
+                .public_threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            scheduling: config.public_scheduling,
+        };
         tasks.spawn(listener::serve_on_threads(
             "public",
             public,

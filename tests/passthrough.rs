@@ -341,6 +341,11 @@ impl WireOrigin {
                                 b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye".to_vec(),
                                 true,
                             ),
+                            // Bodies that arrive in pieces (see below); the
+                            // last ones stop short of their length.
+                            "/pieces" => (sized_answer(30_000, 30_000), false),
+                            "/cut-short" => (sized_answer(1_000, 10), true),
+                            "/cut-long" => (sized_answer(200_000, 100_000), true),
                             _ => (
                                 format!(
                                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}",
@@ -351,8 +356,18 @@ impl WireOrigin {
                                 false,
                             ),
                         };
-                        if stream.write_all(&answer).await.is_err() {
-                            return;
+                        let pieces = if path == "/pieces" || path == "/cut-long" {
+                            3
+                        } else {
+                            1
+                        };
+                        for piece in answer.chunks(answer.len().div_ceil(pieces)) {
+                            if stream.write_all(piece).await.is_err() {
+                                return;
+                            }
+                            if pieces > 1 {
+                                tokio::time::sleep(Duration::from_millis(30)).await;
+                            }
                         }
                         if close {
                             return;
@@ -371,6 +386,32 @@ impl WireOrigin {
     fn connections(&self) -> usize {
         self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
+}
+
+/// A 200 announcing `length` body bytes and sending `sent` of them.
+fn sized_answer(length: usize, sent: usize) -> Vec<u8> {
+    let mut answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n").into_bytes();
+    answer.extend(body_of(sent));
+    answer
+}
+
+fn body_of(length: usize) -> Vec<u8> {
+    (0..length).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// Sends `request` and reads until the proxy closes the connection.
+async fn raw_until_close(port: u16, request: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut all))
+        .await
+        .expect("closed within 10 s")
+        .unwrap();
+    all
 }
 
 /// Sends `requests` (raw bytes) on one connection in one write and reads
@@ -504,6 +545,34 @@ async fn origin_framings_reach_the_client_intact() {
 }
 
 #[tokio::test]
+async fn bodies_arriving_in_pieces_are_passed_on_whole_or_refused() {
+    let origin = WireOrigin::start().await;
+    let proxy = ProxyProcess::start(&["--origin", &origin.url()]);
+    // A short body in three pieces, then a plain answer on the same
+    // connections: whole, and the origin connection reused.
+    let requests = [get_line("/pieces"), get_line("/plain")].concat();
+    let answers = raw_exchange(proxy.port, requests.as_bytes(), 2).await;
+    assert!(answers[0].0.starts_with("HTTP/1.1 200"), "{}", answers[0].0);
+    assert_eq!(answers[0].1, body_of(30_000));
+    assert_eq!(answers[1].1, b"/plain");
+    assert_eq!(origin.connections(), 1);
+
+    // A short body the origin cuts off is not started to the client: a 502,
+    // and the client's connection goes on.
+    let requests = [get_line("/cut-short"), get_line("/plain")].concat();
+    let answers = raw_exchange(proxy.port, requests.as_bytes(), 2).await;
+    assert!(answers[0].0.starts_with("HTTP/1.1 502"), "{}", answers[0].0);
+    assert_eq!(answers[1].1, b"/plain");
+
+    // A long body streams as it arrives; cut off, the client sees the
+    // connection close before the announced length.
+    let stream = raw_until_close(proxy.port, get_line("/cut-long").as_bytes()).await;
+    let head_end = stream.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(stream.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(&stream[head_end..], &body_of(100_000)[..]);
+}
+
+#[tokio::test]
 async fn an_origin_that_closes_after_each_answer_is_reconnected() {
     let origin = WireOrigin::start().await;
     let proxy = ProxyProcess::start(&["--origin", &origin.url()]);
@@ -537,13 +606,23 @@ async fn a_connection_moves_to_the_full_path_when_a_request_needs_it() {
 }
 
 /// Names of the threads of `pid`.
-fn thread_names(pid: u32) -> Vec<String> {
+/// Each thread's name and Linux scheduling policy (0 normal, 3 batch).
+fn threads(pid: u32) -> Vec<(String, u32)> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .map(|name| name.trim().to_string())
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+        .map(|stat| {
+            let open = stat.find('(').unwrap();
+            let close = stat.rfind(')').unwrap();
+            // Fields after the name start at the third; `policy` is the 41st.
+            let policy = stat[close + 1..].split_whitespace().nth(38).unwrap();
+            (stat[open + 1..close].to_string(), policy.parse().unwrap())
+        })
         .collect()
 }
+
+const SCHED_OTHER: u32 = 0;
+const SCHED_BATCH: u32 = 3;
 
 #[tokio::test]
 async fn public_connections_are_served_on_the_configured_threads() {
@@ -561,11 +640,48 @@ async fn public_connections_are_served_on_the_configured_threads() {
     for (i, reply) in replies.into_iter().enumerate() {
         assert_eq!(reply.await.unwrap()[0].1, format!("/n{i}").into_bytes());
     }
-    let public: Vec<String> = thread_names(proxy.pid())
-        .into_iter()
-        .filter(|name| name.starts_with("public-"))
+    let all = threads(proxy.pid());
+    let public: Vec<&(String, u32)> = all
+        .iter()
+        .filter(|(name, _)| name.starts_with("public-"))
         .collect();
-    assert_eq!(public.len(), 7, "{public:?}");
+    assert_eq!(public.len(), 7, "{all:?}");
+    // Batch scheduling by default, for the public threads only.
+    assert!(
+        public.iter().all(|(_, policy)| *policy == SCHED_BATCH),
+        "{all:?}"
+    );
+    assert!(
+        all.iter()
+            .filter(|(name, _)| !name.starts_with("public-"))
+            .all(|(_, policy)| *policy == SCHED_OTHER),
+        "{all:?}"
+    );
+}
+
+#[tokio::test]
+async fn public_threads_keep_the_normal_policy_when_asked() {
+    let origin = WireOrigin::start().await;
+    let proxy = ProxyProcess::start(&[
+        "--origin",
+        &origin.url(),
+        "--public-threads",
+        "2",
+        "--public-scheduling",
+        "normal",
+    ]);
+    assert_eq!(
+        raw_exchange_owned(proxy.port, get_line("/n")).await[0].1,
+        b"/n"
+    );
+    let all = threads(proxy.pid());
+    assert_eq!(
+        all.iter()
+            .filter(|(name, policy)| name.starts_with("public-") && *policy == SCHED_OTHER)
+            .count(),
+        2,
+        "{all:?}"
+    );
 }
 
 async fn raw_exchange_owned(port: u16, request: String) -> Vec<(String, Vec<u8>)> {

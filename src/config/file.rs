@@ -38,6 +38,7 @@ pub struct FileConfig {
     pub header_read_timeout: Option<u64>,
     pub max_connections: Option<u64>,
     pub public_threads: Option<u64>,
+    pub public_scheduling: Option<String>,
     pub shutdown_timeout: Option<u64>,
     #[serde(default)]
     pub sites: Vec<SiteFile>,

@@ -109,6 +109,18 @@ pub enum Role {
     Renderer,
 }
 
+/// Linux scheduling policy of the public listener's threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadScheduling {
+    /// `SCHED_OTHER`: a thread that wakes may preempt the running one.
+    Normal,
+    /// `SCHED_BATCH`: a thread that wakes waits for the running one's turn
+    /// to end. On cores shared with the origin or Chromium, the proxy then
+    /// handles more events per wake-up and stops starving the processes
+    /// its requests wait on (see docs/PERFORMANCE.md).
+    Batch,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -151,6 +163,7 @@ pub struct Config {
     pub max_connections: usize,
     /// Threads serving public connections; `None`: one per core.
     pub public_threads: Option<usize>,
+    pub public_scheduling: ThreadScheduling,
     pub shutdown_timeout: Duration,
     pub plans: BTreeMap<String, Plan>,
     pub sites: SiteTable,
@@ -336,6 +349,19 @@ impl Config {
             None => None,
             threads => Some(count("public_threads", threads, 1, MAX_PUBLIC_THREADS)? as usize),
         };
+        let public_scheduling = match pick(args.public_scheduling.clone(), file.public_scheduling)
+            .as_deref()
+            .unwrap_or("batch")
+        {
+            "batch" => ThreadScheduling::Batch,
+            "normal" => ThreadScheduling::Normal,
+            other => {
+                return Err(ConfigError::new(
+                    "public_scheduling",
+                    format!("{other:?} is not batch or normal"),
+                ))
+            }
+        };
         let shutdown_timeout = secs(
             "shutdown_timeout",
             args.shutdown_timeout.or(file.shutdown_timeout),
@@ -372,6 +398,7 @@ impl Config {
             header_read_timeout,
             max_connections,
             public_threads,
+            public_scheduling,
             shutdown_timeout,
             plans,
             sites,
@@ -578,6 +605,30 @@ mod tests {
                 "public_threads"
             );
         }
+    }
+
+    #[test]
+    fn public_threads_are_batch_scheduled_unless_set_to_normal() {
+        assert_eq!(
+            resolve(ServeArgs::default(), "").unwrap().public_scheduling,
+            ThreadScheduling::Batch
+        );
+        let args = ServeArgs {
+            public_scheduling: Some("normal".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(args, "public_scheduling = \"batch\"")
+                .unwrap()
+                .public_scheduling,
+            ThreadScheduling::Normal
+        );
+        assert_eq!(
+            resolve(ServeArgs::default(), "public_scheduling = \"fifo\"")
+                .unwrap_err()
+                .field,
+            "public_scheduling"
+        );
     }
 
     #[test]

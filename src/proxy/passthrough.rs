@@ -49,6 +49,9 @@ use crate::proxy::PublicProxy;
 const READ_CHUNK: usize = 16 * 1024;
 /// Largest response head taken from an origin; a larger one is a 502.
 const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+/// Answers of known length up to this size (head included) are gathered
+/// and written to the client at once.
+const GATHER_LIMIT: usize = 64 * 1024;
 /// Bounds of a chunked body's framing: extension bytes per chunk-size line,
 /// and the trailer section's bytes.
 const MAX_CHUNK_LINE_EXTRA: usize = 4 * 1024;
@@ -173,6 +176,20 @@ async fn handle_request(
             None => Next::Handoff,
         },
         _ => Next::Handoff,
+    }
+}
+
+/// [`read_draining`] from an origin, or `None` when `timeout` passes first.
+async fn read_in_time(
+    conn: &TcpStream,
+    buf: &mut Vec<u8>,
+    mut timer: Pin<&mut Sleep>,
+    timeout: Duration,
+) -> Option<io::Result<(usize, bool)>> {
+    timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+    tokio::select! {
+        read = read_draining(conn, buf) => Some(read),
+        _ = timer => None,
     }
 }
 
@@ -463,6 +480,41 @@ async fn relay(
     };
     out.extend_from_slice(&first[..taken]);
     let mut origin_reusable = head.origin_keep_alive && taken == first.len();
+    // A short body of known length is gathered before the first write: the
+    // client then gets the answer in one write (and reads it in one read)
+    // even when the origin's bytes arrive in pieces. Longer bodies, and
+    // bodies of unknown length, are passed on as they arrive.
+    if let BodyEnd::Remaining(mut left) = body {
+        if left > 0 && out.len() as u64 + left <= GATHER_LIMIT as u64 {
+            while left > 0 {
+                response.bytes.clear();
+                let n = match read_in_time(&conn, &mut response.bytes, timer.as_mut(), timeout)
+                    .await
+                {
+                    Some(Ok((n, drained))) if n > 0 => {
+                        response.drained = drained;
+                        n
+                    }
+                    Some(_) => {
+                        let e = OriginError::Unreachable("origin closed inside the body".into());
+                        return answer_error(proxy, client, origin, kind, started, e, client_close)
+                            .await;
+                    }
+                    None => {
+                        let e = OriginError::Timeout(timeout);
+                        return answer_error(proxy, client, origin, kind, started, e, client_close)
+                            .await;
+                    }
+                };
+                let take = left.min(n as u64) as usize;
+                left -= take as u64;
+                origin_reusable &= take == n;
+                out.extend_from_slice(&response.bytes[..take]);
+            }
+            body = BodyEnd::Remaining(0);
+            done = true;
+        }
+    }
     if client.write_all(&out).await.is_err() {
         return Next::Close;
     }
@@ -472,14 +524,9 @@ async fn relay(
     give_back(out);
     while !done {
         response.bytes.clear();
-        timer.as_mut().reset(tokio::time::Instant::now() + timeout);
-        let read = tokio::select! {
-            read = read_draining(&conn, &mut response.bytes) => Ok(read),
-            _ = timer.as_mut() => Err(()),
-        };
-        let chunk = match read {
-            Ok(Ok((0, _))) if body.ends_at_close() => break,
-            Ok(Ok((n, drained))) if n > 0 => {
+        let chunk = match read_in_time(&conn, &mut response.bytes, timer.as_mut(), timeout).await {
+            Some(Ok((0, _))) if body.ends_at_close() => break,
+            Some(Ok((n, drained))) if n > 0 => {
                 response.drained = drained;
                 &response.bytes[..n]
             }
