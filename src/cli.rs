@@ -122,6 +122,12 @@ pub struct ServeArgs {
     /// Origin response-header deadline for passthrough; past it the client gets 504 [default: 30].
     #[arg(long, env = "PRERENDER_ORIGIN_TIMEOUT", value_name = "SECS")]
     pub origin_timeout: Option<u64>,
+    /// Idle keep-alive connections kept per origin (per public thread) [default: 256].
+    #[arg(long, env = "PRERENDER_ORIGIN_MAX_IDLE", value_name = "N")]
+    pub origin_max_idle: Option<u64>,
+    /// An idle origin connection is closed after this [default: 60].
+    #[arg(long, env = "PRERENDER_ORIGIN_IDLE_TIMEOUT", value_name = "SECS")]
+    pub origin_idle_timeout: Option<u64>,
     /// A client must send its request head within this (slowloris guard) [default: 10].
     #[arg(long, env = "PRERENDER_HEADER_READ_TIMEOUT", value_name = "SECS")]
     pub header_read_timeout: Option<u64>,

@@ -355,6 +355,11 @@ pub struct Metrics {
     /// `prerender_browsers_alive`: browser processes running now; below
     /// `browsers` for long means launches are failing.
     browsers_alive: IntGauge,
+    /// `prerender_origin_idle_connections`: idle keep-alive connections to
+    /// origins held by the passthrough relay, all public threads together,
+    /// updated by each thread every 10 s. Bounded by `origin_max_idle` per
+    /// origin and thread.
+    origin_idle_connections: IntGauge,
     /// `prerender_browser_recycles_total{reason}`: planned browser
     /// replacements by trigger (renders/age/rss). Many `rss` recycles point
     /// at a page that leaks memory.
@@ -478,6 +483,14 @@ impl Metrics {
             IntGauge::new("prerender_browsers_alive", "Browser processes running now.")
                 .expect("valid metric"),
         );
+        let origin_idle_connections = reg(
+            &registry,
+            IntGauge::new(
+                "prerender_origin_idle_connections",
+                "Idle keep-alive connections to origins held by the passthrough relay.",
+            )
+            .expect("valid metric"),
+        );
         let browser_recycles = counter_vec(
             "prerender_browser_recycles_total",
             "Planned browser replacements by reason (renders, age, rss).",
@@ -531,6 +544,7 @@ impl Metrics {
             queue_depth,
             dedup_joins_total: SyncedCounter::new(dedup_joins_total),
             browsers_alive,
+            origin_idle_connections,
             browser_recycles_renders: SyncedCounter::new(
                 browser_recycles.with_label_values(&["renders"]),
             ),
@@ -629,6 +643,11 @@ impl Metrics {
         self.queue_depth
             .with_label_values(&["background"])
             .set(clamp_i64(background as u64));
+    }
+
+    /// Adds a public thread's change in idle origin connections.
+    pub fn add_origin_idle_connections(&self, change: i64) {
+        self.origin_idle_connections.add(change);
     }
 
     /// Copies the browser pool's figures.

@@ -166,7 +166,11 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
             }
         });
     }
-    let origin = OriginClient::new(config.origin_timeout);
+    let origin = OriginClient::with_idle_bounds(
+        config.origin_timeout,
+        config.origin_max_idle,
+        config.origin_idle_timeout,
+    );
     let refresher = Refresher::runs_in(config.role)
         .then(|| Refresher::new(config.clone(), prerender.clone(), origin.clone()));
     if let Some(refresher) = refresher.clone() {

@@ -356,6 +356,9 @@ impl WireOrigin {
                                 false,
                             ),
                         };
+                        if path == "/slow" {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
                         let pieces = if path == "/pieces" || path == "/cut-long" {
                             3
                         } else {
@@ -570,6 +573,46 @@ async fn bodies_arriving_in_pieces_are_passed_on_whole_or_refused() {
     let head_end = stream.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     assert!(stream.starts_with(b"HTTP/1.1 200"));
     assert_eq!(&stream[head_end..], &body_of(100_000)[..]);
+}
+
+#[tokio::test]
+async fn idle_origin_connections_are_bounded_by_origin_max_idle() {
+    let origin = WireOrigin::start().await;
+    let proxy = ProxyProcess::start(&[
+        "--origin",
+        &origin.url(),
+        "--public-threads",
+        "1",
+        "--origin-max-idle",
+        "1",
+    ]);
+    let three_at_once = || async {
+        let answers = futures::future::join_all(
+            (0..3).map(|_| raw_exchange_owned(proxy.port, get_line("/slow"))),
+        )
+        .await;
+        for answer in answers {
+            assert_eq!(answer[0].1, b"/slow");
+        }
+    };
+    three_at_once().await;
+    assert_eq!(origin.connections(), 3);
+    // One of the three was kept idle, two were closed.
+    three_at_once().await;
+    assert_eq!(origin.connections(), 5);
+    // The gauge follows within a housekeeping round (10 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = get(&proxy.admin_url("/metrics"), &[]).await.text();
+        if metrics.contains("\nprerender_origin_idle_connections 1\n") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gauge never 1:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 #[tokio::test]

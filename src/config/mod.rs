@@ -34,6 +34,11 @@ pub const DEFAULT_QUEUE_CAPACITY: u64 = 1000;
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = crate::cache::DEFAULT_CACHE_MAX_BYTES;
 /// Passthrough waits this long for the origin's response head before a 504.
 pub const DEFAULT_ORIGIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle keep-alive connections kept per origin (per public thread, where
+/// connections are kept per thread), and how long one may stay idle.
+pub const DEFAULT_ORIGIN_MAX_IDLE: u64 = 256;
+pub const MAX_ORIGIN_MAX_IDLE: u64 = 65_536;
+pub const DEFAULT_ORIGIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Slowloris guard: a client has this long to send a complete request head.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Tens of thousands of idle crawlers: measured, a connection that has sent
@@ -159,6 +164,8 @@ pub struct Config {
     pub bot_patterns: Option<PathBuf>,
     pub log_format: LogFormat,
     pub origin_timeout: Duration,
+    pub origin_max_idle: usize,
+    pub origin_idle_timeout: Duration,
     pub header_read_timeout: Duration,
     pub max_connections: usize,
     /// Threads serving public connections; `None`: one per core.
@@ -334,6 +341,17 @@ impl Config {
             args.origin_timeout.or(file.origin_timeout),
             DEFAULT_ORIGIN_TIMEOUT,
         )?;
+        let origin_max_idle = count(
+            "origin_max_idle",
+            args.origin_max_idle.or(file.origin_max_idle),
+            DEFAULT_ORIGIN_MAX_IDLE,
+            MAX_ORIGIN_MAX_IDLE,
+        )? as usize;
+        let origin_idle_timeout = secs(
+            "origin_idle_timeout",
+            args.origin_idle_timeout.or(file.origin_idle_timeout),
+            DEFAULT_ORIGIN_IDLE_TIMEOUT,
+        )?;
         let header_read_timeout = secs(
             "header_read_timeout",
             args.header_read_timeout.or(file.header_read_timeout),
@@ -395,6 +413,8 @@ impl Config {
             bot_patterns,
             log_format,
             origin_timeout,
+            origin_max_idle,
+            origin_idle_timeout,
             header_read_timeout,
             max_connections,
             public_threads,
@@ -604,6 +624,27 @@ mod tests {
                 resolve(ServeArgs::default(), bad).unwrap_err().field,
                 "public_threads"
             );
+        }
+    }
+
+    #[test]
+    fn origin_idle_bounds_have_defaults_and_are_checked_by_name() {
+        let c = resolve(ServeArgs::default(), "").unwrap();
+        assert_eq!(c.origin_max_idle, 256);
+        assert_eq!(c.origin_idle_timeout, Duration::from_secs(60));
+        let args = ServeArgs {
+            origin_max_idle: Some(4),
+            ..Default::default()
+        };
+        let c = resolve(args, "origin_max_idle = 8\norigin_idle_timeout = 5").unwrap();
+        assert_eq!(c.origin_max_idle, 4);
+        assert_eq!(c.origin_idle_timeout, Duration::from_secs(5));
+        for (bad, field) in [
+            ("origin_max_idle = 0", "origin_max_idle"),
+            ("origin_max_idle = 65537", "origin_max_idle"),
+            ("origin_idle_timeout = 0", "origin_idle_timeout"),
+        ] {
+            assert_eq!(resolve(ServeArgs::default(), bad).unwrap_err().field, field);
         }
     }
 

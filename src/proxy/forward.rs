@@ -17,10 +17,6 @@ use crate::listener::{Body, BoxError};
 use crate::proxy::origin_pool::{OriginPool, PoolLimits};
 use crate::proxy::respond;
 
-/// Idle keep-alive connections to an origin are closed after this.
-pub(crate) const ORIGIN_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Bound of idle pooled connections per origin (per thread, where pools are kept per thread).
-pub(crate) const ORIGIN_POOL_MAX_IDLE_PER_HOST: usize = 256;
 pub(crate) const ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
@@ -63,6 +59,7 @@ impl OriginError {
 pub struct OriginClient {
     client: Client<HttpConnector, Body>,
     timeout: Duration,
+    pool: PoolLimits,
 }
 
 thread_local! {
@@ -70,29 +67,53 @@ thread_local! {
     /// by the task of the request using it, so it stays with the thread (and
     /// runtime) that opened it — no wake-ups across threads, and none left
     /// registered with a listener thread's runtime after that thread ends.
-    static PASSTHROUGH: OriginPool = OriginPool::new(PoolLimits {
-        max_idle_per_origin: ORIGIN_POOL_MAX_IDLE_PER_HOST,
-        idle_timeout: ORIGIN_POOL_IDLE_TIMEOUT,
-        connect_timeout: ORIGIN_CONNECT_TIMEOUT,
-    });
+    /// Made with the limits of the first client used on the thread (a
+    /// process has one).
+    static PASSTHROUGH: std::cell::OnceCell<OriginPool> = const { std::cell::OnceCell::new() };
 }
 
 impl OriginClient {
+    /// A client with the default idle-connection bounds.
     pub fn new(timeout: Duration) -> Self {
+        Self::with_idle_bounds(
+            timeout,
+            crate::config::DEFAULT_ORIGIN_MAX_IDLE as usize,
+            crate::config::DEFAULT_ORIGIN_IDLE_TIMEOUT,
+        )
+    }
+
+    /// A client keeping at most `max_idle` idle connections per origin (per
+    /// thread, where connections are kept per thread), each for at most
+    /// `idle_timeout`.
+    pub fn with_idle_bounds(timeout: Duration, max_idle: usize, idle_timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(ORIGIN_CONNECT_TIMEOUT));
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(ORIGIN_POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(ORIGIN_POOL_MAX_IDLE_PER_HOST)
+            .pool_idle_timeout(idle_timeout)
+            .pool_max_idle_per_host(max_idle)
             .build(connector);
-        OriginClient { client, timeout }
+        let pool = PoolLimits {
+            max_idle_per_origin: max_idle,
+            idle_timeout,
+            connect_timeout: ORIGIN_CONNECT_TIMEOUT,
+        };
+        OriginClient {
+            client,
+            timeout,
+            pool,
+        }
     }
 
     /// How long an origin may take to answer a request's head.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// Bounds of the idle connections kept to origins.
+    pub fn pool_limits(&self) -> PoolLimits {
+        self.pool
     }
 
     /// Sends a prepared request; the deadline covers the response head only,
@@ -213,7 +234,9 @@ impl OriginClient {
 
         let sent = tokio::time::timeout(
             self.timeout,
-            PASSTHROUGH.with(OriginPool::clone).send(origin, out),
+            PASSTHROUGH
+                .with(|pool| pool.get_or_init(|| OriginPool::new(self.pool)).clone())
+                .send(origin, out),
         )
         .await;
         let resp = match sent {

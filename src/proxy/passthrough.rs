@@ -16,7 +16,7 @@
 //! do not parse — hands the connection, with the bytes read so far, to
 //! hyper and the full request path for the rest of its life.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
 use std::mem::MaybeUninit;
@@ -34,12 +34,9 @@ use crate::bot::request::{LOOP_GUARD_HEADER, LOOP_GUARD_VALUE};
 use crate::bot::{PassReason, RenderDecision};
 use crate::config::Site;
 use crate::listener::{Front, Rewound, MAX_HEADERS, MAX_HEAD_BYTES};
-use crate::metrics::{CacheResult as CacheMetric, RequestKind};
-use crate::proxy::forward::{
-    OriginError, HOP_BY_HOP, ORIGIN_CONNECT_TIMEOUT, ORIGIN_POOL_IDLE_TIMEOUT,
-    ORIGIN_POOL_MAX_IDLE_PER_HOST,
-};
-use crate::proxy::origin_pool::connect_tcp;
+use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind};
+use crate::proxy::forward::{OriginError, HOP_BY_HOP, ORIGIN_CONNECT_TIMEOUT};
+use crate::proxy::origin_pool::{connect_tcp, PoolLimits};
 use crate::proxy::request::{
     parse_host, validate_path, validate_query, MAX_HEADER_BLOCK_BYTES, MAX_TARGET_BYTES,
 };
@@ -69,7 +66,8 @@ impl Front for PublicProxy {
     }
 
     fn housekeeping(&self) {
-        close_stale_idle(Instant::now());
+        close_stale_idle(Instant::now(), self.origin.pool_limits().idle_timeout);
+        report_idle(&self.metrics);
     }
 }
 
@@ -443,10 +441,15 @@ async fn relay(
     let mut request_head = spare_buffer();
     origin_request_head(req, &plan, peer.ip, &mut request_head);
     let timeout = proxy.origin.timeout();
+    let PoolLimits {
+        max_idle_per_origin: max_idle,
+        idle_timeout,
+        ..
+    } = proxy.origin.pool_limits();
 
     timer.as_mut().reset(tokio::time::Instant::now() + timeout);
     let answer = tokio::select! {
-        answer = exchange(origin, &request_head) => Ok(answer),
+        answer = exchange(origin, &request_head, idle_timeout) => Ok(answer),
         _ = timer.as_mut() => Err(()),
     };
     give_back(request_head);
@@ -552,7 +555,7 @@ async fn relay(
     }
     give_back(response.bytes);
     if origin_reusable && done && response.drained {
-        idle_put(origin.as_str(), conn);
+        idle_put(origin.as_str(), conn, max_idle);
     }
     if client_keeps {
         Next::KeepAlive
@@ -637,8 +640,9 @@ struct RawResponse {
 async fn exchange(
     origin: &url::Url,
     request_head: &[u8],
+    idle_timeout: Duration,
 ) -> Result<(TcpStream, RawResponse), OriginError> {
-    if let Some(mut conn) = idle_take(origin.as_str()) {
+    if let Some(mut conn) = idle_take(origin.as_str(), idle_timeout) {
         match send_and_read_head(&mut conn, request_head).await {
             Ok(Some(response)) => return Ok((conn, response)),
             Ok(None) => {}
@@ -1080,11 +1084,11 @@ thread_local! {
 }
 
 /// The newest idle connection to `origin` that is still open and quiet.
-fn idle_take(origin: &str) -> Option<TcpStream> {
+fn idle_take(origin: &str, idle_timeout: Duration) -> Option<TcpStream> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(origin)?;
-        keep_reusable(list, Instant::now());
+        keep_reusable(list, Instant::now(), idle_timeout);
         list.pop().map(|(stream, _)| stream)
     })
 }
@@ -1092,11 +1096,11 @@ fn idle_take(origin: &str) -> Option<TcpStream> {
 /// Closes this thread's idle origin connections that expired or that the
 /// origin closed (or wrote to) while they waited: without this, a site
 /// whose traffic stops would keep them, half-closed, until the thread ends.
-fn close_stale_idle(now: Instant) {
+fn close_stale_idle(now: Instant, idle_timeout: Duration) {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         for list in idle.values_mut() {
-            keep_reusable(list, now);
+            keep_reusable(list, now, idle_timeout);
         }
         idle.retain(|_, list| !list.is_empty());
     });
@@ -1105,17 +1109,17 @@ fn close_stale_idle(now: Instant) {
 /// Drops the idle connections that are older than the idle timeout or on
 /// which something arrived: data or an EOF means the origin closed the
 /// connection or broke the protocol.
-fn keep_reusable(list: &mut Vec<(TcpStream, Instant)>, now: Instant) {
+fn keep_reusable(list: &mut Vec<(TcpStream, Instant)>, now: Instant, idle_timeout: Duration) {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     list.retain(|(stream, since)| {
-        now.saturating_duration_since(*since) < ORIGIN_POOL_IDLE_TIMEOUT
+        now.saturating_duration_since(*since) < idle_timeout
             && stream.poll_read_ready(&mut cx).is_pending()
     });
 }
 
 /// Keeps a connection whose last read emptied it and whose answer was read
 /// to its end.
-fn idle_put(origin: &str, stream: TcpStream) {
+fn idle_put(origin: &str, stream: TcpStream, max_idle: usize) {
     // The event loop flags the connection readable again when anything
     // arrives — data or the origin's close — so the read readiness left
     // from the answer is cleared here, without a system call, and
@@ -1129,12 +1133,26 @@ fn idle_put(origin: &str, stream: TcpStream) {
             Some(list) => list,
             None => idle.entry(origin.to_string()).or_default(),
         };
-        if list.len() >= ORIGIN_POOL_MAX_IDLE_PER_HOST {
+        if list.len() >= max_idle {
             // The oldest goes: it is the likeliest to be closed by the origin.
             list.remove(0);
         }
         list.push((stream, Instant::now()));
     });
+}
+
+thread_local! {
+    /// What this thread last added to the idle-connection gauge.
+    static IDLE_REPORTED: Cell<i64> = const { Cell::new(0) };
+}
+
+/// Brings `prerender_origin_idle_connections` up to date with this
+/// thread's idle origin connections (each thread adds its change).
+fn report_idle(metrics: &Metrics) {
+    let now = IDLE.with(|idle| idle.borrow().values().map(Vec::len).sum::<usize>());
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    let before = IDLE_REPORTED.with(|reported| reported.replace(now));
+    metrics.add_origin_idle_connections(now - before);
 }
 
 #[cfg(test)]
@@ -1278,6 +1296,8 @@ mod tests {
         }
     }
 
+    const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
     fn idle_count(origin: &str) -> usize {
         IDLE.with(|idle| idle.borrow().get(origin).map_or(0, Vec::len))
     }
@@ -1291,8 +1311,8 @@ mod tests {
         let (_kept_peer, _) = listener.accept().await.unwrap();
         let closed = TcpStream::connect(addr).await.unwrap();
         let (closed_peer, _) = listener.accept().await.unwrap();
-        idle_put(origin, kept);
-        idle_put(origin, closed);
+        idle_put(origin, kept, 8);
+        idle_put(origin, closed, 8);
         assert_eq!(idle_count(origin), 2);
 
         // The origin closes one: once the event loop has seen it, it goes.
@@ -1300,14 +1320,14 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         while idle_count(origin) == 2 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
-            close_stale_idle(Instant::now());
+            close_stale_idle(Instant::now(), IDLE_TIMEOUT);
         }
         assert_eq!(idle_count(origin), 1);
 
         // The other stays until it is older than the idle timeout.
-        close_stale_idle(Instant::now());
+        close_stale_idle(Instant::now(), IDLE_TIMEOUT);
         assert_eq!(idle_count(origin), 1);
-        close_stale_idle(Instant::now() + ORIGIN_POOL_IDLE_TIMEOUT);
+        close_stale_idle(Instant::now() + IDLE_TIMEOUT, IDLE_TIMEOUT);
         assert_eq!(idle_count(origin), 0);
     }
 
