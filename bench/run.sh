@@ -11,7 +11,7 @@
 # --redis) with apt when missing.
 #
 # Environment: BENCH_DURATION (10s), BENCH_CONNECTIONS (64), BENCH_THREADS (2),
-# PRERENDER_BIN (skip the build and use this binary), CHROME_PATH,
+# BENCH_SETTLE (3, idle seconds before each wrk run), PRERENDER_BIN (skip the build and use this binary), CHROME_PATH,
 # CARGO_TARGET_DIR, BENCH_KEEP=1 (keep the temp dir with logs and configs).
 set -euo pipefail
 
@@ -20,6 +20,11 @@ set -euo pipefail
 DURATION="${BENCH_DURATION:-10s}"
 CONNECTIONS="${BENCH_CONNECTIONS:-64}"
 THREADS="${BENCH_THREADS:-2}"
+# Idle time before each wrk run. A run right after another inherits its
+# scheduler state: after the nginx reverse-proxy reference, nginx's workers
+# carry the CPU time they used into the next run and the proxy's origin
+# waits for them (see docs/PERFORMANCE.md); a few idle seconds clear it.
+SETTLE_SECS="${BENCH_SETTLE:-3}"
 BOT_UA='Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
 # The fixture page's own work (load, fetch, 200 ms timer), from the
 # fixture's README: a render can never be faster than this.
@@ -337,6 +342,7 @@ fetch_many() { # BASE IN_FLIGHT
 run_wrk() { # URL [wrk header args...]
   local url="$1" out
   shift
+  sleep "$SETTLE_SECS"
   out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url" 2>&1)" || {
     printf '%s\n' "$out" >&2
     echo "0 0 wrk-failed"
@@ -590,7 +596,7 @@ proxy_version="$(timeout 5 "$proxy_bin" --version 2>/dev/null | head -n 1)" || t
 printf -- '- proxy: %s (%s)\n' "${proxy_version:-prerender-proxy}" \
   "$(git -C "$repo_root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 printf -- '- browser: %s\n' "$("$CHROME_PATH" --version 2>/dev/null || echo "$CHROME_PATH")"
-printf -- '- nginx: %s; wrk -t%s -c%s -d%s\n' "$("$NGINX" -v 2>&1 | sed 's/.*: //')" "$THREADS" "$CONNECTIONS" "$DURATION"
+printf -- '- nginx: %s; wrk -t%s -c%s -d%s, %s s idle before each run\n' "$("$NGINX" -v 2>&1 | sed 's/.*: //')" "$THREADS" "$CONNECTIONS" "$DURATION" "$SETTLE_SECS"
 printf -- '- fixture: %s\n' "$fixture"
 
 log "pass 1: embedded store"
