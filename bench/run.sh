@@ -20,11 +20,9 @@ set -euo pipefail
 DURATION="${BENCH_DURATION:-10s}"
 CONNECTIONS="${BENCH_CONNECTIONS:-64}"
 THREADS="${BENCH_THREADS:-2}"
-# Idle time before each wrk run. A run right after another inherits the
-# state it left: right after the nginx reverse-proxy reference, the proxy's
-# p99 was several times the same binary's one run later (most likely the
-# scheduler holding nginx's CPU time against its workers, the proxy's
-# origin; see bench/README.md). A few idle seconds clear it.
+# Idle time before each wrk run, so that no run starts while the previous
+# one is still winding down (it does not remove the order effect on the
+# proxy's p99 described in bench/README.md).
 SETTLE_SECS="${BENCH_SETTLE:-3}"
 BOT_UA='Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
 # The fixture page's own work (load, fetch, 200 ms timer), from the
