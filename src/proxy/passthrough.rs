@@ -485,53 +485,40 @@ async fn relay(
     let mut origin_reusable = head.origin_keep_alive && taken == first.len();
     // A short body of known length is gathered before the first write: the
     // client then gets the answer in one write (and reads it in one read)
-    // even when the origin's bytes arrive in pieces. Longer bodies, and
-    // bodies of unknown length, are passed on as they arrive.
-    if let BodyEnd::Remaining(mut left) = body {
-        if left > 0 && out.len() as u64 + left <= GATHER_LIMIT as u64 {
-            while left > 0 {
-                response.bytes.clear();
-                let n = match read_in_time(&conn, &mut response.bytes, timer.as_mut(), timeout)
-                    .await
-                {
-                    Some(Ok((n, drained))) if n > 0 => {
-                        response.drained = drained;
-                        n
-                    }
-                    Some(_) => {
-                        let e = OriginError::Unreachable("origin closed inside the body".into());
-                        return answer_error(proxy, client, origin, kind, started, e, client_close)
-                            .await;
-                    }
-                    None => {
-                        let e = OriginError::Timeout(timeout);
-                        return answer_error(proxy, client, origin, kind, started, e, client_close)
-                            .await;
-                    }
-                };
-                let take = left.min(n as u64) as usize;
-                left -= take as u64;
-                origin_reusable &= take == n;
-                out.extend_from_slice(&response.bytes[..take]);
+    // even when the origin's bytes arrive in pieces, and an origin that
+    // stops short gets it a 502 or 504 rather than a cut-off answer. Longer
+    // bodies, and bodies of unknown length, are passed on as they arrive.
+    let gather = matches!(body, BodyEnd::Remaining(left)
+        if out.len() as u64 + left <= GATHER_LIMIT as u64);
+    // The head and the body read so far, while nothing has been written.
+    let mut unsent = Some(out);
+    loop {
+        if let Some(out) = unsent.take_if(|_| done || !gather) {
+            if client.write_all(&out).await.is_err() {
+                return Next::Close;
             }
-            body = BodyEnd::Remaining(0);
-            done = true;
+            proxy
+                .metrics
+                .observe_request_duration(kind, CacheMetric::None, started.elapsed());
+            give_back(out);
         }
-    }
-    if client.write_all(&out).await.is_err() {
-        return Next::Close;
-    }
-    proxy
-        .metrics
-        .observe_request_duration(kind, CacheMetric::None, started.elapsed());
-    give_back(out);
-    while !done {
+        if done {
+            break;
+        }
         response.bytes.clear();
-        let chunk = match read_in_time(&conn, &mut response.bytes, timer.as_mut(), timeout).await {
+        let read = read_in_time(&conn, &mut response.bytes, timer.as_mut(), timeout).await;
+        let chunk = match read {
             Some(Ok((0, _))) if body.ends_at_close() => break,
             Some(Ok((n, drained))) if n > 0 => {
                 response.drained = drained;
                 &response.bytes[..n]
+            }
+            failed if unsent.is_some() => {
+                let e = match failed {
+                    None => OriginError::Timeout(timeout),
+                    Some(_) => OriginError::Unreachable("origin closed inside the body".into()),
+                };
+                return answer_error(proxy, client, origin, kind, started, e, client_close).await;
             }
             _ => {
                 tracing::debug!(origin = %origin, "origin body ended early; closing the client connection");
@@ -545,11 +532,14 @@ async fn relay(
                 return Next::Close;
             }
         };
-        if taken < chunk.len() {
-            origin_reusable = false;
-        }
-        if client.write_all(&chunk[..taken]).await.is_err() {
-            return Next::Close;
+        origin_reusable &= taken == chunk.len();
+        match unsent.as_mut() {
+            Some(out) => out.extend_from_slice(&chunk[..taken]),
+            None => {
+                if client.write_all(&chunk[..taken]).await.is_err() {
+                    return Next::Close;
+                }
+            }
         }
         done = end;
     }
