@@ -198,20 +198,16 @@ impl Config {
             DEFAULT_ADMIN_LISTEN,
         )?;
         let store = parse_store(pick(args.redis.clone(), file.redis.map(|r| r.joined())))?;
-        let role = match pick(args.role.clone(), file.role)
-            .as_deref()
-            .unwrap_or("all")
-        {
-            "all" => Role::All,
-            "proxy" => Role::Proxy,
-            "renderer" => Role::Renderer,
-            other => {
-                return Err(ConfigError::new(
-                    "role",
-                    format!("{other:?} is not all, proxy or renderer"),
-                ))
-            }
-        };
+        let role = one_of(
+            "role",
+            pick(args.role.clone(), file.role),
+            Role::All,
+            &[
+                ("all", Role::All),
+                ("proxy", Role::Proxy),
+                ("renderer", Role::Renderer),
+            ],
+        )?;
         if role != Role::All && store == StoreTarget::Embedded {
             return Err(ConfigError::new(
                 "role",
@@ -323,19 +319,12 @@ impl Config {
                 ));
             }
         }
-        let log_format = match pick(args.log_format.clone(), file.log_format)
-            .as_deref()
-            .unwrap_or("text")
-        {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                return Err(ConfigError::new(
-                    "log_format",
-                    format!("{other:?} is not text or json"),
-                ))
-            }
-        };
+        let log_format = one_of(
+            "log_format",
+            pick(args.log_format.clone(), file.log_format),
+            LogFormat::Text,
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+        )?;
         let origin_timeout = secs(
             "origin_timeout",
             args.origin_timeout.or(file.origin_timeout),
@@ -367,19 +356,15 @@ impl Config {
             None => None,
             threads => Some(count("public_threads", threads, 1, MAX_PUBLIC_THREADS)? as usize),
         };
-        let public_scheduling = match pick(args.public_scheduling.clone(), file.public_scheduling)
-            .as_deref()
-            .unwrap_or("batch")
-        {
-            "batch" => ThreadScheduling::Batch,
-            "normal" => ThreadScheduling::Normal,
-            other => {
-                return Err(ConfigError::new(
-                    "public_scheduling",
-                    format!("{other:?} is not batch or normal"),
-                ))
-            }
-        };
+        let public_scheduling = one_of(
+            "public_scheduling",
+            pick(args.public_scheduling.clone(), file.public_scheduling),
+            ThreadScheduling::Batch,
+            &[
+                ("batch", ThreadScheduling::Batch),
+                ("normal", ThreadScheduling::Normal),
+            ],
+        )?;
         let shutdown_timeout = secs(
             "shutdown_timeout",
             args.shutdown_timeout.or(file.shutdown_timeout),
@@ -434,6 +419,29 @@ impl Config {
 
 fn pick<T>(flag_or_env: Option<T>, file: Option<T>) -> Option<T> {
     flag_or_env.or(file)
+}
+
+/// The choice `raw` names, `default` when unset; anything else is refused
+/// with the names allowed.
+fn one_of<T: Copy>(
+    field: &str,
+    raw: Option<String>,
+    default: T,
+    choices: &[(&str, T)],
+) -> Result<T, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(default);
+    };
+    if let Some((_, value)) = choices.iter().find(|(name, _)| *name == raw) {
+        return Ok(*value);
+    }
+    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+    let allowed = match names.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    Err(ConfigError::new(field, format!("{raw:?} is not {allowed}")))
 }
 
 fn parse_addr(field: &str, v: Option<String>, default: &str) -> Result<SocketAddr, ConfigError> {
@@ -645,6 +653,23 @@ mod tests {
             ("origin_idle_timeout = 0", "origin_idle_timeout"),
         ] {
             assert_eq!(resolve(ServeArgs::default(), bad).unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn a_named_choice_outside_its_set_lists_the_names_allowed() {
+        for (bad, message) in [
+            ("role = \"both\"", "\"both\" is not all, proxy or renderer"),
+            ("log_format = \"xml\"", "\"xml\" is not text or json"),
+            (
+                "public_scheduling = \"fifo\"",
+                "\"fifo\" is not batch or normal",
+            ),
+        ] {
+            assert_eq!(
+                resolve(ServeArgs::default(), bad).unwrap_err().message,
+                message
+            );
         }
     }
 
