@@ -122,6 +122,9 @@ pub struct ServeArgs {
     /// Origin response-header deadline for passthrough; past it the client gets 504 [default: 30].
     #[arg(long, env = "PRERENDER_ORIGIN_TIMEOUT", value_name = "SECS")]
     pub origin_timeout: Option<u64>,
+    /// A new origin connection must be established within this, or the request gets 502 [default: 5].
+    #[arg(long, env = "PRERENDER_ORIGIN_CONNECT_TIMEOUT", value_name = "SECS")]
+    pub origin_connect_timeout: Option<u64>,
     /// Idle keep-alive connections kept per origin (per public thread) [default: 256].
     #[arg(long, env = "PRERENDER_ORIGIN_MAX_IDLE", value_name = "N")]
     pub origin_max_idle: Option<u64>,

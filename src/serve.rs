@@ -25,6 +25,7 @@ use crate::metrics::{Metrics, PoolFigures};
 use crate::prerender::{store_call, Prerenderer};
 use crate::proxy::crawler::CrawlerPath;
 use crate::proxy::forward::OriginClient;
+use crate::proxy::origin_pool::PoolLimits;
 use crate::proxy::prepared::PreparedPages;
 use crate::proxy::PublicProxy;
 use crate::refresh::Refresher;
@@ -64,6 +65,7 @@ pub fn pool_config(config: &Config) -> anyhow::Result<PoolConfig> {
     pool.browser_max_rss_bytes = config.browser_max_rss_mb * 1024 * 1024;
     pool.render_timeout = config.render_timeout;
     pool.ready_timeout = config.ready_timeout;
+    pool.origin_connect_timeout = config.origin_connect_timeout;
     Ok(pool)
 }
 
@@ -166,10 +168,13 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
             }
         });
     }
-    let origin = OriginClient::with_idle_bounds(
+    let origin = OriginClient::with_limits(
         config.origin_timeout,
-        config.origin_max_idle,
-        config.origin_idle_timeout,
+        PoolLimits {
+            max_idle_per_origin: config.origin_max_idle,
+            idle_timeout: config.origin_idle_timeout,
+            connect_timeout: config.origin_connect_timeout,
+        },
     );
     let refresher = Refresher::runs_in(config.role)
         .then(|| Refresher::new(config.clone(), prerender.clone(), origin.clone()));

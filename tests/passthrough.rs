@@ -242,6 +242,64 @@ async fn origin_down_is_502_and_slow_origin_is_504() {
     );
 }
 
+/// A listening port that never completes a connection: its accept queue is
+/// full and never drained, so the kernel drops every further SYN. Returns
+/// the listener and the connection filling its queue (both kept open).
+async fn unanswering_port() -> (tokio::net::TcpListener, Vec<tokio::net::TcpStream>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    // A backlog of 0 still queues one connection; fill the queue until a
+    // connect no longer completes.
+    for _ in 0..4 {
+        match tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => queued.push(stream),
+            Ok(Err(e)) => panic!("connect to the full listener failed: {e}"),
+            Err(_) => return (listener, queued),
+        }
+    }
+    panic!("every connect to a listener that never accepts completed");
+}
+
+#[tokio::test]
+async fn origin_connect_timeout_bounds_connecting_to_an_origin() {
+    let (listener, _queued) = unanswering_port().await;
+    let port = listener.local_addr().unwrap().port();
+    // The connect timeout (1 s) is shorter than the answer deadline (4 s):
+    // honoured, the request fails as unreachable (502), not as slow (504).
+    let proxy = ProxyProcess::start(&[
+        "--origin",
+        &format!("http://127.0.0.1:{port}"),
+        "--origin-timeout",
+        "4",
+        "--origin-connect-timeout",
+        "1",
+    ]);
+    // GET takes the raw relay; POST with a body takes hyper's path.
+    let r = get(&proxy.url("/x"), &[("user-agent", FIREFOX)]).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    let r = send("POST", &proxy.url("/x"), &[("user-agent", FIREFOX)], "a=1").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+
+    // With the default connect timeout (5 s), the 4 s answer deadline
+    // comes first: the same origin gets a 504.
+    let proxy = ProxyProcess::start(&[
+        "--origin",
+        &format!("http://127.0.0.1:{port}"),
+        "--origin-timeout",
+        "4",
+    ]);
+    let r = get(&proxy.url("/x"), &[("user-agent", FIREFOX)]).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text());
+}
+
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     let origin = Origin::start(|_req: Request<Incoming>| async move {

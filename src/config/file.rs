@@ -35,6 +35,7 @@ pub struct FileConfig {
     pub bot_patterns: Option<String>,
     pub log_format: Option<String>,
     pub origin_timeout: Option<u64>,
+    pub origin_connect_timeout: Option<u64>,
     pub origin_max_idle: Option<u64>,
     pub origin_idle_timeout: Option<u64>,
     pub header_read_timeout: Option<u64>,

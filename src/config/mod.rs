@@ -34,6 +34,10 @@ pub const DEFAULT_QUEUE_CAPACITY: u64 = 1000;
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = crate::cache::DEFAULT_CACHE_MAX_BYTES;
 /// Passthrough waits this long for the origin's response head before a 504.
 pub const DEFAULT_ORIGIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// A new origin connection (passthrough and render fetches) must be
+/// established within this; an origin that drops SYNs fails fast with 502
+/// instead of holding the request until `origin_timeout`.
+pub const DEFAULT_ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle keep-alive connections kept per origin (per public thread, where
 /// connections are kept per thread), and how long one may stay idle.
 pub const DEFAULT_ORIGIN_MAX_IDLE: u64 = 256;
@@ -164,6 +168,7 @@ pub struct Config {
     pub bot_patterns: Option<PathBuf>,
     pub log_format: LogFormat,
     pub origin_timeout: Duration,
+    pub origin_connect_timeout: Duration,
     pub origin_max_idle: usize,
     pub origin_idle_timeout: Duration,
     pub header_read_timeout: Duration,
@@ -330,6 +335,11 @@ impl Config {
             args.origin_timeout.or(file.origin_timeout),
             DEFAULT_ORIGIN_TIMEOUT,
         )?;
+        let origin_connect_timeout = secs(
+            "origin_connect_timeout",
+            args.origin_connect_timeout.or(file.origin_connect_timeout),
+            DEFAULT_ORIGIN_CONNECT_TIMEOUT,
+        )?;
         let origin_max_idle = count(
             "origin_max_idle",
             args.origin_max_idle.or(file.origin_max_idle),
@@ -398,6 +408,7 @@ impl Config {
             bot_patterns,
             log_format,
             origin_timeout,
+            origin_connect_timeout,
             origin_max_idle,
             origin_idle_timeout,
             header_read_timeout,
@@ -640,17 +651,24 @@ mod tests {
         let c = resolve(ServeArgs::default(), "").unwrap();
         assert_eq!(c.origin_max_idle, 256);
         assert_eq!(c.origin_idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.origin_connect_timeout, Duration::from_secs(5));
         let args = ServeArgs {
             origin_max_idle: Some(4),
             ..Default::default()
         };
-        let c = resolve(args, "origin_max_idle = 8\norigin_idle_timeout = 5").unwrap();
+        let c = resolve(
+            args,
+            "origin_max_idle = 8\norigin_idle_timeout = 5\norigin_connect_timeout = 2",
+        )
+        .unwrap();
         assert_eq!(c.origin_max_idle, 4);
         assert_eq!(c.origin_idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.origin_connect_timeout, Duration::from_secs(2));
         for (bad, field) in [
             ("origin_max_idle = 0", "origin_max_idle"),
             ("origin_max_idle = 65537", "origin_max_idle"),
             ("origin_idle_timeout = 0", "origin_idle_timeout"),
+            ("origin_connect_timeout = 0", "origin_connect_timeout"),
         ] {
             assert_eq!(resolve(ServeArgs::default(), bad).unwrap_err().field, field);
         }

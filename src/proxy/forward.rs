@@ -17,8 +17,6 @@ use crate::listener::{Body, BoxError};
 use crate::proxy::origin_pool::{OriginPool, PoolLimits};
 use crate::proxy::respond;
 
-pub(crate) const ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 pub const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -73,32 +71,25 @@ thread_local! {
 }
 
 impl OriginClient {
-    /// A client with the default idle-connection bounds.
+    /// A client with the default connection bounds.
     pub fn new(timeout: Duration) -> Self {
-        Self::with_idle_bounds(
-            timeout,
-            crate::config::DEFAULT_ORIGIN_MAX_IDLE as usize,
-            crate::config::DEFAULT_ORIGIN_IDLE_TIMEOUT,
-        )
+        Self::with_limits(timeout, PoolLimits::default())
     }
 
-    /// A client keeping at most `max_idle` idle connections per origin (per
-    /// thread, where connections are kept per thread), each for at most
-    /// `idle_timeout`.
-    pub fn with_idle_bounds(timeout: Duration, max_idle: usize, idle_timeout: Duration) -> Self {
+    /// A client answering within `timeout`, with its connections bounded
+    /// by `pool`: at most `max_idle_per_origin` idle ones per origin (per
+    /// thread, where connections are kept per thread), each kept for at
+    /// most `idle_timeout`, and each new one established within
+    /// `connect_timeout`.
+    pub fn with_limits(timeout: Duration, pool: PoolLimits) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(ORIGIN_CONNECT_TIMEOUT));
+        connector.set_connect_timeout(Some(pool.connect_timeout));
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(idle_timeout)
-            .pool_max_idle_per_host(max_idle)
+            .pool_idle_timeout(pool.idle_timeout)
+            .pool_max_idle_per_host(pool.max_idle_per_origin)
             .build(connector);
-        let pool = PoolLimits {
-            max_idle_per_origin: max_idle,
-            idle_timeout,
-            connect_timeout: ORIGIN_CONNECT_TIMEOUT,
-        };
         OriginClient {
             client,
             timeout,

@@ -71,7 +71,18 @@ pub struct PoolLimits {
     pub max_idle_per_origin: usize,
     /// An idle connection older than this is closed instead of reused.
     pub idle_timeout: Duration,
+    /// A new connection must be established within this.
     pub connect_timeout: Duration,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        PoolLimits {
+            max_idle_per_origin: crate::config::DEFAULT_ORIGIN_MAX_IDLE as usize,
+            idle_timeout: crate::config::DEFAULT_ORIGIN_IDLE_TIMEOUT,
+            connect_timeout: crate::config::DEFAULT_ORIGIN_CONNECT_TIMEOUT,
+        }
+    }
 }
 
 /// One connection: the handle requests are sent through and the

@@ -35,7 +35,7 @@ use crate::bot::{PassReason, RenderDecision};
 use crate::config::Site;
 use crate::listener::{Front, Rewound, MAX_HEADERS, MAX_HEAD_BYTES};
 use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind};
-use crate::proxy::forward::{OriginError, HOP_BY_HOP, ORIGIN_CONNECT_TIMEOUT};
+use crate::proxy::forward::{OriginError, HOP_BY_HOP};
 use crate::proxy::origin_pool::{connect_tcp, PoolLimits};
 use crate::proxy::request::{
     parse_host, validate_path, validate_query, MAX_HEADER_BLOCK_BYTES, MAX_TARGET_BYTES,
@@ -444,12 +444,12 @@ async fn relay(
     let PoolLimits {
         max_idle_per_origin: max_idle,
         idle_timeout,
-        ..
+        connect_timeout,
     } = proxy.origin.pool_limits();
 
     timer.as_mut().reset(tokio::time::Instant::now() + timeout);
     let answer = tokio::select! {
-        answer = exchange(origin, &request_head, idle_timeout) => Ok(answer),
+        answer = exchange(origin, &request_head, idle_timeout, connect_timeout) => Ok(answer),
         _ = timer.as_mut() => Err(()),
     };
     give_back(request_head);
@@ -631,6 +631,7 @@ async fn exchange(
     origin: &url::Url,
     request_head: &[u8],
     idle_timeout: Duration,
+    connect_timeout: Duration,
 ) -> Result<(TcpStream, RawResponse), OriginError> {
     if let Some(mut conn) = idle_take(origin.as_str(), idle_timeout) {
         match send_and_read_head(&mut conn, request_head).await {
@@ -639,7 +640,7 @@ async fn exchange(
             Err(e) => return Err(e),
         }
     }
-    let mut conn = connect_tcp(origin, ORIGIN_CONNECT_TIMEOUT)
+    let mut conn = connect_tcp(origin, connect_timeout)
         .await
         .map_err(|e| OriginError::Unreachable(e.to_string()))?;
     match send_and_read_head(&mut conn, request_head).await? {

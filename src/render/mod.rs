@@ -70,6 +70,9 @@ pub struct PoolConfig {
     pub ready_timeout: Duration,
     /// Bound in bytes of the static subresource cache.
     pub subresource_cache_bytes: usize,
+    /// A new connection to an origin, for the documents and subresources a
+    /// render fetches, must be established within this.
+    pub origin_connect_timeout: Duration,
 }
 
 impl PoolConfig {
@@ -85,6 +88,7 @@ impl PoolConfig {
             render_timeout: DEFAULT_RENDER_TIMEOUT,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             subresource_cache_bytes: DEFAULT_SUBRESOURCE_CACHE_BYTES,
+            origin_connect_timeout: crate::config::DEFAULT_ORIGIN_CONNECT_TIMEOUT,
         }
     }
 

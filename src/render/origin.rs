@@ -11,7 +11,6 @@ use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
 /// Connecting to the origin must not take longer than this.
-const ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest response body accepted from the origin for one request.
 pub(crate) const MAX_ORIGIN_BODY_BYTES: usize = 32 * 1024 * 1024;
 
@@ -98,9 +97,9 @@ pub(crate) struct OriginClient {
 }
 
 impl OriginClient {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(connect_timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(ORIGIN_CONNECT_TIMEOUT));
+        connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new()).build(connector);
         Self { client }
