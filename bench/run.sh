@@ -11,8 +11,10 @@
 # --redis) with apt when missing.
 #
 # Environment: BENCH_DURATION (10s), BENCH_CONNECTIONS (64), BENCH_THREADS (2),
-# BENCH_SETTLE (3, idle seconds before each wrk run), PRERENDER_BIN (skip the build and use this binary), CHROME_PATH,
-# CARGO_TARGET_DIR, BENCH_KEEP=1 (keep the temp dir with logs and configs).
+# BENCH_SETTLE (3, idle seconds before each wrk run), BENCH_PASSTHROUGH_ROUNDS
+# (3, rotated rounds of the passthrough runs), PRERENDER_BIN (skip the build
+# and use this binary), CHROME_PATH, CARGO_TARGET_DIR, BENCH_KEEP=1 (keep the
+# temp dir with logs and configs).
 set -euo pipefail
 
 # --- settings ---------------------------------------------------------------
@@ -21,9 +23,11 @@ DURATION="${BENCH_DURATION:-10s}"
 CONNECTIONS="${BENCH_CONNECTIONS:-64}"
 THREADS="${BENCH_THREADS:-2}"
 # Idle time before each wrk run, so that no run starts while the previous
-# one is still winding down (it does not remove the order effect on the
-# proxy's p99 described in bench/README.md).
+# one is still winding down.
 SETTLE_SECS="${BENCH_SETTLE:-3}"
+# (b) is measured in this many rounds, each in a rotated order; a multiple
+# of 3 puts each contender in each position equally often.
+PASSTHROUGH_ROUNDS="${BENCH_PASSTHROUGH_ROUNDS:-3}"
 BOT_UA='Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
 # The fixture page's own work (load, fetch, 200 ms timer), from the
 # fixture's README: a render can never be faster than this.
@@ -55,7 +59,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --check) check_only=1 ;;
     --redis) with_redis=1 ;;
-    -h | --help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; exit 0 ;;
     -*) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     *) fixture="$1" ;;
   esac
@@ -366,6 +370,28 @@ median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f×\n", a / b }'; }
 now() { date +%s.%N; }
 
+# Medians over the "RPS P99 ERRORS [PROXY_P99]" lines of FILE, column by
+# column (errors are summed); prints one line of the same shape.
+runs_summary() { # FILE
+  local col n cols out=""
+  cols="$(awk '{ print NF }' "$1" | sort -n | head -n 1)"
+  for ((col = 1; col <= cols; col++)); do
+    if [ "$col" -eq 3 ]; then
+      n="$(awk '{ if ($3 ~ /^[0-9]+$/) s += $3; else failed = 1 }
+        END { if (failed) print "wrk-failed"; else print s + 0 }' "$1")"
+    else
+      n="$(awk -v c="$col" '{ print $c }' "$1" | median)"
+    fi
+    out="$out${out:+ }$n"
+  done
+  printf '%s\n' "$out"
+}
+
+# The runs of FILE as "RPS/P99ms, ..." for the notes column.
+runs_list() { # FILE
+  awk '{ printf "%s%s/%sms", (NR > 1 ? ", " : ""), $1, $2 }' "$1"
+}
+
 # The proxy's request-duration histogram for one kind and cache result:
 # "LE COUNT" lines (cumulative), from the admin listener's /metrics.
 scrape_durations() { # KIND CACHE
@@ -495,22 +521,44 @@ run_pass() { # LABEL
     row "(a) cache hit" "failed" "-" "-" "second request for /p/1 answered: $line (want 200 HIT 1)"
   fi
 
-  # (b) human passthrough vs nginx proxy_pass to the same origin.
-  log "[$label] (b) human passthrough"
+  # (b) human passthrough vs nginx proxy_pass to the same origin, and vs
+  # the origin nginx serving the file. The three are measured in
+  # PASSTHROUGH_ROUNDS rounds, each round in a rotated order (round 1:
+  # reverse proxy, proxy, direct; round 2: proxy, direct, reverse proxy;
+  # ...), so that no contender always runs right after the same other one
+  # (see "Order" in bench/README.md); medians are reported.
+  log "[$label] (b) human passthrough, $PASSTHROUGH_ROUNDS rotated rounds"
   local shell_headers
   shell_headers="$(curl -s --max-time 10 -D - -o "$work/human-body" "$base/p/1" | tr -d '\r')" || true
   if grep -q 'Loading' "$work/human-body" && ! printf '%s' "$shell_headers" | grep -qi '^x-prerender-cache:'; then
-    local path ref_rps ref_p99 ref_bad rps p99 proxy_p99 direct_rps direct_p99 direct_bad kind
+    local path kind round k who rps p99 bad proxy_p99
+    local -a order
     for path in /p/1 /api/products/1.json; do
       # The JSON file is a static asset to the proxy (passed through as such).
       kind=human
       case "$path" in *.json) kind=asset ;; esac
-      read -r ref_rps ref_p99 ref_bad < <(run_wrk "http://127.0.0.1:$reverse_port$path")
-      read -r rps p99 bad proxy_p99 < <(run_wrk_proxy "$kind" none "$base$path")
-      read -r direct_rps direct_p99 direct_bad < <(run_wrk "http://127.0.0.1:$origin_port$path")
-      row "(b) human $path, req/s" "$rps" "$ref_rps (nginx proxy_pass)" "$(ratio "$rps" "$ref_rps")" "errors: $bad / ref $ref_bad"
-      row "(b) human $path, p99 latency" "${p99} ms" "${ref_p99} ms" "$(ratio "$p99" "$ref_p99")" "lower is better; proxy-side p99 ${proxy_p99} ms (origin's answer included)"
-      row "(b) human $path, req/s vs nginx direct" "$rps" "$direct_rps (nginx serving the file)" "$(ratio "$rps" "$direct_rps")" "errors: $bad / ref $direct_bad; direct p99 ${direct_p99} ms"
+      # One "RPS P99 ERRORS [PROXY_P99]" line per run, per contender.
+      : >"$work/pass-reverse" ; : >"$work/pass-proxy" ; : >"$work/pass-direct"
+      for round in $(seq 1 "$PASSTHROUGH_ROUNDS"); do
+        order=(reverse proxy direct)
+        for ((k = 0; k < (round - 1) % 3; k++)); do order=("${order[@]:1}" "${order[0]}"); done
+        for who in "${order[@]}"; do
+          case "$who" in
+            reverse) run_wrk "http://127.0.0.1:$reverse_port$path" >>"$work/pass-reverse" ;;
+            proxy) run_wrk_proxy "$kind" none "$base$path" >>"$work/pass-proxy" ;;
+            direct) run_wrk "http://127.0.0.1:$origin_port$path" >>"$work/pass-direct" ;;
+          esac
+        done
+      done
+      local ref_rps ref_p99 ref_bad direct_rps direct_p99 direct_bad
+      read -r ref_rps ref_p99 ref_bad < <(runs_summary "$work/pass-reverse")
+      read -r rps p99 bad proxy_p99 < <(runs_summary "$work/pass-proxy")
+      read -r direct_rps direct_p99 direct_bad < <(runs_summary "$work/pass-direct")
+      local each="runs: proxy $(runs_list "$work/pass-proxy"); nginx proxy_pass $(runs_list "$work/pass-reverse"); nginx direct $(runs_list "$work/pass-direct")"
+      row "(b) human $path, req/s (median of $PASSTHROUGH_ROUNDS)" "$rps" "$ref_rps (nginx proxy_pass)" "$(ratio "$rps" "$ref_rps")" "errors: $bad / ref $ref_bad"
+      row "(b) human $path, p99 latency (median of $PASSTHROUGH_ROUNDS)" "${p99} ms" "${ref_p99} ms" "$(ratio "$p99" "$ref_p99")" "lower is better; proxy-side p99 ${proxy_p99} ms (origin's answer included)"
+      row "(b) human $path, req/s vs nginx direct (median of $PASSTHROUGH_ROUNDS)" "$rps" "$direct_rps (nginx serving the file)" "$(ratio "$rps" "$direct_rps")" "errors: $bad / ref $direct_bad; direct p99 ${direct_p99} ms"
+      row "(b) human $path, each run" "-" "-" "-" "$each"
     done
   else
     row "(b) human passthrough" "failed" "-" "-" "a request without a crawler UA did not get the origin's shell"
