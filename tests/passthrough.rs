@@ -706,7 +706,6 @@ async fn a_connection_moves_to_the_full_path_when_a_request_needs_it() {
     assert_eq!(answers[2].1, b"<h1>origin page</h1>");
 }
 
-/// Names of the threads of `pid`.
 /// Each thread's name and Linux scheduling policy (0 normal, 3 batch).
 fn threads(pid: u32) -> Vec<(String, u32)> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -756,6 +755,25 @@ async fn public_connections_are_served_on_the_configured_threads() {
         all.iter()
             .filter(|(name, _)| !name.starts_with("public-"))
             .all(|(_, policy)| *policy == SCHED_OTHER),
+        "{all:?}"
+    );
+}
+
+#[tokio::test]
+async fn public_threads_default_to_two_per_core() {
+    let origin = WireOrigin::start().await;
+    let proxy = ProxyProcess::start(&["--origin", &origin.url()]);
+    assert_eq!(
+        raw_exchange_owned(proxy.port, get_line("/n")).await[0].1,
+        b"/n"
+    );
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let all = threads(proxy.pid());
+    assert_eq!(
+        all.iter()
+            .filter(|(name, _)| name.starts_with("public-"))
+            .count(),
+        2 * cores,
         "{all:?}"
     );
 }
