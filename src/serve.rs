@@ -55,8 +55,8 @@ pub struct Running {
 /// CPU time out per thread, and a listener thread that is not running
 /// holds up every connection it serves: with half as many connections per
 /// thread, fewer requests wait behind one that is descheduled. Measured on
-/// 2 cores: p99 0.76–0.90× nginx `proxy_pass` against 1.08–1.26× with one
-/// per core, for 8–10 % fewer requests per second (docs/PERFORMANCE.md).
+/// 2 cores: p99 0.76–0.90× nginx `proxy_pass` against 1.08–1.29× with one
+/// per core, for 8–16 % fewer requests per second (docs/PERFORMANCE.md).
 fn default_public_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()) * DEFAULT_PUBLIC_THREADS_PER_CORE
 }
