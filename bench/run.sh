@@ -554,7 +554,8 @@ run_pass() { # LABEL
       read -r ref_rps ref_p99 ref_bad < <(runs_summary "$work/pass-reverse")
       read -r rps p99 bad proxy_p99 < <(runs_summary "$work/pass-proxy")
       read -r direct_rps direct_p99 direct_bad < <(runs_summary "$work/pass-direct")
-      local each="runs: proxy $(runs_list "$work/pass-proxy"); nginx proxy_pass $(runs_list "$work/pass-reverse"); nginx direct $(runs_list "$work/pass-direct")"
+      local each
+      each="runs: proxy $(runs_list "$work/pass-proxy"); nginx proxy_pass $(runs_list "$work/pass-reverse"); nginx direct $(runs_list "$work/pass-direct")"
       row "(b) human $path, req/s (median of $PASSTHROUGH_ROUNDS)" "$rps" "$ref_rps (nginx proxy_pass)" "$(ratio "$rps" "$ref_rps")" "errors: $bad / ref $ref_bad"
       row "(b) human $path, p99 latency (median of $PASSTHROUGH_ROUNDS)" "${p99} ms" "${ref_p99} ms" "$(ratio "$p99" "$ref_p99")" "lower is better; proxy-side p99 ${proxy_p99} ms (origin's answer included)"
       row "(b) human $path, req/s vs nginx direct (median of $PASSTHROUGH_ROUNDS)" "$rps" "$direct_rps (nginx serving the file)" "$(ratio "$rps" "$direct_rps")" "errors: $bad / ref $direct_bad; direct p99 ${direct_p99} ms"
