@@ -2,7 +2,7 @@
 # Benchmark prerender-proxy against nginx on this machine; prints a markdown
 # report on stdout (progress goes to stderr). See bench/README.md.
 #
-#   bench/run.sh [--redis] [FIXTURE_DIR]     full run (≈ 4 min; ≈ 8 min with --redis)
+#   bench/run.sh [--redis] [FIXTURE_DIR]     full run (≈ 9 min; ≈ 18 min with --redis)
 #   bench/run.sh --check [FIXTURE_DIR]       only write the nginx configs and `nginx -t` them
 #
 # FIXTURE_DIR is the shop fixture (default: ../shared/fixtures/shop next to
