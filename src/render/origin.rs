@@ -10,7 +10,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
-/// Connecting to the origin must not take longer than this.
 /// Largest response body accepted from the origin for one request.
 pub(crate) const MAX_ORIGIN_BODY_BYTES: usize = 32 * 1024 * 1024;
 
