@@ -288,7 +288,6 @@ struct Accepted {
     permit: OwnedSemaphorePermit,
 }
 
-/// The accept loop's handle on one listener thread.
 /// How many threads serve the public listener, and how the kernel
 /// schedules them.
 #[derive(Debug, Clone, Copy)]
@@ -297,6 +296,7 @@ pub struct ThreadPlan {
     pub scheduling: ThreadScheduling,
 }
 
+/// The accept loop's handle on one listener thread.
 struct ListenerThread {
     connections: mpsc::UnboundedSender<Accepted>,
     /// Connections open on the thread, for picking the least busy one.
