@@ -12,7 +12,7 @@
 #
 # Environment: BENCH_DURATION (10s), BENCH_CONNECTIONS (64), BENCH_THREADS (2),
 # BENCH_SETTLE (3, idle seconds before each wrk run), BENCH_PASSTHROUGH_ROUNDS
-# (3, rotated rounds of the passthrough runs), PRERENDER_BIN (skip the build
+# (4, rotated rounds of the passthrough runs), PRERENDER_BIN (skip the build
 # and use this binary), CHROME_PATH, CARGO_TARGET_DIR, BENCH_KEEP=1 (keep the
 # temp dir with logs and configs).
 set -euo pipefail
@@ -26,8 +26,8 @@ THREADS="${BENCH_THREADS:-2}"
 # one is still winding down.
 SETTLE_SECS="${BENCH_SETTLE:-3}"
 # (b) is measured in this many rounds, each in a rotated order; a multiple
-# of 3 puts each contender in each position equally often.
-PASSTHROUGH_ROUNDS="${BENCH_PASSTHROUGH_ROUNDS:-3}"
+# of 4 puts each of the four contenders in each position equally often.
+PASSTHROUGH_ROUNDS="${BENCH_PASSTHROUGH_ROUNDS:-4}"
 BOT_UA='Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
 # The fixture page's own work (load, fetch, 200 ms timer), from the
 # fixture's README: a render can never be faster than this.
@@ -138,6 +138,9 @@ cleanup() {
   if [ "$nginx_started" -eq 1 ] && [ -f "$work/nginx.pid" ]; then
     kill -QUIT "$(cat "$work/nginx.pid")" 2>/dev/null || true
   fi
+  if [ "$nginx_started" -eq 1 ] && [ -f "$work/nginx-own.pid" ]; then
+    kill -QUIT "$(cat "$work/nginx-own.pid")" 2>/dev/null || true
+  fi
   if [ "${#pids[@]}" -gt 0 ]; then
     kill "${pids[@]}" 2>/dev/null || true
     wait "${pids[@]}" 2>/dev/null || true
@@ -153,16 +156,21 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# Ports are picked below the kernel's ephemeral range: a port there can be
+# the local end of an outgoing connection (nginx to its upstream, wrk),
+# which a connect test does not see and which makes a later bind fail.
+ephemeral_low="$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
+[ "$ephemeral_low" -gt 11000 ] || ephemeral_low=32768
 used_ports=" "
-free_port() {
-  local port _
+free_port() { # VAR: sets VAR to a port nothing listens on
+  local candidate _
   for _ in $(seq 200); do
-    port=$((20000 + RANDOM % 40000))
-    case "$used_ports" in *" $port "*) continue ;; esac
+    candidate=$((10000 + RANDOM % (ephemeral_low - 10000)))
+    case "$used_ports" in *" $candidate "*) continue ;; esac
     # A successful connect means something listens there.
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      used_ports="$used_ports$port "
-      printf '%s\n' "$port"
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
+      used_ports="$used_ports$candidate "
+      printf -v "$1" '%s' "$candidate"
       return 0
     fi
   done
@@ -178,11 +186,13 @@ wait_http() { # URL SECONDS [PID]
   done
 }
 
-origin_port="$(free_port)"
-static_port="$(free_port)"
-reverse_port="$(free_port)"
+origin_port="" static_port="" reverse_port="" own_reverse_port=""
+free_port origin_port
+free_port static_port
+free_port reverse_port
+free_port own_reverse_port
 
-# --- nginx: origin, static reference, reverse-proxy reference -------------------
+# --- nginx: origin, static reference, reverse-proxy references ------------------
 
 write_nginx_config() {
   cat >"$work/nginx.conf" <<EOF
@@ -244,11 +254,48 @@ http {
   }
 }
 EOF
-  mkdir -p "$work/nginx-tmp"
+  # The same reverse proxy in an nginx of its own, whose workers do not
+  # also serve the origin (the shape of a deployment, where the proxy and
+  # the origin are different processes or machines).
+  cat >"$work/nginx-own.conf" <<EOF
+# Written by bench/run.sh.
+worker_processes auto;
+pid $work/nginx-own.pid;
+error_log $work/nginx-own-error.log warn;
+events { worker_connections 4096; }
+http {
+  keepalive_requests 100000;
+  server_tokens off;
+  client_body_temp_path $work/nginx-own-tmp/body;
+  proxy_temp_path $work/nginx-own-tmp/proxy;
+  fastcgi_temp_path $work/nginx-own-tmp/fastcgi;
+  uwsgi_temp_path $work/nginx-own-tmp/uwsgi;
+  scgi_temp_path $work/nginx-own-tmp/scgi;
+  access_log off;
+  upstream bench_origin {
+    server 127.0.0.1:$origin_port;
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:$own_reverse_port;
+    location / {
+      proxy_pass http://bench_origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_max_temp_file_size 0;
+    }
+  }
+}
+EOF
+  mkdir -p "$work/nginx-tmp" "$work/nginx-own-tmp"
 }
 
 write_nginx_config
 "$NGINX" -t -q -e "$work/nginx-error.log" -c "$work/nginx.conf" || die "nginx rejected $work/nginx.conf"
+"$NGINX" -t -q -e "$work/nginx-own-error.log" -c "$work/nginx-own.conf" || die "nginx rejected $work/nginx-own.conf"
 if [ "$check_only" -eq 1 ]; then
   log "nginx configuration is valid"
   exit 0
@@ -256,8 +303,10 @@ fi
 
 "$NGINX" -e "$work/nginx-error.log" -c "$work/nginx.conf"
 nginx_started=1
+"$NGINX" -e "$work/nginx-own-error.log" -c "$work/nginx-own.conf"
 wait_http "http://127.0.0.1:$origin_port/" 10 || die "nginx did not start (see $work/nginx-error.log)"
 wait_http "http://127.0.0.1:$static_port/" 10 || die "nginx static server did not start"
+wait_http "http://127.0.0.1:$own_reverse_port/" 10 || die "nginx reverse proxy of its own did not start (see $work/nginx-own-error.log)"
 
 # --- the proxy -------------------------------------------------------------------
 
@@ -278,8 +327,8 @@ admin_port=""
 redis_pid=""
 
 start_proxy() { # extra serve flags...
-  proxy_port="$(free_port)"
-  admin_port="$(free_port)"
+  free_port proxy_port
+  free_port admin_port
   "$proxy_bin" serve \
     --listen "127.0.0.1:$proxy_port" \
     --admin-listen "127.0.0.1:$admin_port" \
@@ -289,7 +338,7 @@ start_proxy() { # extra serve flags...
   pids+=("$proxy_pid")
   if ! wait_http "http://127.0.0.1:$admin_port/readyz" "$READY_TIMEOUT_SECS" "$proxy_pid"; then
     tail -n 30 "$work/proxy.log" >&2 || true
-    die "proxy not ready within ${READY_TIMEOUT_SECS}s"
+    die "proxy exited or not ready within ${READY_TIMEOUT_SECS}s (see above)"
   fi
 }
 
@@ -302,7 +351,7 @@ stop_proxy() {
 redis_url=""
 start_redis() {
   local port
-  port="$(free_port)"
+  free_port port
   mkdir -p "$work/redis"
   redis-server --bind 127.0.0.1 --port "$port" --dir "$work/redis" --save '' --appendonly no \
     --maxmemory 256mb --maxmemory-policy allkeys-lru >"$work/redis.log" 2>&1 &
@@ -521,12 +570,13 @@ run_pass() { # LABEL
     row "(a) cache hit" "failed" "-" "-" "second request for /p/1 answered: $line (want 200 HIT 1)"
   fi
 
-  # (b) human passthrough vs nginx proxy_pass to the same origin, and vs
-  # the origin nginx serving the file. The three are measured in
-  # PASSTHROUGH_ROUNDS rounds, each round in a rotated order (round 1:
-  # reverse proxy, proxy, direct; round 2: proxy, direct, reverse proxy;
-  # ...), so that no contender always runs right after the same other one
-  # (see "Order" in bench/README.md); medians are reported.
+  # (b) human passthrough vs nginx proxy_pass to the same origin (in the
+  # origin's nginx, and in an nginx of its own), and vs the origin nginx
+  # serving the file. The four are measured in PASSTHROUGH_ROUNDS rounds,
+  # each round in a rotated order (round 1: reverse proxy, proxy, own
+  # reverse proxy, direct; round 2: proxy, own, direct, reverse; ...), so
+  # that no contender always runs right after the same other one (see
+  # "Order" in bench/README.md); medians are reported.
   log "[$label] (b) human passthrough, $PASSTHROUGH_ROUNDS rotated rounds"
   local shell_headers
   shell_headers="$(curl -s --max-time 10 -D - -o "$work/human-body" "$base/p/1" | tr -d '\r')" || true
@@ -538,13 +588,14 @@ run_pass() { # LABEL
       kind=human
       case "$path" in *.json) kind=asset ;; esac
       # One "RPS P99 ERRORS [PROXY_P99]" line per run, per contender.
-      : >"$work/pass-reverse" ; : >"$work/pass-proxy" ; : >"$work/pass-direct"
+      : >"$work/pass-reverse" ; : >"$work/pass-own" ; : >"$work/pass-proxy" ; : >"$work/pass-direct"
       for round in $(seq 1 "$PASSTHROUGH_ROUNDS"); do
-        order=(reverse proxy direct)
-        for ((k = 0; k < (round - 1) % 3; k++)); do order=("${order[@]:1}" "${order[0]}"); done
+        order=(reverse proxy own direct)
+        for ((k = 0; k < (round - 1) % 4; k++)); do order=("${order[@]:1}" "${order[0]}"); done
         for who in "${order[@]}"; do
           case "$who" in
             reverse) run_wrk "http://127.0.0.1:$reverse_port$path" >>"$work/pass-reverse" ;;
+            own) run_wrk "http://127.0.0.1:$own_reverse_port$path" >>"$work/pass-own" ;;
             proxy) run_wrk_proxy "$kind" none "$base$path" >>"$work/pass-proxy" ;;
             direct) run_wrk "http://127.0.0.1:$origin_port$path" >>"$work/pass-direct" ;;
           esac
@@ -552,12 +603,16 @@ run_pass() { # LABEL
       done
       local ref_rps ref_p99 ref_bad direct_rps direct_p99 direct_bad
       read -r ref_rps ref_p99 ref_bad < <(runs_summary "$work/pass-reverse")
+      local own_rps own_p99 own_bad
+      read -r own_rps own_p99 own_bad < <(runs_summary "$work/pass-own")
       read -r rps p99 bad proxy_p99 < <(runs_summary "$work/pass-proxy")
       read -r direct_rps direct_p99 direct_bad < <(runs_summary "$work/pass-direct")
       local each
-      each="runs: proxy $(runs_list "$work/pass-proxy"); nginx proxy_pass $(runs_list "$work/pass-reverse"); nginx direct $(runs_list "$work/pass-direct")"
+      each="runs: proxy $(runs_list "$work/pass-proxy"); nginx proxy_pass $(runs_list "$work/pass-reverse"); nginx proxy_pass, own nginx $(runs_list "$work/pass-own"); nginx direct $(runs_list "$work/pass-direct")"
       row "(b) human $path, req/s (median of $PASSTHROUGH_ROUNDS)" "$rps" "$ref_rps (nginx proxy_pass)" "$(ratio "$rps" "$ref_rps")" "errors: $bad / ref $ref_bad"
       row "(b) human $path, p99 latency (median of $PASSTHROUGH_ROUNDS)" "${p99} ms" "${ref_p99} ms" "$(ratio "$p99" "$ref_p99")" "lower is better; proxy-side p99 ${proxy_p99} ms (origin's answer included)"
+      row "(b) human $path, req/s vs nginx proxy_pass in its own nginx (median of $PASSTHROUGH_ROUNDS)" "$rps" "$own_rps (nginx proxy_pass, own nginx)" "$(ratio "$rps" "$own_rps")" "errors: $bad / ref $own_bad"
+      row "(b) human $path, p99 vs nginx proxy_pass in its own nginx (median of $PASSTHROUGH_ROUNDS)" "${p99} ms" "${own_p99} ms" "$(ratio "$p99" "$own_p99")" "lower is better; this nginx's workers serve only the proxying, not the origin"
       row "(b) human $path, req/s vs nginx direct (median of $PASSTHROUGH_ROUNDS)" "$rps" "$direct_rps (nginx serving the file)" "$(ratio "$rps" "$direct_rps")" "errors: $bad / ref $direct_bad; direct p99 ${direct_p99} ms"
       row "(b) human $path, each run" "-" "-" "-" "$each"
     done
