@@ -699,7 +699,7 @@ proxy_version="$(timeout 5 "$proxy_bin" --version 2>/dev/null | head -n 1)" || t
 printf -- '- proxy: %s (%s)\n' "${proxy_version:-prerender-proxy}" \
   "$(git -C "$repo_root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 printf -- '- browser: %s\n' "$("$CHROME_PATH" --version 2>/dev/null || echo "$CHROME_PATH")"
-printf -- '- nginx: %s; wrk -t%s -c%s -d%s, %s s idle before each run\n' "$("$NGINX" -v 2>&1 | sed 's/.*: //')" "$THREADS" "$CONNECTIONS" "$DURATION" "$SETTLE_SECS"
+printf -- '- nginx: %s; wrk -t%s -c%s -d%s, %s s idle before each run; passthrough (b) in %s rotated rounds, medians\n' "$("$NGINX" -v 2>&1 | sed 's/.*: //')" "$THREADS" "$CONNECTIONS" "$DURATION" "$SETTLE_SECS" "$PASSTHROUGH_ROUNDS"
 printf -- '- fixture: %s\n' "$fixture"
 
 log "pass 1: embedded store"
