@@ -321,6 +321,16 @@ else
 fi
 [ -x "$proxy_bin" ] || die "$proxy_bin is not executable"
 
+# The proxy and redis-server run in sessions of their own, as the nginx
+# daemons do (and as a service does): with autogroup scheduling
+# (/proc/sys/kernel/sched_autogroup_enabled), the kernel first divides CPU
+# time between sessions, and a server left in the bench's session would
+# share wrk's half instead of competing with it as nginx does. Started
+# from a script without job control, setsid calls setsid(2) and execs, so
+# $! is the server's own pid.
+own_session=""
+command -v setsid >/dev/null 2>&1 && own_session=setsid
+
 proxy_pid=""
 proxy_port=""
 admin_port=""
@@ -329,7 +339,7 @@ redis_pid=""
 start_proxy() { # extra serve flags...
   free_port proxy_port
   free_port admin_port
-  "$proxy_bin" serve \
+  $own_session "$proxy_bin" serve \
     --listen "127.0.0.1:$proxy_port" \
     --admin-listen "127.0.0.1:$admin_port" \
     --origin "http://127.0.0.1:$origin_port" \
@@ -353,7 +363,7 @@ start_redis() {
   local port
   free_port port
   mkdir -p "$work/redis"
-  redis-server --bind 127.0.0.1 --port "$port" --dir "$work/redis" --save '' --appendonly no \
+  $own_session redis-server --bind 127.0.0.1 --port "$port" --dir "$work/redis" --save '' --appendonly no \
     --maxmemory 256mb --maxmemory-policy allkeys-lru >"$work/redis.log" 2>&1 &
   redis_pid=$!
   pids+=("$redis_pid")
