@@ -137,7 +137,7 @@ pub struct ServeArgs {
     /// Open client connections on the public listener before new ones wait [default: 20000].
     #[arg(long, env = "PRERENDER_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<u64>,
-    /// Threads serving public connections, each with its own event loop [default: two per core].
+    /// Threads serving public connections, each with its own event loop [default: one per core].
     #[arg(long, env = "PRERENDER_PUBLIC_THREADS", value_name = "N")]
     pub public_threads: Option<u64>,
     /// Linux scheduling policy of those threads: batch | normal [default: batch].

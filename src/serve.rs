@@ -50,13 +50,10 @@ pub struct Running {
     pub refresher: Option<Arc<Refresher>>,
 }
 
-/// Listener threads when `public_threads` is not set: two per core. On
-/// cores shared with an origin, Chromium or other load, the kernel shares
-/// CPU time out per thread, and a listener thread that is not running
-/// holds up every connection it serves: with half as many connections per
-/// thread, fewer requests wait behind one that is descheduled. Measured on
-/// 2 cores: p99 0.76–0.90× nginx `proxy_pass` against 1.08–1.29× with one
-/// per core, for 8–16 % fewer requests per second (docs/PERFORMANCE.md).
+/// Listener threads when `public_threads` is not set: one per core. With
+/// the proxy in a session of its own (as a service runs), two per core
+/// gave both fewer requests per second and a longer tail on 2 shared
+/// cores (docs/PERFORMANCE.md, "Autogroup scheduling").
 fn default_public_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()) * DEFAULT_PUBLIC_THREADS_PER_CORE
 }

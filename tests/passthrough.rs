@@ -760,7 +760,7 @@ async fn public_connections_are_served_on_the_configured_threads() {
 }
 
 #[tokio::test]
-async fn public_threads_default_to_two_per_core() {
+async fn public_threads_default_to_one_per_core() {
     let origin = WireOrigin::start().await;
     let proxy = ProxyProcess::start(&["--origin", &origin.url()]);
     assert_eq!(
@@ -773,7 +773,7 @@ async fn public_threads_default_to_two_per_core() {
         all.iter()
             .filter(|(name, _)| name.starts_with("public-"))
             .count(),
-        2 * cores,
+        cores,
         "{all:?}"
     );
 }

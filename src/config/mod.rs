@@ -51,7 +51,7 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// connections can take ≈ 600 MiB; lower it on small machines.
 pub const DEFAULT_MAX_CONNECTIONS: u64 = 20_000;
 /// Listener threads per core when `public_threads` is not set.
-pub const DEFAULT_PUBLIC_THREADS_PER_CORE: usize = 2;
+pub const DEFAULT_PUBLIC_THREADS_PER_CORE: usize = 1;
 /// Upper bound of `public_threads`.
 pub const MAX_PUBLIC_THREADS: u64 = 1024;
 /// Slightly above the render timeout so renders in flight can finish.
@@ -175,7 +175,7 @@ pub struct Config {
     pub origin_idle_timeout: Duration,
     pub header_read_timeout: Duration,
     pub max_connections: usize,
-    /// Threads serving public connections; `None`: two per core.
+    /// Threads serving public connections; `None`: one per core.
     pub public_threads: Option<usize>,
     pub public_scheduling: ThreadScheduling,
     pub shutdown_timeout: Duration,
@@ -621,7 +621,7 @@ mod tests {
     }
 
     #[test]
-    fn public_threads_default_to_two_per_core_and_are_bounded() {
+    fn public_threads_default_to_one_per_core_and_are_bounded() {
         assert_eq!(
             resolve(ServeArgs::default(), "").unwrap().public_threads,
             None
