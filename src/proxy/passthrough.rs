@@ -470,15 +470,11 @@ async fn relay(
     let mut request_head = spare_buffer();
     origin_request_head(req, &plan, peer.ip, &mut request_head);
     let timeout = proxy.origin.timeout();
-    let PoolLimits {
-        max_idle_per_origin: max_idle,
-        idle_timeout,
-        connect_timeout,
-    } = proxy.origin.pool_limits();
+    let limits = proxy.origin.pool_limits();
 
     timer.as_mut().reset(tokio::time::Instant::now() + timeout);
     let answer = tokio::select! {
-        answer = exchange(origin, &request_head, idle_timeout, connect_timeout) => Ok(answer),
+        answer = exchange(origin, &request_head, limits) => Ok(answer),
         _ = timer.as_mut() => Err(()),
     };
     give_back(request_head);
@@ -574,7 +570,7 @@ async fn relay(
     }
     give_back(response.bytes);
     if origin_reusable && done && response.drained {
-        idle_put(origin.as_str(), conn, max_idle);
+        idle_put(origin.as_str(), conn, limits.max_idle_per_origin);
     }
     if client_keeps {
         Next::KeepAlive
@@ -659,17 +655,16 @@ struct RawResponse {
 async fn exchange(
     origin: &url::Url,
     request_head: &[u8],
-    idle_timeout: Duration,
-    connect_timeout: Duration,
+    limits: PoolLimits,
 ) -> Result<(TcpStream, RawResponse), OriginError> {
-    if let Some(mut conn) = idle_take(origin.as_str(), idle_timeout) {
+    if let Some(mut conn) = idle_take(origin.as_str(), limits.idle_timeout) {
         match send_and_read_head(&mut conn, request_head).await {
             Ok(Some(response)) => return Ok((conn, response)),
             Ok(None) => {}
             Err(e) => return Err(e),
         }
     }
-    let mut conn = connect_tcp(origin, connect_timeout)
+    let mut conn = connect_tcp(origin, limits.connect_timeout)
         .await
         .map_err(|e| OriginError::Unreachable(e.to_string()))?;
     match send_and_read_head(&mut conn, request_head).await? {
