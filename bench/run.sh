@@ -135,12 +135,12 @@ nginx_started=0
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
-  if [ "$nginx_started" -eq 1 ] && [ -f "$work/nginx.pid" ]; then
-    kill -QUIT "$(cat "$work/nginx.pid")" 2>/dev/null || true
-  fi
-  if [ "$nginx_started" -eq 1 ] && [ -f "$work/nginx-own.pid" ]; then
-    kill -QUIT "$(cat "$work/nginx-own.pid")" 2>/dev/null || true
-  fi
+  local pidfile
+  for pidfile in "$work/nginx.pid" "$work/nginx-own.pid"; do
+    if [ "$nginx_started" -eq 1 ] && [ -f "$pidfile" ]; then
+      kill -QUIT "$(cat "$pidfile")" 2>/dev/null || true
+    fi
+  done
   if [ "${#pids[@]}" -gt 0 ]; then
     kill "${pids[@]}" 2>/dev/null || true
     wait "${pids[@]}" 2>/dev/null || true
@@ -194,6 +194,37 @@ free_port own_reverse_port
 
 # --- nginx: origin, static reference, reverse-proxy references ------------------
 
+# nginx's temp directories under DIR (http-level directives).
+temp_paths() { # DIR
+  local kind
+  for kind in client_body proxy fastcgi uwsgi scgi; do
+    printf '  %s_temp_path %s/%s;\n' "$kind" "$1" "${kind#client_}"
+  done
+}
+
+# The reverse-proxy reference: nginx proxy_pass to the origin over a
+# keepalive upstream, listening on PORT (http-level directives).
+reverse_proxy_site() { # PORT
+  cat <<EOF
+  upstream bench_origin {
+    server 127.0.0.1:$origin_port;
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:$1;
+    location / {
+      proxy_pass http://bench_origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_max_temp_file_size 0;
+    }
+  }
+EOF
+}
+
 write_nginx_config() {
   cat >"$work/nginx.conf" <<EOF
 # Written by bench/run.sh.
@@ -208,11 +239,7 @@ http {
   tcp_nopush on;
   keepalive_requests 100000;
   server_tokens off;
-  client_body_temp_path $work/nginx-tmp/body;
-  proxy_temp_path $work/nginx-tmp/proxy;
-  fastcgi_temp_path $work/nginx-tmp/fastcgi;
-  uwsgi_temp_path $work/nginx-tmp/uwsgi;
-  scgi_temp_path $work/nginx-tmp/scgi;
+$(temp_paths "$work/nginx-tmp")
   access_log off;
   # One line per request: the dedup measurement counts document fetches.
   log_format origin '\$request_uri|\$http_x_prerender|\$status';
@@ -236,22 +263,7 @@ http {
   }
 
   # Reference for human passthrough: nginx as a reverse proxy to the same origin.
-  upstream bench_origin {
-    server 127.0.0.1:$origin_port;
-    keepalive 64;
-  }
-  server {
-    listen 127.0.0.1:$reverse_port;
-    location / {
-      proxy_pass http://bench_origin;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$remote_addr;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_max_temp_file_size 0;
-    }
-  }
+$(reverse_proxy_site "$reverse_port")
 }
 EOF
   # The same reverse proxy in an nginx of its own, whose workers do not
@@ -266,28 +278,9 @@ events { worker_connections 4096; }
 http {
   keepalive_requests 100000;
   server_tokens off;
-  client_body_temp_path $work/nginx-own-tmp/body;
-  proxy_temp_path $work/nginx-own-tmp/proxy;
-  fastcgi_temp_path $work/nginx-own-tmp/fastcgi;
-  uwsgi_temp_path $work/nginx-own-tmp/uwsgi;
-  scgi_temp_path $work/nginx-own-tmp/scgi;
+$(temp_paths "$work/nginx-own-tmp")
   access_log off;
-  upstream bench_origin {
-    server 127.0.0.1:$origin_port;
-    keepalive 64;
-  }
-  server {
-    listen 127.0.0.1:$own_reverse_port;
-    location / {
-      proxy_pass http://bench_origin;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$remote_addr;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_max_temp_file_size 0;
-    }
-  }
+$(reverse_proxy_site "$own_reverse_port")
 }
 EOF
   mkdir -p "$work/nginx-tmp" "$work/nginx-own-tmp"
