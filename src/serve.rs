@@ -43,6 +43,10 @@ pub struct Running {
     pub health: Arc<Health>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// The admin listener stops last, so `/readyz` says `draining` while
+    /// the public listener's requests finish.
+    admin_stop: watch::Sender<bool>,
+    admin_task: JoinSet<()>,
     prerender: Arc<Prerenderer>,
     /// The browser pool (`None` for `--role proxy`).
     pool: Option<Arc<BrowserPool>>,
@@ -102,8 +106,50 @@ async fn open_store(config: &Config) -> anyhow::Result<Stores> {
     })
 }
 
+/// How long the start-up check of Redis' eviction policy may take; it runs
+/// in the background, so a Redis that is down does not delay the start.
+const EVICTION_POLICY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Warns once when Redis would evict keys that carry no TTL: the indexes,
+/// refresh schedules and job streams, whose loss forgets pages or jobs.
+/// Only pages carry a TTL, so `volatile-*` policies (or `noeviction`) fit.
+async fn warn_if_redis_evicts_keys_without_ttl(url: String) {
+    async fn policy(url: &str) -> redis::RedisResult<String> {
+        let client = redis::Client::open(url)?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let (_, value): (String, String) = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut conn)
+            .await?;
+        Ok(value)
+    }
+    match tokio::time::timeout(EVICTION_POLICY_CHECK_TIMEOUT, policy(&url)).await {
+        Ok(Ok(p)) if p.starts_with("allkeys-") => tracing::warn!(
+            maxmemory_policy = %p,
+            "redis may evict keys without a TTL (page indexes, refresh schedules, job streams); \
+             set maxmemory-policy volatile-lru so only pages are evicted"
+        ),
+        Ok(Ok(p)) => tracing::debug!(maxmemory_policy = %p, "redis eviction policy"),
+        // CONFIG is often disabled on managed Redis; nothing to say then.
+        Ok(Err(e)) => tracing::debug!(error = %e, "cannot read redis' maxmemory-policy"),
+        Err(_) => tracing::debug!("redis' maxmemory-policy not read in time"),
+    }
+}
+
 pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     raise_fd_limit();
+    match &config.store {
+        StoreTarget::Redis(url) => {
+            tokio::spawn(warn_if_redis_evicts_keys_without_ttl(url.clone()));
+        }
+        StoreTarget::RedisCluster(nodes) => {
+            if let Some(first) = nodes.first() {
+                tokio::spawn(warn_if_redis_evicts_keys_without_ttl(first.clone()));
+            }
+        }
+        StoreTarget::Embedded => {}
+    }
     let bots = Arc::new(bot_detector(
         &config.bot_families,
         config.bot_patterns.as_deref(),
@@ -234,12 +280,14 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
             config.shutdown_timeout,
         ));
     }
-    tasks.spawn(listener::serve(
+    let (admin_stop, admin_stop_rx) = watch::channel(false);
+    let mut admin_task = JoinSet::new();
+    admin_task.spawn(listener::serve(
         "admin",
         admin,
         limits,
         move |req, peer| admin_api.clone().handle(req, peer),
-        stop_rx.clone(),
+        admin_stop_rx,
         config.shutdown_timeout,
     ));
     tasks.spawn(forget_purged_pages(store.clone(), crawler, stop_rx.clone()));
@@ -272,6 +320,8 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         health,
         stop,
         tasks,
+        admin_stop,
+        admin_task,
         prerender,
         pool,
         refresher,
@@ -330,15 +380,19 @@ async fn watch_store(
 }
 
 impl Running {
-    /// Stops accepting, waits for in-flight requests (bounded by
-    /// `shutdown_timeout` inside each listener), then closes the browsers.
+    /// Turns readiness to `draining`, stops accepting, waits for in-flight
+    /// requests (bounded by `shutdown_timeout` inside each listener), closes
+    /// the browsers, and stops the admin listener last.
     pub async fn shutdown(mut self) {
+        self.health.set_draining();
         let _ = self.stop.send(true);
         self.prerender.close();
         while self.tasks.join_next().await.is_some() {}
         if let Some(pool) = self.pool {
             pool.shutdown().await;
         }
+        let _ = self.admin_stop.send(true);
+        while self.admin_task.join_next().await.is_some() {}
     }
 }
 

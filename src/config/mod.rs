@@ -5,6 +5,7 @@
 
 pub mod file;
 pub mod plan;
+pub mod redact;
 pub mod site;
 
 use std::collections::BTreeMap;
@@ -139,13 +140,35 @@ pub enum LogFormat {
 }
 
 /// Where pages, locks and queues live.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreTarget {
     /// In-process, bounded by `cache_max_bytes`.
     Embedded,
     Redis(String),
     /// Several node URLs: a Redis Cluster.
     RedisCluster(Vec<String>),
+}
+
+/// Shown in logs (the start-up line prints it): credentials redacted.
+impl std::fmt::Debug for StoreTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreTarget::Embedded => f.write_str("Embedded"),
+            StoreTarget::Redis(url) => f
+                .debug_tuple("Redis")
+                .field(&redact::redact_url(url))
+                .finish(),
+            StoreTarget::RedisCluster(nodes) => f
+                .debug_tuple("RedisCluster")
+                .field(
+                    &nodes
+                        .iter()
+                        .map(|n| redact::redact_url(n))
+                        .collect::<Vec<_>>(),
+                )
+                .finish(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -477,8 +500,12 @@ fn parse_store(v: Option<String>) -> Result<StoreTarget, ConfigError> {
         .filter(|s| !s.is_empty())
         .collect();
     for u in &urls {
-        let parsed = url::Url::parse(u)
-            .map_err(|e| ConfigError::new("redis", format!("{u:?} is not a URL: {e}")))?;
+        let parsed = url::Url::parse(u).map_err(|e| {
+            ConfigError::new(
+                "redis",
+                format!("{:?} is not a URL: {e}", redact::redact_url(u)),
+            )
+        })?;
         if !matches!(
             parsed.scheme(),
             "redis" | "rediss" | "redis+cluster" | "rediss+cluster"
@@ -486,7 +513,10 @@ fn parse_store(v: Option<String>) -> Result<StoreTarget, ConfigError> {
         {
             return Err(ConfigError::new(
                 "redis",
-                format!("{u:?} is not a redis:// or rediss:// URL"),
+                format!(
+                    "{:?} is not a redis:// or rediss:// URL",
+                    redact::redact_url(u)
+                ),
             ));
         }
     }
