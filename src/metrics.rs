@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use prometheus::process_collector::ProcessCollector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -342,10 +343,16 @@ pub struct Metrics {
     quota_exhausted_total: IntCounterVec,
 
     // --- Render queue ------------------------------------------------------
-    /// `prerender_queue_depth{priority}`: renders waiting, live (bot misses)
-    /// and background (refresh, warm). Live near `queue_capacity` means
-    /// misses are about to be refused with `queue-full`.
+    /// `prerender_queue_depth{priority}`: renders waiting in this instance's
+    /// own queue, live (bot misses) and background (refresh, warm). Live near
+    /// `queue_capacity` means misses are about to be refused with
+    /// `queue-full`. Sum it over instances.
     queue_depth: IntGaugeVec,
+    /// `prerender_shared_queue_depth{priority}`: with `--role proxy` /
+    /// `renderer`, the shared job streams' backlog as this instance last
+    /// read it (zero elsewhere). Every instance reports the same backlog, so
+    /// take the max over instances, never the sum.
+    shared_queue_depth: IntGaugeVec,
     /// `prerender_dedup_joins_total`: requests that joined a render already
     /// running for their key instead of starting one (renders saved by
     /// deduplication).
@@ -421,6 +428,23 @@ impl Metrics {
             )
         };
 
+        // The standard process metrics (CPU, memory, open file descriptors,
+        // start time), with the prefix every metric here carries:
+        // `prerender_process_cpu_seconds_total` and so on.
+        registry
+            .register(Box::new(ProcessCollector::new(
+                std::process::id() as i32,
+                "prerender",
+            )))
+            .expect("metric names are unique constants");
+        gauge_vec(
+            "prerender_build_info",
+            "Always 1; the version label says which build is running.",
+            &["version"],
+        )
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+
         let requests_total = counter_vec(
             "prerender_requests_total",
             "Public requests by kind (bot, human, asset, rejected) and cache result (hit, miss, stale, error, none).",
@@ -471,7 +495,12 @@ impl Metrics {
         );
         let queue_depth = gauge_vec(
             "prerender_queue_depth",
-            "Renders waiting in the queue by priority (live, background).",
+            "Renders waiting in this instance's queue by priority (live, background).",
+            &["priority"],
+        );
+        let shared_queue_depth = gauge_vec(
+            "prerender_shared_queue_depth",
+            "Backlog of the job streams shared by --role proxy/renderer instances, by priority; the same on every instance (aggregate with max).",
             &["priority"],
         );
         let dedup_joins_total = counter(
@@ -525,6 +554,7 @@ impl Metrics {
         }
         for priority in ["live", "background"] {
             queue_depth.with_label_values(&[priority]);
+            shared_queue_depth.with_label_values(&[priority]);
         }
 
         Arc::new(Metrics {
@@ -542,6 +572,7 @@ impl Metrics {
             refreshes_total: SyncedCounter::new(refreshes_total),
             quota_exhausted_total,
             queue_depth,
+            shared_queue_depth,
             dedup_joins_total: SyncedCounter::new(dedup_joins_total),
             browsers_alive,
             origin_idle_connections,
@@ -634,15 +665,14 @@ impl Metrics {
         self.dedup_joins_total.sync(stats.dedup_joins);
     }
 
-    /// Sets the queue depth gauges directly (for a queue kept elsewhere,
-    /// e.g. in Redis).
+    /// Sets this instance's queue depth gauges.
     pub fn set_queue_depth(&self, live: usize, background: usize) {
-        self.queue_depth
-            .with_label_values(&["live"])
-            .set(clamp_i64(live as u64));
-        self.queue_depth
-            .with_label_values(&["background"])
-            .set(clamp_i64(background as u64));
+        set_by_priority(&self.queue_depth, live as u64, background as u64);
+    }
+
+    /// Sets the shared job streams' backlog (split roles).
+    pub fn set_shared_queue_depth(&self, live: u64, background: u64) {
+        set_by_priority(&self.shared_queue_depth, live, background);
     }
 
     /// Adds a public thread's change in idle origin connections.
@@ -685,6 +715,13 @@ impl Metrics {
     }
 }
 
+fn set_by_priority(gauge: &IntGaugeVec, live: u64, background: u64) {
+    gauge.with_label_values(&["live"]).set(clamp_i64(live));
+    gauge
+        .with_label_values(&["background"])
+        .set(clamp_i64(background));
+}
+
 fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -707,6 +744,10 @@ mod tests {
         "prerender_store_errors_total",
         "prerender_cache_entries",
         "prerender_quota_exhausted_total",
+        "prerender_build_info",
+        "prerender_process_cpu_seconds_total",
+        "prerender_process_resident_memory_bytes",
+        "prerender_process_open_fds",
     ];
 
     /// The value of the sample whose name-and-labels part is exactly `series`.
@@ -965,6 +1006,22 @@ mod tests {
         joins.store(9, Ordering::Relaxed);
         let text = m.render_text();
         assert_eq!(sample(&text, "prerender_dedup_joins_total"), Some(9.0));
+        assert_eq!(
+            sample(&text, r#"prerender_queue_depth{priority="live"}"#),
+            Some(2.0)
+        );
+        // The shared backlog is a series of its own: an instance's own
+        // queue and the streams' backlog never overwrite each other.
+        assert_eq!(
+            sample(&text, r#"prerender_shared_queue_depth{priority="live"}"#),
+            Some(0.0)
+        );
+        m.set_shared_queue_depth(5, 1);
+        let text = m.render_text();
+        assert_eq!(
+            sample(&text, r#"prerender_shared_queue_depth{priority="live"}"#),
+            Some(5.0)
+        );
         assert_eq!(
             sample(&text, r#"prerender_queue_depth{priority="live"}"#),
             Some(2.0)

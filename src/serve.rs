@@ -218,7 +218,7 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
             m.sync_queue(&prerender.queue_stats());
             if let Some(shared) = &shared_queue {
                 let backlog = shared.backlog();
-                m.set_queue_depth(backlog.live as usize, backlog.background as usize);
+                m.set_shared_queue_depth(backlog.live, backlog.background);
             }
         });
     }
