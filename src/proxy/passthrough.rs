@@ -55,14 +55,17 @@ const MAX_CHUNK_LINE_EXTRA: usize = 4 * 1024;
 const MAX_TRAILER_BYTES: usize = 16 * 1024;
 
 impl Front for PublicProxy {
-    fn serve(
+    async fn serve(
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
         header_read_timeout: Duration,
         stop: watch::Receiver<bool>,
-    ) -> impl std::future::Future<Output = Option<Rewound>> + Send {
-        serve_connection(self, stream, peer, header_read_timeout, stop)
+    ) -> Option<Rewound> {
+        if !self.raw_relay {
+            return Some(Rewound::new(Vec::new(), stream));
+        }
+        serve_connection(self, stream, peer, header_read_timeout, stop).await
     }
 
     fn housekeeping(&self) {
