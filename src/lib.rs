@@ -6,6 +6,7 @@
 //! - `bot`: who is a crawler (pattern families + woothee) and which requests render.
 //! - `proxy`: the public listener — host checks, human passthrough, bot path.
 //! - `cache`: cache keys and the page store (Redis or embedded).
+//! - `domain`: the one parse of a public host (config, routing, cache keys).
 //! - `render`: the Chromium pool, one page render, and the render queue.
 //! - `refresh`: the refresher (scheduled re-renders, origin polling).
 //! - `admin`: the admin listener (health, readiness, API, metrics, dashboard).
@@ -16,6 +17,7 @@ pub mod cache;
 pub mod check_config;
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod is_bot;
 pub mod jobs;
 pub mod listener;

@@ -10,6 +10,7 @@ use url::Url;
 use super::file::SiteFile;
 use super::plan::Plan;
 use super::ConfigError;
+use crate::domain::Domain;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnRenderFailure {
@@ -190,19 +191,11 @@ impl SiteTable {
     }
 }
 
-/// Lowercase, no trailing dot, only host-name characters (or an IP literal).
+/// A configured domain (`sites[].domain`, `--domain`) as [`Domain`] reads
+/// it, surrounding spaces aside: the same parse as a request's Host and a
+/// cache key's domain.
 pub fn normalise_domain(raw: &str) -> Option<String> {
-    let d = raw.trim().trim_end_matches('.').to_ascii_lowercase();
-    let ok = !d.is_empty()
-        && d.len() <= 253
-        && d.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    ok.then_some(d)
+    Domain::parse(raw.trim()).ok().map(String::from)
 }
 
 pub fn parse_origin(raw: &str, field: &str) -> Result<Url, ConfigError> {
@@ -236,6 +229,13 @@ mod tests {
         assert_eq!(normalise_domain("a..b"), None);
         assert_eq!(normalise_domain("evil.com/x"), None);
         assert_eq!(normalise_domain("host:80"), None);
+        // What a Host header or a cache key accepts, the configuration
+        // accepts, and the reverse.
+        assert_eq!(
+            normalise_domain(" My_App.example.com ").as_deref(),
+            Some("my_app.example.com")
+        );
+        assert_eq!(normalise_domain("[::1]").as_deref(), Some("[::1]"));
     }
 
     #[test]

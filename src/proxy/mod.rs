@@ -41,6 +41,10 @@ pub struct PublicProxy {
     /// start (renders, store connections, tabs) lives as long as the
     /// process, not as long as one listener thread.
     shared: tokio::runtime::Handle,
+    /// Whether `passthrough` relays plain requests itself (else hyper
+    /// serves every request). `PRERENDER_PASSTHROUGH_RELAY=off` turns it
+    /// off, for `bench/relay.sh` to compare the two on one binary.
+    raw_relay: bool,
 }
 
 impl PublicProxy {
@@ -60,6 +64,7 @@ impl PublicProxy {
             metrics,
             stats,
             shared: tokio::runtime::Handle::current(),
+            raw_relay: std::env::var("PRERENDER_PASSTHROUGH_RELAY").map_or(true, |v| v != "off"),
         }
     }
 
