@@ -104,6 +104,9 @@ async fn open_store(config: &Config) -> anyhow::Result<Stores> {
 
 pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     raise_fd_limit();
+    for warning in config.stale_window_warnings() {
+        tracing::warn!("{warning}");
+    }
     let bots = Arc::new(bot_detector(
         &config.bot_families,
         config.bot_patterns.as_deref(),
