@@ -110,7 +110,7 @@ pub struct ServeArgs {
     /// [default: all but monitoring, http-libraries].
     #[arg(long, env = "PRERENDER_BOT_FAMILIES", value_name = "LIST")]
     pub bot_families: Option<String>,
-    /// Plan of the single site [default: starter].
+    /// Plan of the single site [default: self-hosted].
     #[arg(long, env = "PRERENDER_PLAN", value_name = "NAME")]
     pub plan: Option<String>,
     /// Directory of extra bot-pattern files (the repo's bot-patterns/ is built in).

@@ -139,6 +139,9 @@ async fn warn_if_redis_evicts_keys_without_ttl(url: String) {
 
 pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     raise_fd_limit();
+    for warning in config.stale_window_warnings() {
+        tracing::warn!("{warning}");
+    }
     match &config.store {
         StoreTarget::Redis(url) => {
             tokio::spawn(warn_if_redis_evicts_keys_without_ttl(url.clone()));

@@ -108,7 +108,7 @@ fn stub() -> Arc<AdminStub> {
         "shop.example".to_owned(),
         DomainExtra {
             entries: 12,
-            max_entries: 50,
+            max_entries: Some(50),
             bytes: 3 * 1024 * 1024,
             renders_this_month: 90,
             monthly_renders: Some(100),
@@ -118,7 +118,7 @@ fn stub() -> Arc<AdminStub> {
     extra.insert(
         HOSTILE_DOMAIN.to_owned(),
         DomainExtra {
-            max_entries: 500,
+            max_entries: Some(500),
             renders_this_month: 7,
             monthly_renders: None,
             ..DomainExtra::default()

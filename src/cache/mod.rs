@@ -308,6 +308,13 @@ pub trait Coordination: Send + Sync {
 pub trait CacheStore: PageStore + Coordination {}
 impl<T: PageStore + Coordination> CacheStore for T {}
 
+/// Pages with these statuses (of those cached, 404 and 410) are kept
+/// only for their plan's `error_ttl` and are evicted before any other
+/// page when a domain or the store is over its bound.
+pub fn is_error_status(status: u16) -> bool {
+    status >= 400
+}
+
 /// The quota month of a moment: `"YYYY-MM"` in UTC.
 pub fn quota_month(at: SystemTime) -> String {
     let at = time::OffsetDateTime::from(at);

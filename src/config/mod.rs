@@ -314,13 +314,11 @@ impl Config {
             DEFAULT_READY_TIMEOUT,
         )?;
         // cache_ttl = 0 is meaningful: store nothing.
-        let cache_ttl = check_duration(
-            "cache_ttl",
-            args.cache_ttl
-                .or(file.cache_ttl)
-                .map(Duration::from_secs)
-                .unwrap_or(DEFAULT_CACHE_TTL),
-        )?;
+        let cache_ttl = match (args.cache_ttl, &file.cache_ttl) {
+            (Some(secs), _) => check_duration("cache_ttl", Duration::from_secs(secs))?,
+            (None, Some(v)) => plan::parse_duration(v, "cache_ttl")?,
+            (None, None) => DEFAULT_CACHE_TTL,
+        };
         let queue_capacity = count(
             "queue_capacity",
             args.queue_capacity.or(file.queue_capacity),
@@ -450,6 +448,17 @@ impl Config {
     /// plan sets one, else the global `cache_ttl`.
     pub fn ttl_for(&self, site: &Site) -> Duration {
         site.plan.cache_ttl.unwrap_or(self.cache_ttl)
+    }
+
+    /// One line per plan whose pages leave the stale window before the
+    /// refresher replaces them (crawlers then get cold misses), for
+    /// `check-config` and the start-up log. A choice some sites make on
+    /// purpose, so a warning and not an error.
+    pub fn stale_window_warnings(&self) -> Vec<String> {
+        self.plans
+            .values()
+            .filter_map(|plan| plan.stale_gap_warning(plan.cache_ttl.unwrap_or(self.cache_ttl)))
+            .collect()
     }
 }
 
@@ -637,6 +646,49 @@ mod tests {
             .any(|f| matches!(f, Family::Monitoring | Family::HttpLibraries)));
         assert_eq!(c.bot_families.len(), 7);
         assert!(c.sites.is_empty());
+    }
+
+    #[test]
+    fn the_default_plan_is_self_hosted_for_origin_mode_and_sites_without_one() {
+        let args = ServeArgs {
+            origin: Some("http://127.0.0.1:9".into()),
+            ..Default::default()
+        };
+        let c = resolve(args, "").unwrap();
+        let site = c.sites.lookup("any.test").unwrap();
+        assert_eq!(site.plan.name, "self-hosted");
+        assert_eq!(site.plan.max_entries, None);
+        let c = resolve(
+            ServeArgs::default(),
+            "[[sites]]\ndomain = \"a.test\"\norigin = \"http://x\"",
+        )
+        .unwrap();
+        assert_eq!(c.sites.lookup("a.test").unwrap().plan.name, "self-hosted");
+        assert!(c.stale_window_warnings().is_empty());
+    }
+
+    #[test]
+    fn cache_ttl_takes_seconds_or_a_duration() {
+        for (toml, secs) in [
+            ("cache_ttl = 600", 600),
+            ("cache_ttl = \"10m\"", 600),
+            ("cache_ttl = \"1h\"", 3600),
+            ("cache_ttl = 0", 0),
+        ] {
+            let c = resolve(ServeArgs::default(), toml).unwrap();
+            assert_eq!(c.cache_ttl, Duration::from_secs(secs), "{toml}");
+        }
+        let e = resolve(ServeArgs::default(), "cache_ttl = \"soon\"").unwrap_err();
+        assert_eq!(e.field, "cache_ttl");
+        // The flag (seconds) wins over the file.
+        let args = ServeArgs {
+            cache_ttl: Some(5),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(args, "cache_ttl = \"1h\"").unwrap().cache_ttl,
+            Duration::from_secs(5)
+        );
     }
 
     #[test]

@@ -4,17 +4,19 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
 
+use lru::LruCache;
 use parking_lot::Mutex;
-use std::time::{Duration, SystemTime};
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, RETRY_AFTER, USER_AGENT};
 use hyper::{Request, Response, StatusCode};
 
 use crate::bot::is_mobile_crawler;
-use crate::cache::{CacheKey, KeyError, StoredPage};
+use crate::cache::{is_error_status, CacheKey, KeyError, StoredPage};
 use crate::config::{Config, OnRenderFailure, Site};
 use crate::listener::Body;
 use crate::prerender::{store_call, Prerenderer, RenderFailure};
@@ -71,10 +73,23 @@ fn request_key(req: &Request<Incoming>, target: &Target) -> Result<CacheKey, Key
     CacheKey::new(&target.host, pq, &site.query_params, mobile)
 }
 
-/// The site's `Cache-Control` for rendered pages.
-fn cache_control(site: &Site) -> HeaderValue {
-    HeaderValue::from_str(&site.plan.cache_control)
-        .unwrap_or(HeaderValue::from_static("public, max-age=3600"))
+/// A stale page is re-rendered once per expiry; if that render stored
+/// nothing (it failed, or the store was down), the next stale hit may
+/// try again after this long. Same pace as a failed refresh.
+const STALE_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// Stale pages whose re-render start is remembered; beyond this the
+/// least recently started are forgotten (the queue still deduplicates
+/// renders under way).
+const MAX_STALE_RERENDERS: usize = 10_000;
+
+/// The `Cache-Control` of a rendered answer with `status`: the plan's
+/// value, else `private, max-age=<TTL>` (the error TTL for 404 and 410).
+/// Never `public` by default: an edge that ignores `Vary: User-Agent`
+/// would hand a crawler's snapshot to people.
+fn cache_control(config: &Config, site: &Site, status: u16) -> HeaderValue {
+    let ttl = site.plan.ttl_for_status(status, config.ttl_for(site));
+    HeaderValue::from_str(&site.plan.cache_control_for(ttl))
+        .unwrap_or(HeaderValue::from_static("private, max-age=0"))
 }
 
 /// How a crawler request ended, for logs, metrics and stats.
@@ -103,6 +118,8 @@ pub struct CrawlerPath {
     prepared: Arc<PreparedPages>,
     origin: OriginClient,
     touches: Arc<Mutex<HashMap<CacheKey, SystemTime>>>,
+    /// Stale page → (its `expires_at`, when its re-render was queued).
+    stale_rerenders: Mutex<LruCache<CacheKey, (SystemTime, Instant)>>,
 }
 
 enum Lookup {
@@ -130,6 +147,9 @@ impl CrawlerPath {
             prepared,
             origin,
             touches,
+            stale_rerenders: Mutex::new(LruCache::new(
+                NonZeroUsize::new(MAX_STALE_RERENDERS).expect("non-zero"),
+            )),
         }
     }
 
@@ -150,7 +170,7 @@ impl CrawlerPath {
             return None;
         }
         let key = request_key(req, target).ok()?;
-        self.recent_hit(req, &key, &key.to_string(), &cache_control(&target.site))
+        self.recent_hit(req, &key, &key.to_string(), &target.site)
     }
 
     /// The hit on `key`'s prepared copy if the store confirmed it recently.
@@ -159,13 +179,28 @@ impl CrawlerPath {
         req: &Request<Incoming>,
         key: &CacheKey,
         name: &str,
-        cache_control: &HeaderValue,
+        site: &Site,
     ) -> Option<Response<Body>> {
         let prepared = self
             .prepared
             .recently_validated(name, HIT_REVALIDATE_AFTER)?;
         self.touch(key);
-        Some(prepared.respond(req.method(), req.headers(), "HIT", cache_control))
+        let cache_control = cache_control(&self.config, site, prepared.status.as_u16());
+        Some(prepared.respond(req.method(), req.headers(), "HIT", &cache_control))
+    }
+
+    /// Whether a stale hit on `page` should queue its re-render: once per
+    /// expiry (and again after [`STALE_RETRY_AFTER`] if that one stored
+    /// nothing), however many crawlers ask meanwhile.
+    fn first_stale_hit(&self, key: &CacheKey, page: &StoredPage) -> bool {
+        let mut started = self.stale_rerenders.lock();
+        if let Some((expires_at, at)) = started.get(key) {
+            if *expires_at == page.expires_at && at.elapsed() < STALE_RETRY_AFTER {
+                return false;
+            }
+        }
+        started.put(key.clone(), (page.expires_at, Instant::now()));
+        true
     }
 
     pub async fn serve(
@@ -187,12 +222,12 @@ impl CrawlerPath {
         };
         let ttl = self.config.ttl_for(site);
         let name = key.to_string();
-        let cache_control = cache_control(site);
         if !ttl.is_zero() {
-            if let Some(resp) = self.recent_hit(&req, &key, &name, &cache_control) {
+            if let Some(resp) = self.recent_hit(&req, &key, &name, site) {
                 return (resp, CacheResult::Hit);
             }
         }
+        let cache_control = |status: u16| cache_control(&self.config, site, status);
         let lookup = if ttl.is_zero() {
             Lookup::Missing
         } else {
@@ -203,17 +238,30 @@ impl CrawlerPath {
                 let prepared = self.prepared.get_or_prepare(&name, &page);
                 self.touch(&key);
                 (
-                    prepared.respond(req.method(), req.headers(), "HIT", &cache_control),
+                    prepared.respond(
+                        req.method(),
+                        req.headers(),
+                        "HIT",
+                        &cache_control(page.status),
+                    ),
                     CacheResult::Hit,
                 )
             }
             Lookup::Stale(page) => {
                 let prepared = self.prepared.get_or_prepare(&name, &page);
-                if let Err(e) = self.prerender.enqueue(&key, site, Priority::Background) {
-                    tracing::debug!(key = %key, error = %e, "stale page not re-queued");
+                self.touch(&key);
+                if self.first_stale_hit(&key, &page) {
+                    if let Err(e) = self.prerender.enqueue(&key, site, Priority::Background) {
+                        tracing::debug!(key = %key, error = %e, "stale page not re-queued");
+                    }
                 }
                 (
-                    prepared.respond(req.method(), req.headers(), "STALE", &cache_control),
+                    prepared.respond(
+                        req.method(),
+                        req.headers(),
+                        "STALE",
+                        &cache_control(page.status),
+                    ),
                     CacheResult::Stale,
                 )
             }
@@ -240,8 +288,12 @@ impl CrawlerPath {
                                 &rendered.page,
                             ))
                         };
-                        let mut resp =
-                            prepared.respond(req.method(), req.headers(), "MISS", &cache_control);
+                        let mut resp = prepared.respond(
+                            req.method(),
+                            req.headers(),
+                            "MISS",
+                            &cache_control(rendered.page.status),
+                        );
                         if rendered.store_error {
                             resp.headers_mut()
                                 .insert("x-prerender-error", HeaderValue::from_static("store"));
@@ -266,7 +318,9 @@ impl CrawlerPath {
                 let now = SystemTime::now();
                 if now < page.expires_at {
                     Lookup::Fresh(page)
-                } else if now < page.expires_at + site.plan.stale_while_revalidate {
+                } else if !is_error_status(page.status)
+                    && now < page.expires_at + site.plan.stale_window()
+                {
                     Lookup::Stale(page)
                 } else {
                     Lookup::Missing
