@@ -579,10 +579,15 @@ async fn relay(
         match unsent.as_mut() {
             Some(out) => fed.copy_to(chunk, out),
             None => {
-                let mut piece = spare_buffer();
-                fed.copy_to(chunk, &mut piece);
-                let written = client.write_all(&piece).await;
-                give_back(piece);
+                let written = if fed.closing.is_empty() {
+                    client.write_all(&chunk[..fed.copied]).await
+                } else {
+                    let mut piece = spare_buffer();
+                    fed.copy_to(chunk, &mut piece);
+                    let written = client.write_all(&piece).await;
+                    give_back(piece);
+                    written
+                };
                 if written.is_err() {
                     return Next::Close;
                 }
