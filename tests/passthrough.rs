@@ -709,6 +709,24 @@ async fn a_connection_moves_to_the_full_path_when_a_request_needs_it() {
     assert_eq!(answers[2].1, b"<h1>origin page</h1>");
 }
 
+/// [`threads`] once `count` public listener threads have named themselves
+/// and set their policy (a thread does both when it first runs, which on a
+/// busy machine can be after the first answer), or after 10 s.
+fn threads_once_started(pid: u32, count: usize) -> Vec<(String, u32)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = threads(pid);
+        let started = all
+            .iter()
+            .filter(|(name, _)| name.starts_with("public-"))
+            .count();
+        if started >= count || std::time::Instant::now() > deadline {
+            return all;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Each thread's name and Linux scheduling policy (0 normal, 3 batch).
 fn threads(pid: u32) -> Vec<(String, u32)> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -743,7 +761,7 @@ async fn public_connections_are_served_on_the_configured_threads() {
     for (i, reply) in replies.into_iter().enumerate() {
         assert_eq!(reply.await.unwrap()[0].1, format!("/n{i}").into_bytes());
     }
-    let all = threads(proxy.pid());
+    let all = threads_once_started(proxy.pid(), 7);
     let public: Vec<&(String, u32)> = all
         .iter()
         .filter(|(name, _)| name.starts_with("public-"))
@@ -771,7 +789,7 @@ async fn public_threads_default_to_one_per_core() {
         b"/n"
     );
     let cores = std::thread::available_parallelism().unwrap().get();
-    let all = threads(proxy.pid());
+    let all = threads_once_started(proxy.pid(), cores);
     assert_eq!(
         all.iter()
             .filter(|(name, _)| name.starts_with("public-"))
@@ -796,7 +814,7 @@ async fn public_threads_keep_the_normal_policy_when_asked() {
         raw_exchange_owned(proxy.port, get_line("/n")).await[0].1,
         b"/n"
     );
-    let all = threads(proxy.pid());
+    let all = threads_once_started(proxy.pid(), 2);
     assert_eq!(
         all.iter()
             .filter(|(name, policy)| name.starts_with("public-") && *policy == SCHED_OTHER)

@@ -167,6 +167,7 @@ impl OriginClient {
         }
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
+        let client_http1 = parts.version < Version::HTTP_2;
         // HTTP/2 clients send :authority instead of Host; the origin gets it as Host.
         let authority = parts
             .uri
@@ -216,12 +217,7 @@ impl OriginClient {
                 return Response::from_parts(parts, respond::empty());
             }
         }
-        let (mut parts, body) = resp.into_parts();
-        // Our side of the exchange speaks HTTP/1.1 or h2 whatever the origin spoke.
-        parts.version = Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers);
-        parts.headers.remove(header::UPGRADE);
-        Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+        client_response(resp, origin, client_http1)
     }
 
     /// A request that does not ask to switch protocols: sent on a pooled
@@ -273,40 +269,54 @@ impl OriginClient {
             let e = OriginError::Unreachable("origin switched protocols unasked".into());
             return e.answer(origin);
         }
-        let (mut parts, mut body) = resp.into_parts();
-        let close_delimited = match reframe_response(&mut parts.headers) {
-            Ok(close_delimited) => close_delimited,
-            Err(e) => return e.answer(origin),
-        };
-        // A body whose framing is broken from its first bytes is a 502 while
-        // nothing has been sent; a later break can only cut the answer off.
-        let first = match body.frame().now_or_never() {
-            Some(Some(Err(e))) => {
-                return OriginError::Unreachable(format!("bad response body: {}", error_chain(&e)))
-                    .answer(origin)
-            }
-            Some(first) => first,
-            None => None,
-        };
-        // Our side of the exchange speaks HTTP/1.1 or h2 whatever the origin spoke.
-        parts.version = Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers);
-        parts.headers.remove(header::UPGRADE);
-        if close_delimited && client_http1 {
-            // hyper frames a body of unknown length by closing the
-            // connection only in an HTTP/1.0 answer; otherwise it would
-            // re-frame it as chunked.
-            parts.version = Version::HTTP_10;
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        let body = FirstFrame {
-            first: first.and_then(Result::ok),
-            rest: body,
-        };
-        Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+        client_response(resp, origin, client_http1)
     }
+}
+
+/// The origin's answer as the client gets it: framing headers made true
+/// ([`reframe_response`]), hop-by-hop headers dropped, and a body whose
+/// framing is broken from its first bytes answered `502` while nothing
+/// has been sent (a later break can only cut the answer off).
+fn client_response<B>(resp: Response<B>, origin: &url::Url, client_http1: bool) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let (mut parts, mut body) = resp.into_parts();
+    let close_delimited = match reframe_response(&mut parts.headers) {
+        Ok(close_delimited) => close_delimited,
+        Err(e) => return e.answer(origin),
+    };
+    let first = match body.frame().now_or_never() {
+        Some(Some(Err(e))) => {
+            return OriginError::Unreachable(format!("bad response body: {}", error_chain(&e)))
+                .answer(origin)
+        }
+        Some(first) => first,
+        None => None,
+    };
+    // Our side of the exchange speaks HTTP/1.1 or h2 whatever the origin spoke.
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::UPGRADE);
+    if parts.status == StatusCode::NO_CONTENT || parts.status.is_informational() {
+        // These never have a body, and no length (RFC 9110 §8.6).
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
+    if close_delimited && client_http1 {
+        // hyper frames a body of unknown length by closing the connection
+        // only in an HTTP/1.0 answer; otherwise it would re-frame it as
+        // chunked.
+        parts.version = Version::HTTP_10;
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    let body = FirstFrame {
+        first: first.and_then(Result::ok),
+        rest: body,
+    };
+    Response::from_parts(parts, body.map_err(BoxError::from).boxed())
 }
 
 /// A body whose first frame was already read.

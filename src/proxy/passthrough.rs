@@ -579,10 +579,15 @@ async fn relay(
         match unsent.as_mut() {
             Some(out) => fed.copy_to(chunk, out),
             None => {
-                let mut piece = spare_buffer();
-                fed.copy_to(chunk, &mut piece);
-                let written = client.write_all(&piece).await;
-                give_back(piece);
+                let written = if fed.closing.is_empty() {
+                    client.write_all(&chunk[..fed.copied]).await
+                } else {
+                    let mut piece = spare_buffer();
+                    fed.copy_to(chunk, &mut piece);
+                    let written = client.write_all(&piece).await;
+                    give_back(piece);
+                    written
+                };
                 if written.is_err() {
                     return Next::Close;
                 }
@@ -852,7 +857,9 @@ impl ResponseHead {
         // With Transfer-Encoding a Content-Length is not the body's (RFC
         // 9112 §6.3): the client must not frame by it. A single plain value
         // is passed on as it came; a list or repeated lines become one.
-        let length_as_is = !transfer_coded && length_lines == 1 && length_plain;
+        // A 204 or 1xx has no body and no length (RFC 9110 §8.6).
+        let length_kept = !transfer_coded && status != 204 && status >= 200;
+        let length_as_is = length_kept && length_lines == 1 && length_plain;
         for h in resp.headers.iter() {
             if is_hop_by_hop(h.name, &connection_named)
                 || (!length_as_is && h.name.eq_ignore_ascii_case("content-length"))
@@ -862,7 +869,7 @@ impl ResponseHead {
             push_header(&mut bytes, h.name.as_bytes(), h.value);
         }
         match content_length {
-            Some(n) if !transfer_coded && !length_as_is => {
+            Some(n) if length_kept && !length_as_is => {
                 bytes.extend_from_slice(b"content-length: ");
                 bytes.extend_from_slice(n.to_string().as_bytes());
                 bytes.extend_from_slice(b"\r\n");
@@ -1619,6 +1626,10 @@ mod tests {
             assert_eq!(head.matches("content-length").count(), 1, "{head}");
             assert!(head.contains("content-length: 5\r\n"), "{head}");
         }
+        // A 204 has no length, whatever the origin says.
+        let (head, framing) = text(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(framing, Framing::Empty);
+        assert!(!head.contains("content-length"), "{head}");
     }
 
     #[test]
