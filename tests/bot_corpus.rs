@@ -1,6 +1,17 @@
 //! Bot detection against real User-Agent corpora (`tests/fixtures/user-agents/`)
 //! and the published User-Agents of the crawlers that matter most.
 //!
+//! The corpora are split in two, deterministically: a string is **held
+//! out** when the last byte of the SHA-256 of the string (UTF-8, without
+//! its line end; for `ua_bots.tags.tsv` the User-Agent after the tab)
+//! modulo 10 is 0, 1 or 2 — about 30 % of each file. (Not the first byte:
+//! the corpora are themselves one half of a split on the first byte's
+//! parity, so that byte is far from uniform here.) Rules are tuned on
+//! the other 70 % only (the tuning tests below); the held-out part is
+//! scored by [`held_out_strings_are_judged_like_unseen_traffic`] with
+//! stricter bounds, as an estimate of how the rules do on User-Agents they
+//! were not written for.
+//!
 //! Run with `--nocapture` to see every miss, false positive and how the
 //! optional kinds (monitors, libraries, scanners) were called.
 
@@ -21,6 +32,68 @@ const OPTIONAL_TAGS: [&str; 4] = [
 
 /// Least share of the crawlers (strings with no optional tag) called bots.
 const MIN_RECALL: f64 = 0.98;
+/// The same on the held-out part.
+const MIN_HELD_OUT_RECALL: f64 = 0.99;
+
+/// Whether a corpus string belongs to the held-out part (see the module
+/// documentation).
+fn held_out(user_agent: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(user_agent.as_bytes())[31] % 10 < 3
+}
+
+/// Which part of the corpora a test reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Tuning,
+    HeldOut,
+    Both,
+}
+
+impl Part {
+    fn has(self, user_agent: &str) -> bool {
+        match self {
+            Part::Both => true,
+            Part::HeldOut => held_out(user_agent),
+            Part::Tuning => !held_out(user_agent),
+        }
+    }
+}
+
+/// Real browsers that are rare today and whose User-Agents trip generic
+/// signs: WebTV's and Kindle's one-item `(compatible; …)`, Konqueror, old
+/// MSIE with toolbar and shell tokens, LG's TV browser's `Compatible`, and
+/// Edge or Chrome with an app's token appended.
+const RARE_BROWSERS: &[&str] = &[
+    "Mozilla/3.0 WebTV/1.2 (compatible; MSIE 2.0)",
+    "Mozilla/4.0 WebTV/2.6 (compatible; MSIE 4.0)",
+    "Mozilla/5.0 (compatible; Konqueror/3)",
+    "Mozilla/5.0 (compatible; Konqueror/4.5; Linux) KHTML/4.5.5 (like Gecko)",
+    "Mozilla/5.0 (X11; Linux x86_64) KHTML/5.20.0 (like Gecko) Konqueror/5.20 Fedora/5.20.0-1.fc30",
+    "Mozilla/4.0 (compatible; Linux 2.6.22) NetFront/3.4 Kindle/2.0 (screen 600x800)",
+    "Mozilla/1.22 (compatible; MSIE 2.0; Windows 95)",
+    "Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1; SV1; FunWebProducts; AskTbFXTV5/5.9.1.14019)",
+    "Mozilla/4.0 (compatible; MSIE 6.0; Windows 98; Win 9x 4.90; Hotbar 4.1.8.0; ZangoToolbar 4.8.2)",
+    "Mozilla/4.0 (compatible; MSIE 7.0; Windows NT 6.0; Trident/4.0; GTB6.4; SLCC1; .NET CLR 2.0.50727; Media Center PC 5.0; .NET CLR 3.5.30729; .NET CLR 3.0.30729; OfficeLiveConnector.1.4; OfficeLivePatch.1.3)",
+    "Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1; SV1; Media Center PC 3.0; .NET CLR 1.0.3705; .NET CLR 1.1.4322; .NET CLR 2.0.50727; InfoPath.1; Alexa Toolbar)",
+    "Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1; SV1; QQDownload 1.7)",
+    "Mozilla/4.0 (compatible;MSIE 6.0;Windows 98;Q312461)",
+    "Mozilla/5.0 (compatible, MSIE 11, Windows NT 6.3; Trident/7.0; rv:11.0) like Gecko",
+    "Mozilla/5.0 (Web0S; Linux/SmartTV) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/38.0.2125.122 Safari/537.36 LG Browser/8.00.00(LGE; 60UH6550-UB; 03.00.15; 1; DTV_W16N); webOS.TV-2016; LG NetCast.TV-2013 Compatible (LGE, 60UH6550-UB, wireless)",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36 Edg/124.0.2478.80 OneOutlook/1.2024.419.100",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36 Edg/124.0.0.0 Teams/24124.1412.2911.3341",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 Avast/120.0.0.0",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/122.0.6261.156 Electron/29.4.0 Safari/537.36 Figma/124.1.12",
+    "Mozilla/5.0 (Linux; Android 4.1.2; GT-S7710 Build/JZO54K) AppleWebKit/535.19 (KHTML, like Gecko) Chrome/18.0.1025.166 Mobile Safari/535.19 Mobile",
+];
+
+/// Bots that send a browser's User-Agent with a product token at the end.
+const BROWSER_LIKE_BOTS: &[&str] = &[
+    "Mozilla/5.0 (Windows NT 6.1; WOW64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/41.0.2228.0 Safari/537.36 LinkTiger",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/87.0.4280.88 Safari/537.36 MarketGoo/2.1",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 Scope3/2.0 (scope3.com)",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/80.0.3987.149 Safari/537.36 Seekport",
+];
 
 /// Published User-Agents of the crawlers that must always be bots, with the
 /// family expected to name them (`None`: any rendered family).
@@ -103,8 +176,8 @@ fn fixture(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// (tags, user agent) of every bot string.
-fn bots() -> Vec<(Vec<String>, String)> {
+/// (tags, user agent) of every bot string of `part`.
+fn bots_of(part: Part) -> Vec<(Vec<String>, String)> {
     fixture("ua_bots.tags.tsv")
         .lines()
         .filter(|line| !line.is_empty())
@@ -115,17 +188,30 @@ fn bots() -> Vec<(Vec<String>, String)> {
                 ua.to_string(),
             )
         })
+        .filter(|(_, ua)| part.has(ua))
         .collect()
 }
 
-fn humans() -> Vec<String> {
+fn bots() -> Vec<(Vec<String>, String)> {
+    bots_of(Part::Both)
+}
+
+/// The browsers of `part`; the hand-written people lists go with tuning.
+fn humans_of(part: Part) -> Vec<String> {
     let mut humans: Vec<String> = fixture("ua_humans.txt")
         .lines()
-        .filter(|line| !line.is_empty())
+        .filter(|line| !line.is_empty() && part.has(line))
         .map(str::to_string)
         .collect();
-    humans.extend(MORE_PEOPLE.iter().map(|ua| ua.to_string()));
+    if part != Part::HeldOut {
+        humans.extend(MORE_PEOPLE.iter().map(|ua| ua.to_string()));
+        humans.extend(RARE_BROWSERS.iter().map(|ua| ua.to_string()));
+    }
     humans
+}
+
+fn humans() -> Vec<String> {
+    humans_of(Part::Both)
 }
 
 fn is_optional(tags: &[String]) -> bool {
@@ -136,13 +222,14 @@ fn default_detector() -> BotDetector {
     BotDetector::with_defaults().expect("built-in patterns compile")
 }
 
-#[test]
-fn crawlers_of_the_corpus_are_bots() {
+/// Recall over the crawlers of `part` (printing misses and how the optional
+/// kinds were called) and the number of crawlers scored.
+fn crawler_recall(part: Part) -> (f64, usize, Vec<String>) {
     let detector = default_detector();
     let mut crawlers = 0;
     let mut misses = Vec::new();
     let mut optional_calls: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    for (tags, ua) in bots() {
+    for (tags, ua) in bots_of(part) {
         let verdict = detector.classify(&ua);
         if is_optional(&tags) {
             let counts = optional_calls.entry(tags.join(",")).or_default();
@@ -170,17 +257,13 @@ fn crawlers_of_the_corpus_are_bots() {
         recall,
         misses.len()
     );
-    assert!(crawlers > 700, "corpus too small: {crawlers}");
-    assert!(
-        recall >= MIN_RECALL,
-        "recall {recall:.4} < {MIN_RECALL}: {misses:#?}"
-    );
+    (recall, crawlers, misses)
 }
 
-#[test]
-fn no_browser_is_called_a_bot() {
+/// The browsers of `part` called bots.
+fn false_positives(part: Part) -> (Vec<String>, usize) {
     let detector = default_detector();
-    let humans = humans();
+    let humans = humans_of(part);
     let false_positives: Vec<String> = humans
         .iter()
         .filter_map(|ua| {
@@ -196,8 +279,68 @@ fn no_browser_is_called_a_bot() {
         false_positives.len(),
         humans.len()
     );
-    assert!(humans.len() > 1000);
+    (false_positives, humans.len())
+}
+
+#[test]
+fn crawlers_of_the_tuning_part_are_bots() {
+    let (recall, crawlers, misses) = crawler_recall(Part::Tuning);
+    assert!(crawlers > 500, "corpus too small: {crawlers}");
+    assert!(
+        recall >= MIN_RECALL,
+        "recall {recall:.4} < {MIN_RECALL}: {misses:#?}"
+    );
+}
+
+#[test]
+fn no_browser_of_the_tuning_part_is_called_a_bot() {
+    let (false_positives, humans) = false_positives(Part::Tuning);
+    assert!(humans > 800);
     assert!(false_positives.is_empty(), "{false_positives:#?}");
+}
+
+/// The score on strings the rules were not tuned on. A failure here is
+/// not fixed by naming the missed string: that would make the part a
+/// tuning part. Fix the generic rule that should have caught it, and
+/// check it against the tuning part first.
+#[test]
+fn held_out_strings_are_judged_like_unseen_traffic() {
+    let (recall, crawlers, misses) = crawler_recall(Part::HeldOut);
+    let (false_positives, humans) = false_positives(Part::HeldOut);
+    assert!(
+        crawlers > 150 && humans > 250,
+        "{crawlers} crawlers, {humans} browsers"
+    );
+    assert!(
+        recall >= MIN_HELD_OUT_RECALL,
+        "held-out recall {recall:.4} < {MIN_HELD_OUT_RECALL}: {misses:#?}"
+    );
+    assert!(false_positives.is_empty(), "{false_positives:#?}");
+}
+
+#[test]
+fn the_split_is_deterministic_and_about_thirty_percent() {
+    // Fixed by the hash, not by the order or the run.
+    assert!(held_out("Twitterbot/1.0"));
+    assert!(!held_out("curl/8.5.0"));
+    let bots = bots().len();
+    let held = bots_of(Part::HeldOut).len();
+    assert_eq!(held + bots_of(Part::Tuning).len(), bots);
+    let share = held as f64 / bots as f64;
+    assert!((0.25..0.35).contains(&share), "{share}");
+}
+
+#[test]
+fn rare_browsers_are_people_and_browser_like_bots_are_bots() {
+    let detector = default_detector();
+    for ua in RARE_BROWSERS {
+        let verdict = detector.classify(ua);
+        assert!(!verdict.is_bot(), "{verdict}: {ua}");
+    }
+    for ua in BROWSER_LIKE_BOTS {
+        let verdict = detector.classify(ua);
+        assert!(verdict.is_bot(), "{verdict}: {ua}");
+    }
 }
 
 #[test]
@@ -297,6 +440,7 @@ fn no_pattern_is_redundant_within_its_family() {
     corpus.extend(humans());
     corpus.extend(NAMED_CRAWLERS.iter().map(|(_, ua, _)| ua.to_string()));
     corpus.extend(MORE_CLIENTS.iter().map(|(_, ua)| ua.to_string()));
+    corpus.extend(BROWSER_LIKE_BOTS.iter().map(|ua| ua.to_string()));
 
     let rules = detector.rules();
     let mut matched: Vec<HashSet<usize>> = vec![HashSet::new(); rules.len()];

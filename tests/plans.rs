@@ -280,3 +280,67 @@ fn check_config_warns_naming_a_plan_whose_pages_leave_the_stale_window_before_a_
     assert!(ok);
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+#[test]
+fn the_start_up_log_warns_naming_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[[sites]]\ndomain = \"a.test\"\norigin = \"http://127.0.0.1:9\"\nplan = \"strict\"\n[plans.strict]\nstale_while_revalidate = \"0s\"\n",
+    )
+    .unwrap();
+    let listen = common::free_port();
+    let admin = common::free_port();
+    let mut command = Command::new(BIN);
+    // Its own process group, so that stopping it reaches any browser it launched.
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = command
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{listen}"))
+        .arg("--admin-listen")
+        .arg(format!("127.0.0.1:{admin}"))
+        .env("RUST_LOG", "warn")
+        .env_remove("REDIS_URL")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    let warning = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("plan strict:") => break line,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no warning naming the plan: {seen:#?}"),
+        }
+    };
+    // SIGTERM, a bounded wait for the graceful shutdown, then the group.
+    drop(ProxyProcess {
+        child,
+        port: listen,
+        admin_port: admin,
+    });
+    assert!(
+        warning.contains("WARN") && warning.contains("MISS"),
+        "{warning}"
+    );
+}

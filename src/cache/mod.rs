@@ -12,10 +12,10 @@
 //!
 //! | key | type | holds | lifetime |
 //! |---|---|---|---|
-//! | `render:<key>` | string | the complete rendered HTML (`redis-cli GET` shows the page) | page TTL (cache TTL + stale window) |
+//! | `render:<key>` | string | the complete rendered HTML (`redis-cli GET` shows the page) | page TTL (cache TTL + the plan's stale window; 404/410: `error_ttl`) |
 //! | `render-meta:<key>` | hash | `status`, `headers` (JSON list of `[name, value]`), `etag`, `rendered_at`, `expires_at` (Unix ms), `settings_hash`, `content_hash`; on a Redis Cluster also `html_sha256` (hex SHA-256 of the HTML it belongs to) | same TTL, written with the page in one MULTI/EXEC (on a Redis Cluster: right after the HTML) |
 //! | `render-lock:<key>` | string | owner id of the instance rendering the page (`SET NX PX`) | a short lease renewed while the render runs; released by an owner-checked script |
-//! | `render-index:<domain>` | sorted set | member `render:<key>`, score = last access (Unix ms): LRU order for `max_entries` eviction | no TTL; members of expired pages are dropped when noticed |
+//! | `render-index:<domain>` | sorted set | member `render:<key>`, score = last access (Unix ms): LRU order for `max_entries` eviction (pages with status ≥ 400 go first) | no TTL; members of expired pages are dropped when noticed |
 //! | `render-due:<domain>` | sorted set | member `render:<key>`, score = next refresh due (Unix ms) | no TTL; claimed members are removed (each refreshed once cluster-wide) |
 //! | `render-domains` | set | every domain with cached pages | no TTL |
 //! | `render-quota:<domain>:<YYYY-MM>` | string (counter) | renders of the domain in that UTC month | 32 days |
@@ -252,8 +252,9 @@ pub trait Coordination: Send + Sync {
     fn touch<'a>(&'a self, key: &'a CacheKey, at: SystemTime) -> BoxFuture<'a, StoreResult<()>>;
 
     /// Deletes the least recently used pages of `domain` beyond
-    /// `max_entries` (dropping index members of expired pages first) and
-    /// returns the evicted keys. Also trims the refresh schedule to
+    /// `max_entries` (dropping index members of expired pages first),
+    /// pages whose status is 400 or more before any other, and returns
+    /// the evicted keys. Also trims the refresh schedule to
     /// `max_entries`, dropping pages that are no longer cached first.
     fn evict_over<'a>(
         &'a self,

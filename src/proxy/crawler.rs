@@ -123,10 +123,39 @@ pub struct CrawlerPath {
     prepared: Arc<PreparedPages>,
     origin: OriginClient,
     touches: Arc<Mutex<HashMap<CacheKey, SystemTime>>>,
-    /// Stale page → (its `expires_at`, when its re-render was queued).
-    stale_rerenders: Mutex<LruCache<CacheKey, (SystemTime, Instant)>>,
+    stale_rerenders: Mutex<StaleRerenders>,
     /// `verify_crawlers = "enforce"`: what a miss may do (`None`: render).
     gate: Option<RenderGate>,
+}
+
+/// Which stale pages had their re-render queued, and when: a stale page
+/// is re-rendered once per expiry however many crawlers ask meanwhile.
+struct StaleRerenders {
+    /// Stale page → (the `expires_at` of the version seen, when its
+    /// re-render was queued).
+    started: LruCache<CacheKey, (SystemTime, Instant)>,
+}
+
+impl StaleRerenders {
+    fn new(capacity: usize) -> StaleRerenders {
+        StaleRerenders {
+            started: LruCache::new(NonZeroUsize::new(capacity.max(1)).expect("at least 1")),
+        }
+    }
+
+    /// Whether a stale hit at `now` on the version of `key` that expired
+    /// at `expires_at` should queue a re-render: the first hit on that
+    /// version does, and another after [`STALE_RETRY_AFTER`] if the
+    /// version is still the one served (its re-render stored nothing).
+    fn should_start(&mut self, key: &CacheKey, expires_at: SystemTime, now: Instant) -> bool {
+        if let Some((seen, at)) = self.started.get(key) {
+            if *seen == expires_at && now.saturating_duration_since(*at) < STALE_RETRY_AFTER {
+                return false;
+            }
+        }
+        self.started.put(key.clone(), (expires_at, now));
+        true
+    }
 }
 
 enum Lookup {
@@ -154,9 +183,7 @@ impl CrawlerPath {
             prepared,
             origin,
             touches,
-            stale_rerenders: Mutex::new(LruCache::new(
-                NonZeroUsize::new(MAX_STALE_RERENDERS).expect("non-zero"),
-            )),
+            stale_rerenders: Mutex::new(StaleRerenders::new(MAX_STALE_RERENDERS)),
             gate: None,
         }
     }
@@ -211,18 +238,12 @@ impl CrawlerPath {
         Some(prepared.respond(req.method(), req.headers(), "HIT", &cache_control))
     }
 
-    /// Whether a stale hit on `page` should queue its re-render: once per
-    /// expiry (and again after [`STALE_RETRY_AFTER`] if that one stored
-    /// nothing), however many crawlers ask meanwhile.
+    /// Whether a stale hit on `page` should queue its re-render (see
+    /// [`StaleRerenders::should_start`]).
     fn first_stale_hit(&self, key: &CacheKey, page: &StoredPage) -> bool {
-        let mut started = self.stale_rerenders.lock();
-        if let Some((expires_at, at)) = started.get(key) {
-            if *expires_at == page.expires_at && at.elapsed() < STALE_RETRY_AFTER {
-                return false;
-            }
-        }
-        started.put(key.clone(), (page.expires_at, Instant::now()));
-        true
+        self.stale_rerenders
+            .lock()
+            .should_start(key, page.expires_at, Instant::now())
     }
 
     pub async fn serve(
@@ -426,5 +447,48 @@ impl CrawlerPath {
             .insert("x-prerender-cache", HeaderValue::from_static("ERROR"));
         resp.headers_mut().insert("x-prerender-error", reason);
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_page_is_re_rendered_once_per_expiry() {
+        let mut started = StaleRerenders::new(2);
+        let key = CacheKey::new("a.test", "/p", &[], false).unwrap();
+        let other = CacheKey::new("a.test", "/q", &[], false).unwrap();
+        let version = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let t0 = Instant::now();
+        assert!(started.should_start(&key, version, t0));
+        // Every crawler asking meanwhile is served the old page, no render.
+        for ms in [1, 500, 59_999] {
+            assert!(!started.should_start(&key, version, t0 + Duration::from_millis(ms)));
+        }
+        assert!(started.should_start(&other, version, t0));
+        // The re-render stored a new version; when it expires in turn, one more.
+        let next = version + Duration::from_secs(3_600);
+        assert!(started.should_start(&key, next, t0 + Duration::from_secs(2)));
+        assert!(!started.should_start(&key, next, t0 + Duration::from_secs(3)));
+        // A re-render that stored nothing is tried again after a minute.
+        assert!(started.should_start(&key, next, t0 + Duration::from_secs(2) + STALE_RETRY_AFTER));
+    }
+
+    #[test]
+    fn stale_re_renders_are_remembered_within_a_bound() {
+        let mut started = StaleRerenders::new(2);
+        let version = SystemTime::UNIX_EPOCH;
+        let t0 = Instant::now();
+        let keys: Vec<CacheKey> = (0..3)
+            .map(|i| CacheKey::new("a.test", &format!("/{i}"), &[], false).unwrap())
+            .collect();
+        for k in &keys {
+            assert!(started.should_start(k, version, t0));
+        }
+        assert_eq!(started.started.len(), 2);
+        // The oldest was forgotten: at worst one more render, which the
+        // queue still deduplicates while it runs.
+        assert!(started.should_start(&keys[0], version, t0));
     }
 }
