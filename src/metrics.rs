@@ -342,6 +342,23 @@ pub struct Metrics {
     /// domain get fail-open answers on misses until the month turns.
     quota_exhausted_total: IntCounterVec,
 
+    /// `prerender_unverified_renders_refused_total{domain}`: misses of bots
+    /// that are not verified crawlers refused because the site's
+    /// `unverified_renders_per_minute` was used up (`enforce` only); they
+    /// got the fail-open answer with `X-Prerender-Error: rate-limited`.
+    unverified_renders_refused_total: IntCounterVec,
+
+    // --- Crawler verification ---------------------------------------------
+    /// `prerender_crawler_verifications_total{family,result}`: requests
+    /// claiming a crawler that publishes how to verify it (`family`:
+    /// googlebot, bingbot, gptbot, …), by the check's verdict
+    /// (verified/failed/error). With `verify_crawlers = "log"` this is how
+    /// many claims `enforce` would turn away (failed + error).
+    crawler_verifications_total: IntCounterVec,
+    /// `prerender_crawler_verdicts_cached`: verdicts held in process
+    /// (bounded by `verify::MAX_CACHED_VERDICTS`), set at scrape time.
+    crawler_verdicts_cached: IntGauge,
+
     // --- Render queue ------------------------------------------------------
     /// `prerender_queue_depth{priority}`: renders waiting in this instance's
     /// own queue, live (bot misses) and background (refresh, warm). Live near
@@ -493,6 +510,24 @@ impl Metrics {
             "Renders refused because the domain's monthly render quota is used up.",
             &["domain"],
         );
+        let unverified_renders_refused_total = counter_vec(
+            "prerender_unverified_renders_refused_total",
+            "Misses of bots that are not verified crawlers refused by the site's unverified_renders_per_minute.",
+            &["domain"],
+        );
+        let crawler_verifications_total = counter_vec(
+            "prerender_crawler_verifications_total",
+            "Requests claiming a verifiable crawler, by crawler (family) and verdict (verified, failed, error).",
+            &["family", "result"],
+        );
+        let crawler_verdicts_cached = reg(
+            &registry,
+            IntGauge::new(
+                "prerender_crawler_verdicts_cached",
+                "Crawler verification verdicts cached in process.",
+            )
+            .expect("valid metric"),
+        );
         let queue_depth = gauge_vec(
             "prerender_queue_depth",
             "Renders waiting in this instance's queue by priority (live, background).",
@@ -571,6 +606,9 @@ impl Metrics {
             renders_total,
             refreshes_total: SyncedCounter::new(refreshes_total),
             quota_exhausted_total,
+            unverified_renders_refused_total,
+            crawler_verifications_total,
+            crawler_verdicts_cached,
             queue_depth,
             shared_queue_depth,
             dedup_joins_total: SyncedCounter::new(dedup_joins_total),
@@ -635,6 +673,30 @@ impl Metrics {
             .inc();
     }
 
+    /// A miss of an unverified bot on `domain` was refused by its budget.
+    pub fn observe_unverified_render_refused(&self, domain: &str) {
+        let label = self
+            .domain_labels
+            .admit(domain)
+            .unwrap_or_else(|| OTHER_DOMAIN_LABEL.to_owned());
+        self.unverified_renders_refused_total
+            .with_label_values(&[label.as_str()])
+            .inc();
+    }
+
+    /// The series of `prerender_crawler_verifications_total` for one
+    /// crawler and verdict (registered at zero), to keep and increment
+    /// without a label lookup per request.
+    pub fn crawler_verifications(&self, family: &str, result: &str) -> IntCounter {
+        self.crawler_verifications_total
+            .with_label_values(&[family, result])
+    }
+
+    /// Sets `prerender_crawler_verdicts_cached`.
+    pub fn set_crawler_verdicts_cached(&self, verdicts: usize) {
+        self.crawler_verdicts_cached.set(clamp_i64(verdicts as u64));
+    }
+
     /// One failed store operation.
     pub fn observe_store_error(&self) {
         self.store_errors_total.inc();
@@ -655,6 +717,9 @@ impl Metrics {
     pub fn forget_domain(&self, domain: &str) {
         let _ = self.cache_entries.remove_label_values(&[domain]);
         let _ = self.quota_exhausted_total.remove_label_values(&[domain]);
+        let _ = self
+            .unverified_renders_refused_total
+            .remove_label_values(&[domain]);
         self.domain_labels.forget(domain);
     }
 
@@ -748,6 +813,7 @@ mod tests {
         "prerender_process_cpu_seconds_total",
         "prerender_process_resident_memory_bytes",
         "prerender_process_open_fds",
+        "prerender_crawler_verifications_total",
     ];
 
     /// The value of the sample whose name-and-labels part is exactly `series`.
@@ -763,6 +829,7 @@ mod tests {
         m.observe_render(RenderOutcome::Ok, Some(Duration::from_millis(1200)));
         m.sync_refreshes(1);
         m.observe_quota_exhausted("example.com");
+        m.crawler_verifications("googlebot", "failed").inc();
         m.observe_store_error();
         m.set_cache_entries("example.com", 42);
         m.sync_queue(&QueueStats {

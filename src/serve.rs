@@ -23,6 +23,7 @@ use crate::jobs::{spawn_backlog_watch, JobConsumer, SharedQueueFigures};
 use crate::listener::{self, ListenerLimits};
 use crate::metrics::{Metrics, PoolFigures};
 use crate::prerender::{store_call, Prerenderer};
+use crate::proxy::client_addr::TrustedProxies;
 use crate::proxy::crawler::CrawlerPath;
 use crate::proxy::forward::OriginClient;
 use crate::proxy::origin_pool::PoolLimits;
@@ -30,6 +31,10 @@ use crate::proxy::prepared::PreparedPages;
 use crate::proxy::PublicProxy;
 use crate::refresh::Refresher;
 use crate::render::{BrowserPool, PoolConfig};
+use crate::verify::budget::UnverifiedBudget;
+use crate::verify::dns::{CrawlerDns, HickoryDns};
+use crate::verify::ranges::IpRanges;
+use crate::verify::{CrawlerVerifier, RenderGate, VerifyMode};
 
 /// How often the store is pinged to keep readiness's `store` flag current.
 const STORE_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
@@ -86,6 +91,36 @@ pub fn bot_detector(
     extra: Option<&std::path::Path>,
 ) -> anyhow::Result<BotDetector> {
     BotDetector::new(families, extra).context("bot_patterns")
+}
+
+/// The crawler verifier of `verify_crawlers`, on the current runtime.
+fn crawler_verifier(config: &Config, metrics: &Metrics) -> anyhow::Result<Arc<CrawlerVerifier>> {
+    let mode = config.verify_crawlers;
+    let ranges =
+        IpRanges::load(config.crawler_ip_ranges.as_deref()).context("crawler_ip_ranges")?;
+    let dns: Option<Arc<dyn CrawlerDns>> = if mode == VerifyMode::Off {
+        None
+    } else {
+        match HickoryDns::new(config.dns_resolver) {
+            Ok(dns) => Some(Arc::new(dns)),
+            // Enforce without a resolver would answer every real Googlebot
+            // like a person: refuse to start instead.
+            Err(e) if mode == VerifyMode::Enforce => anyhow::bail!("dns_resolver: {e}"),
+            Err(e) => {
+                tracing::warn!(error = %e, "crawler verification has no resolver: DNS-verified crawlers count as errors; set dns_resolver");
+                None
+            }
+        }
+    };
+    if mode != VerifyMode::Off {
+        for (crawler, ranges, source) in ranges.sources() {
+            tracing::debug!(crawler, ranges, source, "crawler IP ranges");
+        }
+        if mode == VerifyMode::Enforce && config.crawler_ip_ranges.is_none() {
+            tracing::warn!("verify_crawlers = enforce with the built-in IP range snapshots: point crawler_ip_ranges at current copies of the operators' lists (README, \"Crawlers that lie\")");
+        }
+    }
+    Ok(CrawlerVerifier::new(mode, ranges, dns, metrics))
 }
 
 /// The page store and, on Redis, the shared job queue the split roles use.
@@ -237,20 +272,40 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     }
     // Compressed copies of hot pages: a quarter of the embedded store's bound.
     let prepared = Arc::new(PreparedPages::new(config.cache_max_bytes / 4));
-    let crawler = Arc::new(CrawlerPath::new(
+    let verifier = crawler_verifier(&config, &metrics)?;
+    {
+        let verifier = verifier.clone();
+        metrics.on_scrape(move |m| m.set_crawler_verdicts_cached(verifier.cached_verdicts()));
+    }
+    let mut crawler = CrawlerPath::new(
         config.clone(),
         prerender.clone(),
         origin.clone(),
         prepared.clone(),
-    ));
-    let proxy = Arc::new(PublicProxy::new(
-        config.sites.clone(),
-        bots,
-        crawler.clone(),
-        origin,
-        metrics.clone(),
-        stats.clone(),
-    ));
+    );
+    if config.verify_crawlers == VerifyMode::Enforce {
+        let budget = UnverifiedBudget::new(
+            config.unverified_renders_per_minute,
+            store.clone(),
+            metrics.clone(),
+        );
+        crawler = crawler.with_render_gate(RenderGate::new(config.verify_crawlers, budget));
+    }
+    let crawler = Arc::new(crawler);
+    let proxy = Arc::new(
+        PublicProxy::new(
+            config.sites.clone(),
+            bots,
+            crawler.clone(),
+            origin,
+            metrics.clone(),
+            stats.clone(),
+        )
+        .with_verification(
+            verifier,
+            TrustedProxies::new(config.trusted_proxies.clone()),
+        ),
+    );
     let api = Api::new(config.clone(), prerender.clone(), stats, prepared);
     let admin_api = Arc::new(Admin::new(
         health.clone(),

@@ -43,6 +43,11 @@ pub struct FileConfig {
     pub public_threads: Option<u64>,
     pub public_scheduling: Option<String>,
     pub shutdown_timeout: Option<u64>,
+    pub trusted_proxies: Option<StringList>,
+    pub verify_crawlers: Option<String>,
+    pub dns_resolver: Option<String>,
+    pub unverified_renders_per_minute: Option<u64>,
+    pub crawler_ip_ranges: Option<String>,
     #[serde(default)]
     pub sites: Vec<SiteFile>,
     #[serde(default)]

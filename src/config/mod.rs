@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::bot::Family;
 use crate::cli::ServeArgs;
+use crate::verify::VerifyMode;
 use file::FileConfig;
 pub use plan::Plan;
 pub use site::{OnRenderFailure, Site, SiteTable};
@@ -57,6 +58,9 @@ pub const DEFAULT_PUBLIC_THREADS_PER_CORE: usize = 1;
 pub const MAX_PUBLIC_THREADS: u64 = 1024;
 /// Slightly above the render timeout so renders in flight can finish.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
+/// Upper bound of `unverified_renders_per_minute` (0 renders nothing for
+/// unverified bots).
+pub const MAX_UNVERIFIED_RENDERS_PER_MINUTE: u64 = 1_000_000;
 
 /// Longest duration any setting accepts. Durations are added to the clock
 /// and to each other (a render lock lives `render_timeout` × 3 + 5 s, a page
@@ -202,6 +206,14 @@ pub struct Config {
     pub public_threads: Option<usize>,
     pub public_scheduling: ThreadScheduling,
     pub shutdown_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` names the client (`trusted_proxies`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub verify_crawlers: VerifyMode,
+    /// DNS server for crawler verification; `None`: the system's.
+    pub dns_resolver: Option<SocketAddr>,
+    pub unverified_renders_per_minute: u64,
+    /// Directory of crawler IP range files replacing the built-in ones.
+    pub crawler_ip_ranges: Option<PathBuf>,
     pub plans: BTreeMap<String, Plan>,
     pub sites: SiteTable,
 }
@@ -405,6 +417,55 @@ impl Config {
             args.shutdown_timeout.or(file.shutdown_timeout),
             DEFAULT_SHUTDOWN_TIMEOUT,
         )?;
+        let trusted_proxies = match pick(
+            args.trusted_proxies.clone(),
+            file.trusted_proxies.map(|l| l.joined()),
+        ) {
+            None => Vec::new(),
+            Some(list) => crate::proxy::client_addr::parse_nets(list.split(','))
+                .map_err(|e| ConfigError::new("trusted_proxies", e))?,
+        };
+        let verify_crawlers = one_of(
+            "verify_crawlers",
+            pick(args.verify_crawlers.clone(), file.verify_crawlers),
+            VerifyMode::Log,
+            &[
+                ("off", VerifyMode::Off),
+                ("log", VerifyMode::Log),
+                ("enforce", VerifyMode::Enforce),
+            ],
+        )?;
+        let dns_resolver = match pick(args.dns_resolver.clone(), file.dns_resolver)
+            .filter(|s| !s.trim().is_empty())
+        {
+            None => None,
+            Some(raw) => Some(raw.trim().parse::<SocketAddr>().map_err(|_| {
+                ConfigError::new(
+                    "dns_resolver",
+                    format!("{raw:?} is not an address like 127.0.0.53:53"),
+                )
+            })?),
+        };
+        let unverified_renders_per_minute = args
+            .unverified_renders_per_minute
+            .or(file.unverified_renders_per_minute)
+            .unwrap_or(crate::verify::budget::DEFAULT_UNVERIFIED_RENDERS_PER_MINUTE);
+        if unverified_renders_per_minute > MAX_UNVERIFIED_RENDERS_PER_MINUTE {
+            return Err(ConfigError::new(
+                "unverified_renders_per_minute",
+                format!(
+                    "{unverified_renders_per_minute} is out of range 0..={MAX_UNVERIFIED_RENDERS_PER_MINUTE}"
+                ),
+            ));
+        }
+        let crawler_ip_ranges = pick(
+            args.crawler_ip_ranges.clone(),
+            file.crawler_ip_ranges.map(PathBuf::from),
+        );
+        if let Some(dir) = &crawler_ip_ranges {
+            crate::verify::ranges::IpRanges::load(Some(dir))
+                .map_err(|e| ConfigError::new("crawler_ip_ranges", e.to_string()))?;
+        }
 
         let plans = plan::resolve_plans(&file.plans)?;
         let single_plan = pick(args.plan.clone(), file.plan);
@@ -441,6 +502,11 @@ impl Config {
             public_threads,
             public_scheduling,
             shutdown_timeout,
+            trusted_proxies,
+            verify_crawlers,
+            dns_resolver,
+            unverified_renders_per_minute,
+            crawler_ip_ranges,
             plans,
             sites,
         })
@@ -745,6 +811,46 @@ mod tests {
                 .field,
             "public_scheduling"
         );
+    }
+
+    #[test]
+    fn crawler_verification_options_have_spec_defaults_and_named_errors() {
+        let c = resolve(ServeArgs::default(), "").unwrap();
+        assert_eq!(c.verify_crawlers, VerifyMode::Log);
+        assert_eq!(c.unverified_renders_per_minute, 60);
+        assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.dns_resolver, None);
+        assert_eq!(c.crawler_ip_ranges, None);
+        let args = ServeArgs {
+            verify_crawlers: Some("enforce".into()),
+            trusted_proxies: Some("10.0.0.0/8, 127.0.0.1".into()),
+            ..Default::default()
+        };
+        let c = resolve(
+            args,
+            "verify_crawlers = \"off\"\ntrusted_proxies = [\"192.0.2.0/24\"]\n\
+             dns_resolver = \"127.0.0.1:5353\"\nunverified_renders_per_minute = 0",
+        )
+        .unwrap();
+        assert_eq!(c.verify_crawlers, VerifyMode::Enforce);
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.dns_resolver, Some("127.0.0.1:5353".parse().unwrap()));
+        assert_eq!(c.unverified_renders_per_minute, 0);
+        for (bad, field) in [
+            ("verify_crawlers = \"strict\"", "verify_crawlers"),
+            ("trusted_proxies = \"10.0.0.0/40\"", "trusted_proxies"),
+            ("dns_resolver = \"ns1.example\"", "dns_resolver"),
+            (
+                "unverified_renders_per_minute = 1000001",
+                "unverified_renders_per_minute",
+            ),
+            (
+                "crawler_ip_ranges = \"/nonexistent-dir\"",
+                "crawler_ip_ranges",
+            ),
+        ] {
+            assert_eq!(resolve(ServeArgs::default(), bad).unwrap_err().field, field);
+        }
     }
 
     #[test]
