@@ -342,7 +342,13 @@ impl CrawlerPath {
         peer: SocketAddr,
         failure: RenderFailure,
     ) -> Response<Body> {
-        tracing::warn!(host = %target.host, path = req.uri().path(), reason = failure.reason, detail = %failure.detail, "serving crawler without a render");
+        if failure.reason == "rate-limited" {
+            // Expected under a flood of unverified bots: counted in
+            // prerender_unverified_renders_refused_total, not a warning each.
+            tracing::debug!(host = %target.host, path = req.uri().path(), reason = failure.reason, "serving crawler without a render");
+        } else {
+            tracing::warn!(host = %target.host, path = req.uri().path(), reason = failure.reason, detail = %failure.detail, "serving crawler without a render");
+        }
         let reason = HeaderValue::from_static(failure.reason);
         let mut resp = match target.site.on_render_failure {
             OnRenderFailure::Error => {
