@@ -79,6 +79,7 @@ wait_http() { # URL SECONDS
   done
 }
 
+dns_port="" origin_port=""
 free_port dns_port
 free_port origin_port
 as_root=()
@@ -156,7 +157,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   if ((r % 2)); then order=(off log); else order=(log off); fi
   for mode in "${order[@]}"; do
     log "round $r/$ROUNDS: $mode"
-    echo "$(run "$mode")" >>"$work/runs-$mode"
+    run "$mode" >>"$work/runs-$mode"
   done
 done
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
