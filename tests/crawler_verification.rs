@@ -51,8 +51,11 @@ fn start(spa: &Spa, dns: &DnsServer, extra: &[&str]) -> ProxyProcess {
 }
 
 fn start_trusting(trusted: &str, spa: &Spa, dns: &DnsServer, extra: &[&str]) -> ProxyProcess {
+    start_with(trusted, &dns.addr(), spa, extra)
+}
+
+fn start_with(trusted: &str, dns: &str, spa: &Spa, extra: &[&str]) -> ProxyProcess {
     let origin = spa.url();
-    let dns = dns.addr();
     let mut args = vec![
         "--origin",
         &origin,
@@ -67,7 +70,7 @@ fn start_trusting(trusted: &str, spa: &Spa, dns: &DnsServer, extra: &[&str]) -> 
         "--trusted-proxies",
         trusted,
         "--dns-resolver",
-        &dns,
+        dns,
     ];
     args.extend_from_slice(extra);
     ProxyProcess::start_ready(&args)
@@ -245,6 +248,48 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
     assert!(!rendered(&r), "a loopback client is not Googlebot");
     assert_eq!(verifications(&proxy, "googlebot", "failed").await, 1.0);
     assert_eq!(verifications(&proxy, "googlebot", "verified").await, 0.0);
+}
+
+#[tokio::test]
+async fn a_silent_resolver_never_delays_a_hit_and_a_miss_waits_for_it_at_most_two_seconds() {
+    let spa = Spa::start().await;
+    // A "resolver" that takes queries and never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let _silent_tcp = std::net::TcpListener::bind(("127.0.0.1", port)).ok();
+    let resolver = format!("127.0.0.1:{port}");
+    let proxy = start_with(
+        "127.0.0.1",
+        &resolver,
+        &spa,
+        &["--verify-crawlers", "enforce"],
+    );
+
+    // GPTBot is checked against its ranges, without DNS: it renders.
+    let gpt = from(&proxy, GPTBOT, GPTBOT_RANGE, "/silent/a").await;
+    assert_eq!(gpt.header("x-prerender-cache"), Some("MISS"));
+
+    // A hit is answered while its claim's check still waits for the
+    // resolver (which can only end, as an error, at the check's deadline).
+    let hit = from(&proxy, GOOGLEBOT, "203.0.113.20", "/silent/a").await;
+    assert_eq!(hit.header("x-prerender-cache"), Some("HIT"));
+    assert_eq!(verifications(&proxy, "googlebot", "error").await, 0.0);
+
+    // A miss waits for its check at most 2 s, then counts it as failed.
+    let started = Instant::now();
+    let miss = from(&proxy, GOOGLEBOT, "203.0.113.21", "/silent/b").await;
+    assert_eq!(miss.header("x-prerender-cache"), None);
+    assert!(!rendered(&miss));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    eventually("both checks end as errors", || async {
+        verifications(&proxy, "googlebot", "error").await == 2.0
+    })
+    .await;
+    drop(silent);
 }
 
 /// Waits, if needed, until a minute has at least `room` left, so a test
