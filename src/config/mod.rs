@@ -387,7 +387,15 @@ impl Config {
         let single_plan = pick(args.plan.clone(), file.plan);
         let origin = pick(args.origin.clone(), file.origin);
         let domains = pick(args.domains.clone(), file.domains);
-        let sites = resolve_sites(&file.sites, origin, domains, single_plan, &plans)?;
+        let single_snapshot = single_site_snapshot(args, origin.is_some())?;
+        let sites = resolve_sites(
+            &file.sites,
+            origin,
+            domains,
+            single_plan,
+            single_snapshot,
+            &plans,
+        )?;
 
         Ok(Config {
             listen,
@@ -527,11 +535,50 @@ pub fn parse_families(v: Option<String>) -> Result<Vec<Family>, ConfigError> {
     Ok(out)
 }
 
+/// The snapshot options of the single site of `--origin` mode, from their
+/// flags (and environment variables); refused without a single site, where
+/// they would silently do nothing.
+fn single_site_snapshot(
+    args: &ServeArgs,
+    single_site: bool,
+) -> Result<site::SnapshotOptions, ConfigError> {
+    let given = [
+        ("shadow_dom", args.shadow_dom.is_some()),
+        ("max_render_height", args.max_render_height.is_some()),
+        ("keep_noscript", args.keep_noscript),
+        (
+            "client_redirect_status",
+            args.client_redirect_status.is_some(),
+        ),
+    ];
+    if let Some((name, _)) = given
+        .iter()
+        .find(|(_, given)| *given)
+        .filter(|_| !single_site)
+    {
+        return Err(ConfigError::new(
+            *name,
+            format!(
+                "--{} applies to the single site of --origin mode; set {name} in [[sites]] instead",
+                name.replace('_', "-")
+            ),
+        ));
+    }
+    site::SnapshotOptions::parse(
+        args.shadow_dom.as_deref(),
+        Some(args.keep_noscript),
+        args.max_render_height,
+        args.client_redirect_status,
+        str::to_string,
+    )
+}
+
 fn resolve_sites(
     files: &[file::SiteFile],
     origin: Option<String>,
     domains: Option<Vec<String>>,
     single_plan: Option<String>,
+    single_snapshot: site::SnapshotOptions,
     plans: &BTreeMap<String, Plan>,
 ) -> Result<SiteTable, ConfigError> {
     let mut sites = Vec::new();
@@ -554,13 +601,19 @@ fn resolve_sites(
                 .ok_or_else(|| ConfigError::new("plan", format!("unknown plan {plan_name:?}")))?;
             let domains = domains.unwrap_or_default();
             if domains.is_empty() {
-                sites.push(Site::single(String::new(), origin.clone(), plan.clone()));
+                sites.push(
+                    Site::single(String::new(), origin.clone(), plan.clone())
+                        .with_snapshot(single_snapshot),
+                );
             }
             for d in domains.iter().filter(|d| !d.trim().is_empty()) {
                 let domain = site::normalise_domain(d).ok_or_else(|| {
                     ConfigError::new("domain", format!("{d:?} is not a host name"))
                 })?;
-                sites.push(Site::single(domain, origin.clone(), plan.clone()));
+                sites.push(
+                    Site::single(domain, origin.clone(), plan.clone())
+                        .with_snapshot(single_snapshot),
+                );
             }
         }
         None => {
