@@ -157,15 +157,20 @@ const LAYOUT_JS: &str = r#"(() => {
   };
 })()"#;
 
-/// Resolves after two animation frames and a task: intersection observers
-/// have computed the new layout's intersections and their callbacks have
-/// run. A timer bounds it for a page whose frames stall.
+/// After a layout change: tells scroll handlers to look again (a scroll
+/// event, as scrolling would) in the next frame, and resolves after a
+/// second frame and a task, when intersection observers have computed the
+/// new layout's intersections and their callbacks have run. A timer bounds
+/// it for a page whose frames stall.
 const FRAMES_JS: &str = r#"new Promise((done) => {
   const bound = setTimeout(done, 500);
-  requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(() => {
-    clearTimeout(bound);
-    done();
-  }, 0)));
+  requestAnimationFrame(() => {
+    document.dispatchEvent(new Event('scroll', { bubbles: true }));
+    requestAnimationFrame(() => setTimeout(() => {
+      clearTimeout(bound);
+      done();
+    }, 0));
+  });
 })"#;
 
 /// Reads the status/header metas and serialises the document with its
@@ -651,8 +656,9 @@ impl Tab {
             wait_change(ctx).await;
         };
 
-        // 2. DOMContentLoaded.
-        while !ctx.dom_content_loaded() {
+        // 2. DOMContentLoaded. A page that tries to leave while it is
+        // parsed stops its own loading: it never comes then.
+        while !ctx.dom_content_loaded() && ctx.client_navigation().is_none() {
             self.check_crash(ctx)?;
             if let Some(e) = poll_navigation(&mut nav_rx, &mut nav_error) {
                 return Err(RenderError::Navigation(e));
