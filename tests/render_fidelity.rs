@@ -9,6 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use common::origin::{Route, TestOrigin};
+use common::proxy::ProxyProcess;
 use prerender_proxy::render::{BrowserPool, PoolConfig, RenderJob, RenderedPage, ShadowDom};
 
 const PUBLIC: &str = "https://www.example.test";
@@ -562,4 +563,111 @@ async fn a_page_that_moves_itself_is_answered_as_a_redirect() {
         page.html
     );
     site.pool.shutdown().await;
+}
+
+/// Through the real binary: a client-side redirect is answered as a
+/// redirect and cached like any 3xx; the single site's snapshot flags (and
+/// their environment variables) reach the renderer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_answers_and_caches_client_redirects_and_takes_snapshot_flags() {
+    const HOST: &str = "www.example.test";
+    let mut routes = redirect_routes();
+    routes.extend(fidelity_routes());
+    let origin = TestOrigin::start(routes).await;
+    let origin_url = origin.url().to_string();
+    let mut proxy = ProxyProcess::start_with_env(
+        &[
+            "--origin",
+            &origin_url,
+            "--domain",
+            HOST,
+            "--browsers",
+            "1",
+            "--tabs-per-browser",
+            "2",
+            "--ready-timeout",
+            "5",
+            "--shadow-dom",
+            "flatten",
+        ],
+        &[
+            ("PRERENDER_KEEP_NOSCRIPT", "true"),
+            ("PRERENDER_CLIENT_REDIRECT_STATUS", "307"),
+        ],
+    );
+    proxy.wait_until("/readyz", std::time::Duration::from_secs(30));
+    for (round, cache) in ["MISS", "HIT"].iter().enumerate() {
+        let reply = proxy.crawl(HOST, "/old-route").await;
+        assert_eq!(
+            reply.status.as_u16(),
+            307,
+            "round {round}: {}",
+            reply.text()
+        );
+        assert_eq!(
+            reply.header("location"),
+            Some("https://www.example.test/new-route?tab=2"),
+            "round {round}"
+        );
+        assert_eq!(
+            reply.header("x-prerender-cache"),
+            Some(*cache),
+            "round {round}"
+        );
+    }
+    assert_eq!(origin.hits("/old-route"), 1);
+    let shadow = proxy.crawl(HOST, "/shadow").await.text();
+    assert!(!shadow.contains("<template"), "{shadow}");
+    assert!(
+        shadow.contains(r#"<closed-box><p>Closed root text</p></closed-box>"#),
+        "{shadow}"
+    );
+    let noscript = proxy.crawl(HOST, "/noscript").await.text();
+    assert!(
+        noscript.contains("<noscript>You need to enable JavaScript"),
+        "{noscript}"
+    );
+    assert!(!noscript.contains("<script"), "{noscript}");
+    proxy.stop();
+}
+
+/// `prerender-proxy render` takes the same snapshot options.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_render_command_takes_snapshot_options() {
+    let origin = TestOrigin::start(fidelity_routes()).await;
+    let origin_url = origin.url().to_string();
+    let run = |args: Vec<&str>| {
+        let mut all = vec!["render", "https://www.example.test/shadow", "--origin"];
+        all.push(&origin_url);
+        all.extend(args);
+        let all: Vec<String> = all.into_iter().map(String::from).collect();
+        async move {
+            tokio::process::Command::new(common::proxy::BIN)
+                .args(&all)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let out = run(vec!["--shadow-dom", "flatten"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(r#"<closed-box><p>Closed root text</p></closed-box>"#),
+        "{stdout}"
+    );
+    let out = run(vec![]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(r#"<template shadowrootmode="closed">"#),
+        "{stdout}"
+    );
+    let out = run(vec!["--shadow-dom", "open"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("shadow-dom"), "{stderr}");
 }

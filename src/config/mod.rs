@@ -842,6 +842,71 @@ mod tests {
         assert_eq!(s.query_params, vec!["b".to_string(), "page".to_string()]);
         assert!(s.ignore.is_match("/api/x"));
         assert!(s.strip_scripts);
+        assert_eq!(s.snapshot, site::SnapshotOptions::default());
+    }
+
+    #[test]
+    fn snapshot_options_from_the_file_and_the_single_site_flags() {
+        let toml = r#"
+            [[sites]]
+            domain = "www.example.com"
+            origin = "http://10.0.0.5:8080"
+            shadow_dom = "flatten"
+            keep_noscript = true
+            max_render_height = 4000
+            client_redirect_status = 301
+        "#;
+        let c = resolve(ServeArgs::default(), toml).unwrap();
+        let expected = site::SnapshotOptions {
+            shadow_dom: crate::render::ShadowDom::Flatten,
+            keep_noscript: true,
+            max_render_height: 4000,
+            client_redirect_status: 301,
+        };
+        let s = c.sites.lookup("www.example.com").unwrap();
+        assert_eq!(s.snapshot, expected);
+        let e = resolve(ServeArgs::default(), &toml.replace("301", "200")).unwrap_err();
+        assert_eq!(e.field, "sites[0].client_redirect_status");
+
+        let flags = ServeArgs {
+            shadow_dom: Some("flatten".into()),
+            keep_noscript: true,
+            max_render_height: Some(4000),
+            client_redirect_status: Some(301),
+            ..Default::default()
+        };
+        let single = ServeArgs {
+            origin: Some("http://127.0.0.1:9".into()),
+            ..flags.clone()
+        };
+        let c = resolve(single.clone(), "").unwrap();
+        let s = c.sites.lookup("any.test").unwrap();
+        assert_eq!(s.snapshot, expected);
+        let plain = resolve(
+            ServeArgs {
+                origin: Some("http://127.0.0.1:9".into()),
+                ..Default::default()
+            },
+            "",
+        )
+        .unwrap();
+        assert_ne!(
+            plain.sites.lookup("any.test").unwrap().settings_hash,
+            s.settings_hash
+        );
+        let e = resolve(
+            ServeArgs {
+                shadow_dom: Some("open".into()),
+                ..single
+            },
+            "",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "shadow_dom");
+        // Without a single site they would do nothing: refused.
+        let e = resolve(flags, toml).unwrap_err();
+        assert_eq!(e.field, "shadow_dom");
+        assert!(e.message.contains("[[sites]]"), "{}", e.message);
     }
 
     #[test]
