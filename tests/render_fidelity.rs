@@ -505,6 +505,10 @@ fn redirect_routes() -> Vec<(&'static str, Route)> {
             "/elsewhere",
             page("location.href = 'https://accounts.other.test/login';"),
         ),
+        (
+            "/reloads",
+            page("location.reload(); setTimeout(() => { document.getElementById('out').textContent = 'after the reload attempt'; }, 300);"),
+        ),
         ("/target", page("")),
         ("/api/data.json", Route::json("{}")),
     ]
@@ -543,6 +547,13 @@ async fn a_page_that_moves_itself_is_answered_as_a_redirect() {
     let page = site.render("/elsewhere").await;
     assert_eq!((page.status, location(&page)), (200, None));
     assert!(page.html.contains("old route"), "{}", page.html);
+    let page = site.render("/reloads").await;
+    assert_eq!((page.status, location(&page)), (200, None));
+    assert!(
+        page.html.contains("after the reload attempt"),
+        "a reload is refused and the page waited for as usual: {}",
+        page.html
+    );
     // Another status, or none.
     let mut job = site.job("/old-route");
     job.client_redirect_status = 301;

@@ -69,8 +69,8 @@ const MAX_META_HEADERS: usize = 16;
 /// `max_render_height`.
 const TALL_LAYOUT_ROUNDS: usize = 3;
 /// Bound of waiting for the animation frames after a layout change (the
-/// page's own timer ends it after 500 ms; this covers a stalled page).
-const FRAMES_BOUND: Duration = Duration::from_secs(2);
+/// page's own timer ends it after 2 s; this covers a page that stalls).
+const FRAMES_BOUND: Duration = Duration::from_secs(3);
 
 /// Desktop viewport (a common laptop size).
 const DESKTOP_VIEWPORT: (i64, i64, f64) = (1366, 768, 1.0);
@@ -161,9 +161,10 @@ const LAYOUT_JS: &str = r#"(() => {
 /// event, as scrolling would) in the next frame, and resolves after a
 /// second frame and a task, when intersection observers have computed the
 /// new layout's intersections and their callbacks have run. A timer bounds
-/// it for a page whose frames stall.
+/// it for a page whose frames stall (generous: on a saturated machine a
+/// frame can take hundreds of milliseconds).
 const FRAMES_JS: &str = r#"new Promise((done) => {
-  const bound = setTimeout(done, 500);
+  const bound = setTimeout(done, 2000);
   requestAnimationFrame(() => {
     document.dispatchEvent(new Event('scroll', { bubbles: true }));
     requestAnimationFrame(() => setTimeout(() => {
@@ -718,10 +719,17 @@ impl Tab {
         })
     }
 
-    /// The page tried to leave for another URL and such moves are answered
-    /// as redirects: nothing it does afterwards matters.
+    /// The page tried to leave for another path of its site and such moves
+    /// are answered as redirects: nothing it does afterwards matters. (A
+    /// reload, or a move to another site, is snapshotted as usual.)
     fn redirects(&self, ctx: &RenderCtx) -> bool {
-        ctx.job.client_redirect_status != 0 && ctx.client_navigation().is_some()
+        ctx.job.client_redirect_status != 0
+            && client_redirect(
+                &ctx.job.public_url,
+                ctx.client_navigation().as_deref(),
+                None,
+            )
+            .is_some()
     }
 
     /// Waits until the page is ready (SPEC §3): `prerenderReady` when the
@@ -797,11 +805,14 @@ impl Tab {
                 break;
             }
             let started_before = ctx.requests_started();
+            // Only the layout grows: the view's visible size, which the
+            // compositor draws, stays the screen's, so a tall layout does
+            // not mean rastering 16,000 px of page.
+            let mut tall = SetDeviceMetricsOverrideParams::new(width, target, scale, mobile);
+            tall.dont_set_visible_size = Some(true);
             cdp(
                 "Emulation.setDeviceMetricsOverride",
-                self.page.execute(SetDeviceMetricsOverrideParams::new(
-                    width, target, scale, mobile,
-                )),
+                self.page.execute(tall),
             )
             .await?;
             self.tall = true;
