@@ -169,6 +169,21 @@ pub struct ServeArgs {
     /// replacing the built-in snapshots [default: built in].
     #[arg(long, env = "PRERENDER_CRAWLER_IP_RANGES", value_name = "DIR")]
     pub crawler_ip_ranges: Option<PathBuf>,
+    /// Single site: shadow roots as declarative shadow DOM, or the composed tree
+    /// written into the light DOM: declarative | flatten [default: declarative].
+    #[arg(long, env = "PRERENDER_SHADOW_DOM", value_name = "MODE")]
+    pub shadow_dom: Option<String>,
+    /// Single site: lay pages out up to this tall before the snapshot so content
+    /// that loads when scrolled into view is loaded; 0 = off [default: 16000].
+    #[arg(long, env = "PRERENDER_MAX_RENDER_HEIGHT", value_name = "PX")]
+    pub max_render_height: Option<u64>,
+    /// Single site: keep <noscript> elements in rendered pages.
+    #[arg(long, env = "PRERENDER_KEEP_NOSCRIPT")]
+    pub keep_noscript: bool,
+    /// Single site: status of the answer when a page's script moves it to another
+    /// path; 0 = off (the new route's content at the old URL) [default: 302].
+    #[arg(long, env = "PRERENDER_CLIENT_REDIRECT_STATUS", value_name = "STATUS")]
+    pub client_redirect_status: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -203,6 +218,19 @@ pub struct RenderArgs {
     /// Render with a mobile viewport and a smartphone crawler's User-Agent.
     #[arg(long)]
     pub mobile: bool,
+    /// Shadow roots as declarative shadow DOM, or the composed tree in the
+    /// light DOM: declarative | flatten.
+    #[arg(long, value_name = "MODE", default_value = "declarative")]
+    pub shadow_dom: String,
+    /// Lay the page out up to this tall before the snapshot (0 = off).
+    #[arg(long, value_name = "PX", default_value_t = crate::render::DEFAULT_MAX_RENDER_HEIGHT as u64)]
+    pub max_render_height: u64,
+    /// Keep <noscript> elements in the output.
+    #[arg(long)]
+    pub keep_noscript: bool,
+    /// Status of the answer when the page's script moves it to another path (0 = off).
+    #[arg(long, value_name = "STATUS", default_value_t = crate::render::DEFAULT_CLIENT_REDIRECT_STATUS as u64)]
+    pub client_redirect_status: u64,
 }
 
 #[derive(Debug, Args)]

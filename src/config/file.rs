@@ -103,6 +103,10 @@ pub struct SiteFile {
     #[serde(default)]
     pub query_params: Vec<String>,
     pub mobile_variant: Option<bool>,
+    pub shadow_dom: Option<String>,
+    pub keep_noscript: Option<bool>,
+    pub max_render_height: Option<u64>,
+    pub client_redirect_status: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -469,7 +469,15 @@ impl Config {
         let single_plan = pick(args.plan.clone(), file.plan);
         let origin = pick(args.origin.clone(), file.origin);
         let domains = pick(args.domains.clone(), file.domains);
-        let sites = resolve_sites(&file.sites, origin, domains, single_plan, &plans)?;
+        let single_snapshot = single_site_snapshot(args, origin.is_some())?;
+        let sites = resolve_sites(
+            &file.sites,
+            origin,
+            domains,
+            single_plan,
+            single_snapshot,
+            &plans,
+        )?;
 
         Ok(Config {
             listen,
@@ -632,11 +640,50 @@ pub fn parse_families(v: Option<String>) -> Result<Vec<Family>, ConfigError> {
     Ok(out)
 }
 
+/// The snapshot options of the single site of `--origin` mode, from their
+/// flags (and environment variables); refused without a single site, where
+/// they would silently do nothing.
+fn single_site_snapshot(
+    args: &ServeArgs,
+    single_site: bool,
+) -> Result<site::SnapshotOptions, ConfigError> {
+    let given = [
+        ("shadow_dom", args.shadow_dom.is_some()),
+        ("max_render_height", args.max_render_height.is_some()),
+        ("keep_noscript", args.keep_noscript),
+        (
+            "client_redirect_status",
+            args.client_redirect_status.is_some(),
+        ),
+    ];
+    if let Some((name, _)) = given
+        .iter()
+        .find(|(_, given)| *given)
+        .filter(|_| !single_site)
+    {
+        return Err(ConfigError::new(
+            *name,
+            format!(
+                "--{} applies to the single site of --origin mode; set {name} in [[sites]] instead",
+                name.replace('_', "-")
+            ),
+        ));
+    }
+    site::SnapshotOptions::parse(
+        args.shadow_dom.as_deref(),
+        Some(args.keep_noscript),
+        args.max_render_height,
+        args.client_redirect_status,
+        str::to_string,
+    )
+}
+
 fn resolve_sites(
     files: &[file::SiteFile],
     origin: Option<String>,
     domains: Option<Vec<String>>,
     single_plan: Option<String>,
+    single_snapshot: site::SnapshotOptions,
     plans: &BTreeMap<String, Plan>,
 ) -> Result<SiteTable, ConfigError> {
     let mut sites = Vec::new();
@@ -659,13 +706,19 @@ fn resolve_sites(
                 .ok_or_else(|| ConfigError::new("plan", format!("unknown plan {plan_name:?}")))?;
             let domains = domains.unwrap_or_default();
             if domains.is_empty() {
-                sites.push(Site::single(String::new(), origin.clone(), plan.clone()));
+                sites.push(
+                    Site::single(String::new(), origin.clone(), plan.clone())
+                        .with_snapshot(single_snapshot),
+                );
             }
             for d in domains.iter().filter(|d| !d.trim().is_empty()) {
                 let domain = site::normalise_domain(d).ok_or_else(|| {
                     ConfigError::new("domain", format!("{d:?} is not a host name"))
                 })?;
-                sites.push(Site::single(domain, origin.clone(), plan.clone()));
+                sites.push(
+                    Site::single(domain, origin.clone(), plan.clone())
+                        .with_snapshot(single_snapshot),
+                );
             }
         }
         None => {
@@ -977,6 +1030,71 @@ mod tests {
         assert_eq!(s.query_params, vec!["b".to_string(), "page".to_string()]);
         assert!(s.ignore.is_match("/api/x"));
         assert!(s.strip_scripts);
+        assert_eq!(s.snapshot, site::SnapshotOptions::default());
+    }
+
+    #[test]
+    fn snapshot_options_from_the_file_and_the_single_site_flags() {
+        let toml = r#"
+            [[sites]]
+            domain = "www.example.com"
+            origin = "http://10.0.0.5:8080"
+            shadow_dom = "flatten"
+            keep_noscript = true
+            max_render_height = 4000
+            client_redirect_status = 301
+        "#;
+        let c = resolve(ServeArgs::default(), toml).unwrap();
+        let expected = site::SnapshotOptions {
+            shadow_dom: crate::render::ShadowDom::Flatten,
+            keep_noscript: true,
+            max_render_height: 4000,
+            client_redirect_status: 301,
+        };
+        let s = c.sites.lookup("www.example.com").unwrap();
+        assert_eq!(s.snapshot, expected);
+        let e = resolve(ServeArgs::default(), &toml.replace("301", "200")).unwrap_err();
+        assert_eq!(e.field, "sites[0].client_redirect_status");
+
+        let flags = ServeArgs {
+            shadow_dom: Some("flatten".into()),
+            keep_noscript: true,
+            max_render_height: Some(4000),
+            client_redirect_status: Some(301),
+            ..Default::default()
+        };
+        let single = ServeArgs {
+            origin: Some("http://127.0.0.1:9".into()),
+            ..flags.clone()
+        };
+        let c = resolve(single.clone(), "").unwrap();
+        let s = c.sites.lookup("any.test").unwrap();
+        assert_eq!(s.snapshot, expected);
+        let plain = resolve(
+            ServeArgs {
+                origin: Some("http://127.0.0.1:9".into()),
+                ..Default::default()
+            },
+            "",
+        )
+        .unwrap();
+        assert_ne!(
+            plain.sites.lookup("any.test").unwrap().settings_hash,
+            s.settings_hash
+        );
+        let e = resolve(
+            ServeArgs {
+                shadow_dom: Some("open".into()),
+                ..single
+            },
+            "",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "shadow_dom");
+        // Without a single site they would do nothing: refused.
+        let e = resolve(flags, toml).unwrap_err();
+        assert_eq!(e.field, "shadow_dom");
+        assert!(e.message.contains("[[sites]]"), "{}", e.message);
     }
 
     #[test]
