@@ -234,6 +234,9 @@ pub struct PoolFigures {
     pub crashes: u64,
     pub tabs_reused: u64,
     pub tabs_discarded: u64,
+    pub tall_layouts: u64,
+    pub tall_layouts_capped: u64,
+    pub client_redirects: u64,
 }
 
 impl From<&PoolStats> for PoolFigures {
@@ -246,6 +249,9 @@ impl From<&PoolStats> for PoolFigures {
             crashes: s.crashes,
             tabs_reused: s.tabs_reused,
             tabs_discarded: s.tabs_discarded,
+            tall_layouts: s.tall_layouts,
+            tall_layouts_capped: s.tall_layouts_capped,
+            client_redirects: s.client_redirects,
         }
     }
 }
@@ -400,6 +406,9 @@ pub struct Metrics {
     /// tab.
     browser_tabs_reused: SyncedCounter,
     browser_tabs_discarded: SyncedCounter,
+    tall_layouts_whole: SyncedCounter,
+    tall_layouts_capped: SyncedCounter,
+    client_redirects_total: SyncedCounter,
 
     // --- Store -------------------------------------------------------------
     /// `prerender_store_errors_total`: failed store operations (Redis down,
@@ -569,6 +578,16 @@ impl Metrics {
             "Tabs after a render: reused for the site's next render, or discarded.",
             &["outcome"],
         );
+        let tall_layouts = counter_vec(
+            "prerender_tall_layouts_total",
+            "Renders laid out taller than the viewport to load content scrolled into view; \
+             capped=\"true\" when the document was taller than max_render_height.",
+            &["capped"],
+        );
+        let client_redirects_total = counter(
+            "prerender_client_redirects_total",
+            "Renders answered as a redirect because the page's script moved it to another path.",
+        );
         let store_errors_total = counter(
             "prerender_store_errors_total",
             "Failed page store operations.",
@@ -624,6 +643,9 @@ impl Metrics {
             browser_tabs_discarded: SyncedCounter::new(
                 browser_tabs.with_label_values(&["discarded"]),
             ),
+            tall_layouts_whole: SyncedCounter::new(tall_layouts.with_label_values(&["false"])),
+            tall_layouts_capped: SyncedCounter::new(tall_layouts.with_label_values(&["true"])),
+            client_redirects_total: SyncedCounter::new(client_redirects_total),
             store_errors_total,
             cache_entries,
         })
@@ -754,6 +776,10 @@ impl Metrics {
         self.browser_crashes_total.sync(pool.crashes);
         self.browser_tabs_reused.sync(pool.tabs_reused);
         self.browser_tabs_discarded.sync(pool.tabs_discarded);
+        self.tall_layouts_whole
+            .sync(pool.tall_layouts.saturating_sub(pool.tall_layouts_capped));
+        self.tall_layouts_capped.sync(pool.tall_layouts_capped);
+        self.client_redirects_total.sync(pool.client_redirects);
     }
 
     /// Runs `hook` at the start of every [`Metrics::render_text`], to copy
@@ -847,6 +873,9 @@ mod tests {
             crashes: 1,
             tabs_reused: 9,
             tabs_discarded: 2,
+            tall_layouts: 3,
+            tall_layouts_capped: 1,
+            client_redirects: 1,
         });
     }
 
@@ -1155,6 +1184,9 @@ mod tests {
             crashes: 4,
             tabs_reused: 7,
             tabs_discarded: 2,
+            tall_layouts: 5,
+            tall_layouts_capped: 2,
+            client_redirects: 3,
             ..PoolStats::default()
         };
         assert_eq!(
@@ -1167,8 +1199,23 @@ mod tests {
                 crashes: 4,
                 tabs_reused: 7,
                 tabs_discarded: 2,
+                tall_layouts: 5,
+                tall_layouts_capped: 2,
+                client_redirects: 3,
             }
         );
+        let m = Metrics::new();
+        m.sync_pool(&PoolFigures::from(&stats));
+        let text = m.render_text();
+        assert_eq!(
+            sample(&text, r#"prerender_tall_layouts_total{capped="false"}"#),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(&text, r#"prerender_tall_layouts_total{capped="true"}"#),
+            Some(2.0)
+        );
+        assert_eq!(sample(&text, "prerender_client_redirects_total"), Some(3.0));
     }
 
     #[test]

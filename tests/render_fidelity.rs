@@ -451,6 +451,12 @@ async fn content_that_loads_when_scrolled_into_view_is_loaded() {
     assert_eq!(site.origin.hits("/img/photo.png"), 0, "images stay blocked");
     let html = site.render("/scroll").await.html;
     assert!(html.contains("Footer loaded on scroll"), "{html}");
+    let stats = site.pool.stats();
+    assert_eq!(
+        (stats.tall_layouts, stats.tall_layouts_capped),
+        (2, 0),
+        "{stats:?}"
+    );
     site.pool.shutdown().await;
 }
 
@@ -472,6 +478,12 @@ async fn pages_are_laid_out_no_taller_than_max_render_height() {
         "{html}"
     );
     assert_eq!(site.origin.hits("/api/reviews.json"), 0);
+    let stats = site.pool.stats();
+    assert_eq!(
+        (stats.tall_layouts, stats.tall_layouts_capped),
+        (1, 1),
+        "one layout, capped at 2000 px; none at 0: {stats:?}"
+    );
     site.pool.shutdown().await;
 }
 
@@ -559,6 +571,7 @@ async fn a_page_that_moves_itself_is_answered_as_a_redirect() {
     job.client_redirect_status = 301;
     let page = site.pool.render(job).await.expect("render");
     assert_eq!(page.status, 301);
+    assert_eq!(site.pool.stats().client_redirects, 5);
     let mut job = site.job("/old-route");
     job.client_redirect_status = 0;
     let page = site.pool.render(job).await.expect("render");

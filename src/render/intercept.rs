@@ -57,6 +57,12 @@ pub(crate) struct Shared {
     /// Of those, requests refused because they aimed at internal addresses or
     /// non-http(s) schemes.
     pub blocked_internal: std::sync::atomic::AtomicU64,
+    /// Renders laid out taller than the viewport, and of those the ones
+    /// whose document was taller than `max_render_height`.
+    pub tall_layouts: std::sync::atomic::AtomicU64,
+    pub tall_layouts_capped: std::sync::atomic::AtomicU64,
+    /// Renders answered as client-side redirects.
+    pub client_redirects: std::sync::atomic::AtomicU64,
 }
 
 /// What the origin answered for the document.

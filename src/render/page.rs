@@ -146,14 +146,16 @@ const PAGE_HOOKS_JS: &str = r#"(() => {
   }) });
 })()"#;
 
-/// The document's height in CSS pixels, and whether the page watches for
-/// content scrolled into view (see [`PAGE_HOOKS_JS`]).
+/// Whether the page watches for content scrolled into view (see
+/// [`PAGE_HOOKS_JS`]), and then the document's height in CSS pixels (only
+/// then: reading it lays the page out).
 const LAYOUT_JS: &str = r#"(() => {
   const hooks = window[Symbol.for('prerender-proxy')];
+  if (!hooks || !hooks.watchesViewport()) return { lazy: false, height: 0 };
   const d = document.documentElement, b = document.body;
   return {
+    lazy: true,
     height: Math.ceil(Math.max(d ? d.scrollHeight : 0, b ? b.scrollHeight : 0)),
-    lazy: !!(hooks && hooks.watchesViewport()),
   };
 })()"#;
 
@@ -317,6 +319,8 @@ pub(crate) struct Tab {
     /// The tab holds the frozen page of a finished render (cleared by the
     /// event task when the next document commits).
     frozen: Arc<AtomicBool>,
+    /// The pool's shared state (its counters).
+    shared: Arc<Shared>,
 }
 
 impl Drop for Tab {
@@ -412,7 +416,7 @@ impl Tab {
             intercept::start_tab_events(
                 page.clone(),
                 current.clone(),
-                shared,
+                shared.clone(),
                 crashed.clone(),
                 frozen.clone(),
             ),
@@ -434,6 +438,7 @@ impl Tab {
             mobile: None,
             tall: false,
             frozen,
+            shared,
         })
     }
 
@@ -693,6 +698,7 @@ impl Tab {
                 href,
             ) {
                 tracing::info!(url = %ctx.job.public_url, to = %target, "page moved itself: answered as a redirect");
+                self.shared.client_redirects.fetch_add(1, Ordering::Relaxed);
                 return Ok(RenderedPage {
                     status: ctx.job.client_redirect_status,
                     headers: vec![("Location".to_string(), target.to_string())],
@@ -815,6 +821,15 @@ impl Tab {
                 self.page.execute(tall),
             )
             .await?;
+            if !self.tall {
+                self.shared.tall_layouts.fetch_add(1, Ordering::Relaxed);
+            }
+            if height > max && target > laid_out {
+                // Counted once: the next round finds target == laid_out.
+                self.shared
+                    .tall_layouts_capped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             self.tall = true;
             laid_out = target;
             let mut frames = EvaluateParams::new(FRAMES_JS);

@@ -142,6 +142,14 @@ pub struct PoolStats {
     pub requests_blocked: u64,
     /// Of those, requests to internal addresses or non-http(s) schemes (SSRF guard).
     pub requests_blocked_internal: u64,
+    /// Renders whose page was laid out taller than the viewport to load
+    /// content scrolled into view…
+    pub tall_layouts: u64,
+    /// …of which the document was taller than `max_render_height`.
+    pub tall_layouts_capped: u64,
+    /// Renders answered as a redirect: the page's script moved it to
+    /// another path of its site.
+    pub client_redirects: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -282,6 +290,9 @@ impl BrowserPool {
                 subresources: Mutex::new(SubresourceCache::new(cfg.subresource_cache_bytes)),
                 blocked: AtomicU64::new(0),
                 blocked_internal: AtomicU64::new(0),
+                tall_layouts: AtomicU64::new(0),
+                tall_layouts_capped: AtomicU64::new(0),
+                client_redirects: AtomicU64::new(0),
             }),
             cfg,
             root: Mutex::new(Some(root)),
@@ -384,6 +395,9 @@ impl BrowserPool {
             subresource_cache_bytes: bytes,
             requests_blocked: inner.shared.blocked.load(Ordering::Relaxed),
             requests_blocked_internal: inner.shared.blocked_internal.load(Ordering::Relaxed),
+            tall_layouts: inner.shared.tall_layouts.load(Ordering::Relaxed),
+            tall_layouts_capped: inner.shared.tall_layouts_capped.load(Ordering::Relaxed),
+            client_redirects: inner.shared.client_redirects.load(Ordering::Relaxed),
         }
     }
 
