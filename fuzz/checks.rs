@@ -16,12 +16,14 @@ use prerender_proxy::admin::body::{
     read_json, BodyError, RefreshRequest, WarmRequest, WarmTarget, MAX_URL_BYTES, MAX_WARM_URLS,
 };
 use prerender_proxy::admin::sitemap::{decode_sitemap_body, parse_sitemap};
-use prerender_proxy::bot::{BotDetector, RenderDecision, UaVerdict};
+use prerender_proxy::bot::{BotDetector, PassReason, RenderDecision, UaVerdict};
 use prerender_proxy::cache::key::{normalize_path, MAX_HOST_BYTES, MAX_PATH_BYTES};
 use prerender_proxy::cache::CacheKey;
 use prerender_proxy::cli::ServeArgs;
 use prerender_proxy::config::file::FileConfig;
-use prerender_proxy::config::{Config, ConfigError};
+use prerender_proxy::config::{Config, ConfigError, Plan, Site, SiteTable};
+use prerender_proxy::proxy::passthrough::{fuzzing, Framing};
+use prerender_proxy::proxy::request::resolve;
 
 /// Longest error text an admin API client is sent for a bad body.
 const MAX_BODY_ERROR_BYTES: usize = 1024;
@@ -84,12 +86,16 @@ fn check_key(key: &CacheKey, params: &[String], mobile: bool) {
         !domain.is_empty() && domain.len() <= MAX_HOST_BYTES,
         "{key}: domain length"
     );
-    assert!(
-        domain
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'),
-        "{key}: domain bytes"
-    );
+    // Host-name characters, or an IPv6 address in brackets.
+    let name = domain.bytes().all(|b| {
+        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'
+    });
+    let ipv6 = domain.starts_with('[')
+        && domain.ends_with(']')
+        && domain[1..domain.len() - 1]
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok();
+    assert!(name || ipv6, "{key}: domain bytes");
     assert!(path.starts_with('/'), "{key}: path must start with /");
     assert!(path.len() <= MAX_PATH_BYTES, "{key}: path too long");
     assert!(
@@ -342,5 +348,236 @@ pub fn sitemap(data: &[u8]) {
         for loc in &doc.locs {
             assert_eq!(loc.trim(), loc, "entries are trimmed");
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// relay_response_head
+
+/// Input: a response head (and whatever follows it) as an origin sends it;
+/// the first byte's low bits choose a HEAD request and a client that asked
+/// to close.
+///
+/// The relay's rewrite never panics and, when it accepts a head, gives the
+/// client a head that parses, keeps the status, frames the body one way
+/// only (one `content-length` that matches the framing, or `transfer-encoding:
+/// chunked` alone, or neither with `connection: close`), and never forwards
+/// a `Connection` header or a header it names.
+pub fn relay_response_head(data: &[u8]) {
+    let Some((&flags, raw)) = data.split_first() else {
+        return;
+    };
+    let (head_only, client_close) = (flags & 1 == 1, flags & 2 == 2);
+    let Ok(head) = fuzzing::response_head(raw, head_only, client_close) else {
+        return;
+    };
+    assert!(head.origin_head_len <= raw.len());
+    let mut headers = [httparse::EMPTY_HEADER; 256];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let status = parsed.parse(&head.bytes);
+    assert!(
+        matches!(status, Ok(httparse::Status::Complete(n)) if n == head.bytes.len()),
+        "rewritten head does not parse: {:?}",
+        String::from_utf8_lossy(&head.bytes)
+    );
+    let mut original_headers = [httparse::EMPTY_HEADER; 256];
+    let mut original = httparse::Response::new(&mut original_headers);
+    let _ = original.parse(raw);
+    assert_eq!(parsed.code, original.code, "status changed");
+    let named = |name: &str| {
+        parsed
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+            .collect::<Vec<_>>()
+    };
+    let lengths = named("content-length");
+    let codings = named("transfer-encoding");
+    let connection = named("connection");
+    assert!(lengths.len() <= 1, "{lengths:?}");
+    match head.framing {
+        Framing::Length(n) => {
+            assert_eq!(lengths, vec![n.to_string()]);
+            assert!(codings.is_empty());
+        }
+        Framing::Chunked => {
+            assert!(lengths.is_empty(), "length beside chunked");
+            assert_eq!(codings, vec!["chunked".to_string()]);
+        }
+        Framing::UntilClose => {
+            assert!(lengths.is_empty() && codings.is_empty());
+            assert!(!head.client_keep_alive && !head.origin_keep_alive);
+            assert_eq!(connection, vec!["close".to_string()]);
+        }
+        Framing::Empty => {
+            assert!(codings.is_empty());
+            if matches!(parsed.code, Some(204) | Some(100..=199)) {
+                assert!(lengths.is_empty(), "a length on a {:?}", parsed.code);
+            }
+        }
+    }
+    assert!(connection.iter().all(|c| c == "close"), "{connection:?}");
+    assert_eq!(head.client_keep_alive, connection.is_empty());
+    if client_close {
+        assert!(!head.client_keep_alive);
+    }
+    // Headers the origin's Connection named are gone, but never the ones it
+    // cannot remove.
+    for h in original
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+    {
+        for token in String::from_utf8_lossy(h.value).split(',').map(str::trim) {
+            if token.is_empty()
+                || ["close", "keep-alive", "content-length", "transfer-encoding"]
+                    .iter()
+                    .any(|t| token.eq_ignore_ascii_case(t))
+            {
+                continue;
+            }
+            assert!(
+                !parsed
+                    .headers
+                    .iter()
+                    .any(|o| o.name.eq_ignore_ascii_case(token)),
+                "{token} was named by Connection but forwarded"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// relay_chunked
+
+/// Input: a chunked body and what follows it; the first byte is where the
+/// input is split in two.
+///
+/// Splitting never changes where the body ends, whether it is an error, or
+/// what the client gets; what the client gets is itself a complete chunked
+/// body (ending exactly where it ends) with an empty trailer section.
+pub fn relay_chunked(data: &[u8]) {
+    let Some((&split, body)) = data.split_first() else {
+        return;
+    };
+    let split = usize::from(split).min(body.len());
+    let whole = fuzzing::chunked_body(&[body]);
+    let pieces = fuzzing::chunked_body(&[&body[..split], &body[split..]]);
+    assert_eq!(whole, pieces, "splitting at {split} changed the outcome");
+    let bytewise: Vec<&[u8]> = body.chunks(1).collect();
+    assert_eq!(whole, fuzzing::chunked_body(&bytewise), "byte by byte");
+    if let Ok(Some((end, out))) = whole {
+        assert!(end <= body.len());
+        assert!(out.len() <= end + 2);
+        assert!(out.ends_with(b"0\r\n\r\n") || out.ends_with(b"\r\n\r\n"));
+        let again = fuzzing::chunked_body(&[&out]);
+        assert_eq!(
+            again,
+            Ok(Some((out.len(), out.clone()))),
+            "client's body is not chunked whole"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// relay_plan
+
+/// The sites and bot detector the request planner is checked against.
+fn relay_fixture() -> &'static (SiteTable, BotDetector) {
+    static FIXTURE: OnceLock<(SiteTable, BotDetector)> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let origin = url::Url::parse("http://127.0.0.1:9").unwrap();
+        let plan = Plan::builtins().into_values().next().unwrap();
+        let mut sites = Vec::new();
+        for domain in [
+            "www.example.test",
+            "my_app.example.com",
+            "[::1]",
+            "10.0.0.5",
+        ] {
+            let mut site = Site::single(domain.to_string(), origin.clone(), plan.clone());
+            site.query_params = vec!["page".to_string()];
+            site.ignore = regex::RegexSet::new(["^/api/"]).unwrap();
+            sites.push(site);
+        }
+        let sites = SiteTable::new(sites).unwrap();
+        (
+            sites,
+            BotDetector::with_defaults().expect("built-in patterns compile"),
+        )
+    })
+}
+
+/// Whether the relay's planner takes `data` (for tests that the corpus
+/// reaches the property, not only the refusals).
+pub fn relay_plan_takes(data: &[u8]) -> bool {
+    let (sites, bots) = relay_fixture();
+    fuzzing::plan_request(sites, bots, data).is_some()
+}
+
+/// The request head as hyper's server hands it to the full path, or
+/// `None` where hyper would refuse it.
+fn as_hyper_request(raw: &[u8]) -> Option<http::Request<()>> {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut req = httparse::Request::new(&mut headers);
+    req.parse(raw).ok()?;
+    let mut builder = http::Request::builder()
+        .method(http::Method::from_bytes(req.method?.as_bytes()).ok()?)
+        .uri(http::Uri::try_from(req.path?).ok()?)
+        .version(http::Version::HTTP_11);
+    for h in req.headers.iter() {
+        builder = builder.header(
+            http::HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+            http::HeaderValue::from_bytes(h.value).ok()?,
+        );
+    }
+    builder.body(()).ok()
+}
+
+/// Input: a raw request head, as a client sends it.
+///
+/// Whenever the relay's planner takes a request, hyper reads the same
+/// bytes as a request, `request::resolve` accepts it for the same site and
+/// host, the cache key made from either is the same, and the full path's
+/// bot decision passes it through too (as an asset exactly when the relay
+/// says so): the relay never serves what the full path would refuse or
+/// render.
+pub fn relay_plan(data: &[u8]) {
+    let (sites, bots) = relay_fixture();
+    let Some(planned) = fuzzing::plan_request(sites, bots, data) else {
+        return;
+    };
+    let req = as_hyper_request(data).expect("the relay took a request hyper cannot read");
+    let target = resolve(&req, sites).expect("the relay took a request resolve refuses");
+    assert!(
+        std::sync::Arc::ptr_eq(&planned.site, &target.site),
+        "another site"
+    );
+    assert_eq!(planned.host, target.host, "another host");
+    let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let site = &target.site;
+    assert_eq!(
+        CacheKey::new(&planned.host, pq, &site.query_params, false),
+        CacheKey::new(&target.host, pq, &site.query_params, false),
+        "another cache key"
+    );
+    assert!(
+        CacheKey::new(&target.host, pq, &site.query_params, false).is_ok(),
+        "the full path could not key {pq:?}"
+    );
+    match bots.decide(
+        req.method(),
+        req.uri().path(),
+        req.uri().query(),
+        req.headers(),
+        &site.ignore,
+    ) {
+        RenderDecision::Render { rule } => panic!("the full path would render it ({rule})"),
+        RenderDecision::Pass(reason) => assert_eq!(
+            reason == PassReason::StaticAsset,
+            planned.asset,
+            "asset or not: {reason:?}"
+        ),
     }
 }

@@ -146,6 +146,44 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish [default: 25].
     #[arg(long, env = "PRERENDER_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
+    /// Peers (CDN, load balancer) whose X-Forwarded-For names the client: CIDRs or addresses,
+    /// comma-separated [default: none].
+    #[arg(long, env = "PRERENDER_TRUSTED_PROXIES", value_name = "CIDR[,…]")]
+    pub trusted_proxies: Option<String>,
+    /// Check that requests claiming a major crawler come from it: off | log | enforce
+    /// [default: log].
+    #[arg(long, env = "PRERENDER_VERIFY_CRAWLERS", value_name = "MODE")]
+    pub verify_crawlers: Option<String>,
+    /// DNS server for crawler verification, IP:PORT (UDP and TCP) [default: the system's].
+    #[arg(long, env = "PRERENDER_DNS_RESOLVER", value_name = "ADDR")]
+    pub dns_resolver: Option<String>,
+    /// With verify_crawlers = enforce, per site: renders of new pages per minute for bots
+    /// that are not verified crawlers [default: 60].
+    #[arg(
+        long,
+        env = "PRERENDER_UNVERIFIED_RENDERS_PER_MINUTE",
+        value_name = "N"
+    )]
+    pub unverified_renders_per_minute: Option<u64>,
+    /// Directory of crawler IP range files (<crawler>.json, as their operators publish them)
+    /// replacing the built-in snapshots [default: built in].
+    #[arg(long, env = "PRERENDER_CRAWLER_IP_RANGES", value_name = "DIR")]
+    pub crawler_ip_ranges: Option<PathBuf>,
+    /// Single site: shadow roots as declarative shadow DOM, or the composed tree
+    /// written into the light DOM: declarative | flatten [default: declarative].
+    #[arg(long, env = "PRERENDER_SHADOW_DOM", value_name = "MODE")]
+    pub shadow_dom: Option<String>,
+    /// Single site: lay pages out up to this tall before the snapshot so content
+    /// that loads when scrolled into view is loaded; 0 = off [default: 16000].
+    #[arg(long, env = "PRERENDER_MAX_RENDER_HEIGHT", value_name = "PX")]
+    pub max_render_height: Option<u64>,
+    /// Single site: keep <noscript> elements in rendered pages.
+    #[arg(long, env = "PRERENDER_KEEP_NOSCRIPT")]
+    pub keep_noscript: bool,
+    /// Single site: status of the answer when a page's script moves it to another
+    /// path; 0 = off (the new route's content at the old URL) [default: 302].
+    #[arg(long, env = "PRERENDER_CLIENT_REDIRECT_STATUS", value_name = "STATUS")]
+    pub client_redirect_status: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +218,19 @@ pub struct RenderArgs {
     /// Render with a mobile viewport and a smartphone crawler's User-Agent.
     #[arg(long)]
     pub mobile: bool,
+    /// Shadow roots as declarative shadow DOM, or the composed tree in the
+    /// light DOM: declarative | flatten.
+    #[arg(long, value_name = "MODE", default_value = "declarative")]
+    pub shadow_dom: String,
+    /// Lay the page out up to this tall before the snapshot (0 = off).
+    #[arg(long, value_name = "PX", default_value_t = crate::render::DEFAULT_MAX_RENDER_HEIGHT as u64)]
+    pub max_render_height: u64,
+    /// Keep <noscript> elements in the output.
+    #[arg(long)]
+    pub keep_noscript: bool,
+    /// Status of the answer when the page's script moves it to another path (0 = off).
+    #[arg(long, value_name = "STATUS", default_value_t = crate::render::DEFAULT_CLIENT_REDIRECT_STATUS as u64)]
+    pub client_redirect_status: u64,
 }
 
 #[derive(Debug, Args)]

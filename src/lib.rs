@@ -6,9 +6,12 @@
 //! - `bot`: who is a crawler (pattern families + woothee) and which requests render.
 //! - `proxy`: the public listener — host checks, human passthrough, bot path.
 //! - `cache`: cache keys and the page store (Redis or embedded).
+//! - `domain`: the one parse of a public host (config, routing, cache keys).
 //! - `render`: the Chromium pool, one page render, and the render queue.
 //! - `refresh`: the refresher (scheduled re-renders, origin polling).
 //! - `admin`: the admin listener (health, readiness, API, metrics, dashboard).
+//! - `verify`: crawler verification (reverse DNS, published IP ranges) and
+//!   the render budget of unverified bots.
 
 pub mod admin;
 pub mod bot;
@@ -16,6 +19,7 @@ pub mod cache;
 pub mod check_config;
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod is_bot;
 pub mod jobs;
 pub mod listener;
@@ -27,3 +31,4 @@ pub mod render;
 pub mod render_command;
 pub mod serve;
 pub mod telemetry;
+pub mod verify;

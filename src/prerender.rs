@@ -539,6 +539,10 @@ impl Prerenderer {
             origin: site.origin.clone(),
             strip_scripts: site.strip_scripts,
             mobile: key.is_mobile(),
+            shadow_dom: site.snapshot.shadow_dom,
+            keep_noscript: site.snapshot.keep_noscript,
+            max_render_height: site.snapshot.max_render_height,
+            client_redirect_status: site.snapshot.client_redirect_status,
         };
         let renderer = match &self.executor {
             Executor::Local(renderer) => renderer,

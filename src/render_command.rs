@@ -45,6 +45,16 @@ async fn render(args: &RenderArgs) -> ExitCode {
             Err(e) => return fail(format!("cannot derive the origin: {e}")),
         },
     };
+    let snapshot = match crate::config::site::SnapshotOptions::parse(
+        Some(&args.shadow_dom),
+        Some(args.keep_noscript),
+        Some(args.max_render_height),
+        Some(args.client_redirect_status),
+        |name| name.replace('_', "-"),
+    ) {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
     let chrome = match args.chrome.clone().or_else(PoolConfig::find_chrome) {
         Some(c) => c,
         None => {
@@ -67,6 +77,10 @@ async fn render(args: &RenderArgs) -> ExitCode {
         origin,
         strip_scripts: !args.keep_scripts,
         mobile: args.mobile,
+        shadow_dom: snapshot.shadow_dom,
+        keep_noscript: snapshot.keep_noscript,
+        max_render_height: snapshot.max_render_height,
+        client_redirect_status: snapshot.client_redirect_status,
     };
     let result = pool.render(job).await;
     pool.shutdown().await;

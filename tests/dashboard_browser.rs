@@ -360,6 +360,24 @@ async fn dashboard_shows_stats_in_headless_chromium_without_console_errors() {
     )
     .await;
 
+    // A link with the token in its fragment (what examples/run.sh prints)
+    // signs in without the form and leaves no token in the address bar.
+    let linked = browser.new_page("about:blank").await.unwrap();
+    tokio::time::timeout(HANG, linked.goto(format!("http://{addr}/#token={TOKEN}")))
+        .await
+        .expect("navigation hung")
+        .unwrap();
+    wait_until(
+        &linked,
+        "document.getElementById('login').hidden
+         && document.querySelectorAll('#domains .card').length === 2",
+    )
+    .await;
+    assert_eq!(
+        eval::<String>(&linked, "location.href").await,
+        format!("http://{addr}/")
+    );
+
     // Control: the same page with its script refused by policy is reported,
     // so an empty problem list above means something.
     let control = browser.new_page("about:blank").await.unwrap();

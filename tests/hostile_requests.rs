@@ -451,3 +451,158 @@ async fn two_hundred_malformed_requests_never_reach_the_origin() {
     .await;
     assert_eq!(r.status, 200, "the proxy is still serving");
 }
+
+/// Sends raw bytes and reads until the proxy closes the connection (or 10 s
+/// pass): every byte it sent, and whether it closed.
+fn raw_all(port: u16, request: &[u8]) -> (String, bool) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(request);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let closed = loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break true,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&buf).into_owned(), closed)
+}
+
+/// The status codes of the answers in `all`, in order.
+fn statuses(all: &str) -> Vec<u16> {
+    all.match_indices("HTTP/1.")
+        .filter_map(|(i, _)| all[i..].split(' ').nth(1)?.parse().ok())
+        .collect()
+}
+
+/// The classic request-smuggling set, over raw client sockets, alone and
+/// behind a plain request the raw relay answers first: a request framed
+/// two ways is framed by Transfer-Encoding and its connection closed after
+/// the answer; anything ambiguous is a 400. No request hidden in a body
+/// ever reaches the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_smuggling_is_framed_once_or_refused() {
+    let origin = counting_origin().await;
+    let proxy = ProxyProcess::start(&["--origin", &origin.url(), "--domain", "www.example.test"]);
+    let host = "Host: www.example.test";
+    let hidden = "GET /smuggled HTTP/1.1\r\nHost: www.example.test\r\n\r\n";
+    let plain_first = format!("GET /first HTTP/1.1\r\n{host}\r\nUser-Agent: {FIREFOX}\r\n\r\n");
+
+    // Framed by Transfer-Encoding, then closed: CL.TE (the length covers
+    // the hidden request, the chunked framing ends before it) and TE.CL
+    // (the hidden request inside a chunk, a length that ends before it).
+    let cl_te = format!(
+        "POST /target HTTP/1.1\r\n{host}\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{hidden}",
+        5 + hidden.len()
+    );
+    let te_cl = format!(
+        "POST /target HTTP/1.1\r\n{host}\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n{:x}\r\n{hidden}\r\n0\r\n\r\n{hidden}",
+        hidden.len()
+    );
+    for (name, request) in [("CL.TE", &cl_te), ("TE.CL", &te_cl)] {
+        for prefix in ["", plain_first.as_str()] {
+            let (all, closed) = raw_all(proxy.port, format!("{prefix}{request}").as_bytes());
+            let expected = if prefix.is_empty() {
+                vec![200]
+            } else {
+                vec![200, 200]
+            };
+            assert_eq!(statuses(&all), expected, "{name} after {prefix:?}: {all}");
+            assert!(
+                closed,
+                "{name}: the connection stayed open after a CL+TE request"
+            );
+        }
+    }
+
+    // Ambiguous framing: 400, and nothing reaches the origin.
+    let body = format!("0\r\n\r\n{hidden}");
+    let refused: Vec<(&str, String)> = vec![
+        (
+            "obfuscated TE (unknown coding)",
+            "Transfer-Encoding: xchunked\r\n".to_string(),
+        ),
+        (
+            "TE not ending in chunked",
+            "Transfer-Encoding: chunked, identity\r\n".to_string(),
+        ),
+        ("TE identity", "Transfer-Encoding: identity\r\n".to_string()),
+        (
+            "TE lines, the last not chunked",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n".to_string(),
+        ),
+        (
+            "space before the colon",
+            "Transfer-Encoding : chunked\r\n".to_string(),
+        ),
+        (
+            "TE folded onto the line before",
+            "X-A: 1\r\n Transfer-Encoding: chunked\r\n".to_string(),
+        ),
+        (
+            "TE with a vertical tab",
+            "Transfer-Encoding:\x0bchunked\r\n".to_string(),
+        ),
+        (
+            "unequal Content-Length lines",
+            format!("Content-Length: 5\r\nContent-Length: {}\r\n", body.len()),
+        ),
+        (
+            "unequal Content-Length list",
+            format!("Content-Length: 5, {}\r\n", body.len()),
+        ),
+        (
+            "signed Content-Length",
+            format!("Content-Length: +{}\r\n", body.len()),
+        ),
+        (
+            "negative Content-Length",
+            "Content-Length: -1\r\n".to_string(),
+        ),
+    ];
+    for (name, headers) in &refused {
+        for method in ["POST", "GET"] {
+            let request = format!("{method} /target HTTP/1.1\r\n{host}\r\n{headers}\r\n{body}");
+            for prefix in ["", plain_first.as_str()] {
+                let (all, closed) = raw_all(proxy.port, format!("{prefix}{request}").as_bytes());
+                let mut expected = if prefix.is_empty() { vec![] } else { vec![200] };
+                expected.push(400);
+                assert_eq!(statuses(&all), expected, "{name} ({method}): {all}");
+                assert!(closed, "{name} ({method}): connection left open");
+            }
+        }
+    }
+    // HTTP/1.0 has no Transfer-Encoding.
+    let (all, _) = raw_all(
+        proxy.port,
+        format!("POST /target HTTP/1.0\r\n{host}\r\nTransfer-Encoding: chunked\r\n\r\n{body}")
+            .as_bytes(),
+    );
+    assert_eq!(statuses(&all), vec![400], "{all}");
+
+    // Transfer-Encoding on a GET frames its (empty) body: the request after
+    // it on the connection is the next request, not garbage.
+    let requests = format!(
+        "GET /te-get HTTP/1.1\r\n{host}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /after-te-get HTTP/1.1\r\n{host}\r\nConnection: close\r\n\r\n"
+    );
+    let (all, _) = raw_all(proxy.port, requests.as_bytes());
+    assert_eq!(statuses(&all), vec![200, 200], "{all}");
+    assert_eq!(origin.hits("/te-get"), 1);
+    assert_eq!(origin.hits("/after-te-get"), 1);
+
+    assert_eq!(
+        origin.hits("/smuggled"),
+        0,
+        "{:?}",
+        origin.hits.lock().unwrap()
+    );
+    // CL.TE and TE.CL reached the origin once per attempt, nothing else did.
+    assert_eq!(
+        origin.hits("/target"),
+        4,
+        "{:?}",
+        origin.hits.lock().unwrap()
+    );
+}

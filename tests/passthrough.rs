@@ -539,7 +539,10 @@ fn split_answer(buf: &[u8], closed: bool) -> Option<(String, Vec<u8>, usize)> {
         .lines()
         .find_map(|l| l.strip_prefix("content-length: "))
         .map(|v| v.trim().parse::<usize>().unwrap());
-    let head_only = lower.contains("x-head: yes");
+    // Answers to HEAD (marked by the test origins) and 204 and 304 have no body.
+    let head_only = lower.contains("x-head: yes")
+        || lower.starts_with("http/1.1 204")
+        || lower.starts_with("http/1.1 304");
     match length {
         _ if head_only => Some((head, Vec::new(), end)),
         Some(n) if buf.len() >= end + n => Some((head, buf[end..end + n].to_vec(), end + n)),
@@ -706,6 +709,24 @@ async fn a_connection_moves_to_the_full_path_when_a_request_needs_it() {
     assert_eq!(answers[2].1, b"<h1>origin page</h1>");
 }
 
+/// [`threads`] once `count` public listener threads have named themselves
+/// and set their policy (a thread does both when it first runs, which on a
+/// busy machine can be after the first answer), or after 10 s.
+fn threads_once_started(pid: u32, count: usize) -> Vec<(String, u32)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = threads(pid);
+        let started = all
+            .iter()
+            .filter(|(name, _)| name.starts_with("public-"))
+            .count();
+        if started >= count || std::time::Instant::now() > deadline {
+            return all;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Each thread's name and Linux scheduling policy (0 normal, 3 batch).
 fn threads(pid: u32) -> Vec<(String, u32)> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -740,7 +761,7 @@ async fn public_connections_are_served_on_the_configured_threads() {
     for (i, reply) in replies.into_iter().enumerate() {
         assert_eq!(reply.await.unwrap()[0].1, format!("/n{i}").into_bytes());
     }
-    let all = threads(proxy.pid());
+    let all = threads_once_started(proxy.pid(), 7);
     let public: Vec<&(String, u32)> = all
         .iter()
         .filter(|(name, _)| name.starts_with("public-"))
@@ -768,7 +789,7 @@ async fn public_threads_default_to_one_per_core() {
         b"/n"
     );
     let cores = std::thread::available_parallelism().unwrap().get();
-    let all = threads(proxy.pid());
+    let all = threads_once_started(proxy.pid(), cores);
     assert_eq!(
         all.iter()
             .filter(|(name, _)| name.starts_with("public-"))
@@ -793,7 +814,7 @@ async fn public_threads_keep_the_normal_policy_when_asked() {
         raw_exchange_owned(proxy.port, get_line("/n")).await[0].1,
         b"/n"
     );
-    let all = threads(proxy.pid());
+    let all = threads_once_started(proxy.pid(), 2);
     assert_eq!(
         all.iter()
             .filter(|(name, policy)| name.starts_with("public-") && *policy == SCHED_OTHER)
@@ -805,4 +826,447 @@ async fn public_threads_keep_the_normal_policy_when_asked() {
 
 async fn raw_exchange_owned(port: u16, request: String) -> Vec<(String, Vec<u8>)> {
     raw_exchange(port, request.as_bytes(), 1).await
+}
+
+// ---- the framing rules of SPEC §2 "Humans", on both passthrough paths ----
+
+/// Which of the two passthrough paths a request takes: the raw relay takes
+/// a plain `GET`/`HEAD`; any request with a `Content-Length` (even 0) goes
+/// to hyper and the full path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Relay,
+    Hyper,
+}
+
+const BOTH: [Via; 2] = [Via::Relay, Via::Hyper];
+
+/// A request head for `path` on the given path; `extra` header lines end
+/// in `\r\n`.
+fn request_via(via: Via, method: &str, path: &str, extra: &str) -> String {
+    let length = match via {
+        Via::Relay => "",
+        Via::Hyper => "Content-Length: 0\r\n",
+    };
+    format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: {FIREFOX}\r\n{length}{extra}\r\n")
+}
+
+/// What the scripted origin does for one request, in order.
+enum Step {
+    Send(Vec<u8>),
+    Pause(Duration),
+    Close,
+}
+
+fn send_step(bytes: &[u8]) -> Step {
+    Step::Send(bytes.to_vec())
+}
+
+/// An origin that answers every request with the raw bytes its test
+/// scripts for the request's path, misbehaving on purpose. It records each
+/// request head it reads and counts connections.
+struct ScriptedOrigin {
+    port: u16,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A complete answer nobody asked for: if it is ever read as the answer
+/// to a request, that request got someone else's answer.
+const STRAY_ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nSTRAY!";
+
+impl ScriptedOrigin {
+    async fn start(script: fn(&str) -> Vec<Step>) -> ScriptedOrigin {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (seen, counter) = (heads.clone(), connections.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let end = loop {
+                            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break end + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                        buf.drain(..end);
+                        // A request body is read past (the tests send none
+                        // or a few bytes, with Content-Length).
+                        let length = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        while buf.len() < length {
+                            let mut chunk = [0u8; 4096];
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..length);
+                        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                        seen.lock().unwrap().push(head);
+                        for step in script(&path) {
+                            match step {
+                                Step::Send(bytes) => {
+                                    if stream.write_all(&bytes).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                Step::Pause(pause) => tokio::time::sleep(pause).await,
+                                Step::Close => return,
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        ScriptedOrigin {
+            port,
+            heads,
+            connections,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The last request head that reached the origin with `path`.
+    fn head_for(&self, path: &str) -> String {
+        let wanted = format!(" {path} ");
+        self.heads
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|h| h.contains(&wanted))
+            .cloned()
+            .unwrap_or_else(|| panic!("{path} never reached the origin"))
+    }
+}
+
+/// The scripted answers of the framing tests, by path. Any other path is
+/// answered with its own path as the body (Content-Length framed).
+fn misbehaving(path: &str) -> Vec<Step> {
+    let with_stray = |answer: &[u8]| vec![send_step(&[answer, STRAY_ANSWER].concat())];
+    match path {
+        // Stray bytes in the same packet as the answer.
+        "/head-stray" => with_stray(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Head: yes\r\n\r\n"),
+        "/no-content-stray" => with_stray(b"HTTP/1.1 204 No Content\r\n\r\n"),
+        "/not-modified-stray" => with_stray(b"HTTP/1.1 304 Not Modified\r\nETag: \"a\"\r\n\r\n"),
+        "/past-length" => with_stray(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        // Stray bytes that come later, after the proxy has read the answer.
+        "/late-stray" => vec![
+            send_step(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+            Step::Pause(Duration::from_millis(150)),
+            send_step(STRAY_ANSWER),
+        ],
+        // `Connection` naming framing headers.
+        "/connection-content-length" => vec![send_step(
+            b"HTTP/1.1 200 OK\r\nConnection: content-length, transfer-encoding\r\nContent-Length: 5\r\n\r\nhello",
+        )],
+        // A transfer coding that does not end in chunked, with a length
+        // that is not the body's.
+        "/gzip-coded" => vec![
+            send_step(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\n"),
+            send_step(b"0123456789 then the origin closes"),
+            Step::Close,
+        ],
+        "/length-list" => vec![send_step(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello")],
+        "/length-twice" => vec![send_step(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        )],
+        "/length-unequal" => vec![
+            send_step(b"HTTP/1.1 200 OK\r\nContent-Length: 2, 7\r\n\r\nokSTRAY!"),
+            Step::Close,
+        ],
+        "/trailers" => vec![send_step(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n5\r\nhello\r\n0\r\nx-sum: 5\r\nx-smuggled: 1\r\n\r\n",
+        )],
+        "/bad-chunk" => vec![
+            send_step(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\nhello\r\n"),
+            Step::Close,
+        ],
+        "/switch" => vec![send_step(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
+        )],
+        _ => vec![send_step(
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{path}", path.len()).as_bytes(),
+        )],
+    }
+}
+
+/// One listener thread: every client connection shares its idle origin
+/// connections, so a connection left dirty would be the next one used.
+fn one_thread_proxy(origin: &ScriptedOrigin) -> ProxyProcess {
+    ProxyProcess::start(&["--origin", &origin.url(), "--public-threads", "1"])
+}
+
+#[tokio::test]
+async fn stray_bytes_after_an_answer_retire_the_origin_connection() {
+    let origin = ScriptedOrigin::start(misbehaving).await;
+    let proxy = one_thread_proxy(&origin);
+    for via in BOTH {
+        for (method, path, status) in [
+            ("HEAD", "/head-stray", 200),
+            ("GET", "/no-content-stray", 204),
+            ("GET", "/not-modified-stray", 304),
+            ("GET", "/past-length", 200),
+            ("GET", "/late-stray", 200),
+        ] {
+            let request = request_via(via, method, path, "");
+            let answers = raw_exchange(proxy.port, request.as_bytes(), 1).await;
+            assert!(
+                answers[0].0.starts_with(&format!("HTTP/1.1 {status}")),
+                "{via:?} {path}: {}",
+                answers[0].0
+            );
+            // Let late bytes arrive while the connection waits idle.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            // The next request, on a new client connection, must get its
+            // own answer, never the stray one, on a new origin connection.
+            let before = origin.connections();
+            let next = request_via(via, "GET", "/next", "");
+            let answers = raw_exchange(proxy.port, next.as_bytes(), 1).await;
+            assert_eq!(
+                String::from_utf8_lossy(&answers[0].1),
+                "/next",
+                "{via:?} after {path}: {answers:?}"
+            );
+            assert_eq!(origin.connections(), before + 1, "{via:?} after {path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn connection_never_removes_framing_host_or_forwarding_headers() {
+    let origin = ScriptedOrigin::start(misbehaving).await;
+    let proxy = one_thread_proxy(&origin);
+    for via in BOTH {
+        // The origin's `Connection: content-length` keeps the length: the
+        // next answer on the same client connection is not merged into
+        // this body.
+        let requests = [
+            request_via(via, "GET", "/connection-content-length", ""),
+            request_via(via, "GET", "/after", ""),
+        ]
+        .concat();
+        let answers = raw_exchange(proxy.port, requests.as_bytes(), 2).await;
+        let head = answers[0].0.to_ascii_lowercase();
+        assert!(head.contains("content-length: 5\r\n"), "{via:?}: {head}");
+        assert_eq!(answers[0].1, b"hello", "{via:?}");
+        assert_eq!(answers[1].1, b"/after", "{via:?}");
+
+        // A client's `Connection` cannot take Host or X-Forwarded-* away
+        // from the origin.
+        let path = format!("/client-connection-{via:?}");
+        let request = request_via(
+            via,
+            "GET",
+            &path,
+            "Connection: host, x-forwarded-for, x-forwarded-proto, x-forwarded-host\r\nX-Forwarded-For: 192.0.2.7\r\n",
+        );
+        raw_exchange(proxy.port, request.as_bytes(), 1).await;
+        let seen = origin.head_for(&path).to_ascii_lowercase();
+        assert!(seen.contains("\r\nhost: localhost\r\n"), "{via:?}: {seen}");
+        assert!(seen.contains("\r\nx-forwarded-for: "), "{via:?}: {seen}");
+        assert!(seen.contains("127.0.0.1"), "{via:?}: {seen}");
+        assert!(
+            seen.contains("\r\nx-forwarded-proto: http\r\n"),
+            "{via:?}: {seen}"
+        );
+        assert!(
+            seen.contains("\r\nx-forwarded-host: localhost\r\n"),
+            "{via:?}: {seen}"
+        );
+        // The request took the path it was meant to: the relay keeps the
+        // client's header case, hyper writes names in lowercase.
+        let original = origin.head_for(&path);
+        assert_eq!(
+            original.contains("\r\nHost: "),
+            via == Via::Relay,
+            "{original}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_transfer_coding_not_ending_in_chunked_reaches_the_client_close_delimited() {
+    let origin = ScriptedOrigin::start(misbehaving).await;
+    let proxy = one_thread_proxy(&origin);
+    for via in BOTH {
+        let all = raw_until_close(
+            proxy.port,
+            request_via(via, "GET", "/gzip-coded", "").as_bytes(),
+        )
+        .await;
+        let end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
+        assert!(head.contains(" 200 "), "{via:?}: {head}");
+        assert!(!head.contains("content-length"), "{via:?}: {head}");
+        assert!(!head.contains("transfer-encoding"), "{via:?}: {head}");
+        assert!(head.contains("connection: close\r\n"), "{via:?}: {head}");
+        assert_eq!(&all[end..], b"0123456789 then the origin closes", "{via:?}");
+    }
+}
+
+#[tokio::test]
+async fn repeated_lengths_become_one_and_unequal_lengths_are_a_502() {
+    let origin = ScriptedOrigin::start(misbehaving).await;
+    let proxy = one_thread_proxy(&origin);
+    for via in BOTH {
+        for path in ["/length-list", "/length-twice"] {
+            let answers =
+                raw_exchange(proxy.port, request_via(via, "GET", path, "").as_bytes(), 1).await;
+            let head = answers[0].0.to_ascii_lowercase();
+            assert_eq!(
+                head.matches("content-length").count(),
+                1,
+                "{via:?} {path}: {head}"
+            );
+            assert!(
+                head.contains("content-length: 5\r\n"),
+                "{via:?} {path}: {head}"
+            );
+            assert_eq!(answers[0].1, b"hello", "{via:?} {path}");
+        }
+        let answers = raw_exchange(
+            proxy.port,
+            request_via(via, "GET", "/length-unequal", "").as_bytes(),
+            1,
+        )
+        .await;
+        assert!(
+            answers[0].0.starts_with("HTTP/1.1 502"),
+            "{via:?}: {answers:?}"
+        );
+        assert_eq!(answers[0].1, b"origin unreachable\n", "{via:?}");
+    }
+}
+
+#[tokio::test]
+async fn trailers_are_dropped_on_both_paths() {
+    let origin = ScriptedOrigin::start(misbehaving).await;
+    let proxy = one_thread_proxy(&origin);
+    for via in BOTH {
+        let requests = [
+            request_via(via, "GET", "/trailers", ""),
+            request_via(via, "GET", "/after", ""),
+        ]
+        .concat();
+        let answers = raw_exchange(proxy.port, requests.as_bytes(), 2).await;
+        let head = answers[0].0.to_ascii_lowercase();
+        assert!(!head.contains("trailer"), "{via:?}: {head}");
+        assert_eq!(answers[0].1, b"hello", "{via:?}");
+        assert_eq!(answers[1].1, b"/after", "{via:?}");
+    }
+    // Raw: nothing of the trailer section reaches the client.
+    for via in BOTH {
+        let request = request_via(via, "GET", "/trailers", "Connection: close\r\n");
+        let all = raw_until_close(proxy.port, request.as_bytes()).await;
+        let text = String::from_utf8_lossy(&all).to_ascii_lowercase();
+        assert!(
+            !text.contains("x-sum") && !text.contains("x-smuggled"),
+            "{via:?}: {text}"
+        );
+        assert!(text.ends_with("\r\n0\r\n\r\n"), "{via:?}: {text:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_framing_error_before_anything_was_sent_is_a_502() {
+    let origin = ScriptedOrigin::start(misbehaving).await;
+    let proxy = one_thread_proxy(&origin);
+    for via in BOTH {
+        let answers = raw_exchange(
+            proxy.port,
+            request_via(via, "GET", "/bad-chunk", "").as_bytes(),
+            1,
+        )
+        .await;
+        assert!(
+            answers[0].0.starts_with("HTTP/1.1 502"),
+            "{via:?}: {answers:?}"
+        );
+        assert_eq!(answers[0].1, b"origin unreachable\n", "{via:?}");
+    }
+}
+
+#[tokio::test]
+async fn only_websocket_upgrades_reach_the_origin() {
+    let origin = ScriptedOrigin::start(misbehaving).await;
+    let proxy = one_thread_proxy(&origin);
+    // A client asking for h2c: the origin sees a plain request.
+    let request = format!(
+        "GET /h2c HTTP/1.1\r\nHost: localhost\r\nUser-Agent: {FIREFOX}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+    );
+    let answers = raw_exchange(proxy.port, request.as_bytes(), 1).await;
+    assert!(answers[0].0.starts_with("HTTP/1.1 200"), "{answers:?}");
+    assert_eq!(answers[0].1, b"/h2c");
+    let seen = origin.head_for("/h2c").to_ascii_lowercase();
+    assert!(!seen.contains("upgrade"), "{seen}");
+    assert!(!seen.contains("http2-settings"), "{seen}");
+    // An origin that switches protocols unasked gets no tunnel: a 502.
+    for via in BOTH {
+        let answers = raw_exchange(
+            proxy.port,
+            request_via(via, "GET", "/switch", "").as_bytes(),
+            1,
+        )
+        .await;
+        assert!(
+            answers[0].0.starts_with("HTTP/1.1 502"),
+            "{via:?}: {answers:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn error_answers_never_name_the_origin() {
+    let closed = common::free_port();
+    let proxy = ProxyProcess::start(&["--origin", &format!("http://127.0.0.1:{closed}")]);
+    for via in BOTH {
+        let answers =
+            raw_exchange(proxy.port, request_via(via, "GET", "/x", "").as_bytes(), 1).await;
+        assert!(
+            answers[0].0.starts_with("HTTP/1.1 502"),
+            "{via:?}: {answers:?}"
+        );
+        assert_eq!(answers[0].1, b"origin unreachable\n", "{via:?}");
+        assert!(!answers[0].0.contains(&closed.to_string()), "{via:?}");
+    }
+    let slow = ScriptedOrigin::start(|_| vec![Step::Pause(Duration::from_secs(5))]).await;
+    let proxy = ProxyProcess::start(&["--origin", &slow.url(), "--origin-timeout", "1"]);
+    for via in BOTH {
+        let answers =
+            raw_exchange(proxy.port, request_via(via, "GET", "/x", "").as_bytes(), 1).await;
+        assert!(
+            answers[0].0.starts_with("HTTP/1.1 504"),
+            "{via:?}: {answers:?}"
+        );
+        assert_eq!(answers[0].1, b"origin timeout\n", "{via:?}");
+    }
 }

@@ -14,12 +14,10 @@ use prerender_proxy::render::{BrowserPool, PoolConfig, RenderError, RenderJob};
 const PUBLIC: &str = "https://shop.example.test";
 
 fn job(origin: &TestOrigin, path: &str) -> RenderJob {
-    RenderJob {
-        public_url: url::Url::parse(&format!("{PUBLIC}{path}")).unwrap(),
-        origin: origin.url(),
-        strip_scripts: true,
-        mobile: false,
-    }
+    RenderJob::new(
+        url::Url::parse(&format!("{PUBLIC}{path}")).unwrap(),
+        origin.url(),
+    )
 }
 
 const JS_PAGE: &str = r#"<!DOCTYPE html><html><body><div id="out">loading</div><script>

@@ -235,12 +235,10 @@ impl Site {
     }
 
     fn job(&self, path: &str) -> RenderJob {
-        RenderJob {
-            public_url: url::Url::parse(&format!("{PUBLIC}{path}")).unwrap(),
-            origin: self.origin.url(),
-            strip_scripts: true,
-            mobile: false,
-        }
+        RenderJob::new(
+            url::Url::parse(&format!("{PUBLIC}{path}")).unwrap(),
+            self.origin.url(),
+        )
     }
 
     async fn render(&self, path: &str) -> Result<RenderedPage, RenderError> {

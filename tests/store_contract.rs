@@ -572,6 +572,33 @@ mod contract {
         assert_eq!(store.incr_renders("a.test", "2026-12").await.unwrap(), 1);
     }
 
+    pub async fn unverified_renders_are_counted_per_site_and_minute(store: &Arc<dyn CacheStore>) {
+        for expected in 1..=3 {
+            assert_eq!(
+                store
+                    .incr_unverified_renders("a.test", 29_000_000)
+                    .await
+                    .unwrap(),
+                expected
+            );
+        }
+        assert_eq!(
+            store
+                .incr_unverified_renders("_any", 29_000_000)
+                .await
+                .unwrap(),
+            1
+        );
+        // The next minute starts from zero.
+        assert_eq!(
+            store
+                .incr_unverified_renders("a.test", 29_000_001)
+                .await
+                .unwrap(),
+            1
+        );
+    }
+
     pub async fn domain_arguments_are_normalised_like_hosts(store: &Arc<dyn CacheStore>) {
         let k = key("example.com", "/");
         store.put(&k, &page("p"), HOUR).await.unwrap();
@@ -697,6 +724,7 @@ contract_tests!(
     schedule_remembers_pages_past_their_ttl,
     schedule_is_trimmed_to_the_limit_dropping_uncached_pages,
     renders_are_counted_per_domain_and_month,
+    unverified_renders_are_counted_per_site_and_minute,
     domain_arguments_are_normalised_like_hosts,
     concurrent_hits_all_see_the_page,
 );

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::domain::{Domain, DomainError};
+
 /// Prefix of the Redis string holding a page's HTML.
 pub const PAGE_KEY_PREFIX: &str = "render:";
 /// Prefix of the Redis hash holding a page's metadata.
@@ -12,9 +14,7 @@ pub const META_KEY_PREFIX: &str = "render-meta:";
 /// Marker between domain and path for the mobile variant of a page.
 const MOBILE_MARKER: &str = "m:";
 /// Longest accepted host name (RFC 1035 limit for a full name).
-pub const MAX_HOST_BYTES: usize = 253;
-/// Longest accepted label of a host name (RFC 1035).
-const MAX_LABEL_BYTES: usize = 63;
+pub const MAX_HOST_BYTES: usize = crate::domain::MAX_DOMAIN_BYTES;
 /// Longest normalised path + query kept in a key; the public listener
 /// already refuses request targets over 8 KiB with 414.
 pub const MAX_PATH_BYTES: usize = 8 * 1024;
@@ -48,11 +48,12 @@ pub enum KeyError {
 /// mobile variant, `render:<domain>:m:<path>`. `path` always starts with
 /// `/` and may end with the kept, sorted query (`/products?page=2`).
 ///
-/// A domain never contains `:` and a path always starts with `/`, so the
-/// string form parses back unambiguously ([`CacheKey::parse`]).
+/// A domain contains `:` only inside an IPv6 address's brackets and a path
+/// always starts with `/`, so the string form parses back unambiguously
+/// ([`CacheKey::parse`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CacheKey {
-    domain: String,
+    domain: Domain,
     mobile: bool,
     path: String,
 }
@@ -68,7 +69,7 @@ impl CacheKey {
         query_params: &[String],
         mobile: bool,
     ) -> Result<CacheKey, KeyError> {
-        let domain = normalize_host(host)?;
+        let domain = Domain::from_host(host)?;
         let path = normalize_target(target, query_params)?;
         Ok(CacheKey {
             domain,
@@ -110,13 +111,19 @@ impl CacheKey {
     pub fn parse(stored: &str) -> Result<CacheKey, KeyError> {
         let not_a_key = || KeyError::NotAKey(stored.to_owned());
         let rest = stored.strip_prefix(PAGE_KEY_PREFIX).ok_or_else(not_a_key)?;
-        let (domain, rest) = rest.split_once(':').ok_or_else(not_a_key)?;
+        // A domain holds `:` only inside the brackets of an IPv6 address.
+        let domain_end = match rest.strip_prefix('[') {
+            Some(inner) => inner.find(']').ok_or_else(not_a_key)? + 2,
+            None => rest.find(':').ok_or_else(not_a_key)?,
+        };
+        let (domain, rest) = rest.split_at(domain_end);
+        let rest = rest.strip_prefix(':').ok_or_else(not_a_key)?;
         let (mobile, path) = match rest.strip_prefix(MOBILE_MARKER) {
             Some(path) => (true, path),
             None => (false, rest),
         };
         let key = CacheKey {
-            domain: normalize_host(domain)?,
+            domain: Domain::parse(domain)?,
             mobile,
             path: path.to_owned(),
         };
@@ -126,7 +133,7 @@ impl CacheKey {
             Some((p, q)) => (p, Some(q)),
             None => (path, None),
         };
-        if normalize_path(p)? != p || key.domain != domain {
+        if normalize_path(p)? != p || key.domain.as_str() != domain {
             return Err(not_a_key());
         }
         if let Some(q) = q {
@@ -172,38 +179,22 @@ impl fmt::Display for CacheKey {
     }
 }
 
-/// Lowercases a Host value and drops its port and trailing dot. Only
-/// letters, digits, `-` and `.` are accepted, in non-empty labels of at
-/// most 63 bytes (IP literals in brackets are refused).
+/// A Host value as [`Domain`] reads it (lowercased, port and trailing dot
+/// dropped): the same parse as routing's and the configuration's.
 pub fn normalize_host(host: &str) -> Result<String, KeyError> {
-    let name = match host.rsplit_once(':') {
-        Some((name, port)) => {
-            if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(KeyError::InvalidPort(host.to_owned()));
-            }
-            name
-        }
-        None => host,
-    };
-    let name = name.strip_suffix('.').unwrap_or(name);
-    if name.is_empty() {
-        return Err(KeyError::EmptyHost);
-    }
-    let invalid = || KeyError::InvalidHost(host.to_owned());
-    if name.len() > MAX_HOST_BYTES {
-        return Err(invalid());
-    }
-    for label in name.split('.') {
-        if label.is_empty()
-            || label.len() > MAX_LABEL_BYTES
-            || !label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err(invalid());
+    Domain::from_host(host)
+        .map(String::from)
+        .map_err(KeyError::from)
+}
+
+impl From<DomainError> for KeyError {
+    fn from(e: DomainError) -> KeyError {
+        match e {
+            DomainError::Empty => KeyError::EmptyHost,
+            DomainError::Invalid(host) => KeyError::InvalidHost(host),
+            DomainError::InvalidPort(host) => KeyError::InvalidPort(host),
         }
     }
-    Ok(name.to_ascii_lowercase())
 }
 
 /// Normalises a request target (path, optional query and fragment) into
@@ -403,11 +394,10 @@ mod tests {
             "a..b",
             "a/b",
             "a:b:c",
-            "[::1]:80",
+            "[::1",
             "ex*.com",
             "example.com:",
             "example.com:8o",
-            "a_b.com",
             "ex\u{e9}.com",
             ".",
             "a\r\nb",
@@ -416,6 +406,26 @@ mod tests {
         }
         let long = format!("{}.com", "a".repeat(64));
         assert!(key(&long, "/").is_err());
+    }
+
+    #[test]
+    fn every_host_routing_and_the_configuration_accept_makes_a_key() {
+        // The one parse of a host (`Domain`) decides for all three.
+        for (host, stored) in [
+            ("my_app.example.com", "render:my_app.example.com:/p"),
+            ("[::1]:8080", "render:[::1]:/p"),
+            ("10.0.0.5", "render:10.0.0.5:/p"),
+        ] {
+            let k = CacheKey::new(host, "/p", &[], false).unwrap();
+            assert_eq!(k.to_string(), stored);
+            assert_eq!(CacheKey::parse(stored), Ok(k.clone()));
+            let routed = crate::proxy::request::parse_host(host).unwrap();
+            assert_eq!(routed.as_str(), k.domain());
+            let configured = crate::config::site::normalise_domain(k.domain()).unwrap();
+            assert_eq!(configured, k.domain());
+        }
+        let mobile = CacheKey::new("[::1]", "/p", &[], true).unwrap();
+        assert_eq!(CacheKey::parse(&mobile.to_string()), Ok(mobile));
     }
 
     #[test]

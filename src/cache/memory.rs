@@ -126,6 +126,9 @@ pub struct MemoryStore {
     quota: Mutex<HashMap<String, (String, u64)>>,
     done_tx: broadcast::Sender<String>,
     purge_tx: broadcast::Sender<PurgeEvent>,
+    /// site -> (minute, renders for unverified bots); only the latest
+    /// minute per site is kept, and sites come from the configuration.
+    unverified: Mutex<HashMap<String, (u64, u64)>>,
 }
 
 impl MemoryStore {
@@ -148,6 +151,7 @@ impl MemoryStore {
             quota: Mutex::new(HashMap::new()),
             done_tx,
             purge_tx,
+            unverified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -620,6 +624,23 @@ impl Coordination for MemoryStore {
 
     fn subscribe_purges(&self) -> broadcast::Receiver<PurgeEvent> {
         self.purge_tx.subscribe()
+    }
+
+    fn incr_unverified_renders<'a>(
+        &'a self,
+        site: &'a str,
+        minute: u64,
+    ) -> BoxFuture<'a, StoreResult<u64>> {
+        async move {
+            let mut counts = self.unverified.lock();
+            let entry = counts.entry(site.to_owned()).or_insert((minute, 0));
+            if entry.0 != minute {
+                *entry = (minute, 0);
+            }
+            entry.1 += 1;
+            Ok(entry.1)
+        }
+        .boxed()
     }
 }
 

@@ -1009,4 +1009,24 @@ impl Coordination for RedisStore {
     fn subscribe_purges(&self) -> broadcast::Receiver<PurgeEvent> {
         self.purge_tx.subscribe()
     }
+
+    fn incr_unverified_renders<'a>(
+        &'a self,
+        site: &'a str,
+        minute: u64,
+    ) -> BoxFuture<'a, StoreResult<u64>> {
+        async move {
+            let mut conn = self.conn().await?;
+            let key = super::unverified_key(site, minute);
+            let (count,): (u64,) = redis::pipe()
+                .atomic()
+                .incr(&key, 1)
+                .expire(&key, super::UNVERIFIED_KEY_TTL.as_secs() as i64)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+            Ok(count)
+        }
+        .boxed()
+    }
 }

@@ -44,6 +44,11 @@ pub struct FileConfig {
     pub public_threads: Option<u64>,
     pub public_scheduling: Option<String>,
     pub shutdown_timeout: Option<u64>,
+    pub trusted_proxies: Option<StringList>,
+    pub verify_crawlers: Option<String>,
+    pub dns_resolver: Option<String>,
+    pub unverified_renders_per_minute: Option<u64>,
+    pub crawler_ip_ranges: Option<String>,
     #[serde(default)]
     pub sites: Vec<SiteFile>,
     #[serde(default)]
@@ -98,6 +103,10 @@ pub struct SiteFile {
     #[serde(default)]
     pub query_params: Vec<String>,
     pub mobile_variant: Option<bool>,
+    pub shadow_dom: Option<String>,
+    pub keep_noscript: Option<bool>,
+    pub max_render_height: Option<u64>,
+    pub client_redirect_status: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

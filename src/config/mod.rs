@@ -5,6 +5,7 @@
 
 pub mod file;
 pub mod plan;
+pub mod redact;
 pub mod site;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use crate::bot::Family;
 use crate::cli::ServeArgs;
+use crate::verify::VerifyMode;
 use file::FileConfig;
 pub use plan::Plan;
 pub use site::{OnRenderFailure, Site, SiteTable};
@@ -56,6 +58,9 @@ pub const DEFAULT_PUBLIC_THREADS_PER_CORE: usize = 1;
 pub const MAX_PUBLIC_THREADS: u64 = 1024;
 /// Slightly above the render timeout so renders in flight can finish.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
+/// Upper bound of `unverified_renders_per_minute` (0 renders nothing for
+/// unverified bots).
+pub const MAX_UNVERIFIED_RENDERS_PER_MINUTE: u64 = 1_000_000;
 
 /// Longest duration any setting accepts. Durations are added to the clock
 /// and to each other (a render lock lives `render_timeout` × 3 + 5 s, a page
@@ -139,13 +144,35 @@ pub enum LogFormat {
 }
 
 /// Where pages, locks and queues live.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreTarget {
     /// In-process, bounded by `cache_max_bytes`.
     Embedded,
     Redis(String),
     /// Several node URLs: a Redis Cluster.
     RedisCluster(Vec<String>),
+}
+
+/// Shown in logs (the start-up line prints it): credentials redacted.
+impl std::fmt::Debug for StoreTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreTarget::Embedded => f.write_str("Embedded"),
+            StoreTarget::Redis(url) => f
+                .debug_tuple("Redis")
+                .field(&redact::redact_url(url))
+                .finish(),
+            StoreTarget::RedisCluster(nodes) => f
+                .debug_tuple("RedisCluster")
+                .field(
+                    &nodes
+                        .iter()
+                        .map(|n| redact::redact_url(n))
+                        .collect::<Vec<_>>(),
+                )
+                .finish(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +206,14 @@ pub struct Config {
     pub public_threads: Option<usize>,
     pub public_scheduling: ThreadScheduling,
     pub shutdown_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` names the client (`trusted_proxies`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub verify_crawlers: VerifyMode,
+    /// DNS server for crawler verification; `None`: the system's.
+    pub dns_resolver: Option<SocketAddr>,
+    pub unverified_renders_per_minute: u64,
+    /// Directory of crawler IP range files replacing the built-in ones.
+    pub crawler_ip_ranges: Option<PathBuf>,
     pub plans: BTreeMap<String, Plan>,
     pub sites: SiteTable,
 }
@@ -380,12 +415,69 @@ impl Config {
             args.shutdown_timeout.or(file.shutdown_timeout),
             DEFAULT_SHUTDOWN_TIMEOUT,
         )?;
+        let trusted_proxies = match pick(
+            args.trusted_proxies.clone(),
+            file.trusted_proxies.map(|l| l.joined()),
+        ) {
+            None => Vec::new(),
+            Some(list) => crate::proxy::client_addr::parse_nets(list.split(','))
+                .map_err(|e| ConfigError::new("trusted_proxies", e))?,
+        };
+        let verify_crawlers = one_of(
+            "verify_crawlers",
+            pick(args.verify_crawlers.clone(), file.verify_crawlers),
+            VerifyMode::Log,
+            &[
+                ("off", VerifyMode::Off),
+                ("log", VerifyMode::Log),
+                ("enforce", VerifyMode::Enforce),
+            ],
+        )?;
+        let dns_resolver = match pick(args.dns_resolver.clone(), file.dns_resolver)
+            .filter(|s| !s.trim().is_empty())
+        {
+            None => None,
+            Some(raw) => Some(raw.trim().parse::<SocketAddr>().map_err(|_| {
+                ConfigError::new(
+                    "dns_resolver",
+                    format!("{raw:?} is not an address like 127.0.0.53:53"),
+                )
+            })?),
+        };
+        let unverified_renders_per_minute = args
+            .unverified_renders_per_minute
+            .or(file.unverified_renders_per_minute)
+            .unwrap_or(crate::verify::budget::DEFAULT_UNVERIFIED_RENDERS_PER_MINUTE);
+        if unverified_renders_per_minute > MAX_UNVERIFIED_RENDERS_PER_MINUTE {
+            return Err(ConfigError::new(
+                "unverified_renders_per_minute",
+                format!(
+                    "{unverified_renders_per_minute} is out of range 0..={MAX_UNVERIFIED_RENDERS_PER_MINUTE}"
+                ),
+            ));
+        }
+        let crawler_ip_ranges = pick(
+            args.crawler_ip_ranges.clone(),
+            file.crawler_ip_ranges.map(PathBuf::from),
+        );
+        if let Some(dir) = &crawler_ip_ranges {
+            crate::verify::ranges::IpRanges::load(Some(dir))
+                .map_err(|e| ConfigError::new("crawler_ip_ranges", e.to_string()))?;
+        }
 
         let plans = plan::resolve_plans(&file.plans)?;
         let single_plan = pick(args.plan.clone(), file.plan);
         let origin = pick(args.origin.clone(), file.origin);
         let domains = pick(args.domains.clone(), file.domains);
-        let sites = resolve_sites(&file.sites, origin, domains, single_plan, &plans)?;
+        let single_snapshot = single_site_snapshot(args, origin.is_some())?;
+        let sites = resolve_sites(
+            &file.sites,
+            origin,
+            domains,
+            single_plan,
+            single_snapshot,
+            &plans,
+        )?;
 
         Ok(Config {
             listen,
@@ -416,6 +508,11 @@ impl Config {
             public_threads,
             public_scheduling,
             shutdown_timeout,
+            trusted_proxies,
+            verify_crawlers,
+            dns_resolver,
+            unverified_renders_per_minute,
+            crawler_ip_ranges,
             plans,
             sites,
         })
@@ -486,8 +583,12 @@ fn parse_store(v: Option<String>) -> Result<StoreTarget, ConfigError> {
         .filter(|s| !s.is_empty())
         .collect();
     for u in &urls {
-        let parsed = url::Url::parse(u)
-            .map_err(|e| ConfigError::new("redis", format!("{u:?} is not a URL: {e}")))?;
+        let parsed = url::Url::parse(u).map_err(|e| {
+            ConfigError::new(
+                "redis",
+                format!("{:?} is not a URL: {e}", redact::redact_url(u)),
+            )
+        })?;
         if !matches!(
             parsed.scheme(),
             "redis" | "rediss" | "redis+cluster" | "rediss+cluster"
@@ -495,7 +596,10 @@ fn parse_store(v: Option<String>) -> Result<StoreTarget, ConfigError> {
         {
             return Err(ConfigError::new(
                 "redis",
-                format!("{u:?} is not a redis:// or rediss:// URL"),
+                format!(
+                    "{:?} is not a redis:// or rediss:// URL",
+                    redact::redact_url(u)
+                ),
             ));
         }
     }
@@ -536,11 +640,50 @@ pub fn parse_families(v: Option<String>) -> Result<Vec<Family>, ConfigError> {
     Ok(out)
 }
 
+/// The snapshot options of the single site of `--origin` mode, from their
+/// flags (and environment variables); refused without a single site, where
+/// they would silently do nothing.
+fn single_site_snapshot(
+    args: &ServeArgs,
+    single_site: bool,
+) -> Result<site::SnapshotOptions, ConfigError> {
+    let given = [
+        ("shadow_dom", args.shadow_dom.is_some()),
+        ("max_render_height", args.max_render_height.is_some()),
+        ("keep_noscript", args.keep_noscript),
+        (
+            "client_redirect_status",
+            args.client_redirect_status.is_some(),
+        ),
+    ];
+    if let Some((name, _)) = given
+        .iter()
+        .find(|(_, given)| *given)
+        .filter(|_| !single_site)
+    {
+        return Err(ConfigError::new(
+            *name,
+            format!(
+                "--{} applies to the single site of --origin mode; set {name} in [[sites]] instead",
+                name.replace('_', "-")
+            ),
+        ));
+    }
+    site::SnapshotOptions::parse(
+        args.shadow_dom.as_deref(),
+        Some(args.keep_noscript),
+        args.max_render_height,
+        args.client_redirect_status,
+        str::to_string,
+    )
+}
+
 fn resolve_sites(
     files: &[file::SiteFile],
     origin: Option<String>,
     domains: Option<Vec<String>>,
     single_plan: Option<String>,
+    single_snapshot: site::SnapshotOptions,
     plans: &BTreeMap<String, Plan>,
 ) -> Result<SiteTable, ConfigError> {
     let mut sites = Vec::new();
@@ -563,13 +706,19 @@ fn resolve_sites(
                 .ok_or_else(|| ConfigError::new("plan", format!("unknown plan {plan_name:?}")))?;
             let domains = domains.unwrap_or_default();
             if domains.is_empty() {
-                sites.push(Site::single(String::new(), origin.clone(), plan.clone()));
+                sites.push(
+                    Site::single(String::new(), origin.clone(), plan.clone())
+                        .with_snapshot(single_snapshot),
+                );
             }
             for d in domains.iter().filter(|d| !d.trim().is_empty()) {
                 let domain = site::normalise_domain(d).ok_or_else(|| {
                     ConfigError::new("domain", format!("{d:?} is not a host name"))
                 })?;
-                sites.push(Site::single(domain, origin.clone(), plan.clone()));
+                sites.push(
+                    Site::single(domain, origin.clone(), plan.clone())
+                        .with_snapshot(single_snapshot),
+                );
             }
         }
         None => {
@@ -770,6 +919,46 @@ mod tests {
     }
 
     #[test]
+    fn crawler_verification_options_have_spec_defaults_and_named_errors() {
+        let c = resolve(ServeArgs::default(), "").unwrap();
+        assert_eq!(c.verify_crawlers, VerifyMode::Log);
+        assert_eq!(c.unverified_renders_per_minute, 60);
+        assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.dns_resolver, None);
+        assert_eq!(c.crawler_ip_ranges, None);
+        let args = ServeArgs {
+            verify_crawlers: Some("enforce".into()),
+            trusted_proxies: Some("10.0.0.0/8, 127.0.0.1".into()),
+            ..Default::default()
+        };
+        let c = resolve(
+            args,
+            "verify_crawlers = \"off\"\ntrusted_proxies = [\"192.0.2.0/24\"]\n\
+             dns_resolver = \"127.0.0.1:5353\"\nunverified_renders_per_minute = 0",
+        )
+        .unwrap();
+        assert_eq!(c.verify_crawlers, VerifyMode::Enforce);
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.dns_resolver, Some("127.0.0.1:5353".parse().unwrap()));
+        assert_eq!(c.unverified_renders_per_minute, 0);
+        for (bad, field) in [
+            ("verify_crawlers = \"strict\"", "verify_crawlers"),
+            ("trusted_proxies = \"10.0.0.0/40\"", "trusted_proxies"),
+            ("dns_resolver = \"ns1.example\"", "dns_resolver"),
+            (
+                "unverified_renders_per_minute = 1000001",
+                "unverified_renders_per_minute",
+            ),
+            (
+                "crawler_ip_ranges = \"/nonexistent-dir\"",
+                "crawler_ip_ranges",
+            ),
+        ] {
+            assert_eq!(resolve(ServeArgs::default(), bad).unwrap_err().field, field);
+        }
+    }
+
+    #[test]
     fn zero_browsers_is_rejected_by_name() {
         assert_eq!(
             resolve(ServeArgs::default(), "browsers = 0")
@@ -841,6 +1030,71 @@ mod tests {
         assert_eq!(s.query_params, vec!["b".to_string(), "page".to_string()]);
         assert!(s.ignore.is_match("/api/x"));
         assert!(s.strip_scripts);
+        assert_eq!(s.snapshot, site::SnapshotOptions::default());
+    }
+
+    #[test]
+    fn snapshot_options_from_the_file_and_the_single_site_flags() {
+        let toml = r#"
+            [[sites]]
+            domain = "www.example.com"
+            origin = "http://10.0.0.5:8080"
+            shadow_dom = "flatten"
+            keep_noscript = true
+            max_render_height = 4000
+            client_redirect_status = 301
+        "#;
+        let c = resolve(ServeArgs::default(), toml).unwrap();
+        let expected = site::SnapshotOptions {
+            shadow_dom: crate::render::ShadowDom::Flatten,
+            keep_noscript: true,
+            max_render_height: 4000,
+            client_redirect_status: 301,
+        };
+        let s = c.sites.lookup("www.example.com").unwrap();
+        assert_eq!(s.snapshot, expected);
+        let e = resolve(ServeArgs::default(), &toml.replace("301", "200")).unwrap_err();
+        assert_eq!(e.field, "sites[0].client_redirect_status");
+
+        let flags = ServeArgs {
+            shadow_dom: Some("flatten".into()),
+            keep_noscript: true,
+            max_render_height: Some(4000),
+            client_redirect_status: Some(301),
+            ..Default::default()
+        };
+        let single = ServeArgs {
+            origin: Some("http://127.0.0.1:9".into()),
+            ..flags.clone()
+        };
+        let c = resolve(single.clone(), "").unwrap();
+        let s = c.sites.lookup("any.test").unwrap();
+        assert_eq!(s.snapshot, expected);
+        let plain = resolve(
+            ServeArgs {
+                origin: Some("http://127.0.0.1:9".into()),
+                ..Default::default()
+            },
+            "",
+        )
+        .unwrap();
+        assert_ne!(
+            plain.sites.lookup("any.test").unwrap().settings_hash,
+            s.settings_hash
+        );
+        let e = resolve(
+            ServeArgs {
+                shadow_dom: Some("open".into()),
+                ..single
+            },
+            "",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "shadow_dom");
+        // Without a single site they would do nothing: refused.
+        let e = resolve(flags, toml).unwrap_err();
+        assert_eq!(e.field, "shadow_dom");
+        assert!(e.message.contains("[[sites]]"), "{}", e.message);
     }
 
     #[test]

@@ -10,6 +10,93 @@ use url::Url;
 use super::file::SiteFile;
 use super::plan::Plan;
 use super::ConfigError;
+use crate::domain::Domain;
+use crate::render::ShadowDom;
+
+/// Largest `max_render_height`: a taller layout costs raster time and
+/// memory on every render of the site for content few pages have.
+pub const MAX_MAX_RENDER_HEIGHT: u32 = 100_000;
+/// Statuses `client_redirect_status` may be (0 turns client redirects off).
+pub const CLIENT_REDIRECT_STATUSES: [u16; 5] = [301, 302, 303, 307, 308];
+
+/// How a site's snapshots are taken beyond `strip_scripts` (SPEC §3): the
+/// site options `shadow_dom`, `keep_noscript`, `max_render_height` and
+/// `client_redirect_status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotOptions {
+    pub shadow_dom: ShadowDom,
+    pub keep_noscript: bool,
+    /// CSS pixels; 0 keeps the viewport's height.
+    pub max_render_height: u32,
+    /// 0: a client-side redirect is snapshotted at the old URL.
+    pub client_redirect_status: u16,
+}
+
+impl Default for SnapshotOptions {
+    fn default() -> Self {
+        Self {
+            shadow_dom: ShadowDom::default(),
+            keep_noscript: false,
+            max_render_height: crate::render::DEFAULT_MAX_RENDER_HEIGHT,
+            client_redirect_status: crate::render::DEFAULT_CLIENT_REDIRECT_STATUS,
+        }
+    }
+}
+
+impl SnapshotOptions {
+    /// Validates raw values (absent = default); `field` turns an option's
+    /// name into the name an error reports.
+    pub fn parse(
+        shadow_dom: Option<&str>,
+        keep_noscript: Option<bool>,
+        max_render_height: Option<u64>,
+        client_redirect_status: Option<u64>,
+        field: impl Fn(&str) -> String,
+    ) -> Result<SnapshotOptions, ConfigError> {
+        let defaults = SnapshotOptions::default();
+        let shadow_dom = match shadow_dom {
+            None => defaults.shadow_dom,
+            Some(raw) => ShadowDom::parse(raw).ok_or_else(|| {
+                ConfigError::new(
+                    field("shadow_dom"),
+                    format!("{raw:?} is not \"declarative\" or \"flatten\""),
+                )
+            })?,
+        };
+        let max_render_height = match max_render_height {
+            None => defaults.max_render_height,
+            Some(h) if h <= u64::from(MAX_MAX_RENDER_HEIGHT) => h as u32,
+            Some(h) => {
+                return Err(ConfigError::new(
+                    field("max_render_height"),
+                    format!("{h} is more than the maximum of {MAX_MAX_RENDER_HEIGHT} pixels"),
+                ))
+            }
+        };
+        let client_redirect_status = match client_redirect_status {
+            None => defaults.client_redirect_status,
+            Some(0) => 0,
+            Some(s) => match CLIENT_REDIRECT_STATUSES
+                .iter()
+                .find(|&&c| u64::from(c) == s)
+            {
+                Some(&c) => c,
+                None => {
+                    return Err(ConfigError::new(
+                        field("client_redirect_status"),
+                        format!("{s} is not 0 (off) or one of 301, 302, 303, 307, 308"),
+                    ))
+                }
+            },
+        };
+        Ok(SnapshotOptions {
+            shadow_dom,
+            keep_noscript: keep_noscript.unwrap_or(defaults.keep_noscript),
+            max_render_height,
+            client_redirect_status,
+        })
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnRenderFailure {
@@ -34,25 +121,32 @@ pub struct Site {
     /// Significant query parameters, sorted: only these are kept in cache keys.
     pub query_params: Vec<String>,
     pub mobile_variant: bool,
+    pub snapshot: SnapshotOptions,
     /// Hash of everything above that changes a render: a page rendered
     /// under other settings is a miss.
     pub settings_hash: String,
 }
 
 /// Bumped when what the renderer blocks or strips changes, so pages
-/// rendered by an older rule set count as misses.
-const RENDER_RULES_VERSION: u32 = 1;
+/// rendered by an older rule set count as misses. 2: shadow DOM, lazy
+/// content, CSSOM styles, `<noscript>`, the UTF-8 declaration, client
+/// redirects.
+const RENDER_RULES_VERSION: u32 = 2;
 
 impl Site {
     fn with_settings_hash(mut self) -> Site {
         use sha2::{Digest, Sha256};
         let canonical = format!(
-            "v{RENDER_RULES_VERSION}|{}|{}|{}|{}|{}",
+            "v{RENDER_RULES_VERSION}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
             self.origin,
             self.scheme,
             self.strip_scripts,
             self.query_params.join("&"),
-            self.mobile_variant
+            self.mobile_variant,
+            self.snapshot.shadow_dom.as_str(),
+            self.snapshot.keep_noscript,
+            self.snapshot.max_render_height,
+            self.snapshot.client_redirect_status,
         );
         self.settings_hash = hex::encode(&Sha256::digest(canonical.as_bytes())[..8]);
         self
@@ -108,6 +202,13 @@ impl Site {
         }
         query_params.sort();
         query_params.dedup();
+        let snapshot = SnapshotOptions::parse(
+            f.shadow_dom.as_deref(),
+            f.keep_noscript,
+            f.max_render_height,
+            f.client_redirect_status,
+            field,
+        )?;
         Ok(Site {
             domain,
             origin,
@@ -118,6 +219,7 @@ impl Site {
             on_render_failure,
             query_params,
             mobile_variant: f.mobile_variant.unwrap_or(false),
+            snapshot,
             settings_hash: String::new(),
         }
         .with_settings_hash())
@@ -135,9 +237,16 @@ impl Site {
             on_render_failure: OnRenderFailure::Passthrough,
             query_params: Vec::new(),
             mobile_variant: false,
+            snapshot: SnapshotOptions::default(),
             settings_hash: String::new(),
         }
         .with_settings_hash()
+    }
+
+    /// The site with other snapshot options (its settings hash follows).
+    pub fn with_snapshot(mut self, snapshot: SnapshotOptions) -> Site {
+        self.snapshot = snapshot;
+        self.with_settings_hash()
     }
 }
 
@@ -190,19 +299,11 @@ impl SiteTable {
     }
 }
 
-/// Lowercase, no trailing dot, only host-name characters (or an IP literal).
+/// A configured domain (`sites[].domain`, `--domain`) as [`Domain`] reads
+/// it, surrounding spaces aside: the same parse as a request's Host and a
+/// cache key's domain.
 pub fn normalise_domain(raw: &str) -> Option<String> {
-    let d = raw.trim().trim_end_matches('.').to_ascii_lowercase();
-    let ok = !d.is_empty()
-        && d.len() <= 253
-        && d.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    ok.then_some(d)
+    Domain::parse(raw.trim()).ok().map(String::from)
 }
 
 pub fn parse_origin(raw: &str, field: &str) -> Result<Url, ConfigError> {
@@ -236,6 +337,13 @@ mod tests {
         assert_eq!(normalise_domain("a..b"), None);
         assert_eq!(normalise_domain("evil.com/x"), None);
         assert_eq!(normalise_domain("host:80"), None);
+        // What a Host header or a cache key accepts, the configuration
+        // accepts, and the reverse.
+        assert_eq!(
+            normalise_domain(" My_App.example.com ").as_deref(),
+            Some("my_app.example.com")
+        );
+        assert_eq!(normalise_domain("[::1]").as_deref(), Some("[::1]"));
     }
 
     #[test]
@@ -246,12 +354,77 @@ mod tests {
         let mut b = a.clone();
         b.strip_scripts = false;
         assert_ne!(a.settings_hash, b.with_settings_hash().settings_hash);
+        let defaults = SnapshotOptions::default();
+        for changed in [
+            SnapshotOptions {
+                shadow_dom: ShadowDom::Flatten,
+                ..defaults
+            },
+            SnapshotOptions {
+                keep_noscript: true,
+                ..defaults
+            },
+            SnapshotOptions {
+                max_render_height: 0,
+                ..defaults
+            },
+            SnapshotOptions {
+                client_redirect_status: 301,
+                ..defaults
+            },
+        ] {
+            let c = a.clone().with_snapshot(changed);
+            assert_ne!(a.settings_hash, c.settings_hash, "{changed:?}");
+        }
+        assert_eq!(
+            a.settings_hash,
+            a.clone().with_snapshot(defaults).settings_hash
+        );
         let other_origin = Site::single(
             "a.test".into(),
             Url::parse("http://127.0.0.1:2").unwrap(),
             plan,
         );
         assert_ne!(a.settings_hash, other_origin.settings_hash);
+    }
+
+    #[test]
+    fn snapshot_options_are_validated() {
+        let field = |name: &str| format!("sites[0].{name}");
+        let parsed = SnapshotOptions::parse(None, None, None, None, field).unwrap();
+        assert_eq!(parsed, SnapshotOptions::default());
+        assert_eq!(
+            (
+                parsed.shadow_dom,
+                parsed.keep_noscript,
+                parsed.max_render_height,
+                parsed.client_redirect_status
+            ),
+            (ShadowDom::Declarative, false, 16_000, 302)
+        );
+        let parsed =
+            SnapshotOptions::parse(Some("flatten"), Some(true), Some(0), Some(0), field).unwrap();
+        assert_eq!(
+            parsed,
+            SnapshotOptions {
+                shadow_dom: ShadowDom::Flatten,
+                keep_noscript: true,
+                max_render_height: 0,
+                client_redirect_status: 0
+            }
+        );
+        let err = SnapshotOptions::parse(Some("open"), None, None, None, field).unwrap_err();
+        assert_eq!(err.field, "sites[0].shadow_dom");
+        let err = SnapshotOptions::parse(None, None, Some(100_001), None, field).unwrap_err();
+        assert_eq!(err.field, "sites[0].max_render_height");
+        let err = SnapshotOptions::parse(None, None, None, Some(200), field).unwrap_err();
+        assert_eq!(err.field, "sites[0].client_redirect_status");
+        assert_eq!(
+            SnapshotOptions::parse(None, None, None, Some(308), field)
+                .unwrap()
+                .client_redirect_status,
+            308
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::proxy::prepared::PreparedPages;
 use crate::proxy::request::Target;
 use crate::proxy::respond;
 use crate::render::queue::Priority;
+use crate::verify::{budget, Admission, RenderGate, Standing};
 
 /// A crawler is answered within the render timeout plus this (SPEC §3).
 const ANSWER_SLACK: Duration = Duration::from_millis(500);
@@ -99,6 +100,9 @@ pub enum CacheResult {
     Miss,
     Stale,
     Error(&'static str),
+    /// A failed crawler claim under `verify_crawlers = "enforce"`: answered
+    /// by the origin like a person, the cache not consulted for it.
+    Passed,
 }
 
 impl CacheResult {
@@ -108,6 +112,7 @@ impl CacheResult {
             CacheResult::Miss => "miss",
             CacheResult::Stale => "stale",
             CacheResult::Error(_) => "error",
+            CacheResult::Passed => "pass",
         }
     }
 }
@@ -119,6 +124,8 @@ pub struct CrawlerPath {
     origin: OriginClient,
     touches: Arc<Mutex<HashMap<CacheKey, SystemTime>>>,
     stale_rerenders: Mutex<StaleRerenders>,
+    /// `verify_crawlers = "enforce"`: what a miss may do (`None`: render).
+    gate: Option<RenderGate>,
 }
 
 /// Which stale pages had their re-render queued, and when: a stale page
@@ -177,7 +184,22 @@ impl CrawlerPath {
             origin,
             touches,
             stale_rerenders: Mutex::new(StaleRerenders::new(MAX_STALE_RERENDERS)),
+            gate: None,
         }
+    }
+
+    /// Misses ask `gate` before they render (crawler verification).
+    pub fn with_render_gate(mut self, gate: RenderGate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Whether a request must be answered like a person whatever the
+    /// cache holds: its crawler claim is known to have failed (`enforce`).
+    pub fn answers_as_person(&self, standing: &Standing) -> bool {
+        self.gate
+            .as_ref()
+            .is_some_and(|gate| gate.known_impostor(standing))
     }
 
     /// Drops in-process copies of purged pages (`prefix` "" = everything).
@@ -229,6 +251,7 @@ impl CrawlerPath {
         req: Request<Incoming>,
         target: &Target,
         peer: SocketAddr,
+        standing: Standing,
     ) -> (Response<Body>, CacheResult) {
         let site = &target.site;
         let key = match request_key(&req, target) {
@@ -287,6 +310,29 @@ impl CrawlerPath {
                 )
             }
             Lookup::Missing | Lookup::StoreDown => {
+                if let Some(gate) = &self.gate {
+                    match gate.admit(standing, budget::site_key(&site.domain)).await {
+                        Admission::Render => {}
+                        Admission::AsPerson => {
+                            tracing::info!(%peer, host = %target.host, path = req.uri().path(), "crawler claim not verified; answered like a person");
+                            let resp = self
+                                .origin
+                                .forward(req, &site.origin, &target.host, peer)
+                                .await;
+                            return (resp, CacheResult::Passed);
+                        }
+                        Admission::RateLimited => {
+                            let failure = RenderFailure {
+                                reason: "rate-limited",
+                                detail: "unverified_renders_per_minute used up".to_string(),
+                            };
+                            return (
+                                self.fail(req, target, peer, failure).await,
+                                CacheResult::Error("rate-limited"),
+                            );
+                        }
+                    }
+                }
                 let wait = self.config.render_timeout + ANSWER_SLACK;
                 let outcome = match tokio::time::timeout(
                     wait,
@@ -371,7 +417,13 @@ impl CrawlerPath {
         peer: SocketAddr,
         failure: RenderFailure,
     ) -> Response<Body> {
-        tracing::warn!(host = %target.host, path = req.uri().path(), reason = failure.reason, detail = %failure.detail, "serving crawler without a render");
+        if failure.reason == "rate-limited" {
+            // Expected under a flood of unverified bots: counted in
+            // prerender_unverified_renders_refused_total, not a warning each.
+            tracing::debug!(host = %target.host, path = req.uri().path(), reason = failure.reason, "serving crawler without a render");
+        } else {
+            tracing::warn!(host = %target.host, path = req.uri().path(), reason = failure.reason, detail = %failure.detail, "serving crawler without a render");
+        }
         let reason = HeaderValue::from_static(failure.reason);
         let mut resp = match target.site.on_render_failure {
             OnRenderFailure::Error => {

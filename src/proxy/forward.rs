@@ -5,8 +5,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures::FutureExt;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -47,6 +49,40 @@ impl OriginError {
             _ => StatusCode::BAD_GATEWAY,
         }
     }
+
+    /// What the client is told: never the origin's URL, address or system
+    /// error, which go to the log only (SPEC §2 "Humans").
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            OriginError::Timeout(_) => "origin timeout",
+            _ => "origin unreachable",
+        }
+    }
+
+    /// The answer a client gets, after the details were logged.
+    fn answer(&self, origin: &url::Url) -> Response<Body> {
+        tracing::warn!(origin = %origin, error = %self, "passthrough failed");
+        respond::error(self.status(), self.public_message())
+    }
+}
+
+/// Headers a `Connection` header never removes: it may name hop-by-hop
+/// fields only (RFC 9110 §7.6.1), and these carry a message's framing, its
+/// routing, or the forwarding facts the proxy itself sets.
+pub const NEVER_HOP_BY_HOP: [&str; 6] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+];
+
+/// Whether a header named in `Connection` is removed with it.
+pub fn connection_may_remove(name: &str) -> bool {
+    !NEVER_HOP_BY_HOP
+        .iter()
+        .any(|kept| name.eq_ignore_ascii_case(kept))
 }
 
 /// A pooled keep-alive HTTP client for origins, shared by every request.
@@ -131,6 +167,7 @@ impl OriginClient {
         }
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
+        let client_http1 = parts.version < Version::HTTP_2;
         // HTTP/2 clients send :authority instead of Host; the origin gets it as Host.
         let authority = parts
             .uri
@@ -138,7 +175,7 @@ impl OriginClient {
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
         let uri = match origin_uri(origin, &parts.uri) {
             Ok(u) => u,
-            Err(e) => return respond::error(e.status(), &e.to_string()),
+            Err(e) => return e.answer(origin),
         };
         let mut out = Request::new(body.map_err(BoxError::from).boxed());
         *out.method_mut() = parts.method;
@@ -160,10 +197,7 @@ impl OriginClient {
 
         let mut resp = match self.send(out).await {
             Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(origin = %origin, error = %e, "passthrough failed");
-                return respond::error(e.status(), &e.to_string());
-            }
+            Err(e) => return e.answer(origin),
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
@@ -183,12 +217,7 @@ impl OriginClient {
                 return Response::from_parts(parts, respond::empty());
             }
         }
-        let (mut parts, body) = resp.into_parts();
-        // Our side of the exchange speaks HTTP/1.1 or h2 whatever the origin spoke.
-        parts.version = Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers);
-        parts.headers.remove(header::UPGRADE);
-        Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+        client_response(resp, origin, client_http1)
     }
 
     /// A request that does not ask to switch protocols: sent on a pooled
@@ -203,8 +232,9 @@ impl OriginClient {
         let (mut parts, body) = req.into_parts();
         let path_and_query = match origin_path_and_query(origin, &parts.uri) {
             Ok(pq) => pq,
-            Err(e) => return respond::error(e.status(), &e.to_string()),
+            Err(e) => return e.answer(origin),
         };
+        let client_http1 = parts.version < Version::HTTP_2;
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers);
         headers.remove(header::UPGRADE);
@@ -232,23 +262,103 @@ impl OriginClient {
         .await;
         let resp = match sent {
             Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => {
-                let e = OriginError::Unreachable(error_chain(&e));
-                tracing::warn!(origin = %origin, error = %e, "passthrough failed");
-                return respond::error(e.status(), &e.to_string());
-            }
-            Err(_) => {
-                let e = OriginError::Timeout(self.timeout);
-                tracing::warn!(origin = %origin, error = %e, "passthrough failed");
-                return respond::error(e.status(), &e.to_string());
-            }
+            Ok(Err(e)) => return OriginError::Unreachable(error_chain(&e)).answer(origin),
+            Err(_) => return OriginError::Timeout(self.timeout).answer(origin),
         };
-        let (mut parts, body) = resp.into_parts();
-        // Our side of the exchange speaks HTTP/1.1 or h2 whatever the origin spoke.
-        parts.version = Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers);
-        parts.headers.remove(header::UPGRADE);
-        Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let e = OriginError::Unreachable("origin switched protocols unasked".into());
+            return e.answer(origin);
+        }
+        client_response(resp, origin, client_http1)
+    }
+}
+
+/// The origin's answer as the client gets it: framing headers made true
+/// ([`reframe_response`]), hop-by-hop headers dropped, and a body whose
+/// framing is broken from its first bytes answered `502` while nothing
+/// has been sent (a later break can only cut the answer off).
+fn client_response<B>(resp: Response<B>, origin: &url::Url, client_http1: bool) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let (mut parts, mut body) = resp.into_parts();
+    let close_delimited = match reframe_response(&mut parts.headers) {
+        Ok(close_delimited) => close_delimited,
+        Err(e) => return e.answer(origin),
+    };
+    let first = match body.frame().now_or_never() {
+        Some(Some(Err(e))) => {
+            return OriginError::Unreachable(format!("bad response body: {}", error_chain(&e)))
+                .answer(origin)
+        }
+        Some(first) => first,
+        None => None,
+    };
+    // Our side of the exchange speaks HTTP/1.1 or h2 whatever the origin spoke.
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::UPGRADE);
+    if parts.status == StatusCode::NO_CONTENT || parts.status.is_informational() {
+        // These never have a body, and no length (RFC 9110 §8.6).
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
+    if close_delimited && client_http1 {
+        // hyper frames a body of unknown length by closing the connection
+        // only in an HTTP/1.0 answer; otherwise it would re-frame it as
+        // chunked.
+        parts.version = Version::HTTP_10;
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    let body = FirstFrame {
+        first: first.and_then(Result::ok),
+        rest: body,
+    };
+    Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+}
+
+/// A body whose first frame was already read.
+struct FirstFrame<B> {
+    first: Option<Frame<Bytes>>,
+    rest: B,
+}
+
+impl<B> hyper::body::Body for FirstFrame<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.first.take() {
+            Some(frame) => std::task::Poll::Ready(Some(Ok(frame))),
+            None => std::pin::Pin::new(&mut self.rest).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let first = self
+            .first
+            .as_ref()
+            .and_then(Frame::data_ref)
+            .map_or(0, |data| data.len() as u64);
+        let rest = self.rest.size_hint();
+        let mut hint = hyper::body::SizeHint::new();
+        hint.set_lower(rest.lower() + first);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + first);
+        }
+        hint
     }
 }
 
@@ -290,11 +400,59 @@ fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if wants {
-        req.headers().get(header::UPGRADE).cloned()
-    } else {
-        None
+    if !wants {
+        return None;
     }
+    // Only WebSocket is relayed: any other protocol (h2c above all) would
+    // open a tunnel in which later requests skip the Host and route
+    // checks; such a request goes on as a plain one.
+    req.headers()
+        .get(header::UPGRADE)
+        .filter(|p| p.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"))
+        .cloned()
+}
+
+/// Makes a response's framing headers say what hyper's client read
+/// (RFC 9112 §6.3): with `Transfer-Encoding` any `Content-Length` goes,
+/// and a coding that does not end in `chunked` means the body ends when the
+/// origin closes (`Ok(true)`); repeated equal lengths become one, unequal
+/// ones are an error.
+fn reframe_response(headers: &mut HeaderMap) -> Result<bool, OriginError> {
+    if let Some(last) = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+    {
+        let chunked = last
+            .to_str()
+            .ok()
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked"));
+        headers.remove(header::CONTENT_LENGTH);
+        return Ok(!chunked);
+    }
+    let mut length: Option<u64> = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.to_str().unwrap_or("").split(',') {
+            let part = part.trim();
+            let n = part
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| part.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(|| OriginError::Unreachable("bad Content-Length".into()))?;
+            if length.is_some_and(|seen| seen != n) {
+                return Err(OriginError::Unreachable(
+                    "conflicting Content-Length".into(),
+                ));
+            }
+            length = Some(n);
+        }
+    }
+    if let Some(n) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    Ok(false)
 }
 
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -308,6 +466,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+        .filter(|t| connection_may_remove(t))
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in named.iter().chain(HOP_BY_HOP.iter()) {

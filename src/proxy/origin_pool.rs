@@ -28,6 +28,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use std::error::Error as StdError;
+use std::os::fd::{AsRawFd, RawFd};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -91,6 +92,8 @@ impl Default for PoolLimits {
 struct Conn<B: RequestBody> {
     sender: Sender<B>,
     conn: Connection<B>,
+    /// The socket `conn` owns, for the check before reuse.
+    fd: RawFd,
 }
 
 struct Idle<B: RequestBody> {
@@ -213,10 +216,11 @@ impl<B: RequestBody> OriginPool<B> {
 
     async fn connect(&self, origin: &url::Url) -> Result<Box<Conn<B>>, PoolError> {
         let stream = connect_tcp(origin, self.inner.limits.connect_timeout).await?;
+        let fd = stream.as_raw_fd();
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await?;
-        Ok(Box::new(Conn { sender, conn }))
+        Ok(Box::new(Conn { sender, conn, fd }))
     }
 }
 
@@ -261,14 +265,37 @@ impl<B: RequestBody> PoolInner<B> {
 }
 
 /// Polls an idle connection once: it is usable when it has not ended (the
-/// origin closed it, or sent something unasked) and takes a request.
+/// origin closed it, or sent something unasked, which hyper may already
+/// hold in its buffer), takes a request, and its socket is open with no
+/// unread byte.
 fn is_usable<B: RequestBody>(conn: &mut Conn<B>) -> bool {
     let waker = std::task::Waker::noop();
     let mut cx = Context::from_waker(waker);
     if Pin::new(&mut conn.conn).poll(&mut cx).is_ready() {
         return false;
     }
-    matches!(conn.sender.poll_ready(&mut cx), Poll::Ready(Ok(())))
+    matches!(conn.sender.poll_ready(&mut cx), Poll::Ready(Ok(()))) && is_open_and_quiet(conn.fd)
+}
+
+/// Whether an idle socket is still open and holds no unread byte, by one
+/// non-blocking peek (as pingora's `test_reusable_stream` does). Readiness
+/// flags are no proof: bytes can sit in the socket's buffer before the
+/// event loop has reported them. Any byte (an answer nobody asked for, the
+/// rest of a body past its length) or an end of stream retires the
+/// connection: the next answer read from it could be someone else's.
+pub fn is_open_and_quiet(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: the caller owns the open socket `fd` for the duration of the
+    // call, and `byte` is one writable byte.
+    let read = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    read < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
 }
 
 enum Retry<B> {
@@ -590,6 +617,72 @@ mod tests {
         // Both idle ones had expired: a fifth connection was opened.
         assert_eq!(accepted.load(Ordering::SeqCst), 5);
         assert_eq!(pool.idle_count(&url), 1);
+    }
+
+    #[tokio::test]
+    async fn only_an_open_socket_with_nothing_unread_is_quiet() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conn = TcpStream::connect(addr).await.unwrap();
+        let (mut peer, _) = listener.accept().await.unwrap();
+        assert!(is_open_and_quiet(conn.as_raw_fd()));
+        peer.write_all(b"x").await.unwrap();
+        // No readiness involved: the peek sees the byte once it is there.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while is_open_and_quiet(conn.as_raw_fd()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!is_open_and_quiet(conn.as_raw_fd()));
+        let closed = TcpStream::connect(addr).await.unwrap();
+        let (closed_peer, _) = listener.accept().await.unwrap();
+        drop(closed_peer);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while is_open_and_quiet(closed.as_raw_fd()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!is_open_and_quiet(closed.as_raw_fd()));
+    }
+
+    #[tokio::test]
+    async fn an_answer_with_stray_bytes_after_it_is_not_reused() {
+        // A HEAD-like answer with an unasked answer right behind it, then a
+        // plain one on every later connection.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = url::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    loop {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        let answer: &[u8] = if n == 0 {
+                            b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nSTRAY!"
+                        } else {
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                        };
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let pool = OriginPool::new(limits());
+        let resp = pool.send(&url, get("/")).await.unwrap();
+        assert_eq!(resp.status(), hyper::StatusCode::NO_CONTENT);
+        drop(resp);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let resp = pool.send(&url, get("/")).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

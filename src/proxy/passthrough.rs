@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,12 +32,13 @@ use tokio::sync::watch;
 use tokio::time::Sleep;
 
 use crate::bot::request::{LOOP_GUARD_HEADER, LOOP_GUARD_VALUE};
-use crate::bot::{PassReason, RenderDecision};
-use crate::config::Site;
+use crate::bot::{BotDetector, PassReason, RenderDecision};
+use crate::config::{Site, SiteTable};
+use crate::domain::Domain;
 use crate::listener::{Front, Rewound, MAX_HEADERS, MAX_HEAD_BYTES};
 use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind};
-use crate::proxy::forward::{OriginError, HOP_BY_HOP};
-use crate::proxy::origin_pool::{connect_tcp, PoolLimits};
+use crate::proxy::forward::{connection_may_remove, OriginError, HOP_BY_HOP};
+use crate::proxy::origin_pool::{connect_tcp, is_open_and_quiet, PoolLimits};
 use crate::proxy::request::{
     parse_host, validate_path, validate_query, MAX_HEADER_BLOCK_BYTES, MAX_TARGET_BYTES,
 };
@@ -55,14 +57,17 @@ const MAX_CHUNK_LINE_EXTRA: usize = 4 * 1024;
 const MAX_TRAILER_BYTES: usize = 16 * 1024;
 
 impl Front for PublicProxy {
-    fn serve(
+    async fn serve(
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
         header_read_timeout: Duration,
         stop: watch::Receiver<bool>,
-    ) -> impl std::future::Future<Output = Option<Rewound>> + Send {
-        serve_connection(self, stream, peer, header_read_timeout, stop)
+    ) -> Option<Rewound> {
+        if !self.raw_relay {
+            return Some(Rewound::new(Vec::new(), stream));
+        }
+        serve_connection(self, stream, peer, header_read_timeout, stop).await
     }
 
     fn housekeeping(&self) {
@@ -169,7 +174,7 @@ async fn handle_request(
     let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     match req.parse_with_uninit_headers(head, &mut headers) {
-        Ok(httparse::Status::Complete(_)) => match plan(proxy, &req) {
+        Ok(httparse::Status::Complete(_)) => match plan(&proxy.sites, &proxy.bots, &req) {
             Some(plan) => relay(proxy, client, peer, &req, plan, closing, origin_timer).await,
             None => Next::Handoff,
         },
@@ -245,7 +250,7 @@ const EDGE_TRIGGERED: bool = cfg!(any(
 /// A request this module relays, with what was settled about it.
 struct Plan<'r, 'p> {
     site: &'p Site,
-    host: String,
+    host: Domain,
     kind: RequestKind,
     /// The client asked to close the connection after this request.
     close: bool,
@@ -256,7 +261,11 @@ struct Plan<'r, 'p> {
 /// The plan for a request this module relays, or `None` for one hyper and
 /// the full request path take (everything `request::resolve` would refuse
 /// included, so refusals are answered and counted in one place).
-fn plan<'r, 'p>(proxy: &'p PublicProxy, req: &httparse::Request<'_, 'r>) -> Option<Plan<'r, 'p>> {
+fn plan<'r, 'p>(
+    sites: &'p SiteTable,
+    bots: &BotDetector,
+    req: &httparse::Request<'_, 'r>,
+) -> Option<Plan<'r, 'p>> {
     if req.version != Some(1) {
         return None;
     }
@@ -316,16 +325,12 @@ fn plan<'r, 'p>(proxy: &'p PublicProxy, req: &httparse::Request<'_, 'r>) -> Opti
     if let Some(q) = query {
         validate_query(q).ok()?;
     }
-    let site: &Site = proxy.sites.lookup(&host)?;
-    let kind =
-        match proxy
-            .bots
-            .decide_request(true, loop_guard, path, query, user_agent, &site.ignore)
-        {
-            RenderDecision::Render { .. } => return None,
-            RenderDecision::Pass(PassReason::StaticAsset) => RequestKind::Asset,
-            RenderDecision::Pass(_) => RequestKind::Human,
-        };
+    let site: &Site = sites.lookup(&host)?;
+    let kind = match bots.decide_request(true, loop_guard, path, query, user_agent, &site.ignore) {
+        RenderDecision::Render { .. } => return None,
+        RenderDecision::Pass(PassReason::StaticAsset) => RequestKind::Asset,
+        RenderDecision::Pass(_) => RequestKind::Human,
+    };
     Some(Plan {
         site,
         host,
@@ -373,7 +378,8 @@ struct ConnectionOptions {
 }
 
 /// Reads a `Connection` value: `close` and `upgrade` are reported, the
-/// header names it lists (other than `keep-alive`) are added to `named`.
+/// header names it lists (other than `keep-alive` and the names it can
+/// never remove, `NEVER_HOP_BY_HOP`) are added to `named`.
 /// `None` when the value is not text.
 fn connection_options<'a>(value: &'a [u8], named: &mut Vec<&'a str>) -> Option<ConnectionOptions> {
     let mut options = ConnectionOptions {
@@ -385,7 +391,10 @@ fn connection_options<'a>(value: &'a [u8], named: &mut Vec<&'a str>) -> Option<C
             options.close = true;
         } else if token.eq_ignore_ascii_case("upgrade") {
             options.upgrade = true;
-        } else if !token.is_empty() && !token.eq_ignore_ascii_case("keep-alive") {
+        } else if !token.is_empty()
+            && !token.eq_ignore_ascii_case("keep-alive")
+            && connection_may_remove(token)
+        {
             named.push(token);
         }
     }
@@ -499,15 +508,20 @@ async fn relay(
     let mut body = BodyEnd::new(head.framing);
     let mut out = head.bytes;
     let first = &response.bytes[head.origin_head_len..];
-    let (taken, mut done) = match body.feed(first) {
-        Ok(step) => step,
+    let fed = match body.feed(first) {
+        Ok(fed) => fed,
         Err(e) => {
-            tracing::warn!(origin = %origin, error = %e, "passthrough failed: bad body framing");
-            return Next::Close;
+            // Nothing has been sent yet: the client gets a 502, not a close.
+            give_back(out);
+            let e = OriginError::Unreachable(format!("bad body framing: {e}"));
+            return answer_error(proxy, client, origin, kind, started, e, client_close).await;
         }
     };
-    out.extend_from_slice(&first[..taken]);
-    let mut origin_reusable = head.origin_keep_alive && taken == first.len();
+    fed.copy_to(first, &mut out);
+    let mut done = fed.done;
+    // Bytes past the answer's end are an answer nobody asked for: the
+    // connection is not reused.
+    let mut origin_reusable = head.origin_keep_alive && fed.taken == first.len();
     // A short body of known length is gathered before the first write: the
     // client then gets the answer in one write (and reads it in one read)
     // even when the origin's bytes arrive in pieces, and an origin that
@@ -550,23 +564,36 @@ async fn relay(
                 return Next::Close;
             }
         };
-        let (taken, end) = match body.feed(chunk) {
-            Ok(step) => step,
+        let fed = match body.feed(chunk) {
+            Ok(fed) => fed,
+            Err(e) if unsent.is_some() => {
+                let e = OriginError::Unreachable(format!("bad body framing: {e}"));
+                return answer_error(proxy, client, origin, kind, started, e, client_close).await;
+            }
             Err(e) => {
-                tracing::warn!(origin = %origin, error = %e, "passthrough failed: bad body framing");
+                tracing::warn!(origin = %origin, error = %e, "passthrough failed: bad body framing; closing the client connection");
                 return Next::Close;
             }
         };
-        origin_reusable &= taken == chunk.len();
+        origin_reusable &= fed.taken == chunk.len();
         match unsent.as_mut() {
-            Some(out) => out.extend_from_slice(&chunk[..taken]),
+            Some(out) => fed.copy_to(chunk, out),
             None => {
-                if client.write_all(&chunk[..taken]).await.is_err() {
+                let written = if fed.closing.is_empty() {
+                    client.write_all(&chunk[..fed.copied]).await
+                } else {
+                    let mut piece = spare_buffer();
+                    fed.copy_to(chunk, &mut piece);
+                    let written = client.write_all(&piece).await;
+                    give_back(piece);
+                    written
+                };
+                if written.is_err() {
                     return Next::Close;
                 }
             }
         }
-        done = end;
+        done = fed.done;
     }
     give_back(response.bytes);
     if origin_reusable && done && response.drained {
@@ -592,7 +619,7 @@ async fn answer_error(
 ) -> Next {
     tracing::warn!(origin = %origin, error = %error, "passthrough failed");
     let status = error.status();
-    let message = format!("{error}\n");
+    let message = format!("{}\n", error.public_message());
     let mut out = Vec::with_capacity(256 + message.len());
     out.extend_from_slice(
         format!(
@@ -733,7 +760,7 @@ fn interim_answer_end(bytes: &[u8]) -> Option<usize> {
 
 /// How the end of a response body is found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub enum Framing {
     Empty,
     Length(u64),
     Chunked,
@@ -769,6 +796,8 @@ impl ResponseHead {
             return Err("origin switched protocols unasked");
         }
         let mut content_length: Option<u64> = None;
+        let mut length_lines = 0;
+        let mut length_plain = false;
         let mut chunked = false;
         let mut transfer_coded = false;
         let mut origin_close = resp.version != Some(1);
@@ -776,6 +805,8 @@ impl ResponseHead {
         let mut connection_named: Vec<&str> = Vec::new();
         for h in resp.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
+                length_lines += 1;
+                length_plain = !h.value.is_empty() && h.value.iter().all(u8::is_ascii_digit);
                 let value = std::str::from_utf8(h.value).map_err(|_| "bad Content-Length")?;
                 for part in value.split(',') {
                     let part = part.trim();
@@ -823,13 +854,27 @@ impl ResponseHead {
         bytes.push(b' ');
         bytes.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
         bytes.extend_from_slice(b"\r\n");
+        // With Transfer-Encoding a Content-Length is not the body's (RFC
+        // 9112 §6.3): the client must not frame by it. A single plain value
+        // is passed on as it came; a list or repeated lines become one.
+        // A 204 or 1xx has no body and no length (RFC 9110 §8.6).
+        let length_kept = !transfer_coded && status != 204 && status >= 200;
+        let length_as_is = length_kept && length_lines == 1 && length_plain;
         for h in resp.headers.iter() {
             if is_hop_by_hop(h.name, &connection_named)
-                || (framing == Framing::Chunked && h.name.eq_ignore_ascii_case("content-length"))
+                || (!length_as_is && h.name.eq_ignore_ascii_case("content-length"))
             {
                 continue;
             }
             push_header(&mut bytes, h.name.as_bytes(), h.value);
+        }
+        match content_length {
+            Some(n) if length_kept && !length_as_is => {
+                bytes.extend_from_slice(b"content-length: ");
+                bytes.extend_from_slice(n.to_string().as_bytes());
+                bytes.extend_from_slice(b"\r\n");
+            }
+            _ => {}
         }
         if framing == Framing::Chunked {
             bytes.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -873,21 +918,57 @@ impl BodyEnd {
         matches!(self, BodyEnd::UntilClose)
     }
 
-    /// How many of `input`'s bytes belong to the body, and whether the
-    /// body is complete with them.
-    fn feed(&mut self, input: &[u8]) -> Result<(usize, bool), ChunkError> {
+    /// How many of `input`'s bytes belong to the body, which of them the
+    /// client gets, and whether the body is complete with them.
+    fn feed(&mut self, input: &[u8]) -> Result<Fed, ChunkError> {
         match self {
             BodyEnd::Remaining(left) => {
                 let take = (*left).min(input.len() as u64);
                 *left -= take;
-                Ok((take as usize, *left == 0))
+                Ok(Fed::whole(take as usize, *left == 0))
             }
-            BodyEnd::Chunked(scanner) => match scanner.feed(input)? {
-                Some(end) => Ok((end, true)),
-                None => Ok((input.len(), false)),
-            },
-            BodyEnd::UntilClose => Ok((input.len(), false)),
+            BodyEnd::Chunked(scanner) => {
+                let end = scanner.feed(input)?;
+                let taken = end.unwrap_or(input.len());
+                Ok(Fed {
+                    taken,
+                    copied: scanner.body_bytes_in_last_feed(taken),
+                    done: end.is_some(),
+                    closing: if end.is_some() { b"\r\n" } else { b"" },
+                })
+            }
+            BodyEnd::UntilClose => Ok(Fed::whole(input.len(), false)),
         }
+    }
+}
+
+/// One step of [`BodyEnd::feed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fed {
+    /// Bytes of the input that belong to the body.
+    taken: usize,
+    /// How many of them, from the start, the client gets: a chunked body's
+    /// trailer section is dropped (as hyper drops trailers no `Trailer`
+    /// header announced, and `Trailer` is hop-by-hop), and replaced by
+    /// `closing`, the empty line that ends the body.
+    copied: usize,
+    done: bool,
+    closing: &'static [u8],
+}
+
+impl Fed {
+    fn whole(taken: usize, done: bool) -> Fed {
+        Fed {
+            taken,
+            copied: taken,
+            done,
+            closing: b"",
+        }
+    }
+
+    fn copy_to(&self, input: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(&input[..self.copied]);
+        out.extend_from_slice(self.closing);
     }
 }
 
@@ -933,11 +1014,37 @@ pub struct ChunkedEnd {
     digits: u8,
     /// Extension bytes of the current size line, or trailer bytes so far.
     extra: usize,
+    /// Where the trailer section (after the last chunk's size line) began
+    /// in the input of the last `feed`, if it did.
+    trailers_from: Option<usize>,
 }
 
 impl ChunkedEnd {
+    /// How many of the first `taken` bytes of the last `feed`'s input come
+    /// before the trailer section: the chunks themselves and the last
+    /// chunk's size line (`0\r\n`).
+    pub fn body_bytes_in_last_feed(&self, taken: usize) -> usize {
+        match self.trailers_from {
+            Some(from) => from.min(taken),
+            None if self.in_trailers() => 0,
+            None => taken,
+        }
+    }
+
+    fn in_trailers(&self) -> bool {
+        matches!(
+            self.state,
+            ChunkState::TrailerStart
+                | ChunkState::TrailerLine
+                | ChunkState::TrailerLf
+                | ChunkState::EndLf
+                | ChunkState::Done
+        )
+    }
+
     /// `Some(n)`: the body ends after `n` bytes of `input`.
     pub fn feed(&mut self, input: &[u8]) -> Result<Option<usize>, ChunkError> {
+        self.trailers_from = None;
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
@@ -976,6 +1083,7 @@ impl ChunkedEnd {
                     // which follows the last size line, as a whole.
                     self.extra = 0;
                     self.state = if self.size == 0 {
+                        self.trailers_from = Some(i + 1);
                         ChunkState::TrailerStart
                     } else {
                         ChunkState::Data
@@ -1098,13 +1206,21 @@ thread_local! {
     static IDLE: RefCell<HashMap<String, Vec<(TcpStream, Instant)>>> = RefCell::new(HashMap::new());
 }
 
-/// The newest idle connection to `origin` that is still open and quiet.
+/// The newest idle connection to `origin` that is still open and quiet
+/// (checked on the one taken, at the moment it is taken).
 fn idle_take(origin: &str, idle_timeout: Duration) -> Option<TcpStream> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(origin)?;
-        keep_reusable(list, Instant::now(), idle_timeout);
-        list.pop().map(|(stream, _)| stream)
+        let now = Instant::now();
+        while let Some((stream, since)) = list.pop() {
+            if now.saturating_duration_since(since) < idle_timeout
+                && is_open_and_quiet(stream.as_raw_fd())
+            {
+                return Some(stream);
+            }
+        }
+        None
     })
 }
 
@@ -1121,24 +1237,25 @@ fn close_stale_idle(now: Instant, idle_timeout: Duration) {
     });
 }
 
-/// Drops the idle connections that are older than the idle timeout or on
-/// which something arrived: data or an EOF means the origin closed the
-/// connection or broke the protocol.
+/// Drops the idle connections that are older than the idle timeout or not
+/// open and quiet: a byte waiting (data the origin sent unasked, such as a
+/// body after a HEAD answer) or an end of stream retires a connection. The
+/// check is a real non-blocking read, not the event loop's readiness flag,
+/// which lags behind bytes already in the socket's buffer.
 fn keep_reusable(list: &mut Vec<(TcpStream, Instant)>, now: Instant, idle_timeout: Duration) {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     list.retain(|(stream, since)| {
         now.saturating_duration_since(*since) < idle_timeout
-            && stream.poll_read_ready(&mut cx).is_pending()
+            && is_open_and_quiet(stream.as_raw_fd())
     });
 }
 
 /// Keeps a connection whose last read emptied it and whose answer was read
 /// to its end.
 fn idle_put(origin: &str, stream: TcpStream, max_idle: usize) {
-    // The event loop flags the connection readable again when anything
-    // arrives — data or the origin's close — so the read readiness left
-    // from the answer is cleared here, without a system call, and
-    // `idle_take` needs none either.
+    // The read readiness left from the answer is cleared without a system
+    // call, so the next read waits for the next answer instead of first
+    // making a `recv` that fails with `EAGAIN`. Whether the connection can
+    // be reused at all is `idle_take`'s check, by a real read.
     let _ = stream.try_io(Interest::READABLE, || {
         Err::<(), _>(io::ErrorKind::WouldBlock.into())
     });
@@ -1168,6 +1285,79 @@ fn report_idle(metrics: &Metrics) {
     let now = i64::try_from(now).unwrap_or(i64::MAX);
     let before = IDLE_REPORTED.with(|reported| reported.replace(now));
     metrics.add_origin_idle_connections(now - before);
+}
+
+/// The relay's parsers of untrusted bytes, for the fuzz targets (`fuzz/`)
+/// and the replay of their corpora in `cargo test`; the proxy itself does
+/// not use this module.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// A response head as the relay rewrites it for the client.
+    pub struct RewrittenHead {
+        pub bytes: Vec<u8>,
+        pub origin_head_len: usize,
+        pub framing: Framing,
+        pub origin_keep_alive: bool,
+        pub client_keep_alive: bool,
+    }
+
+    /// [`ResponseHead::parse`].
+    pub fn response_head(
+        raw: &[u8],
+        head_only: bool,
+        client_close: bool,
+    ) -> Result<RewrittenHead, &'static str> {
+        ResponseHead::parse(raw, head_only, client_close).map(|h| RewrittenHead {
+            bytes: h.bytes,
+            origin_head_len: h.origin_head_len,
+            framing: h.framing,
+            origin_keep_alive: h.origin_keep_alive,
+            client_keep_alive: h.client_keep_alive,
+        })
+    }
+
+    /// A chunked body fed to the relay in the given pieces: where it ends
+    /// and the bytes the client gets, or `None` if it has not ended.
+    pub fn chunked_body(pieces: &[&[u8]]) -> Result<Option<(usize, Vec<u8>)>, ChunkError> {
+        let mut end = BodyEnd::new(Framing::Chunked);
+        let (mut out, mut taken) = (Vec::new(), 0);
+        for piece in pieces {
+            let fed = end.feed(piece)?;
+            fed.copy_to(piece, &mut out);
+            taken += fed.taken;
+            if fed.done {
+                return Ok(Some((taken, out)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// What [`plan`] settled about a request the relay takes.
+    #[derive(Debug)]
+    pub struct Planned {
+        pub site: Arc<Site>,
+        pub host: Domain,
+        pub asset: bool,
+    }
+
+    /// [`plan`] on a raw request head: `None` when the relay would hand the
+    /// request to hyper.
+    pub fn plan_request(sites: &SiteTable, bots: &BotDetector, raw: &[u8]) -> Option<Planned> {
+        let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        match req.parse_with_uninit_headers(raw, &mut headers) {
+            Ok(httparse::Status::Complete(_)) => {}
+            _ => return None,
+        }
+        let planned = plan(sites, bots, &req)?;
+        Some(Planned {
+            site: sites.lookup(&planned.host)?.clone(),
+            host: planned.host.clone(),
+            asset: planned.kind == RequestKind::Asset,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -1370,6 +1560,99 @@ mod tests {
         assert_eq!(idle_count(origin), 1);
         close_stale_idle(Instant::now() + IDLE_TIMEOUT, IDLE_TIMEOUT);
         assert_eq!(idle_count(origin), 0);
+    }
+
+    #[tokio::test]
+    async fn bytes_already_waiting_retire_an_idle_connection() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let origin = "http://stray.test/";
+        let conn = TcpStream::connect(addr).await.unwrap();
+        let (mut peer, _) = listener.accept().await.unwrap();
+        // The stray answer arrives while the connection is still in use
+        // (the event loop has seen it), before it is put back idle: putting
+        // it back clears the readiness, so only a real read can see it.
+        peer.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nSTRAY!")
+            .await
+            .unwrap();
+        conn.readable().await.unwrap();
+        idle_put(origin, conn, 8);
+        assert!(idle_take(origin, IDLE_TIMEOUT).is_none());
+
+        // A quiet connection is taken; one the origin closed is not.
+        let quiet = TcpStream::connect(addr).await.unwrap();
+        let (_quiet_peer, _) = listener.accept().await.unwrap();
+        idle_put(origin, quiet, 8);
+        assert!(idle_take(origin, IDLE_TIMEOUT).is_some());
+        let closed = TcpStream::connect(addr).await.unwrap();
+        let (closed_peer, _) = listener.accept().await.unwrap();
+        idle_put(origin, closed, 8);
+        drop(closed_peer);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(idle_take(origin, IDLE_TIMEOUT).is_none());
+    }
+
+    #[test]
+    fn framing_headers_reach_the_client_once_and_true() {
+        let text = |raw: &[u8]| {
+            let head = ResponseHead::parse(raw, false, false).unwrap();
+            (
+                String::from_utf8(head.bytes).unwrap().to_ascii_lowercase(),
+                head.framing,
+            )
+        };
+        // `Connection` cannot remove the length.
+        let (head, framing) = text(
+            b"HTTP/1.1 200 OK\r\nConnection: content-length, host, x-hop\r\nContent-Length: 5\r\nx-hop: 1\r\n\r\n",
+        );
+        assert_eq!(framing, Framing::Length(5));
+        assert!(head.contains("content-length: 5\r\n"), "{head}");
+        assert!(!head.contains("x-hop"), "{head}");
+        // A coding that does not end in chunked: until close, no length.
+        let (head, framing) =
+            text(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\n");
+        assert_eq!(framing, Framing::UntilClose);
+        assert!(!head.contains("content-length"), "{head}");
+        assert!(!head.contains("transfer-encoding"), "{head}");
+        assert!(head.contains("connection: close\r\n"), "{head}");
+        // Repeated equal lengths become one.
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+        ] {
+            let (head, framing) = text(raw);
+            assert_eq!(framing, Framing::Length(5));
+            assert_eq!(head.matches("content-length").count(), 1, "{head}");
+            assert!(head.contains("content-length: 5\r\n"), "{head}");
+        }
+        // A 204 has no length, whatever the origin says.
+        let (head, framing) = text(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(framing, Framing::Empty);
+        assert!(!head.contains("content-length"), "{head}");
+    }
+
+    #[test]
+    fn trailers_are_dropped_from_chunked_bodies() {
+        let body = b"5\r\nhello\r\n0\r\nx-sum: 5\r\nx-other: 1\r\n\r\nNEXT";
+        // Whole, and fed in every split: the client gets the chunks, the
+        // last chunk's line and an empty trailer section.
+        for split in 0..=body.len() {
+            let mut end = BodyEnd::new(Framing::Chunked);
+            let (mut out, mut taken, mut done) = (Vec::new(), 0, false);
+            for piece in [&body[..split], &body[split..]] {
+                if done {
+                    break;
+                }
+                let fed = end.feed(piece).unwrap();
+                fed.copy_to(piece, &mut out);
+                taken += fed.taken;
+                done = fed.done;
+            }
+            assert!(done, "split {split}");
+            assert_eq!(taken, body.len() - 4, "split {split}");
+            assert_eq!(out, b"5\r\nhello\r\n0\r\n\r\n", "split {split}");
+        }
     }
 
     #[test]

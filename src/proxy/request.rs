@@ -8,8 +8,8 @@ use std::sync::Arc;
 use hyper::header::HOST;
 use hyper::{Request, StatusCode, Version};
 
-use crate::config::site::normalise_domain;
 use crate::config::{Site, SiteTable};
+use crate::domain::Domain;
 
 /// SPEC §2: a request target over 8 KiB is answered 414.
 pub const MAX_TARGET_BYTES: usize = 8 * 1024;
@@ -20,7 +20,7 @@ pub const MAX_HEADER_BLOCK_BYTES: usize = 32 * 1024;
 #[derive(Debug, Clone)]
 pub struct Target {
     /// The public host, lowercase, without port or trailing dot.
-    pub host: String,
+    pub host: Domain,
     pub site: Arc<Site>,
 }
 
@@ -68,7 +68,7 @@ pub fn resolve<B>(req: &Request<B>, sites: &SiteTable) -> Result<Target, Rejecti
 
 /// The public host: the Host header (HTTP/1) or `:authority` (HTTP/2). An
 /// absolute-form target must name the same host; a second Host is refused.
-fn host_of<B>(req: &Request<B>) -> Result<String, Rejection> {
+fn host_of<B>(req: &Request<B>) -> Result<Domain, Rejection> {
     let mut hosts = req.headers().get_all(HOST).iter();
     let header = hosts.next();
     if hosts.next().is_some() {
@@ -96,28 +96,11 @@ fn host_of<B>(req: &Request<B>) -> Result<String, Rejection> {
     parse_host(raw).ok_or(reject(StatusCode::BAD_REQUEST, "malformed Host header"))
 }
 
-/// `name[:port]` or `[v6]:port` → normalised name; anything else is malformed.
-pub(crate) fn parse_host(raw: &str) -> Option<String> {
-    let (name, port) = if let Some(rest) = raw.strip_prefix('[') {
-        let end = rest.find(']')?;
-        let addr: std::net::Ipv6Addr = rest[..end].parse().ok()?;
-        (format!("[{addr}]"), rest[end + 1..].strip_prefix(':'))
-    } else {
-        match raw.rsplit_once(':') {
-            Some((n, p)) => (normalise_domain(n)?, Some(p)),
-            None => (normalise_domain(raw)?, None),
-        }
-    };
-    if let Some(p) = port {
-        if p.is_empty()
-            || p.len() > 5
-            || !p.bytes().all(|b| b.is_ascii_digit())
-            || p.parse::<u16>().is_err()
-        {
-            return None;
-        }
-    }
-    Some(name)
+/// `name[:port]` or `[v6]:port` → the host as [`Domain`] reads it (the
+/// same parse as a configured domain and a cache key's); anything else is
+/// malformed.
+pub(crate) fn parse_host(raw: &str) -> Option<Domain> {
+    Domain::from_host(raw).ok()
 }
 
 /// Refuses invalid percent-encoding, encoded NUL/CR/LF, and dot-segments
@@ -200,6 +183,10 @@ mod tests {
         );
         assert_eq!(parse_host("example.com.").as_deref(), Some("example.com"));
         assert_eq!(parse_host("[::1]:80").as_deref(), Some("[::1]"));
+        assert_eq!(
+            parse_host("my_app.example.com").as_deref(),
+            Some("my_app.example.com")
+        );
         for bad in [
             "",
             "a b",

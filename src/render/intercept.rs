@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
+use chromiumoxide::cdp::browser_protocol::emulation::SetFocusEmulationEnabledParams;
 use chromiumoxide::cdp::browser_protocol::fetch::{
     ContinueRequestParams, EventRequestPaused, FailRequestParams, FulfillRequestParams, HeaderEntry,
 };
@@ -93,6 +94,12 @@ struct NetState {
     crashed: bool,
     /// Origins (scheme://host:port) the page touched, cleared after the render.
     origins: HashSet<String>,
+    /// Requests the page started that were not refused for their type
+    /// (images, media and fonts are): loading the page's content.
+    requests_started: u64,
+    /// The first URL the page's main frame tried to navigate to (GET) after
+    /// its document; the navigation was refused.
+    client_navigation: Option<String>,
 }
 
 /// One render in progress on a tab.
@@ -213,6 +220,14 @@ impl RenderCtx {
             .collect()
     }
 
+    pub(crate) fn requests_started(&self) -> u64 {
+        self.state.lock().requests_started
+    }
+
+    pub(crate) fn client_navigation(&self) -> Option<String> {
+        self.state.lock().client_navigation.clone()
+    }
+
     pub(crate) fn origins(&self) -> Vec<String> {
         self.state.lock().origins.iter().cloned().collect()
     }
@@ -233,7 +248,8 @@ pub(crate) type CurrentRender = Arc<Mutex<Option<Arc<RenderCtx>>>>;
 ///
 /// `frozen` is set while the tab holds the frozen page of a finished render;
 /// the first document committed in the main frame after that (the next
-/// render's, or `about:blank`) replaced it, and the tab is set active again.
+/// render's, or `about:blank`) replaced it, and the tab is set active and
+/// focused (so visible: see `page`) again.
 pub(crate) async fn start_tab_events(
     page: Page,
     current: CurrentRender,
@@ -280,6 +296,8 @@ pub(crate) async fn start_tab_events(
                         tokio::spawn(async move {
                             let active = SetWebLifecycleStateParams::new(SetWebLifecycleStateState::Active);
                             let _ = tokio::time::timeout(CDP_CALL_TIMEOUT, page.execute(active)).await;
+                            let focused = SetFocusEmulationEnabledParams::new(true);
+                            let _ = tokio::time::timeout(CDP_CALL_TIMEOUT, page.execute(focused)).await;
                         });
                     }
                 }
@@ -413,6 +431,7 @@ async fn decide(ctx: &RenderCtx, shared: &Shared, ev: &EventRequestPaused) -> An
         shared.blocked.fetch_add(1, Ordering::Relaxed);
         return Answer::Fail(ErrorReason::BlockedByClient);
     }
+    ctx.state.lock().requests_started += 1;
     let job = &ctx.job;
     let for_site = policy::same_origin(&url, &job.public_url);
     let for_origin = policy::same_origin(&url, &job.origin);
@@ -423,7 +442,13 @@ async fn decide(ctx: &RenderCtx, shared: &Shared, ev: &EventRequestPaused) -> An
             let mut st = ctx.state.lock();
             if st.document_requested {
                 if st.main_frame.as_deref() == Some(frame.as_str()) {
-                    // The page tries to leave: the snapshot is of this document.
+                    // The page tries to leave: the snapshot is of this
+                    // document, or a redirect to where it went.
+                    if ev.request.method == "GET" && st.client_navigation.is_none() {
+                        st.client_navigation = Some(url.to_string());
+                    }
+                    drop(st);
+                    ctx.changed.notify_waiters();
                     return Answer::Fail(ErrorReason::Aborted);
                 }
                 false

@@ -40,6 +40,13 @@ pub const DEFAULT_BROWSER_MAX_RSS_BYTES: u64 = 1024 * 1024 * 1024;
 pub const DEFAULT_RENDER_TIMEOUT: Duration = Duration::from_secs(20);
 /// Snapshot deadline of a loaded page whose network never settles (SPEC §1 `--ready-timeout`).
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Height in CSS pixels up to which a page is laid out before its snapshot,
+/// so content that loads when scrolled into view is loaded (SPEC §3 site
+/// option `max_render_height`; Googlebot renders in a tall viewport too).
+pub const DEFAULT_MAX_RENDER_HEIGHT: u32 = 16_000;
+/// Status of the answer to a page whose script moved it to another path of
+/// its site (SPEC §3 site option `client_redirect_status`).
+pub const DEFAULT_CLIENT_REDIRECT_STATUS: u16 = 302;
 /// Bound of the in-process static subresource cache (all sites together).
 pub const DEFAULT_SUBRESOURCE_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -145,6 +152,67 @@ pub struct RenderJob {
     pub strip_scripts: bool,
     /// Render with a mobile viewport and a smartphone crawler's User-Agent.
     pub mobile: bool,
+    /// How shadow roots are written into the snapshot.
+    pub shadow_dom: ShadowDom,
+    /// Keep `<noscript>` elements (removed with the scripts otherwise).
+    pub keep_noscript: bool,
+    /// The page is laid out up to this tall (CSS pixels) before the
+    /// snapshot; 0 keeps the viewport's height.
+    pub max_render_height: u32,
+    /// Status of the answer when the page's script moves it to another path
+    /// of its site during the render; 0 snapshots the new route at the old URL.
+    pub client_redirect_status: u16,
+}
+
+impl RenderJob {
+    /// A job with every site option at its default: scripts stripped,
+    /// desktop, declarative shadow DOM, lazy content loaded up to
+    /// [`DEFAULT_MAX_RENDER_HEIGHT`], client redirects answered with
+    /// [`DEFAULT_CLIENT_REDIRECT_STATUS`].
+    pub fn new(public_url: url::Url, origin: url::Url) -> Self {
+        Self {
+            public_url,
+            origin,
+            strip_scripts: true,
+            mobile: false,
+            shadow_dom: ShadowDom::default(),
+            keep_noscript: false,
+            max_render_height: DEFAULT_MAX_RENDER_HEIGHT,
+            client_redirect_status: DEFAULT_CLIENT_REDIRECT_STATUS,
+        }
+    }
+}
+
+/// How shadow roots are written into the snapshot (site option `shadow_dom`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ShadowDom {
+    /// Each shadow root as `<template shadowrootmode="…">` inside its host
+    /// (declarative shadow DOM): browsers and crawlers that lay pages out
+    /// rebuild the same tree.
+    #[default]
+    Declarative,
+    /// The composed tree written into the light DOM, slots replaced by what
+    /// they show: for crawlers that read text only.
+    Flatten,
+}
+
+impl ShadowDom {
+    /// The option's value as written in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShadowDom::Declarative => "declarative",
+            ShadowDom::Flatten => "flatten",
+        }
+    }
+
+    /// Parses a configuration value.
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "declarative" => Some(ShadowDom::Declarative),
+            "flatten" => Some(ShadowDom::Flatten),
+            _ => None,
+        }
+    }
 }
 
 /// The result of a render.

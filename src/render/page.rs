@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
 use chromiumoxide::cdp::browser_protocol::emulation::{
-    SetDeviceMetricsOverrideParams, SetTouchEmulationEnabledParams, SetUserAgentOverrideParams,
+    SetDeviceMetricsOverrideParams, SetFocusEmulationEnabledParams, SetTouchEmulationEnabledParams,
+    SetUserAgentOverrideParams,
 };
 use chromiumoxide::cdp::browser_protocol::fetch;
 use chromiumoxide::cdp::browser_protocol::inspector;
@@ -27,7 +28,8 @@ use chromiumoxide::cdp::browser_protocol::network::{
     BlockPattern, ClearBrowserCookiesParams, SetBlockedUrLsParams, SetBypassServiceWorkerParams,
 };
 use chromiumoxide::cdp::browser_protocol::page::{
-    SetWebLifecycleStateParams, SetWebLifecycleStateState, StopLoadingParams,
+    AddScriptToEvaluateOnNewDocumentParams, SetWebLifecycleStateParams, SetWebLifecycleStateState,
+    StopLoadingParams,
 };
 use chromiumoxide::cdp::browser_protocol::storage::ClearDataForOriginParams;
 use chromiumoxide::cdp::browser_protocol::target::{
@@ -38,7 +40,7 @@ use chromiumoxide::{Browser, Page};
 use tokio::time::Instant;
 
 use super::intercept::{self, CurrentRender, DocumentOutcome, RenderCtx, Shared, CDP_CALL_TIMEOUT};
-use super::{RenderError, RenderJob, RenderedPage};
+use super::{RenderError, RenderJob, RenderedPage, ShadowDom};
 
 /// No request in flight for this long after DOMContentLoaded = ready (SPEC §3).
 pub(crate) const NETWORK_QUIET: Duration = Duration::from_millis(500);
@@ -62,6 +64,13 @@ const WORKER_TARGET_TYPES: [&str; 3] = ["worker", "shared_worker", "service_work
 pub(crate) const MAX_HTML_BYTES: usize = 16 * 1024 * 1024;
 /// Most `<meta name="prerender-header">` headers taken from one page.
 const MAX_META_HEADERS: usize = 16;
+/// Times a page is laid out taller when the content loaded at one height
+/// makes the document grow (an infinite list's next screens), up to
+/// `max_render_height`.
+const TALL_LAYOUT_ROUNDS: usize = 3;
+/// Bound of waiting for the animation frames after a layout change (the
+/// page's own timer ends it after 2 s; this covers a page that stalls).
+const FRAMES_BOUND: Duration = Duration::from_secs(3);
 
 /// Desktop viewport (a common laptop size).
 const DESKTOP_VIEWPORT: (i64, i64, f64) = (1366, 768, 1.0);
@@ -96,19 +105,190 @@ const PRERENDER_READY_JS: &str = "(() => { const v = window.prerenderReady; \
 /// Empties the page's sessionStorage before the tab leaves it.
 const CLEAR_SESSION_STORAGE_JS: &str = "(() => { try { sessionStorage.clear(); } catch (e) {} })()";
 
-/// Reads the status/header metas, removes scripts (except JSON-LD) when
-/// asked, and serialises the DOM with its doctype.
-const SNAPSHOT_JS: &str = r#"((strip) => {
+/// Added before any script of every document a tab loads
+/// (`Page.addScriptToEvaluateOnNewDocument`): remembers closed shadow roots
+/// (their hosts do not expose them) so the snapshot can write them, and
+/// notes whether the page watches for content scrolled into view (an
+/// IntersectionObserver target, a scroll listener on the window or the
+/// document), which decides whether it is laid out tall before the
+/// snapshot. The wrappers keep the native methods' names and arities.
+const PAGE_HOOKS_JS: &str = r#"(() => {
+  const key = Symbol.for('prerender-proxy');
+  if (Object.prototype.hasOwnProperty.call(window, key)) return;
+  const apply = Reflect.apply;
+  const closedRoots = new WeakMap();
+  let watchesViewport = false;
+  const wrap = (proto, name, make) => {
+    const d = proto && Object.getOwnPropertyDescriptor(proto, name);
+    if (d && typeof d.value === 'function') {
+      Object.defineProperty(proto, name, Object.assign({}, d, { value: make(d.value) }));
+    }
+  };
+  wrap(window.Element && Element.prototype, 'attachShadow', (native) => ({
+    attachShadow(init) {
+      const root = apply(native, this, arguments);
+      if (root && root.mode === 'closed') closedRoots.set(this, root);
+      return root;
+    } }).attachShadow);
+  wrap(window.IntersectionObserver && IntersectionObserver.prototype, 'observe', (native) => ({
+    observe(target) {
+      watchesViewport = true;
+      return apply(native, this, arguments);
+    } }).observe);
+  wrap(window.EventTarget && EventTarget.prototype, 'addEventListener', (native) => ({
+    addEventListener(type, listener) {
+      if (type === 'scroll' && (this === window || this === document)) watchesViewport = true;
+      return apply(native, this, arguments);
+    } }).addEventListener);
+  Object.defineProperty(window, key, { value: Object.freeze({
+    closedShadowRoot: (host) => closedRoots.get(host) || null,
+    watchesViewport: () => watchesViewport,
+  }) });
+})()"#;
+
+/// The document's height in CSS pixels, and whether the page watches for
+/// content scrolled into view (see [`PAGE_HOOKS_JS`]).
+const LAYOUT_JS: &str = r#"(() => {
+  const hooks = window[Symbol.for('prerender-proxy')];
+  const d = document.documentElement, b = document.body;
+  return {
+    height: Math.ceil(Math.max(d ? d.scrollHeight : 0, b ? b.scrollHeight : 0)),
+    lazy: !!(hooks && hooks.watchesViewport()),
+  };
+})()"#;
+
+/// After a layout change: tells scroll handlers to look again (a scroll
+/// event, as scrolling would) in the next frame, and resolves after a
+/// second frame and a task, when intersection observers have computed the
+/// new layout's intersections and their callbacks have run. A timer bounds
+/// it for a page whose frames stall (generous: on a saturated machine a
+/// frame can take hundreds of milliseconds).
+const FRAMES_JS: &str = r#"new Promise((done) => {
+  const bound = setTimeout(done, 2000);
+  requestAnimationFrame(() => {
+    document.dispatchEvent(new Event('scroll', { bubbles: true }));
+    requestAnimationFrame(() => setTimeout(() => {
+      clearTimeout(bound);
+      done();
+    }, 0));
+  });
+})"#;
+
+/// Reads the status/header metas and serialises the document with its
+/// doctype, after, in the document and in every shadow root: writing styles
+/// that live only in the CSSOM (rules added with `insertRule`, adopted
+/// constructed sheets) as `<style>` text; removing scripts (except JSON-LD)
+/// and, with them, `<noscript>` when asked; declaring UTF-8. Shadow roots —
+/// open ones and the closed ones [`PAGE_HOOKS_JS`] remembered — are written
+/// as declarative shadow DOM (`getHTML`), or, flattened, the composed tree
+/// goes into the light DOM with slots replaced by what they show (styles of
+/// shadow trees are left out there: in the light DOM they would apply to
+/// the whole page). Everything runs in one task: no page script or
+/// observer runs between the changes and the serialisation.
+const SNAPSHOT_JS: &str = r#"((opts) => {
   const metas = (name) => Array.from(document.querySelectorAll('meta[name="' + name + '"]'))
     .map((m) => m.getAttribute('content') || '');
   const status = metas('prerender-status-code');
   const headers = metas('prerender-header');
-  if (strip) {
-    for (const s of Array.from(document.querySelectorAll('script'))) {
-      const type = (s.getAttribute('type') || '').trim().toLowerCase();
-      if (type !== 'application/ld+json') s.remove();
+  const href = location.href;
+  const hooks = window[Symbol.for('prerender-proxy')];
+  const shadowRootOf = (el) => el.shadowRoot || (hooks ? hooks.closedShadowRoot(el) : null);
+  const roots = [];
+  const collect = (scope) => {
+    for (const el of scope.querySelectorAll('*')) {
+      const root = shadowRootOf(el);
+      if (root) { roots.push(root); collect(root); }
+    }
+  };
+  collect(document);
+  const scopes = [document].concat(roots);
+  const rulesOf = (sheet) => {
+    try { return Array.from(sheet.cssRules, (r) => r.cssText).join('\n'); } catch (e) { return null; }
+  };
+  // A rule's text may hold "</style" (in a string): it must not end the element.
+  const styleText = (css) => css.replace(/<\/(style)/gi, '<\\/$1');
+  for (const scope of scopes) {
+    for (const style of scope.querySelectorAll('style')) {
+      const live = style.sheet ? rulesOf(style.sheet) : null;
+      if (live === null) continue;
+      let parsed = null;
+      try {
+        const fresh = new CSSStyleSheet();
+        fresh.replaceSync(style.textContent);
+        parsed = rulesOf(fresh);
+      } catch (e) {}
+      if (live !== parsed) style.textContent = styleText(live);
+    }
+    const adopted = (scope.adoptedStyleSheets || []).map(rulesOf).filter((t) => t);
+    if (adopted.length) {
+      const style = document.createElement('style');
+      style.textContent = styleText(adopted.join('\n'));
+      if (scope === document) (document.head || document.documentElement).appendChild(style);
+      else scope.appendChild(style);
+    }
+    if (opts.strip) {
+      for (const s of scope.querySelectorAll('script')) {
+        const type = (s.getAttribute('type') || '').trim().toLowerCase();
+        if (type !== 'application/ld+json') s.remove();
+      }
+      if (!opts.keepNoscript) for (const n of scope.querySelectorAll('noscript')) n.remove();
     }
   }
+  let declared = false;
+  for (const m of document.querySelectorAll('meta[charset]')) {
+    m.setAttribute('charset', 'utf-8');
+    declared = true;
+  }
+  for (const m of document.querySelectorAll('meta[http-equiv]')) {
+    if (m.getAttribute('http-equiv').trim().toLowerCase() === 'content-type') {
+      m.setAttribute('content', 'text/html; charset=utf-8');
+      declared = true;
+    }
+  }
+  if (!declared && document.head) {
+    const m = document.createElement('meta');
+    m.setAttribute('charset', 'utf-8');
+    document.head.prepend(m);
+  }
+  const flatten = (root) => {
+    const inert = document.implementation.createHTMLDocument('');
+    const copy = (node, parent) => {
+      if (node.nodeType !== Node.ELEMENT_NODE) {
+        parent.appendChild(inert.importNode(node, false));
+        return;
+      }
+      const name = node.localName;
+      const inShadow = node.getRootNode() !== document;
+      if (name === 'slot' && inShadow) {
+        const assigned = node.assignedNodes();
+        for (const c of (assigned.length ? assigned : Array.from(node.childNodes))) copy(c, parent);
+        return;
+      }
+      if (inShadow && (name === 'style' || (name === 'link' && /\bstylesheet\b/i.test(node.rel)))) return;
+      if (name === 'template') {
+        parent.appendChild(inert.importNode(node, true));
+        return;
+      }
+      const el = inert.importNode(node, false);
+      const root = shadowRootOf(node);
+      for (const c of Array.from((root || node).childNodes)) copy(c, el);
+      parent.appendChild(el);
+    };
+    const holder = inert.createDocumentFragment();
+    copy(root, holder);
+    return holder.firstChild.outerHTML;
+  };
+  const serialize = (root) => {
+    if (!roots.length || typeof root.getHTML !== 'function') return root.outerHTML;
+    if (opts.flatten) {
+      try { return flatten(root); } catch (e) { /* too deep a tree: declarative instead */ }
+    }
+    const shell = root.cloneNode(false).outerHTML;
+    const end = '</' + root.localName + '>';
+    if (!shell.endsWith(end)) return root.outerHTML;
+    return shell.slice(0, shell.length - end.length)
+      + root.getHTML({ serializableShadowRoots: true, shadowRoots: roots }) + end;
+  };
   const d = document.doctype;
   let doctype = '<!DOCTYPE html>';
   if (d) {
@@ -118,7 +298,7 @@ const SNAPSHOT_JS: &str = r#"((strip) => {
       + '>';
   }
   const root = document.documentElement;
-  return { status, headers, html: doctype + '\n' + (root ? root.outerHTML : '') };
+  return { status, headers, href, html: doctype + '\n' + (root ? serialize(root) : '') };
 })"#;
 
 /// A tab in its own browser context, reused across renders of one site.
@@ -131,6 +311,9 @@ pub(crate) struct Tab {
     crashed: Arc<AtomicBool>,
     events: tokio::task::JoinHandle<()>,
     mobile: Option<bool>,
+    /// The last render laid its page out taller than the viewport: the next
+    /// one sets the viewport again.
+    tall: bool,
     /// The tab holds the frozen page of a finished render (cleared by the
     /// event task when the next document commits).
     frozen: Arc<AtomicBool>,
@@ -198,6 +381,23 @@ impl Tab {
                 ),
             };
             cdp("Network.setBlockedURLs", page.execute(block_sockets)).await?;
+            // Every page is treated as focused, which also keeps it visible.
+            // Without it, a tab whose previous page was frozen (see the
+            // module documentation) got no animation frames and no
+            // intersection checks for its next page: measured, every render
+            // on a reused tab. A visible page cannot be frozen, so `reset`
+            // turns it off first and the event task on again once the next
+            // document replaced the frozen one.
+            cdp(
+                "Emulation.setFocusEmulationEnabled",
+                page.execute(SetFocusEmulationEnabledParams::new(true)),
+            )
+            .await?;
+            cdp(
+                "Page.addScriptToEvaluateOnNewDocument",
+                page.execute(AddScriptToEvaluateOnNewDocumentParams::new(PAGE_HOOKS_JS)),
+            )
+            .await?;
             Ok::<_, RenderError>(())
         };
         if let Err(e) = setup.await {
@@ -232,6 +432,7 @@ impl Tab {
             crashed,
             events,
             mobile: None,
+            tall: false,
             frozen,
         })
     }
@@ -246,7 +447,7 @@ impl Tab {
     }
 
     async fn emulate(&mut self, mobile: bool, chrome_version: &str) -> Result<(), RenderError> {
-        if self.mobile == Some(mobile) {
+        if self.mobile == Some(mobile) && !self.tall {
             return Ok(());
         }
         let ((w, h, scale), ua) = if mobile {
@@ -260,6 +461,10 @@ impl Tab {
                 .execute(SetDeviceMetricsOverrideParams::new(w, h, scale, mobile)),
         )
         .await?;
+        self.tall = false;
+        if self.mobile == Some(mobile) {
+            return Ok(());
+        }
         cdp(
             "Emulation.setTouchEmulationEnabled",
             self.page
@@ -298,6 +503,12 @@ impl Tab {
             ));
         }
         self.frozen.store(true, Ordering::SeqCst);
+        cdp(
+            "Emulation.setFocusEmulationEnabled",
+            self.page
+                .execute(SetFocusEmulationEnabledParams::new(false)),
+        )
+        .await?;
         cdp(
             "Page.setWebLifecycleState",
             self.page.execute(SetWebLifecycleStateParams::new(
@@ -394,7 +605,7 @@ impl Tab {
     }
 
     async fn run(
-        &self,
+        &mut self,
         ctx: &Arc<RenderCtx>,
         started: Instant,
         ready_timeout: Duration,
@@ -446,8 +657,9 @@ impl Tab {
             wait_change(ctx).await;
         };
 
-        // 2. DOMContentLoaded.
-        while !ctx.dom_content_loaded() {
+        // 2. DOMContentLoaded. A page that tries to leave while it is
+        // parsed stops its own loading: it never comes then.
+        while !ctx.dom_content_loaded() && ctx.client_navigation().is_none() {
             self.check_crash(ctx)?;
             if let Some(e) = poll_navigation(&mut nav_rx, &mut nav_error) {
                 return Err(RenderError::Navigation(e));
@@ -457,39 +669,39 @@ impl Tab {
 
         // 3. Ready: prerenderReady, else network quiet, else ready_timeout.
         let snapshot_by = (started + ready_timeout).min(ctx.deadline - SNAPSHOT_RESERVE);
-        let mut on_ready_timeout = false;
-        loop {
-            self.check_crash(ctx)?;
-            let declared = self
-                .evaluate(PRERENDER_READY_JS)
-                .await
-                .ok()
-                .and_then(|v| v.as_i64());
-            match declared {
-                Some(1) => break,
-                Some(0) => {}
-                _ => {
-                    if ctx.network_idle(NETWORK_QUIET) {
-                        break;
-                    }
-                    if Instant::now() >= snapshot_by {
-                        tracing::warn!(
-                            url = %ctx.job.public_url,
-                            outstanding = ?ctx.outstanding(),
-                            "network never settled; snapshot at ready timeout"
-                        );
-                        on_ready_timeout = true;
-                        break;
-                    }
-                }
-            }
-            tokio::time::sleep(READY_POLL).await;
+        let mut on_ready_timeout = self.wait_ready(ctx, snapshot_by, true).await?;
+
+        // 4. Content that loads when scrolled into view.
+        if !self.redirects(ctx) && ctx.job.max_render_height > 0 {
+            on_ready_timeout |= self.load_lazy_content(ctx, snapshot_by).await?;
         }
 
-        // 4. Snapshot.
+        // 5. Snapshot.
         self.check_crash(ctx)?;
-        let expression = format!("{SNAPSHOT_JS}({})", ctx.job.strip_scripts);
+        let options = serde_json::json!({
+            "strip": ctx.job.strip_scripts,
+            "keepNoscript": ctx.job.keep_noscript,
+            "flatten": ctx.job.shadow_dom == ShadowDom::Flatten,
+        });
+        let expression = format!("{SNAPSHOT_JS}({options})");
         let snapshot = self.evaluate(&expression).await?;
+        if ctx.job.client_redirect_status != 0 {
+            let href = snapshot.get("href").and_then(|h| h.as_str());
+            if let Some(target) = client_redirect(
+                &ctx.job.public_url,
+                ctx.client_navigation().as_deref(),
+                href,
+            ) {
+                tracing::info!(url = %ctx.job.public_url, to = %target, "page moved itself: answered as a redirect");
+                return Ok(RenderedPage {
+                    status: ctx.job.client_redirect_status,
+                    headers: vec![("Location".to_string(), target.to_string())],
+                    html: redirect_body(&target),
+                    elapsed: started.elapsed(),
+                    snapshot_on_ready_timeout: false,
+                });
+            }
+        }
         let html = snapshot
             .get("html")
             .and_then(|h| h.as_str())
@@ -505,6 +717,121 @@ impl Tab {
             elapsed: started.elapsed(),
             snapshot_on_ready_timeout: on_ready_timeout,
         })
+    }
+
+    /// The page tried to leave for another path of its site and such moves
+    /// are answered as redirects: nothing it does afterwards matters. (A
+    /// reload, or a move to another site, is snapshotted as usual.)
+    fn redirects(&self, ctx: &RenderCtx) -> bool {
+        ctx.job.client_redirect_status != 0
+            && client_redirect(
+                &ctx.job.public_url,
+                ctx.client_navigation().as_deref(),
+                None,
+            )
+            .is_some()
+    }
+
+    /// Waits until the page is ready (SPEC §3): `prerenderReady` when the
+    /// page declared it, else no request in flight for [`NETWORK_QUIET`];
+    /// at `snapshot_by` it is snapshotted anyway (returns true). With
+    /// `declared_true_is_ready` false, a page whose `prerenderReady` is
+    /// already true waits for the network too (content it loads later).
+    async fn wait_ready(
+        &self,
+        ctx: &RenderCtx,
+        snapshot_by: Instant,
+        declared_true_is_ready: bool,
+    ) -> Result<bool, RenderError> {
+        loop {
+            self.check_crash(ctx)?;
+            if self.redirects(ctx) {
+                return Ok(false);
+            }
+            let declared = self
+                .evaluate(PRERENDER_READY_JS)
+                .await
+                .ok()
+                .and_then(|v| v.as_i64());
+            match declared {
+                Some(1) if declared_true_is_ready => return Ok(false),
+                Some(0) => {}
+                _ => {
+                    if ctx.network_idle(NETWORK_QUIET) {
+                        return Ok(false);
+                    }
+                }
+            }
+            if Instant::now() >= snapshot_by && declared != Some(0) {
+                tracing::warn!(
+                    url = %ctx.job.public_url,
+                    outstanding = ?ctx.outstanding(),
+                    "network never settled; snapshot at ready timeout"
+                );
+                return Ok(true);
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
+    }
+
+    /// Lays a page that watches for content scrolled into view out as tall
+    /// as its document (up to `max_render_height`), so its intersection
+    /// observers and scroll handlers load that content, then applies the
+    /// readiness rules again if it started loading anything — again while
+    /// the document keeps growing, a few times. A page that watches nothing
+    /// (most) or fits in the viewport costs one evaluation. Returns whether
+    /// the wait ended at `snapshot_by`.
+    async fn load_lazy_content(
+        &mut self,
+        ctx: &RenderCtx,
+        snapshot_by: Instant,
+    ) -> Result<bool, RenderError> {
+        let mobile = ctx.job.mobile;
+        let (width, viewport_height, scale) = if mobile {
+            MOBILE_VIEWPORT
+        } else {
+            DESKTOP_VIEWPORT
+        };
+        let max = i64::from(ctx.job.max_render_height);
+        let mut laid_out = viewport_height;
+        let mut on_ready_timeout = false;
+        for _ in 0..TALL_LAYOUT_ROUNDS {
+            self.check_crash(ctx)?;
+            let layout = self.evaluate(LAYOUT_JS).await?;
+            let watches = layout.get("lazy").and_then(|v| v.as_bool()) == Some(true);
+            let height = layout.get("height").and_then(|v| v.as_i64()).unwrap_or(0);
+            let target = height.min(max);
+            if !watches || target <= laid_out {
+                break;
+            }
+            let started_before = ctx.requests_started();
+            // Only the layout grows: the view's visible size, which the
+            // compositor draws, stays the screen's, so a tall layout does
+            // not mean rastering 16,000 px of page.
+            let mut tall = SetDeviceMetricsOverrideParams::new(width, target, scale, mobile);
+            tall.dont_set_visible_size = Some(true);
+            cdp(
+                "Emulation.setDeviceMetricsOverride",
+                self.page.execute(tall),
+            )
+            .await?;
+            self.tall = true;
+            laid_out = target;
+            let mut frames = EvaluateParams::new(FRAMES_JS);
+            frames.await_promise = Some(true);
+            let _ = tokio::time::timeout(FRAMES_BOUND, self.page.execute(frames)).await;
+            if ctx.requests_started() == started_before && ctx.network_idle(Duration::ZERO) {
+                continue;
+            }
+            if Instant::now() >= snapshot_by {
+                break;
+            }
+            on_ready_timeout = self.wait_ready(ctx, snapshot_by, false).await?;
+            if on_ready_timeout {
+                break;
+            }
+        }
+        Ok(on_ready_timeout)
     }
 
     fn check_crash(&self, ctx: &RenderCtx) -> Result<(), RenderError> {
@@ -564,6 +891,38 @@ async fn close_page(page: Page) {
     let _ = tokio::time::timeout(CDP_CALL_TIMEOUT, page.close()).await;
 }
 
+/// Where a page moved itself during its render, if that is another path of
+/// its site: the URL it tried to navigate to (`location.href`,
+/// `location.replace`, a meta refresh; the navigation itself was refused),
+/// else the URL it shows (`history.pushState`/`replaceState`). A move to
+/// another site, or within the same path (query, fragment), is none.
+fn client_redirect(
+    public: &url::Url,
+    navigated: Option<&str>,
+    shown: Option<&str>,
+) -> Option<url::Url> {
+    let decoded = |path: &str| percent_encoding::percent_decode_str(path).collect::<Vec<u8>>();
+    [navigated, shown].into_iter().flatten().find_map(|raw| {
+        let mut url = url::Url::parse(raw).ok()?;
+        if !super::policy::same_origin(&url, public)
+            || decoded(url.path()) == decoded(public.path())
+        {
+            return None;
+        }
+        url.set_fragment(None);
+        Some(url)
+    })
+}
+
+/// The body stored with a client-side redirect: a link to its target.
+fn redirect_body(target: &url::Url) -> String {
+    let href = html_escape::encode_double_quoted_attribute(target.as_str());
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Moved</title></head>\
+         <body><a href=\"{href}\">{href}</a></body></html>\n"
+    )
+}
+
 /// Applies `<meta name="prerender-status-code">` (last valid one wins) and
 /// `<meta name="prerender-header" content="Name: value">`.
 fn apply_metas(status: u16, snapshot: &serde_json::Value) -> (u16, Vec<(String, String)>) {
@@ -616,6 +975,49 @@ fn canonical_header_name(lower: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_redirects_are_moves_to_another_path_of_the_site() {
+        let public = url::Url::parse("https://www.example.test/old?x=1").unwrap();
+        let moved = |navigated: Option<&str>, shown: Option<&str>| {
+            client_redirect(&public, navigated, shown).map(|u| u.to_string())
+        };
+        assert_eq!(moved(None, Some("https://www.example.test/old?x=1")), None);
+        assert_eq!(
+            moved(None, Some("https://www.example.test/old?x=2#top")),
+            None
+        );
+        assert_eq!(moved(None, Some("https://www.example.test/%6Fld")), None);
+        assert_eq!(
+            moved(None, Some("https://www.example.test/new?y=2#top")).as_deref(),
+            Some("https://www.example.test/new?y=2")
+        );
+        assert_eq!(
+            moved(
+                Some("https://www.example.test/login"),
+                Some("https://www.example.test/new")
+            )
+            .as_deref(),
+            Some("https://www.example.test/login"),
+            "the navigation the page started wins"
+        );
+        assert_eq!(
+            moved(
+                Some("https://www.example.test/old"),
+                Some("https://www.example.test/new")
+            )
+            .as_deref(),
+            Some("https://www.example.test/new")
+        );
+        assert_eq!(moved(Some("https://accounts.other.test/login"), None), None);
+        assert_eq!(moved(None, Some("http://www.example.test/new")), None);
+        assert_eq!(moved(Some("not a url"), Some("about:blank")), None);
+        let body = redirect_body(&url::Url::parse("https://www.example.test/a?b=1&c=\"2").unwrap());
+        assert!(
+            body.contains(r#"href="https://www.example.test/a?b=1&amp;c=%222""#),
+            "{body}"
+        );
+    }
 
     #[test]
     fn metas_override_status_and_add_headers() {

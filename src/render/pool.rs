@@ -71,6 +71,12 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Extra Chromium switches, without the leading `--` (chromiumoxide adds it).
 const EXTRA_ARGS: &[&str] = &[
+    // A render is the same whether its tab is alone or one of many (SPEC
+    // §3): no tab's timers, frames or renderer priority are cut because
+    // it counts as in the background or hidden behind another window.
+    "disable-background-timer-throttling",
+    "disable-renderer-backgrounding",
+    "disable-backgrounding-occluded-windows",
     "disable-gpu",
     "disable-component-update",
     "disable-domain-reliability",
@@ -1020,11 +1026,11 @@ mod tests {
 
     #[test]
     fn jobs_need_http_urls_with_hosts() {
-        let job = |public: &str, origin: &str| RenderJob {
-            public_url: url::Url::parse(public).unwrap(),
-            origin: url::Url::parse(origin).unwrap(),
-            strip_scripts: true,
-            mobile: false,
+        let job = |public: &str, origin: &str| {
+            RenderJob::new(
+                url::Url::parse(public).unwrap(),
+                url::Url::parse(origin).unwrap(),
+            )
         };
         assert!(validate_job(&job("https://www.example.com/p", "http://10.0.0.5:8080")).is_ok());
         assert!(validate_job(&job("file:///etc/passwd", "http://10.0.0.5:8080")).is_err());

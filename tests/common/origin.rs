@@ -1,10 +1,11 @@
 //! An in-process origin server for render tests: serves fixed routes
-//! (JavaScript-built pages, scripts, JSON), counts requests by path and
-//! records request headers.
+//! (JavaScript-built pages, scripts, JSON) and, optionally, the files of a
+//! directory; counts requests by path and records request headers.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use hyper_util::server::conn::auto;
 pub struct Route {
     pub status: u16,
     pub headers: Vec<(String, String)>,
-    pub body: String,
+    pub body: Bytes,
     pub delay: Duration,
 }
 
@@ -37,10 +38,14 @@ impl Route {
         Self::with_type("application/json", body)
     }
     pub fn with_type(content_type: &str, body: &str) -> Self {
+        Self::bytes(content_type, body.as_bytes().to_vec())
+    }
+    /// A body that need not be UTF-8 (a page in a legacy encoding).
+    pub fn bytes(content_type: &str, body: Vec<u8>) -> Self {
         Self {
             status: 200,
             headers: vec![("content-type".into(), content_type.into())],
-            body: body.into(),
+            body: Bytes::from(body),
             delay: Duration::ZERO,
         }
     }
@@ -80,6 +85,13 @@ impl Drop for TestOrigin {
 impl TestOrigin {
     /// Serves `routes` (exact path match, query ignored); anything else is 404.
     pub async fn start(routes: Vec<(&str, Route)>) -> Self {
+        Self::start_with_files(routes, None).await
+    }
+
+    /// Serves `routes`, then the files under `dir` (`/x/y.js` is
+    /// `dir/x/y.js`; paths with `..` are 404).
+    pub async fn start_with_files(routes: Vec<(&str, Route)>, dir: Option<PathBuf>) -> Self {
+        let dir = Arc::new(dir);
         let routes: Arc<HashMap<String, Route>> = Arc::new(
             routes
                 .into_iter()
@@ -97,10 +109,12 @@ impl TestOrigin {
                 };
                 let routes = routes.clone();
                 let seen = seen2.clone();
+                let dir = dir.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let routes = routes.clone();
                         let seen = seen.clone();
+                        let dir = dir.clone();
                         async move {
                             let path = req.uri().path().to_string();
                             let headers = req
@@ -114,9 +128,13 @@ impl TestOrigin {
                                 path: path.clone(),
                                 headers,
                             });
-                            let route = routes.get(&path).cloned().unwrap_or_else(|| {
-                                Route::with_type("text/plain", "not found").status(404)
-                            });
+                            let route = routes
+                                .get(&path)
+                                .cloned()
+                                .or_else(|| file_route(dir.as_ref().as_deref(), &path))
+                                .unwrap_or_else(|| {
+                                    Route::with_type("text/plain", "not found").status(404)
+                                });
                             if !route.delay.is_zero() {
                                 tokio::time::sleep(route.delay).await;
                             }
@@ -124,9 +142,7 @@ impl TestOrigin {
                             for (n, v) in &route.headers {
                                 resp = resp.header(n.as_str(), v.as_str());
                             }
-                            Ok::<_, Infallible>(
-                                resp.body(Full::new(Bytes::from(route.body))).unwrap(),
-                            )
+                            Ok::<_, Infallible>(resp.body(Full::new(route.body)).unwrap())
                         }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
@@ -173,4 +189,26 @@ impl TestOrigin {
             .map(|s| s.path.clone())
             .collect()
     }
+}
+
+/// The file under `dir` for a request path, with a content type by extension.
+fn file_route(dir: Option<&Path>, path: &str) -> Option<Route> {
+    let relative = path.strip_prefix('/')?;
+    if relative
+        .split('/')
+        .any(|part| part == ".." || part.is_empty())
+    {
+        return None;
+    }
+    let file = dir?.join(relative);
+    let body = std::fs::read(&file).ok()?;
+    let content_type = match file.extension().and_then(|e| e.to_str()) {
+        Some("js" | "mjs") => "application/javascript",
+        Some("json") => "application/json",
+        Some("css") => "text/css",
+        Some("html") => "text/html; charset=utf-8",
+        Some("yaml" | "yml") => "application/yaml",
+        _ => "application/octet-stream",
+    };
+    Some(Route::bytes(content_type, body).header("cache-control", "public, max-age=3600"))
 }

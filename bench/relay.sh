@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# Human passthrough through the raw relay against hyper alone, on the same
+# binary, the same listener threads and the same origin pool; nginx
+# proxy_pass (in the origin's nginx and in an nginx of its own) as the
+# reference. Prints a markdown report on stdout (progress on stderr).
+#
+#   bench/relay.sh [FIXTURE_DIR]
+#
+# Two proxies run side by side (each in a session of its own, one idle while
+# the other is measured): one as shipped, one with
+# PRERENDER_PASSTHROUGH_RELAY=off, where every request goes to hyper's
+# HTTP/1 server and the full path's origin pool. The four contenders are
+# measured in BENCH_ROUNDS rotated rounds on /p/1 and the JSON file
+# (/api/products/1.json), and reported as medians with every run listed.
+#
+# Environment: BENCH_DURATION (10s), BENCH_CONNECTIONS (64), BENCH_THREADS (2),
+# BENCH_SETTLE (3), BENCH_ROUNDS (4), PRERENDER_BIN (skip the build),
+# CHROME_PATH, CARGO_TARGET_DIR, BENCH_KEEP=1.
+set -euo pipefail
+
+DURATION="${BENCH_DURATION:-10s}"
+CONNECTIONS="${BENCH_CONNECTIONS:-64}"
+THREADS="${BENCH_THREADS:-2}"
+SETTLE_SECS="${BENCH_SETTLE:-3}"
+ROUNDS="${BENCH_ROUNDS:-4}"
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+case "${1:-}" in
+  -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; exit 0 ;;
+esac
+fixture="${1:-$repo_root/../shared/fixtures/shop}"
+
+log() { printf '[relay] %s\n' "$*" >&2; }
+die() { printf '[relay] error: %s\n' "$*" >&2; exit 1; }
+
+[ -f "$fixture/index.html" ] && [ -d "$fixture/api" ] || die "$fixture is not the shop fixture"
+fixture="$(cd "$fixture" && pwd)"
+NGINX="$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)"
+[ -x "$NGINX" ] || die "nginx not found"
+command -v wrk >/dev/null || die "wrk not found"
+for c in "${CHROME_PATH:-}" /usr/lib/chromium/chromium "$(command -v chromium 2>/dev/null || true)"; do
+  if [ -n "$c" ] && [ -x "$c" ]; then CHROME_PATH="$c"; break; fi
+done
+[ -n "${CHROME_PATH:-}" ] || die "no Chromium found; set CHROME_PATH"
+export CHROME_PATH
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/prerender-relay.XXXXXX")"
+chmod 755 "$work"
+pids=()
+# shellcheck disable=SC2317  # called through the EXIT trap
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  local pidfile
+  for pidfile in "$work/nginx.pid" "$work/nginx-own.pid"; do
+    [ -f "$pidfile" ] && kill -QUIT "$(cat "$pidfile")" 2>/dev/null || true
+  done
+  if [ "${#pids[@]}" -gt 0 ]; then
+    kill "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+  fi
+  if [ "${BENCH_KEEP:-0}" = 1 ] || [ "$status" -ne 0 ]; then log "kept $work"; else rm -rf "$work"; fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Ports below the kernel's ephemeral range (see bench/run.sh).
+ephemeral_low="$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
+[ "$ephemeral_low" -gt 11000 ] || ephemeral_low=32768
+used_ports=" "
+free_port() { # VAR
+  local candidate _
+  for _ in $(seq 200); do
+    candidate=$((10000 + RANDOM % (ephemeral_low - 10000)))
+    case "$used_ports" in *" $candidate "*) continue ;; esac
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
+      used_ports="$used_ports$candidate "
+      printf -v "$1" '%s' "$candidate"
+      return 0
+    fi
+  done
+  die "no free port found"
+}
+wait_http() { # URL SECONDS
+  local deadline=$((SECONDS + $2))
+  until curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.3
+  done
+}
+
+origin_port="" reverse_port="" own_port=""
+free_port origin_port
+free_port reverse_port
+free_port own_port
+
+reverse_site() { # PORT
+  cat <<EOF
+  upstream bench_origin { server 127.0.0.1:$origin_port; keepalive 64; }
+  server {
+    listen 127.0.0.1:$1;
+    location / {
+      proxy_pass http://bench_origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_max_temp_file_size 0;
+    }
+  }
+EOF
+}
+temp_paths() { # DIR
+  local kind
+  for kind in client_body proxy fastcgi uwsgi scgi; do printf '  %s_temp_path %s/%s;\n' "$kind" "$1" "${kind#client_}"; done
+}
+mkdir -p "$work/tmp" "$work/tmp-own"
+cat >"$work/nginx.conf" <<EOF
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  include /etc/nginx/mime.types;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 100000;
+  server_tokens off;
+  access_log off;
+$(temp_paths "$work/tmp")
+  server {
+    listen 127.0.0.1:$origin_port;
+    root $fixture;
+    location ^~ /api/ { try_files \$uri =404; }
+    location ^~ /assets/ { try_files \$uri =404; }
+    location / { try_files \$uri /index.html; }
+  }
+$(reverse_site "$reverse_port")
+}
+EOF
+cat >"$work/nginx-own.conf" <<EOF
+worker_processes auto;
+pid $work/nginx-own.pid;
+error_log $work/nginx-own-error.log warn;
+events { worker_connections 4096; }
+http {
+  keepalive_requests 100000;
+  server_tokens off;
+  access_log off;
+$(temp_paths "$work/tmp-own")
+$(reverse_site "$own_port")
+}
+EOF
+"$NGINX" -e "$work/nginx-error.log" -c "$work/nginx.conf"
+"$NGINX" -e "$work/nginx-own-error.log" -c "$work/nginx-own.conf"
+wait_http "http://127.0.0.1:$origin_port/" 10 || die "nginx did not start"
+wait_http "http://127.0.0.1:$own_port/" 10 || die "nginx (own) did not start"
+
+if [ -n "${PRERENDER_BIN:-}" ]; then
+  proxy_bin="$PRERENDER_BIN"
+else
+  log "building prerender-proxy (release)"
+  (cd "$repo_root" && cargo build --release --locked --bin prerender-proxy >&2)
+  proxy_bin="${CARGO_TARGET_DIR:-$repo_root/target}/release/prerender-proxy"
+fi
+
+# Starts a proxy in a session of its own (as bench/run.sh does); sets
+# PORT_VAR to its public port.
+start_proxy() { # NAME PORT_VAR RELAY(on|off)
+  local port admin
+  free_port port
+  free_port admin
+  PRERENDER_PASSTHROUGH_RELAY="$3" setsid "$proxy_bin" serve --browsers 1 \
+    --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
+    --origin "http://127.0.0.1:$origin_port" >>"$work/$1.log" 2>&1 &
+  pids+=("$!")
+  wait_http "http://127.0.0.1:$admin/readyz" 60 || die "proxy $1 not ready (see $work/$1.log)"
+  printf -v "$2" '%s' "$port"
+}
+relay_port="" hyper_port=""
+start_proxy relay relay_port on
+start_proxy hyper hyper_port off
+
+# wrk; prints "REQ_PER_SEC P99_MS ERRORS".
+run_wrk() { # URL
+  local out
+  sleep "$SETTLE_SECS"
+  out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$1" 2>&1)" || { echo "0 0 wrk-failed"; return 0; }
+  printf '%s\n' "$out" >>"$work/wrk.log"
+  printf '%s\n' "$out" | awk '
+    function ms(v) {
+      if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
+      if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
+      if (v ~ /s$/)  return substr(v, 1, length(v) - 1) * 1000
+      return v + 0
+    }
+    $1 == "99%" { p99 = ms($2) }
+    $1 == "Requests/sec:" { rps = $2 }
+    /Non-2xx or 3xx responses:/ { bad += $NF }
+    /Socket errors:/ { bad += 1 }
+    END { printf "%.0f %.2f %d\n", rps, p99, bad }'
+}
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f×\n", a / b }'; }
+column_median() { awk -v c="$2" '{ print $c }' "$1" | median; }
+
+# Both proxies must answer the origin's shell to people.
+for port in "$relay_port" "$hyper_port"; do
+  curl -fs --max-time 10 "http://127.0.0.1:$port/p/1" | grep -q Loading || die "proxy on $port did not pass /p/1 through"
+done
+
+printf '# raw relay against hyper alone\n\n'
+printf -- '- date: %s; machine: %s cores, %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(nproc)" \
+  "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+printf -- '- proxy: %s (%s); wrk -t%s -c%s -d%s, %s s idle before each run, %s rotated rounds\n' \
+  "$("$proxy_bin" --version 2>/dev/null | head -n 1)" "$(git -C "$repo_root" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+  "$THREADS" "$CONNECTIONS" "$DURATION" "$SETTLE_SECS" "$ROUNDS"
+printf -- '- load average before: %s\n\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+printf '| path | relay req/s | hyper req/s | relay ÷ hyper | nginx proxy_pass | own nginx proxy_pass | relay ÷ nginx | hyper ÷ nginx | p99 relay / hyper / nginx / own | runs |\n'
+printf '|---|---|---|---|---|---|---|---|---|---|\n'
+loads=""
+for path in /p/1 /api/products/1.json; do
+  for who in relay hyper reverse own; do : >"$work/runs-$who"; done
+  for round in $(seq 1 "$ROUNDS"); do
+    order=(relay hyper reverse own)
+    for ((k = 0; k < (round - 1) % 4; k++)); do order=("${order[@]:1}" "${order[0]}"); done
+    log "$path round $round: ${order[*]} (load $(cut -d' ' -f1 /proc/loadavg))"
+    loads="$loads${loads:+, }$path r$round $(cut -d' ' -f1 /proc/loadavg)"
+    for who in "${order[@]}"; do
+      case "$who" in
+        relay) run_wrk "http://127.0.0.1:$relay_port$path" >>"$work/runs-relay" ;;
+        hyper) run_wrk "http://127.0.0.1:$hyper_port$path" >>"$work/runs-hyper" ;;
+        reverse) run_wrk "http://127.0.0.1:$reverse_port$path" >>"$work/runs-reverse" ;;
+        own) run_wrk "http://127.0.0.1:$own_port$path" >>"$work/runs-own" ;;
+      esac
+    done
+  done
+  declare -A rps p99 each
+  for who in relay hyper reverse own; do
+    rps[$who]="$(column_median "$work/runs-$who" 1)"
+    p99[$who]="$(column_median "$work/runs-$who" 2)"
+    each[$who]="$(awk '{ printf "%s%s/%sms%s", (NR > 1 ? ", " : ""), $1, $2, ($3 != 0 ? " (" $3 " errors)" : "") }' "$work/runs-$who")"
+  done
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s / %s / %s / %s ms | relay %s; hyper %s; nginx %s; own nginx %s |\n' \
+    "$path" "${rps[relay]}" "${rps[hyper]}" "$(ratio "${rps[relay]}" "${rps[hyper]}")" \
+    "${rps[reverse]}" "${rps[own]}" "$(ratio "${rps[relay]}" "${rps[reverse]}")" "$(ratio "${rps[hyper]}" "${rps[reverse]}")" \
+    "${p99[relay]}" "${p99[hyper]}" "${p99[reverse]}" "${p99[own]}" \
+    "${each[relay]}" "${each[hyper]}" "${each[reverse]}" "${each[own]}"
+done
+printf '\n- 1-minute load average at the start of each round: %s\n' "$loads"
+printf -- '- load average after: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+log "done"
