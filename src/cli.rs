@@ -97,7 +97,7 @@ pub struct ServeArgs {
     /// Snapshot a loaded page whose network never settles after this [default: 10].
     #[arg(long, env = "PRERENDER_READY_TIMEOUT", value_name = "SECS")]
     pub ready_timeout: Option<u64>,
-    /// Lifetime of a cached page [default: 3600].
+    /// How long a cached page is fresh; past it, it is served STALE for its plan's stale window [default: 3600].
     #[arg(long, env = "PRERENDER_CACHE_TTL", value_name = "SECS")]
     pub cache_ttl: Option<u64>,
     /// Pending renders before new misses are refused [default: 1000].

@@ -281,7 +281,13 @@ impl Refresher {
                     return DomainPass::Next;
                 };
                 let now = SystemTime::now();
+                let kept_until_refresh = site
+                    .plan
+                    .keeps_pages_until_refresh(self.config.ttl_for(&site));
                 for key in keys {
+                    if kept_until_refresh && self.evicted(&key).await {
+                        continue;
+                    }
                     self.lease(&key, now).await;
                     self.rerender(key, site.clone(), every).await;
                 }
@@ -356,6 +362,28 @@ impl Refresher {
         store_call(self.store().claim_due(domain, SystemTime::now(), limit))
             .await
             .map_err(|e| tracing::warn!(domain, error = %e, "refresher cannot claim due pages"))
+    }
+
+    /// Whether a claimed page of a plan that keeps pages until their
+    /// refresh is gone from the store: evicted by its byte bound (or, on
+    /// Redis, by `maxmemory`). It is then forgotten (already unscheduled by
+    /// the claim) rather than rendered back, so the refresh work of a plan
+    /// with no page-count limit stays bounded by what the store holds; a
+    /// crawler asking for it again renders and schedules it anew. When the
+    /// store cannot say, the page is refreshed as usual.
+    async fn evicted(&self, key: &CacheKey) -> bool {
+        match store_call(self.store().contains(key)).await {
+            Ok(stored) => {
+                if !stored {
+                    tracing::debug!(key = %key, "due page no longer cached; forgotten");
+                }
+                !stored
+            }
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "refresher cannot check a due page");
+                false
+            }
+        }
     }
 
     /// Re-schedules a claimed page [`CLAIM_LEASE`] ahead until its refresh finishes.
@@ -1121,6 +1149,34 @@ mod tests {
         r.refresher.tick().await;
         r.settle().await;
         assert_eq!(r.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_due_page_the_store_evicted_is_forgotten_not_rendered_back() {
+        // Default stale window: pages are stored past their refresh, so a
+        // due page that is gone was evicted by the store's bound.
+        let r = rig("refresh_every = \"1h\"\nmax_entries = \"unlimited\"");
+        r.render("/kept").await;
+        r.make_due("/kept").await;
+        r.make_due("/evicted").await;
+        r.refresher.tick().await;
+        r.settle().await;
+        assert_eq!(r.calls(), 2, "only the cached page is re-rendered");
+        assert!(r.store.get(&key("/evicted")).await.unwrap().is_none());
+        let due = r
+            .store
+            .claim_due("a.test", SystemTime::now() + Duration::from_secs(7200), 10)
+            .await
+            .unwrap();
+        assert_eq!(due, vec![key("/kept")], "the evicted page is forgotten");
+        // With a window that ends before the refresh, pages are expected to
+        // be gone at refresh time: they are rendered back as before.
+        let r = rig("refresh_every = \"2h\"\nstale_while_revalidate = \"0s\"");
+        r.make_due("/expired").await;
+        r.refresher.tick().await;
+        r.settle().await;
+        assert_eq!(r.calls(), 1);
+        assert!(r.store.get(&key("/expired")).await.unwrap().is_some());
     }
 
     #[tokio::test]

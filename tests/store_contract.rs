@@ -119,6 +119,16 @@ mod contract {
         assert_eq!(store.get(&key("example.com", "/nope")).await.unwrap(), None);
     }
 
+    pub async fn contains_says_whether_a_page_is_stored(store: &Arc<dyn CacheStore>) {
+        let k = key("example.com", "/here");
+        assert!(!store.contains(&k).await.unwrap());
+        store.put(&k, &page("p"), HOUR).await.unwrap();
+        assert!(store.contains(&k).await.unwrap());
+        assert!(!store.contains(&key("example.com", "/there")).await.unwrap());
+        store.delete(&k).await.unwrap();
+        assert!(!store.contains(&k).await.unwrap());
+    }
+
     pub async fn put_replaces_the_previous_page(store: &Arc<dyn CacheStore>) {
         let k = key("example.com", "/");
         store.put(&k, &page("old"), HOUR).await.unwrap();
@@ -692,6 +702,7 @@ macro_rules! contract_tests {
 contract_tests!(
     put_then_get_round_trips_every_field,
     missing_page_is_none,
+    contains_says_whether_a_page_is_stored,
     put_replaces_the_previous_page,
     zero_ttl_stores_nothing,
     page_is_gone_after_its_ttl,

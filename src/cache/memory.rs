@@ -359,6 +359,10 @@ impl PageStore for MemoryStore {
         futures::future::ready(Ok(removed)).boxed()
     }
 
+    fn contains<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, StoreResult<bool>> {
+        futures::future::ready(Ok(self.page_exists(key))).boxed()
+    }
+
     fn ping(&self) -> BoxFuture<'_, StoreResult<()>> {
         futures::future::ready(Ok(())).boxed()
     }

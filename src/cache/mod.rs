@@ -200,6 +200,10 @@ pub trait PageStore: Send + Sync {
     /// returns the number of pages removed. Announced.
     fn purge_all(&self) -> BoxFuture<'_, StoreResult<u64>>;
 
+    /// Whether a page (fresh or stale) is stored under `key`, without
+    /// reading it.
+    fn contains<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, StoreResult<bool>>;
+
     /// Whether the store answers (readiness: a failure means degraded).
     fn ping(&self) -> BoxFuture<'_, StoreResult<()>>;
 

@@ -713,6 +713,20 @@ impl PageStore for RedisStore {
         self.purge_all_pages().boxed()
     }
 
+    fn contains<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            // One key, so one slot on a cluster too; the metadata half is
+            // not checked (a reader treats a lone half as a miss anyway).
+            let mut conn = self.conn().await?;
+            let n: u64 = redis::cmd("EXISTS")
+                .arg(key.to_string())
+                .query_async(&mut conn)
+                .await?;
+            Ok(n == 1)
+        }
+        .boxed()
+    }
+
     fn ping(&self) -> BoxFuture<'_, StoreResult<()>> {
         async move {
             let mut conn = self.conn().await?;

@@ -132,6 +132,15 @@ impl Plan {
         }
     }
 
+    /// Whether a page of this plan, fresh for `ttl`, is still stored when
+    /// its next refresh is due (so one that is gone by then was evicted).
+    pub fn keeps_pages_until_refresh(&self, ttl: Duration) -> bool {
+        match self.refresh_interval() {
+            Some(every) => !ttl.is_zero() && ttl.saturating_add(self.stale_window()) >= every,
+            None => false,
+        }
+    }
+
     /// Why pages of this plan, fresh for `ttl`, become cold misses before
     /// the refresher replaces them; `None` when they do not.
     pub fn stale_gap_warning(&self, ttl: Duration) -> Option<String> {
