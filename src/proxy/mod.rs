@@ -104,8 +104,9 @@ impl PublicProxy {
             .get(hyper::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let client = self.trusted_proxies.client_addr(peer.ip(), req.headers());
-        verifier.standing(ua, client)
+        verifier.standing_of(ua, || {
+            self.trusted_proxies.client_addr(peer.ip(), req.headers())
+        })
     }
 
     pub async fn handle(

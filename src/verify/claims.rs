@@ -104,8 +104,56 @@ impl ClaimMatcher {
 
     /// The index in [`CRAWLERS`] of the crawler `user_agent` claims to be.
     pub fn claim(&self, user_agent: &str) -> Option<usize> {
-        self.set.matches(user_agent).iter().next()
+        RECENT.with(|recent| {
+            let mut recent = recent.borrow_mut();
+            if let Some(hit) = recent.get(user_agent) {
+                return hit;
+            }
+            let claim = self.set.matches(user_agent).iter().next();
+            recent.put(user_agent, claim);
+            claim
+        })
     }
+}
+
+/// User-Agents seen last on this thread and the claims they make.
+/// Crawler traffic repeats a handful of User-Agents, so comparing with a
+/// few remembered ones is cheaper than the `RegexSet` on every cache hit
+/// (all matchers share the one crawler table, so the memo is theirs too).
+const RECENT_USER_AGENTS: usize = 8;
+/// Longer User-Agents are not remembered (nor worth comparing).
+const MAX_REMEMBERED_USER_AGENT: usize = 512;
+
+#[derive(Default)]
+struct RecentClaims {
+    entries: Vec<(Box<str>, Option<usize>)>,
+    next: usize,
+}
+
+impl RecentClaims {
+    fn get(&self, user_agent: &str) -> Option<Option<usize>> {
+        self.entries
+            .iter()
+            .find(|(ua, _)| **ua == *user_agent)
+            .map(|(_, claim)| *claim)
+    }
+
+    fn put(&mut self, user_agent: &str, claim: Option<usize>) {
+        if user_agent.len() > MAX_REMEMBERED_USER_AGENT {
+            return;
+        }
+        let entry = (Box::from(user_agent), claim);
+        if self.entries.len() < RECENT_USER_AGENTS {
+            self.entries.push(entry);
+        } else {
+            self.entries[self.next] = entry;
+            self.next = (self.next + 1) % RECENT_USER_AGENTS;
+        }
+    }
+}
+
+thread_local! {
+    static RECENT: std::cell::RefCell<RecentClaims> = std::cell::RefCell::default();
 }
 
 #[cfg(test)]
@@ -167,6 +215,25 @@ mod tests {
             ),
         ] {
             assert_eq!(claimed(ua), Some(want), "{ua}");
+        }
+    }
+
+    #[test]
+    fn remembered_user_agents_give_the_same_claims() {
+        let m = ClaimMatcher::new();
+        let uas: Vec<String> = (0..20)
+            .map(|i| {
+                if i % 2 == 0 {
+                    format!("Mozilla/5.0 (compatible; Googlebot/2.{i})")
+                } else {
+                    format!("Mozilla/5.0 (compatible; SomeBot/{i})")
+                }
+            })
+            .collect();
+        for _ in 0..3 {
+            for (i, ua) in uas.iter().enumerate() {
+                assert_eq!(m.claim(ua), (i % 2 == 0).then_some(0), "{ua}");
+            }
         }
     }
 

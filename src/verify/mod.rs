@@ -250,19 +250,34 @@ impl CrawlerVerifier {
     /// the claim and, when its verdict is not cached, starts (or joins) a
     /// check in the background. Never waits.
     pub fn standing(self: &Arc<Self>, user_agent: &str, client: IpAddr) -> Standing {
+        self.standing_of(user_agent, || client)
+    }
+
+    /// [`CrawlerVerifier::standing`] where the client address is worked
+    /// out only for a claim (most bots make none).
+    pub fn standing_of(
+        self: &Arc<Self>,
+        user_agent: &str,
+        client: impl FnOnce() -> IpAddr,
+    ) -> Standing {
         self.standing_at(user_agent, client, Instant::now())
     }
 
-    /// [`CrawlerVerifier::standing`] at `now` (cached verdicts older than
-    /// their TTL at `now` are checked again).
-    fn standing_at(self: &Arc<Self>, user_agent: &str, client: IpAddr, now: Instant) -> Standing {
+    /// [`CrawlerVerifier::standing_of`] at `now` (cached verdicts older
+    /// than their TTL at `now` are checked again).
+    fn standing_at(
+        self: &Arc<Self>,
+        user_agent: &str,
+        client: impl FnOnce() -> IpAddr,
+        now: Instant,
+    ) -> Standing {
         if self.mode == VerifyMode::Off {
             return Standing::Unchecked;
         }
         let Some(crawler) = self.claims.claim(user_agent) else {
             return Standing::NoClaim;
         };
-        let client = client.to_canonical();
+        let client = client().to_canonical();
         let domains = match CRAWLERS[crawler].method {
             _ if !is_public(client) => {
                 self.count(crawler, Verdict::Failed, 1);
@@ -468,14 +483,14 @@ mod tests {
         ] {
             let calls = dns.reverse_calls.load(Ordering::SeqCst);
             let now = Instant::now();
-            let s = v.standing_at(GOOGLEBOT, ip(client), now);
+            let s = v.standing_at(GOOGLEBOT, || ip(client), now);
             assert_eq!(s.settle(Duration::from_secs(10)).await, Some(verdict));
             let before = now + ttl - Duration::from_secs(1);
             assert!(
-                matches!(v.standing_at(GOOGLEBOT, ip(client), before), Standing::Known(x) if x == verdict)
+                matches!(v.standing_at(GOOGLEBOT, || ip(client), before), Standing::Known(x) if x == verdict)
             );
             let after = Instant::now() + ttl + Duration::from_secs(1);
-            let again = v.standing_at(GOOGLEBOT, ip(client), after);
+            let again = v.standing_at(GOOGLEBOT, || ip(client), after);
             assert!(matches!(again, Standing::Pending(_)), "{client}");
             assert_eq!(again.settle(Duration::from_secs(10)).await, Some(verdict));
             assert_eq!(
