@@ -9,7 +9,8 @@
 # until Ctrl-C. On Debian/Ubuntu it installs Chromium (and curl) with apt
 # when they are missing. Rust must already be installed (https://rustup.rs).
 #
-# Environment: CARGO_TARGET_DIR is respected; CHROME_PATH picks the browser.
+# Environment: CARGO_TARGET_DIR is respected; CHROME_PATH picks the browser;
+# PRERENDER_ADMIN_TOKEN replaces the demo admin token made for each run.
 set -euo pipefail
 
 PROXY_LISTEN=127.0.0.1:3000
@@ -103,6 +104,11 @@ say "Starting the example origin on http://$ORIGIN_LISTEN"
 "$origin_bin" --dir "$repo_root/examples/site" --listen "$ORIGIN_LISTEN" &
 pids+=($!)
 
+# A demo admin token, new on every run (the admin listener is on loopback):
+# the dashboard link printed below carries it, so the dashboard opens signed in.
+ADMIN_TOKEN="${PRERENDER_ADMIN_TOKEN:-demo-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')}"
+export PRERENDER_ADMIN_TOKEN="$ADMIN_TOKEN"
+
 say "Starting prerender-proxy on http://$PROXY_LISTEN (browser: $CHROME_PATH)"
 "$proxy_bin" serve \
   --listen "$PROXY_LISTEN" \
@@ -131,6 +137,10 @@ cat >&2 <<EOF
     curl -i http://$PROXY_LISTEN/products/1
 
   Also try /, /about, /products/2, /old-about (301) and /no-such-page (404).
+  Dashboard (signed in with this run's demo admin token):
+    http://$ADMIN_LISTEN/#token=$ADMIN_TOKEN
+  The admin API with the same token:
+    curl -H 'Authorization: Bearer $ADMIN_TOKEN' http://$ADMIN_LISTEN/api/v1/stats
   Health and metrics: http://$ADMIN_LISTEN/readyz  http://$ADMIN_LISTEN/metrics
 
   Press Ctrl-C to stop.

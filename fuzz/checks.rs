@@ -218,7 +218,8 @@ pub fn config_parse(data: &[u8]) {
         let fields = [
             ("refresh_every", plan.refresh_every),
             ("cache_ttl", plan.cache_ttl),
-            ("stale_while_revalidate", Some(plan.stale_while_revalidate)),
+            ("stale_while_revalidate", Some(plan.stale_window())),
+            ("error_ttl", Some(plan.error_ttl)),
             ("poll_every", plan.poll_every),
         ];
         for (field, d) in fields {

@@ -13,6 +13,9 @@ pub fn run(args: &CheckConfigArgs) -> ExitCode {
     };
     match Config::resolve(&serve) {
         Ok(c) => {
+            for warning in c.stale_window_warnings() {
+                eprintln!("prerender-proxy: warning: {warning}");
+            }
             let sites = c.sites.iter().count();
             println!(
                 "{}: ok ({sites} site(s), {} plan(s))",

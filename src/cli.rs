@@ -110,7 +110,7 @@ pub struct ServeArgs {
     /// [default: all but monitoring, http-libraries].
     #[arg(long, env = "PRERENDER_BOT_FAMILIES", value_name = "LIST")]
     pub bot_families: Option<String>,
-    /// Plan of the single site [default: starter].
+    /// Plan of the single site [default: self-hosted].
     #[arg(long, env = "PRERENDER_PLAN", value_name = "NAME")]
     pub plan: Option<String>,
     /// Directory of extra bot-pattern files (the repo's bot-patterns/ is built in).
@@ -146,6 +146,29 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish [default: 25].
     #[arg(long, env = "PRERENDER_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
+    /// Peers (CDN, load balancer) whose X-Forwarded-For names the client: CIDRs or addresses,
+    /// comma-separated [default: none].
+    #[arg(long, env = "PRERENDER_TRUSTED_PROXIES", value_name = "CIDR[,…]")]
+    pub trusted_proxies: Option<String>,
+    /// Check that requests claiming a major crawler come from it: off | log | enforce
+    /// [default: log].
+    #[arg(long, env = "PRERENDER_VERIFY_CRAWLERS", value_name = "MODE")]
+    pub verify_crawlers: Option<String>,
+    /// DNS server for crawler verification, IP:PORT (UDP and TCP) [default: the system's].
+    #[arg(long, env = "PRERENDER_DNS_RESOLVER", value_name = "ADDR")]
+    pub dns_resolver: Option<String>,
+    /// With verify_crawlers = enforce, per site: renders of new pages per minute for bots
+    /// that are not verified crawlers [default: 60].
+    #[arg(
+        long,
+        env = "PRERENDER_UNVERIFIED_RENDERS_PER_MINUTE",
+        value_name = "N"
+    )]
+    pub unverified_renders_per_minute: Option<u64>,
+    /// Directory of crawler IP range files (<crawler>.json, as their operators publish them)
+    /// replacing the built-in snapshots [default: built in].
+    #[arg(long, env = "PRERENDER_CRAWLER_IP_RANGES", value_name = "DIR")]
+    pub crawler_ip_ranges: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,8 @@
 //! - `render`: the Chromium pool, one page render, and the render queue.
 //! - `refresh`: the refresher (scheduled re-renders, origin polling).
 //! - `admin`: the admin listener (health, readiness, API, metrics, dashboard).
+//! - `verify`: crawler verification (reverse DNS, published IP ranges) and
+//!   the render budget of unverified bots.
 
 pub mod admin;
 pub mod bot;
@@ -29,3 +31,4 @@ pub mod render;
 pub mod render_command;
 pub mod serve;
 pub mod telemetry;
+pub mod verify;

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use prometheus::process_collector::ProcessCollector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -341,11 +342,34 @@ pub struct Metrics {
     /// domain get fail-open answers on misses until the month turns.
     quota_exhausted_total: IntCounterVec,
 
+    /// `prerender_unverified_renders_refused_total{domain}`: misses of bots
+    /// that are not verified crawlers refused because the site's
+    /// `unverified_renders_per_minute` was used up (`enforce` only); they
+    /// got the fail-open answer with `X-Prerender-Error: rate-limited`.
+    unverified_renders_refused_total: IntCounterVec,
+
+    // --- Crawler verification ---------------------------------------------
+    /// `prerender_crawler_verifications_total{family,result}`: requests
+    /// claiming a crawler that publishes how to verify it (`family`:
+    /// googlebot, bingbot, gptbot, …), by the check's verdict
+    /// (verified/failed/error). With `verify_crawlers = "log"` this is how
+    /// many claims `enforce` would turn away (failed + error).
+    crawler_verifications_total: IntCounterVec,
+    /// `prerender_crawler_verdicts_cached`: verdicts held in process
+    /// (bounded by `verify::MAX_CACHED_VERDICTS`), set at scrape time.
+    crawler_verdicts_cached: IntGauge,
+
     // --- Render queue ------------------------------------------------------
-    /// `prerender_queue_depth{priority}`: renders waiting, live (bot misses)
-    /// and background (refresh, warm). Live near `queue_capacity` means
-    /// misses are about to be refused with `queue-full`.
+    /// `prerender_queue_depth{priority}`: renders waiting in this instance's
+    /// own queue, live (bot misses) and background (refresh, warm). Live near
+    /// `queue_capacity` means misses are about to be refused with
+    /// `queue-full`. Sum it over instances.
     queue_depth: IntGaugeVec,
+    /// `prerender_shared_queue_depth{priority}`: with `--role proxy` /
+    /// `renderer`, the shared job streams' backlog as this instance last
+    /// read it (zero elsewhere). Every instance reports the same backlog, so
+    /// take the max over instances, never the sum.
+    shared_queue_depth: IntGaugeVec,
     /// `prerender_dedup_joins_total`: requests that joined a render already
     /// running for their key instead of starting one (renders saved by
     /// deduplication).
@@ -421,6 +445,23 @@ impl Metrics {
             )
         };
 
+        // The standard process metrics (CPU, memory, open file descriptors,
+        // start time), with the prefix every metric here carries:
+        // `prerender_process_cpu_seconds_total` and so on.
+        registry
+            .register(Box::new(ProcessCollector::new(
+                std::process::id() as i32,
+                "prerender",
+            )))
+            .expect("metric names are unique constants");
+        gauge_vec(
+            "prerender_build_info",
+            "Always 1; the version label says which build is running.",
+            &["version"],
+        )
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+
         let requests_total = counter_vec(
             "prerender_requests_total",
             "Public requests by kind (bot, human, asset, rejected) and cache result (hit, miss, stale, error, none).",
@@ -469,9 +510,32 @@ impl Metrics {
             "Renders refused because the domain's monthly render quota is used up.",
             &["domain"],
         );
+        let unverified_renders_refused_total = counter_vec(
+            "prerender_unverified_renders_refused_total",
+            "Misses of bots that are not verified crawlers refused by the site's unverified_renders_per_minute.",
+            &["domain"],
+        );
+        let crawler_verifications_total = counter_vec(
+            "prerender_crawler_verifications_total",
+            "Requests claiming a verifiable crawler, by crawler (family) and verdict (verified, failed, error).",
+            &["family", "result"],
+        );
+        let crawler_verdicts_cached = reg(
+            &registry,
+            IntGauge::new(
+                "prerender_crawler_verdicts_cached",
+                "Crawler verification verdicts cached in process.",
+            )
+            .expect("valid metric"),
+        );
         let queue_depth = gauge_vec(
             "prerender_queue_depth",
-            "Renders waiting in the queue by priority (live, background).",
+            "Renders waiting in this instance's queue by priority (live, background).",
+            &["priority"],
+        );
+        let shared_queue_depth = gauge_vec(
+            "prerender_shared_queue_depth",
+            "Backlog of the job streams shared by --role proxy/renderer instances, by priority; the same on every instance (aggregate with max).",
             &["priority"],
         );
         let dedup_joins_total = counter(
@@ -525,6 +589,7 @@ impl Metrics {
         }
         for priority in ["live", "background"] {
             queue_depth.with_label_values(&[priority]);
+            shared_queue_depth.with_label_values(&[priority]);
         }
 
         Arc::new(Metrics {
@@ -541,7 +606,11 @@ impl Metrics {
             renders_total,
             refreshes_total: SyncedCounter::new(refreshes_total),
             quota_exhausted_total,
+            unverified_renders_refused_total,
+            crawler_verifications_total,
+            crawler_verdicts_cached,
             queue_depth,
+            shared_queue_depth,
             dedup_joins_total: SyncedCounter::new(dedup_joins_total),
             browsers_alive,
             origin_idle_connections,
@@ -604,6 +673,30 @@ impl Metrics {
             .inc();
     }
 
+    /// A miss of an unverified bot on `domain` was refused by its budget.
+    pub fn observe_unverified_render_refused(&self, domain: &str) {
+        let label = self
+            .domain_labels
+            .admit(domain)
+            .unwrap_or_else(|| OTHER_DOMAIN_LABEL.to_owned());
+        self.unverified_renders_refused_total
+            .with_label_values(&[label.as_str()])
+            .inc();
+    }
+
+    /// The series of `prerender_crawler_verifications_total` for one
+    /// crawler and verdict (registered at zero), to keep and increment
+    /// without a label lookup per request.
+    pub fn crawler_verifications(&self, family: &str, result: &str) -> IntCounter {
+        self.crawler_verifications_total
+            .with_label_values(&[family, result])
+    }
+
+    /// Sets `prerender_crawler_verdicts_cached`.
+    pub fn set_crawler_verdicts_cached(&self, verdicts: usize) {
+        self.crawler_verdicts_cached.set(clamp_i64(verdicts as u64));
+    }
+
     /// One failed store operation.
     pub fn observe_store_error(&self) {
         self.store_errors_total.inc();
@@ -624,6 +717,9 @@ impl Metrics {
     pub fn forget_domain(&self, domain: &str) {
         let _ = self.cache_entries.remove_label_values(&[domain]);
         let _ = self.quota_exhausted_total.remove_label_values(&[domain]);
+        let _ = self
+            .unverified_renders_refused_total
+            .remove_label_values(&[domain]);
         self.domain_labels.forget(domain);
     }
 
@@ -634,15 +730,14 @@ impl Metrics {
         self.dedup_joins_total.sync(stats.dedup_joins);
     }
 
-    /// Sets the queue depth gauges directly (for a queue kept elsewhere,
-    /// e.g. in Redis).
+    /// Sets this instance's queue depth gauges.
     pub fn set_queue_depth(&self, live: usize, background: usize) {
-        self.queue_depth
-            .with_label_values(&["live"])
-            .set(clamp_i64(live as u64));
-        self.queue_depth
-            .with_label_values(&["background"])
-            .set(clamp_i64(background as u64));
+        set_by_priority(&self.queue_depth, live as u64, background as u64);
+    }
+
+    /// Sets the shared job streams' backlog (split roles).
+    pub fn set_shared_queue_depth(&self, live: u64, background: u64) {
+        set_by_priority(&self.shared_queue_depth, live, background);
     }
 
     /// Adds a public thread's change in idle origin connections.
@@ -685,6 +780,13 @@ impl Metrics {
     }
 }
 
+fn set_by_priority(gauge: &IntGaugeVec, live: u64, background: u64) {
+    gauge.with_label_values(&["live"]).set(clamp_i64(live));
+    gauge
+        .with_label_values(&["background"])
+        .set(clamp_i64(background));
+}
+
 fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -707,6 +809,11 @@ mod tests {
         "prerender_store_errors_total",
         "prerender_cache_entries",
         "prerender_quota_exhausted_total",
+        "prerender_build_info",
+        "prerender_process_cpu_seconds_total",
+        "prerender_process_resident_memory_bytes",
+        "prerender_process_open_fds",
+        "prerender_crawler_verifications_total",
     ];
 
     /// The value of the sample whose name-and-labels part is exactly `series`.
@@ -722,6 +829,7 @@ mod tests {
         m.observe_render(RenderOutcome::Ok, Some(Duration::from_millis(1200)));
         m.sync_refreshes(1);
         m.observe_quota_exhausted("example.com");
+        m.crawler_verifications("googlebot", "failed").inc();
         m.observe_store_error();
         m.set_cache_entries("example.com", 42);
         m.sync_queue(&QueueStats {
@@ -965,6 +1073,22 @@ mod tests {
         joins.store(9, Ordering::Relaxed);
         let text = m.render_text();
         assert_eq!(sample(&text, "prerender_dedup_joins_total"), Some(9.0));
+        assert_eq!(
+            sample(&text, r#"prerender_queue_depth{priority="live"}"#),
+            Some(2.0)
+        );
+        // The shared backlog is a series of its own: an instance's own
+        // queue and the streams' backlog never overwrite each other.
+        assert_eq!(
+            sample(&text, r#"prerender_shared_queue_depth{priority="live"}"#),
+            Some(0.0)
+        );
+        m.set_shared_queue_depth(5, 1);
+        let text = m.render_text();
+        assert_eq!(
+            sample(&text, r#"prerender_shared_queue_depth{priority="live"}"#),
+            Some(5.0)
+        );
         assert_eq!(
             sample(&text, r#"prerender_queue_depth{priority="live"}"#),
             Some(2.0)

@@ -18,7 +18,8 @@ use crate::admin::stats::DomainStats;
 use crate::admin::Health;
 use crate::cache::jobs::{JobLane, JobOutcome, JobQueue, SharedJob};
 use crate::cache::{
-    quota_month, CacheKey, CacheStore, StoreError, StoredPage, WaitOutcome, WAIT_POLL_INTERVAL,
+    is_error_status, quota_month, CacheKey, CacheStore, StoreError, StoredPage, WaitOutcome,
+    WAIT_POLL_INTERVAL,
 };
 use crate::config::{Config, Site};
 use crate::metrics::{Metrics, RenderOutcome as RenderMetric};
@@ -573,6 +574,8 @@ impl Prerenderer {
             }
         }
         let now = SystemTime::now();
+        // 404 and 410 are kept only for the plan's error_ttl, with no stale window.
+        let fresh_for = site.plan.ttl_for_status(rendered.status, ttl);
         let html = Bytes::from(rendered.html);
         let content_hash = hex::encode(Sha256::digest(&html));
         let page = StoredPage {
@@ -581,16 +584,16 @@ impl Prerenderer {
             status: rendered.status,
             headers: rendered.headers,
             rendered_at: now,
-            expires_at: now + ttl,
+            expires_at: now + fresh_for,
             settings_hash: site.settings_hash.clone(),
             content_hash,
         };
         let mut stored = false;
         let mut store_error = !use_store;
-        if use_store && is_cacheable(page.status) && !ttl.is_zero() {
+        if use_store && is_cacheable(page.status) && !fresh_for.is_zero() {
             match store_call(
                 self.store
-                    .put(key, &page, ttl + site.plan.stale_while_revalidate),
+                    .put(key, &page, site.plan.stored_ttl(page.status, ttl)),
             )
             .await
             {
@@ -598,7 +601,7 @@ impl Prerenderer {
                     stored = true;
                     self.stats.record_stored(domain, page.html.len() as u64);
                     self.health.set_degraded("store", false);
-                    self.after_store(key, site, now).await;
+                    self.after_store(key, site, &page).await;
                     if let Some(on_stored) = on_stored {
                         on_stored(&page);
                     }
@@ -618,13 +621,22 @@ impl Prerenderer {
     }
 
     /// Schedules the next refresh and keeps the domain within its plan.
-    async fn after_store(&self, key: &CacheKey, site: &Site, now: SystemTime) {
-        if let Some(every) = site.plan.refresh_every.or(site.plan.poll_every) {
-            if let Err(e) = store_call(self.store.schedule(key, now + every)).await {
-                self.store_failed("schedule", &e);
+    /// An error page is not scheduled: it lives for `error_ttl`, and a
+    /// flood of bad links must not become a flood of refreshes.
+    async fn after_store(&self, key: &CacheKey, site: &Site, page: &StoredPage) {
+        if let Some(every) = site.plan.refresh_interval() {
+            if !is_error_status(page.status) {
+                let due = page.rendered_at + every;
+                if let Err(e) = store_call(self.store.schedule(key, due)).await {
+                    self.store_failed("schedule", &e);
+                }
             }
         }
-        match store_call(self.store.evict_over(key.domain(), site.plan.max_entries)).await {
+        // No count limit: the store's bytes bound the domain.
+        let Some(max_entries) = site.plan.max_entries else {
+            return;
+        };
+        match store_call(self.store.evict_over(key.domain(), max_entries)).await {
             Ok(evicted) if !evicted.is_empty() => {
                 tracing::info!(
                     domain = key.domain(),

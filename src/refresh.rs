@@ -65,7 +65,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::cache::{quota_month, CacheKey, CacheStore, StoredPage};
+use crate::cache::{is_error_status, quota_month, CacheKey, CacheStore, StoredPage};
 use crate::config::{Config, Plan, Role, Site};
 use crate::prerender::{store_call, OnStored, Prerenderer, RenderObserver, RenderOutcome};
 use crate::proxy::forward::{origin_uri, OriginClient};
@@ -392,8 +392,13 @@ impl Refresher {
     async fn follow(&self, key: CacheKey, waiter: Waiter<RenderOutcome>, every: Duration) {
         let retry = every.min(FAILED_REFRESH_RETRY);
         let due = match waiter.wait().await {
-            // The job that stored it scheduled the next refresh.
-            Some(Ok(rendered)) if rendered.stored => return,
+            // The job that stored it scheduled the next refresh…
+            Some(Ok(rendered)) if rendered.stored && !is_error_status(rendered.page.status) => {
+                return
+            }
+            // …but not for an error page (kept only for error_ttl): a page
+            // that went away is still looked at on the plan's schedule.
+            Some(Ok(rendered)) if rendered.stored => SystemTime::now() + every,
             Some(Ok(rendered)) => {
                 tracing::info!(key = %key, status = rendered.page.status, store_error = rendered.store_error, "refresh not stored; the old page stays");
                 SystemTime::now() + retry

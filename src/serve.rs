@@ -23,6 +23,7 @@ use crate::jobs::{spawn_backlog_watch, JobConsumer, SharedQueueFigures};
 use crate::listener::{self, ListenerLimits};
 use crate::metrics::{Metrics, PoolFigures};
 use crate::prerender::{store_call, Prerenderer};
+use crate::proxy::client_addr::TrustedProxies;
 use crate::proxy::crawler::CrawlerPath;
 use crate::proxy::forward::OriginClient;
 use crate::proxy::origin_pool::PoolLimits;
@@ -30,6 +31,10 @@ use crate::proxy::prepared::PreparedPages;
 use crate::proxy::PublicProxy;
 use crate::refresh::Refresher;
 use crate::render::{BrowserPool, PoolConfig};
+use crate::verify::budget::UnverifiedBudget;
+use crate::verify::dns::{CrawlerDns, HickoryDns};
+use crate::verify::ranges::IpRanges;
+use crate::verify::{CrawlerVerifier, RenderGate, VerifyMode};
 
 /// How often the store is pinged to keep readiness's `store` flag current.
 const STORE_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
@@ -43,6 +48,10 @@ pub struct Running {
     pub health: Arc<Health>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// The admin listener stops last, so `/readyz` says `draining` while
+    /// the public listener's requests finish.
+    admin_stop: watch::Sender<bool>,
+    admin_task: JoinSet<()>,
     prerender: Arc<Prerenderer>,
     /// The browser pool (`None` for `--role proxy`).
     pool: Option<Arc<BrowserPool>>,
@@ -84,6 +93,36 @@ pub fn bot_detector(
     BotDetector::new(families, extra).context("bot_patterns")
 }
 
+/// The crawler verifier of `verify_crawlers`, on the current runtime.
+fn crawler_verifier(config: &Config, metrics: &Metrics) -> anyhow::Result<Arc<CrawlerVerifier>> {
+    let mode = config.verify_crawlers;
+    let ranges =
+        IpRanges::load(config.crawler_ip_ranges.as_deref()).context("crawler_ip_ranges")?;
+    let dns: Option<Arc<dyn CrawlerDns>> = if mode == VerifyMode::Off {
+        None
+    } else {
+        match HickoryDns::new(config.dns_resolver) {
+            Ok(dns) => Some(Arc::new(dns)),
+            // Enforce without a resolver would answer every real Googlebot
+            // like a person: refuse to start instead.
+            Err(e) if mode == VerifyMode::Enforce => anyhow::bail!("dns_resolver: {e}"),
+            Err(e) => {
+                tracing::warn!(error = %e, "crawler verification has no resolver: DNS-verified crawlers count as errors; set dns_resolver");
+                None
+            }
+        }
+    };
+    if mode != VerifyMode::Off {
+        for (crawler, ranges, source) in ranges.sources() {
+            tracing::debug!(crawler, ranges, source, "crawler IP ranges");
+        }
+        if mode == VerifyMode::Enforce && config.crawler_ip_ranges.is_none() {
+            tracing::warn!("verify_crawlers = enforce with the built-in IP range snapshots: point crawler_ip_ranges at current copies of the operators' lists (README, \"Crawlers that lie\")");
+        }
+    }
+    Ok(CrawlerVerifier::new(mode, ranges, dns, metrics))
+}
+
 /// The page store and, on Redis, the shared job queue the split roles use.
 type Stores = (Arc<dyn CacheStore>, Option<Arc<dyn JobQueue>>);
 
@@ -102,8 +141,53 @@ async fn open_store(config: &Config) -> anyhow::Result<Stores> {
     })
 }
 
+/// How long the start-up check of Redis' eviction policy may take; it runs
+/// in the background, so a Redis that is down does not delay the start.
+const EVICTION_POLICY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Warns once when Redis would evict keys that carry no TTL: the indexes,
+/// refresh schedules and job streams, whose loss forgets pages or jobs.
+/// Only pages carry a TTL, so `volatile-*` policies (or `noeviction`) fit.
+async fn warn_if_redis_evicts_keys_without_ttl(url: String) {
+    async fn policy(url: &str) -> redis::RedisResult<String> {
+        let client = redis::Client::open(url)?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let (_, value): (String, String) = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut conn)
+            .await?;
+        Ok(value)
+    }
+    match tokio::time::timeout(EVICTION_POLICY_CHECK_TIMEOUT, policy(&url)).await {
+        Ok(Ok(p)) if p.starts_with("allkeys-") => tracing::warn!(
+            maxmemory_policy = %p,
+            "redis may evict keys without a TTL (page indexes, refresh schedules, job streams); \
+             set maxmemory-policy volatile-lru so only pages are evicted"
+        ),
+        Ok(Ok(p)) => tracing::debug!(maxmemory_policy = %p, "redis eviction policy"),
+        // CONFIG is often disabled on managed Redis; nothing to say then.
+        Ok(Err(e)) => tracing::debug!(error = %e, "cannot read redis' maxmemory-policy"),
+        Err(_) => tracing::debug!("redis' maxmemory-policy not read in time"),
+    }
+}
+
 pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     raise_fd_limit();
+    for warning in config.stale_window_warnings() {
+        tracing::warn!("{warning}");
+    }
+    match &config.store {
+        StoreTarget::Redis(url) => {
+            tokio::spawn(warn_if_redis_evicts_keys_without_ttl(url.clone()));
+        }
+        StoreTarget::RedisCluster(nodes) => {
+            if let Some(first) = nodes.first() {
+                tokio::spawn(warn_if_redis_evicts_keys_without_ttl(first.clone()));
+            }
+        }
+        StoreTarget::Embedded => {}
+    }
     let bots = Arc::new(bot_detector(
         &config.bot_families,
         config.bot_patterns.as_deref(),
@@ -172,7 +256,7 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
             m.sync_queue(&prerender.queue_stats());
             if let Some(shared) = &shared_queue {
                 let backlog = shared.backlog();
-                m.set_queue_depth(backlog.live as usize, backlog.background as usize);
+                m.set_shared_queue_depth(backlog.live, backlog.background);
             }
         });
     }
@@ -191,20 +275,40 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     }
     // Compressed copies of hot pages: a quarter of the embedded store's bound.
     let prepared = Arc::new(PreparedPages::new(config.cache_max_bytes / 4));
-    let crawler = Arc::new(CrawlerPath::new(
+    let verifier = crawler_verifier(&config, &metrics)?;
+    {
+        let verifier = verifier.clone();
+        metrics.on_scrape(move |m| m.set_crawler_verdicts_cached(verifier.cached_verdicts()));
+    }
+    let mut crawler = CrawlerPath::new(
         config.clone(),
         prerender.clone(),
         origin.clone(),
         prepared.clone(),
-    ));
-    let proxy = Arc::new(PublicProxy::new(
-        config.sites.clone(),
-        bots,
-        crawler.clone(),
-        origin,
-        metrics.clone(),
-        stats.clone(),
-    ));
+    );
+    if config.verify_crawlers == VerifyMode::Enforce {
+        let budget = UnverifiedBudget::new(
+            config.unverified_renders_per_minute,
+            store.clone(),
+            metrics.clone(),
+        );
+        crawler = crawler.with_render_gate(RenderGate::new(config.verify_crawlers, budget));
+    }
+    let crawler = Arc::new(crawler);
+    let proxy = Arc::new(
+        PublicProxy::new(
+            config.sites.clone(),
+            bots,
+            crawler.clone(),
+            origin,
+            metrics.clone(),
+            stats.clone(),
+        )
+        .with_verification(
+            verifier,
+            TrustedProxies::new(config.trusted_proxies.clone()),
+        ),
+    );
     let api = Api::new(config.clone(), prerender.clone(), stats, prepared);
     let admin_api = Arc::new(Admin::new(
         health.clone(),
@@ -234,12 +338,14 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
             config.shutdown_timeout,
         ));
     }
-    tasks.spawn(listener::serve(
+    let (admin_stop, admin_stop_rx) = watch::channel(false);
+    let mut admin_task = JoinSet::new();
+    admin_task.spawn(listener::serve(
         "admin",
         admin,
         limits,
         move |req, peer| admin_api.clone().handle(req, peer),
-        stop_rx.clone(),
+        admin_stop_rx,
         config.shutdown_timeout,
     ));
     tasks.spawn(forget_purged_pages(store.clone(), crawler, stop_rx.clone()));
@@ -272,6 +378,8 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         health,
         stop,
         tasks,
+        admin_stop,
+        admin_task,
         prerender,
         pool,
         refresher,
@@ -330,15 +438,19 @@ async fn watch_store(
 }
 
 impl Running {
-    /// Stops accepting, waits for in-flight requests (bounded by
-    /// `shutdown_timeout` inside each listener), then closes the browsers.
+    /// Turns readiness to `draining`, stops accepting, waits for in-flight
+    /// requests (bounded by `shutdown_timeout` inside each listener), closes
+    /// the browsers, and stops the admin listener last.
     pub async fn shutdown(mut self) {
+        self.health.set_draining();
         let _ = self.stop.send(true);
         self.prerender.close();
         while self.tasks.join_next().await.is_some() {}
         if let Some(pool) = self.pool {
             pool.shutdown().await;
         }
+        let _ = self.admin_stop.send(true);
+        while self.admin_task.join_next().await.is_some() {}
     }
 }
 

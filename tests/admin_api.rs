@@ -295,7 +295,8 @@ async fn stats_and_metrics_follow_the_traffic() {
     assert_eq!(d["misses"], 1);
     assert_eq!(d["renders"], 1);
     assert_eq!(d["entries"], 1);
-    assert_eq!(d["max_entries"], 50);
+    // The default plan (self-hosted) has no page-count limit.
+    assert!(d["max_entries"].is_null(), "{d}");
     assert!(d["avg_render_ms"].as_f64().unwrap() > 0.0);
     assert!(d["next_refresh"].is_string(), "{d}");
 
@@ -332,4 +333,93 @@ async fn stats_and_metrics_follow_the_traffic() {
     let dashboard = get(&proxy.admin_url("/"), &[]).await;
     assert_eq!(dashboard.status, 200);
     assert!(dashboard.text().contains("/api/v1/stats"));
+}
+
+#[tokio::test]
+async fn readiness_says_draining_from_sigterm_until_the_last_request_ends() {
+    use common::handler_origin::{full, Origin};
+    use hyper::body::Incoming;
+    use hyper::{Request, Response};
+
+    let origin = Origin::start(|_req: Request<Incoming>| async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Response::new(full("finished"))
+    })
+    .await;
+    let mut proxy = ProxyProcess::start_ready(&["--origin", &origin.url(), "--browsers", "1"]);
+    let ready = get(&proxy.admin_url("/readyz"), &[]).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+
+    let url = proxy.url("/slow");
+    let in_flight =
+        tokio::spawn(async move { get(&url, &[("user-agent", common::proxy::FIREFOX)]).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    unsafe {
+        libc::kill(proxy.pid() as i32, libc::SIGTERM);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The public request is still draining: the admin listener answers, and
+    // says not ready.
+    let draining = get(&proxy.admin_url("/readyz"), &[]).await;
+    assert_eq!(draining.status, 503, "{}", draining.text());
+    assert!(draining.text().contains("draining"), "{}", draining.text());
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "finished");
+    let started = Instant::now();
+    while proxy.child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn browser_recycles_and_shutdown_write_no_error_line() {
+    let spa = Spa::start().await;
+    let log_path = std::env::temp_dir().join(format!("prerender-quiet-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let origin = spa.url();
+    // RUST_LOG as an operator sets it: a level that does not name
+    // chromiumoxide must still keep its recycle noise out.
+    let mut proxy = ProxyProcess::start_with_stderr(
+        &[
+            "--origin",
+            &origin,
+            "--domain",
+            HOST,
+            "--browsers",
+            "1",
+            "--tabs-per-browser",
+            "1",
+            "--renders-per-browser",
+            "1",
+        ],
+        &[("RUST_LOG", "info")],
+        log,
+    );
+    proxy.wait_until("/readyz", Duration::from_secs(30));
+    for path in ["/products/1", "/products/2", "/products/3"] {
+        let r = bot(&proxy, path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    let metrics = get(&proxy.admin_url("/metrics"), &[]).await.text();
+    let recycles: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("prerender_browser_recycles_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(recycles >= 2.0, "expected recycles:\n{metrics}");
+    proxy.stop();
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(text.contains("listening"), "log not captured:\n{text}");
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(
+        errors.is_empty(),
+        "ERROR lines on routine recycles:\n{}",
+        errors.join("\n")
+    );
 }

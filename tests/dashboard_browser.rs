@@ -108,7 +108,7 @@ fn stub() -> Arc<AdminStub> {
         "shop.example".to_owned(),
         DomainExtra {
             entries: 12,
-            max_entries: 50,
+            max_entries: Some(50),
             bytes: 3 * 1024 * 1024,
             renders_this_month: 90,
             monthly_renders: Some(100),
@@ -118,7 +118,7 @@ fn stub() -> Arc<AdminStub> {
     extra.insert(
         HOSTILE_DOMAIN.to_owned(),
         DomainExtra {
-            max_entries: 500,
+            max_entries: Some(500),
             renders_this_month: 7,
             monthly_renders: None,
             ..DomainExtra::default()
@@ -359,6 +359,24 @@ async fn dashboard_shows_stats_in_headless_chromium_without_console_errors() {
          && sessionStorage.getItem('prerender-proxy.admin-token') === null",
     )
     .await;
+
+    // A link with the token in its fragment (what examples/run.sh prints)
+    // signs in without the form and leaves no token in the address bar.
+    let linked = browser.new_page("about:blank").await.unwrap();
+    tokio::time::timeout(HANG, linked.goto(format!("http://{addr}/#token={TOKEN}")))
+        .await
+        .expect("navigation hung")
+        .unwrap();
+    wait_until(
+        &linked,
+        "document.getElementById('login').hidden
+         && document.querySelectorAll('#domains .card').length === 2",
+    )
+    .await;
+    assert_eq!(
+        eval::<String>(&linked, "location.href").await,
+        format!("http://{addr}/")
+    );
 
     // Control: the same page with its script refused by policy is reported,
     // so an empty problem list above means something.

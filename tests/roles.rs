@@ -300,3 +300,70 @@ async fn two_proxies_queue_one_new_page_and_it_is_rendered_once() {
     }
     assert_eq!(spa.documents("/once"), 1, "one render for both proxies");
 }
+
+#[tokio::test]
+async fn a_redis_that_evicts_keys_without_ttl_is_warned_about_and_no_password_is_logged() {
+    let redis = RedisServer::start();
+    let mut raw = redis.raw();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query(&mut raw)
+        .unwrap();
+    // An ACL user whose password must never be logged.
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("proxy")
+        .arg("on")
+        .arg(">pw-never-logged-7f3a")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .query(&mut raw)
+        .unwrap();
+    let url = format!(
+        "redis://proxy:pw-never-logged-7f3a@127.0.0.1:{}",
+        redis.port()
+    );
+    let spa = Spa::start().await;
+    let log_path = std::env::temp_dir().join(format!("prerender-evict-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut proxy = ProxyProcess::start_with_stderr(
+        &["--origin", &spa.url(), "--redis", &url, "--browsers", "1"],
+        &[("RUST_LOG", "info")],
+        log,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        if text.contains("maxmemory-policy") {
+            assert!(text.contains("allkeys-lru"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no eviction warning:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The store works with the ACL user: a crawler's page is rendered and
+    // cached.
+    proxy.wait_until("/readyz", Duration::from_secs(30));
+    let r = send(
+        "GET",
+        &proxy.url("/acl-page"),
+        &[("user-agent", GOOGLEBOT)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    proxy.stop();
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(
+        text.contains("proxy:***@"),
+        "the start-up line names the store:\n{text}"
+    );
+    assert!(
+        !text.contains("pw-never-logged-7f3a"),
+        "password in the log:\n{text}"
+    );
+}

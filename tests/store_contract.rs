@@ -406,6 +406,48 @@ mod contract {
         );
     }
 
+    pub async fn error_pages_are_evicted_before_any_other_page(store: &Arc<dyn CacheStore>) {
+        let good: Vec<CacheKey> = (0..3)
+            .map(|i| key("example.com", &format!("/good{i}")))
+            .collect();
+        for k in &good {
+            store.put(k, &page("p"), HOUR).await.unwrap();
+        }
+        // A flood of bad links, each rendered (and accessed) after the good
+        // pages, so plain LRU would take the good ones first.
+        let mut kept_errors = Vec::new();
+        for i in 0..20 {
+            let k = key("example.com", &format!("/missing{i}"));
+            let mut p = page("not found");
+            p.status = if i % 2 == 0 { 404 } else { 410 };
+            store.put(&k, &p, HOUR).await.unwrap();
+            let at = SystemTime::now() + Duration::from_secs(60 + i);
+            store.touch(&k, at).await.unwrap();
+            let evicted = store.evict_over("example.com", 5).await.unwrap();
+            assert!(
+                evicted.iter().all(|e| !good.contains(e)),
+                "a good page went for {k}: {evicted:?}"
+            );
+            kept_errors.push(k);
+            kept_errors.retain(|e| !evicted.contains(e));
+            assert!(kept_errors.len() <= 2, "{kept_errors:?}");
+        }
+        for k in &good {
+            assert!(store.get(k).await.unwrap().is_some(), "{k}");
+        }
+        // The least recently used error pages went first: the last two stay.
+        assert_eq!(kept_errors.len(), 2);
+        assert!(kept_errors[1].to_string().ends_with("/missing19"));
+        assert_eq!(store.entries("example.com").await.unwrap(), 5);
+        // With no error page left, plain LRU order again.
+        let evicted = store.evict_over("example.com", 2).await.unwrap();
+        assert_eq!(evicted.len(), 3);
+        assert!(
+            kept_errors.iter().all(|k| evicted.contains(k)),
+            "{evicted:?}"
+        );
+    }
+
     pub async fn touch_does_not_bring_back_a_deleted_page(store: &Arc<dyn CacheStore>) {
         let k = key("example.com", "/gone");
         store.put(&k, &page("p"), HOUR).await.unwrap();
@@ -518,6 +560,33 @@ mod contract {
         );
         // A new month starts from zero.
         assert_eq!(store.incr_renders("a.test", "2026-12").await.unwrap(), 1);
+    }
+
+    pub async fn unverified_renders_are_counted_per_site_and_minute(store: &Arc<dyn CacheStore>) {
+        for expected in 1..=3 {
+            assert_eq!(
+                store
+                    .incr_unverified_renders("a.test", 29_000_000)
+                    .await
+                    .unwrap(),
+                expected
+            );
+        }
+        assert_eq!(
+            store
+                .incr_unverified_renders("_any", 29_000_000)
+                .await
+                .unwrap(),
+            1
+        );
+        // The next minute starts from zero.
+        assert_eq!(
+            store
+                .incr_unverified_renders("a.test", 29_000_001)
+                .await
+                .unwrap(),
+            1
+        );
     }
 
     pub async fn domain_arguments_are_normalised_like_hosts(store: &Arc<dyn CacheStore>) {
@@ -638,11 +707,13 @@ contract_tests!(
     failed_render_releases_waiters_without_a_page,
     waiting_stops_at_the_deadline,
     least_recently_used_pages_are_evicted_over_the_limit,
+    error_pages_are_evicted_before_any_other_page,
     touch_does_not_bring_back_a_deleted_page,
     due_pages_are_claimed_once_across_claimers,
     schedule_remembers_pages_past_their_ttl,
     schedule_is_trimmed_to_the_limit_dropping_uncached_pages,
     renders_are_counted_per_domain_and_month,
+    unverified_renders_are_counted_per_site_and_minute,
     domain_arguments_are_normalised_like_hosts,
     concurrent_hits_all_see_the_page,
 );

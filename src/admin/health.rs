@@ -1,6 +1,8 @@
 //! Readiness: not ready until the listeners are up and (where this instance
 //! renders) the first browser has launched; afterwards a failing part only
-//! *degrades* readiness — humans are still served and bots fail open.
+//! *degrades* readiness — humans are still served and bots fail open. From
+//! SIGTERM on, not ready again while in-flight requests drain, so a load
+//! balancer stops sending new ones.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +15,7 @@ pub struct Health {
     listeners_up: AtomicBool,
     needs_browser: AtomicBool,
     browser_up: AtomicBool,
+    draining: AtomicBool,
     degraded: Mutex<BTreeSet<&'static str>>,
 }
 
@@ -33,6 +36,11 @@ impl Health {
         self.browser_up.store(true, Ordering::Release);
     }
 
+    /// Shutting down: readiness answers 503 from now on.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
     /// Marks a part (`store`, `browsers`, …) degraded or recovered.
     pub fn set_degraded(&self, part: &'static str, degraded: bool) {
         let mut set = self.degraded.lock();
@@ -44,6 +52,12 @@ impl Health {
     }
 
     pub fn readiness(&self) -> (StatusCode, serde_json::Value) {
+        if self.draining.load(Ordering::Acquire) {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"status": "draining"}),
+            );
+        }
         let listeners = self.listeners_up.load(Ordering::Acquire);
         let browser =
             !self.needs_browser.load(Ordering::Relaxed) || self.browser_up.load(Ordering::Acquire);
@@ -90,5 +104,16 @@ mod tests {
         assert_eq!(code, StatusCode::OK);
         assert_eq!(body["status"], "degraded");
         assert_eq!(body["degraded"][0], "store");
+    }
+
+    #[test]
+    fn not_ready_while_draining() {
+        let h = Health::new(false);
+        h.set_listeners_up();
+        assert_eq!(h.readiness().0, StatusCode::OK);
+        h.set_draining();
+        let (code, body) = h.readiness();
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], "draining");
     }
 }

@@ -26,7 +26,8 @@ pub const DEFAULT_MAX_DOMAINS: usize = 1000;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DomainExtra {
     pub entries: u64,
-    pub max_entries: u64,
+    /// `None` = no count limit (the store's bytes bound the domain).
+    pub max_entries: Option<u64>,
     pub bytes: u64,
     pub renders_this_month: u64,
     /// `None` = unlimited.
@@ -360,7 +361,7 @@ mod tests {
             "a.example".to_owned(),
             DomainExtra {
                 entries: 12,
-                max_entries: 50,
+                max_entries: Some(50),
                 bytes: 345_678,
                 renders_this_month: 3,
                 monthly_renders: Some(1000),
@@ -370,7 +371,7 @@ mod tests {
         extra.insert(
             "quiet.example".to_owned(),
             DomainExtra {
-                max_entries: 500,
+                max_entries: Some(500),
                 ..DomainExtra::default()
             },
         );

@@ -32,15 +32,23 @@ struct Entry {
     page: StoredPage,
     key: CacheKey,
     deadline: Instant,
-    tick: u64,
+    rank: Rank,
     bytes: u64,
+}
+
+/// Eviction order within a shard: error pages (status 400 and above)
+/// first, then least recently used first.
+type Rank = (bool, u64);
+
+fn rank(page: &StoredPage, tick: u64) -> Rank {
+    (!super::is_error_status(page.status), tick)
 }
 
 #[derive(Default)]
 struct Shard {
     pages: HashMap<String, Entry>,
-    /// tick of last use -> key, oldest first.
-    lru: BTreeMap<u64, String>,
+    /// (not an error page, tick of last use) -> key: the next to evict first.
+    lru: BTreeMap<Rank, String>,
     tick: u64,
     bytes: u64,
 }
@@ -48,7 +56,7 @@ struct Shard {
 impl Shard {
     fn remove(&mut self, name: &str) -> Option<Entry> {
         let entry = self.pages.remove(name)?;
-        self.lru.remove(&entry.tick);
+        self.lru.remove(&entry.rank);
         self.bytes -= entry.bytes;
         Some(entry)
     }
@@ -118,6 +126,9 @@ pub struct MemoryStore {
     quota: Mutex<HashMap<String, (String, u64)>>,
     done_tx: broadcast::Sender<String>,
     purge_tx: broadcast::Sender<PurgeEvent>,
+    /// site -> (minute, renders for unverified bots); only the latest
+    /// minute per site is kept, and sites come from the configuration.
+    unverified: Mutex<HashMap<String, (u64, u64)>>,
 }
 
 impl MemoryStore {
@@ -140,6 +151,7 @@ impl MemoryStore {
             quota: Mutex::new(HashMap::new()),
             done_tx,
             purge_tx,
+            unverified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -161,11 +173,16 @@ impl MemoryStore {
     }
 
     fn page_exists(&self, key: &CacheKey) -> bool {
+        self.page_status(key).is_some()
+    }
+
+    /// The status of the page stored under `key`, if there is one.
+    fn page_status(&self, key: &CacheKey) -> Option<u16> {
         let name = key.to_string();
         self.shard(&name)
             .lock()
             .live(&name, Instant::now())
-            .is_some()
+            .map(|e| e.page.status)
     }
 
     fn remove_page(&self, key: &CacheKey) -> bool {
@@ -192,7 +209,17 @@ impl MemoryStore {
         {
             let mut shard = self.shard(&name).lock();
             shard.remove(&name);
+            let error_page = super::is_error_status(page.status);
             while shard.bytes + bytes > self.shard_max_bytes {
+                let Some((&(good, _), _)) = shard.lru.first_key_value() else {
+                    break;
+                };
+                if error_page && good {
+                    // Only error pages are left to evict: an error page
+                    // never pushes out another page, so it is not kept.
+                    tracing::debug!(key = %key, "store full of other pages; error page not kept");
+                    return Ok(());
+                }
                 let Some((_, oldest)) = shard.lru.pop_first() else {
                     break;
                 };
@@ -200,8 +227,8 @@ impl MemoryStore {
                     shard.bytes -= e.bytes;
                 }
             }
-            let tick = shard.next_tick();
-            shard.lru.insert(tick, name.clone());
+            let rank = rank(page, shard.next_tick());
+            shard.lru.insert(rank, name.clone());
             shard.bytes += bytes;
             shard.pages.insert(
                 name,
@@ -209,7 +236,7 @@ impl MemoryStore {
                     page: page.clone(),
                     key: key.clone(),
                     deadline,
-                    tick,
+                    rank,
                     bytes,
                 },
             );
@@ -279,15 +306,15 @@ impl PageStore for MemoryStore {
         let name = key.to_string();
         let mut shard = self.shard(&name).lock();
         let found = match shard.live(&name, Instant::now()) {
-            Some(entry) => Some((entry.tick, entry.page.clone())),
+            Some(entry) => Some((entry.rank, entry.page.clone())),
             None => None,
         };
-        let page = found.map(|(old_tick, page)| {
-            let tick = shard.next_tick();
-            shard.lru.remove(&old_tick);
-            shard.lru.insert(tick, name.clone());
+        let page = found.map(|(old_rank, page)| {
+            let rank = rank(&page, shard.next_tick());
+            shard.lru.remove(&old_rank);
+            shard.lru.insert(rank, name.clone());
             if let Some(e) = shard.pages.get_mut(&name) {
-                e.tick = tick;
+                e.rank = rank;
             }
             page
         });
@@ -439,8 +466,14 @@ impl Coordination for MemoryStore {
             let mut evicted = Vec::new();
             let mut index = self.index.lock();
             if let Some(d) = index.get_mut(domain) {
-                let live = self.prune(d);
+                let mut live = self.prune(d);
                 let over = (live.len() as u64).saturating_sub(max_entries) as usize;
+                if over > 0 {
+                    // Error pages first; the sort is stable, so LRU order within each.
+                    live.sort_by_key(|key| {
+                        !self.page_status(key).is_some_and(super::is_error_status)
+                    });
+                }
                 for key in live.into_iter().take(over) {
                     self.remove_page(&key);
                     d.remove_access(&key);
@@ -587,5 +620,82 @@ impl Coordination for MemoryStore {
 
     fn subscribe_purges(&self) -> broadcast::Receiver<PurgeEvent> {
         self.purge_tx.subscribe()
+    }
+
+    fn incr_unverified_renders<'a>(
+        &'a self,
+        site: &'a str,
+        minute: u64,
+    ) -> BoxFuture<'a, StoreResult<u64>> {
+        async move {
+            let mut counts = self.unverified.lock();
+            let entry = counts.entry(site.to_owned()).or_insert((minute, 0));
+            if entry.0 != minute {
+                *entry = (minute, 0);
+            }
+            entry.1 += 1;
+            Ok(entry.1)
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn page(status: u16, bytes: usize) -> StoredPage {
+        StoredPage {
+            html: Bytes::from(vec![b'x'; bytes]),
+            status,
+            headers: vec![],
+            etag: "\"e\"".into(),
+            rendered_at: SystemTime::now(),
+            expires_at: SystemTime::now() + Duration::from_secs(3600),
+            settings_hash: "s".into(),
+            content_hash: "c".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_error_pages_never_pushes_a_good_page_out_of_the_bytes() {
+        // Room for about 4 pages of 1 KiB per shard.
+        let store = MemoryStore::new(MEMORY_SHARDS as u64 * 5 * 1024);
+        let hour = Duration::from_secs(3600);
+        let good: Vec<CacheKey> = (0..32)
+            .map(|i| CacheKey::new("a.test", &format!("/good{i}"), &[], false).unwrap())
+            .collect();
+        for k in &good {
+            store.put(k, &page(200, 1024), hour).await.unwrap();
+        }
+        let kept_good: Vec<&CacheKey> = {
+            let mut v = Vec::new();
+            for k in &good {
+                if store.get(k).await.unwrap().is_some() {
+                    v.push(k);
+                }
+            }
+            v
+        };
+        assert!(kept_good.len() >= MEMORY_SHARDS / 2, "{}", kept_good.len());
+        let mut errors_kept = 0;
+        for i in 0..2000 {
+            let k = CacheKey::new("a.test", &format!("/missing{i}"), &[], false).unwrap();
+            store
+                .put(&k, &page(if i % 2 == 0 { 404 } else { 410 }, 1024), hour)
+                .await
+                .unwrap();
+            errors_kept += usize::from(store.get(&k).await.unwrap().is_some());
+        }
+        for k in &kept_good {
+            assert!(store.get(k).await.unwrap().is_some(), "{k} was pushed out");
+        }
+        assert!(errors_kept > 0, "error pages still use the room left");
+        assert!(store.bytes_used() <= MEMORY_SHARDS as u64 * 5 * 1024);
+        // A good page still makes room (error pages go first).
+        let k = CacheKey::new("a.test", "/new", &[], false).unwrap();
+        store.put(&k, &page(200, 1024), hour).await.unwrap();
+        assert!(store.get(&k).await.unwrap().is_some());
     }
 }

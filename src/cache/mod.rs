@@ -19,6 +19,7 @@
 //! | `render-due:<domain>` | sorted set | member `render:<key>`, score = next refresh due (Unix ms) | no TTL; claimed members are removed (each refreshed once cluster-wide) |
 //! | `render-domains` | set | every domain with cached pages | no TTL |
 //! | `render-quota:<domain>:<YYYY-MM>` | string (counter) | renders of the domain in that UTC month | 32 days |
+//! | `render-unverified:<site>:<minute>` | string (counter) | renders of new pages for bots that are not verified crawlers (`verify_crawlers = "enforce"`), per site (`_any` for the any-host site) and minute since the Unix epoch | 120 s |
 //! | `render-jobs:live`, `render-jobs:background` | stream, consumer group `renderers` | shared render jobs (`key`, `queued_at`) of `--role proxy`/`renderer` (see [`jobs`]) | entries deleted when finished |
 //! | `render-result:<key>` | hash | job id → `stored` / `failed <reason>` | 120 s |
 //!
@@ -67,6 +68,10 @@ pub const DOMAINS_KEY: &str = "render-domains";
 pub const QUOTA_KEY_PREFIX: &str = "render-quota:";
 /// A quota counter outlives its month by a day or so, then goes.
 pub const QUOTA_KEY_TTL: Duration = Duration::from_secs(32 * 24 * 3600);
+/// Prefix of the per-minute counters of renders for unverified bots.
+pub const UNVERIFIED_KEY_PREFIX: &str = "render-unverified:";
+/// Such a counter outlives its minute by a minute, then goes.
+pub const UNVERIFIED_KEY_TTL: Duration = Duration::from_secs(120);
 /// Channel announcing that a render of a key finished.
 pub const DONE_CHANNEL: &str = "render-done";
 /// Channel announcing purges to every instance.
@@ -301,12 +306,28 @@ pub trait Coordination: Send + Sync {
 
     /// Purges announced by any instance, this one included.
     fn subscribe_purges(&self) -> broadcast::Receiver<PurgeEvent>;
+
+    /// Counts one render for a bot that is not a verified crawler on
+    /// `site` in `minute` (minutes since the Unix epoch) and returns the
+    /// minute's count so far, shared by every instance on the store.
+    fn incr_unverified_renders<'a>(
+        &'a self,
+        site: &'a str,
+        minute: u64,
+    ) -> BoxFuture<'a, StoreResult<u64>>;
 }
 
 /// Both halves, as the proxy, refresher and admin API hold them:
 /// `Arc<dyn CacheStore>`.
 pub trait CacheStore: PageStore + Coordination {}
 impl<T: PageStore + Coordination> CacheStore for T {}
+
+/// Pages with these statuses (of those cached, 404 and 410) are kept
+/// only for their plan's `error_ttl` and are evicted before any other
+/// page when a domain or the store is over its bound.
+pub fn is_error_status(status: u16) -> bool {
+    status >= 400
+}
 
 /// The quota month of a moment: `"YYYY-MM"` in UTC.
 pub fn quota_month(at: SystemTime) -> String {
@@ -317,6 +338,11 @@ pub fn quota_month(at: SystemTime) -> String {
 /// The quota counter's key: `render-quota:<domain>:<YYYY-MM>`.
 pub fn quota_key(domain: &str, month: &str) -> String {
     format!("{QUOTA_KEY_PREFIX}{domain}:{month}")
+}
+
+/// The unverified-render counter's key: `render-unverified:<site>:<minute>`.
+pub fn unverified_key(site: &str, minute: u64) -> String {
+    format!("{UNVERIFIED_KEY_PREFIX}{site}:{minute}")
 }
 
 /// The render lock's key: `render-lock:<domain>:[m:]<path>`.

@@ -88,12 +88,24 @@ return live
 
 /// KEYS: index, schedule. ARGV: max entries, meta prefix, page prefix.
 /// Prunes expired members, deletes the least recently used live pages
-/// beyond the bound, trims the schedule of pages no longer cached.
+/// beyond the bound — error pages (status 400 and above) before any
+/// other — and trims the schedule of pages no longer cached. Statuses
+/// are read only when the domain is over its bound.
 const EVICT_SCRIPT: &str = r"
 local max = tonumber(ARGV[1])
 local live = {}
 for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   if redis.call('EXISTS', m) == 1 then table.insert(live, m) else redis.call('ZREM', KEYS[1], m) end
+end
+if #live > max then
+  local errors, others = {}, {}
+  for _, m in ipairs(live) do
+    local meta = ARGV[2] .. string.sub(m, string.len(ARGV[3]) + 1)
+    local status = tonumber(redis.call('HGET', meta, 'status')) or 0
+    if status >= 400 then table.insert(errors, m) else table.insert(others, m) end
+  end
+  for _, m in ipairs(others) do table.insert(errors, m) end
+  live = errors
 end
 local evicted = {}
 for i = 1, #live - max do
@@ -982,5 +994,25 @@ impl Coordination for RedisStore {
 
     fn subscribe_purges(&self) -> broadcast::Receiver<PurgeEvent> {
         self.purge_tx.subscribe()
+    }
+
+    fn incr_unverified_renders<'a>(
+        &'a self,
+        site: &'a str,
+        minute: u64,
+    ) -> BoxFuture<'a, StoreResult<u64>> {
+        async move {
+            let mut conn = self.conn().await?;
+            let key = super::unverified_key(site, minute);
+            let (count,): (u64,) = redis::pipe()
+                .atomic()
+                .incr(&key, 1)
+                .expire(&key, super::UNVERIFIED_KEY_TTL.as_secs() as i64)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+            Ok(count)
+        }
+        .boxed()
     }
 }

@@ -27,7 +27,8 @@ pub struct FileConfig {
     pub browser_max_rss: Option<u64>,
     pub render_timeout: Option<u64>,
     pub ready_timeout: Option<u64>,
-    pub cache_ttl: Option<u64>,
+    /// Seconds, or a duration string (`"1h"`).
+    pub cache_ttl: Option<DurationValue>,
     pub queue_capacity: Option<u64>,
     pub cache_max_bytes: Option<u64>,
     pub bot_families: Option<StringList>,
@@ -43,6 +44,11 @@ pub struct FileConfig {
     pub public_threads: Option<u64>,
     pub public_scheduling: Option<String>,
     pub shutdown_timeout: Option<u64>,
+    pub trusted_proxies: Option<StringList>,
+    pub verify_crawlers: Option<String>,
+    pub dns_resolver: Option<String>,
+    pub unverified_renders_per_minute: Option<u64>,
+    pub crawler_ip_ranges: Option<String>,
     #[serde(default)]
     pub sites: Vec<SiteFile>,
     #[serde(default)]
@@ -104,11 +110,20 @@ pub struct SiteFile {
 pub struct PlanFile {
     pub refresh_every: Option<DurationValue>,
     pub cache_ttl: Option<DurationValue>,
-    pub max_entries: Option<u64>,
+    pub max_entries: Option<MaxEntriesValue>,
     pub stale_while_revalidate: Option<DurationValue>,
     pub poll_every: Option<DurationValue>,
     pub cache_control: Option<String>,
     pub monthly_renders: Option<u64>,
+    pub error_ttl: Option<DurationValue>,
+}
+
+/// `max_entries`: a number of pages, or `"unlimited"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum MaxEntriesValue {
+    Count(u64),
+    Text(String),
 }
 
 /// A duration written as `"90s"`, `"15m"`, `"24h"` (or a bare number of seconds).

@@ -5,6 +5,7 @@
 
 pub mod file;
 pub mod plan;
+pub mod redact;
 pub mod site;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use crate::bot::Family;
 use crate::cli::ServeArgs;
+use crate::verify::VerifyMode;
 use file::FileConfig;
 pub use plan::Plan;
 pub use site::{OnRenderFailure, Site, SiteTable};
@@ -56,6 +58,9 @@ pub const DEFAULT_PUBLIC_THREADS_PER_CORE: usize = 1;
 pub const MAX_PUBLIC_THREADS: u64 = 1024;
 /// Slightly above the render timeout so renders in flight can finish.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
+/// Upper bound of `unverified_renders_per_minute` (0 renders nothing for
+/// unverified bots).
+pub const MAX_UNVERIFIED_RENDERS_PER_MINUTE: u64 = 1_000_000;
 
 /// Longest duration any setting accepts. Durations are added to the clock
 /// and to each other (a render lock lives `render_timeout` × 3 + 5 s, a page
@@ -139,13 +144,35 @@ pub enum LogFormat {
 }
 
 /// Where pages, locks and queues live.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreTarget {
     /// In-process, bounded by `cache_max_bytes`.
     Embedded,
     Redis(String),
     /// Several node URLs: a Redis Cluster.
     RedisCluster(Vec<String>),
+}
+
+/// Shown in logs (the start-up line prints it): credentials redacted.
+impl std::fmt::Debug for StoreTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreTarget::Embedded => f.write_str("Embedded"),
+            StoreTarget::Redis(url) => f
+                .debug_tuple("Redis")
+                .field(&redact::redact_url(url))
+                .finish(),
+            StoreTarget::RedisCluster(nodes) => f
+                .debug_tuple("RedisCluster")
+                .field(
+                    &nodes
+                        .iter()
+                        .map(|n| redact::redact_url(n))
+                        .collect::<Vec<_>>(),
+                )
+                .finish(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +206,14 @@ pub struct Config {
     pub public_threads: Option<usize>,
     pub public_scheduling: ThreadScheduling,
     pub shutdown_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` names the client (`trusted_proxies`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub verify_crawlers: VerifyMode,
+    /// DNS server for crawler verification; `None`: the system's.
+    pub dns_resolver: Option<SocketAddr>,
+    pub unverified_renders_per_minute: u64,
+    /// Directory of crawler IP range files replacing the built-in ones.
+    pub crawler_ip_ranges: Option<PathBuf>,
     pub plans: BTreeMap<String, Plan>,
     pub sites: SiteTable,
 }
@@ -291,13 +326,11 @@ impl Config {
             DEFAULT_READY_TIMEOUT,
         )?;
         // cache_ttl = 0 is meaningful: store nothing.
-        let cache_ttl = check_duration(
-            "cache_ttl",
-            args.cache_ttl
-                .or(file.cache_ttl)
-                .map(Duration::from_secs)
-                .unwrap_or(DEFAULT_CACHE_TTL),
-        )?;
+        let cache_ttl = match (args.cache_ttl, &file.cache_ttl) {
+            (Some(secs), _) => check_duration("cache_ttl", Duration::from_secs(secs))?,
+            (None, Some(v)) => plan::parse_duration(v, "cache_ttl")?,
+            (None, None) => DEFAULT_CACHE_TTL,
+        };
         let queue_capacity = count(
             "queue_capacity",
             args.queue_capacity.or(file.queue_capacity),
@@ -382,6 +415,55 @@ impl Config {
             args.shutdown_timeout.or(file.shutdown_timeout),
             DEFAULT_SHUTDOWN_TIMEOUT,
         )?;
+        let trusted_proxies = match pick(
+            args.trusted_proxies.clone(),
+            file.trusted_proxies.map(|l| l.joined()),
+        ) {
+            None => Vec::new(),
+            Some(list) => crate::proxy::client_addr::parse_nets(list.split(','))
+                .map_err(|e| ConfigError::new("trusted_proxies", e))?,
+        };
+        let verify_crawlers = one_of(
+            "verify_crawlers",
+            pick(args.verify_crawlers.clone(), file.verify_crawlers),
+            VerifyMode::Log,
+            &[
+                ("off", VerifyMode::Off),
+                ("log", VerifyMode::Log),
+                ("enforce", VerifyMode::Enforce),
+            ],
+        )?;
+        let dns_resolver = match pick(args.dns_resolver.clone(), file.dns_resolver)
+            .filter(|s| !s.trim().is_empty())
+        {
+            None => None,
+            Some(raw) => Some(raw.trim().parse::<SocketAddr>().map_err(|_| {
+                ConfigError::new(
+                    "dns_resolver",
+                    format!("{raw:?} is not an address like 127.0.0.53:53"),
+                )
+            })?),
+        };
+        let unverified_renders_per_minute = args
+            .unverified_renders_per_minute
+            .or(file.unverified_renders_per_minute)
+            .unwrap_or(crate::verify::budget::DEFAULT_UNVERIFIED_RENDERS_PER_MINUTE);
+        if unverified_renders_per_minute > MAX_UNVERIFIED_RENDERS_PER_MINUTE {
+            return Err(ConfigError::new(
+                "unverified_renders_per_minute",
+                format!(
+                    "{unverified_renders_per_minute} is out of range 0..={MAX_UNVERIFIED_RENDERS_PER_MINUTE}"
+                ),
+            ));
+        }
+        let crawler_ip_ranges = pick(
+            args.crawler_ip_ranges.clone(),
+            file.crawler_ip_ranges.map(PathBuf::from),
+        );
+        if let Some(dir) = &crawler_ip_ranges {
+            crate::verify::ranges::IpRanges::load(Some(dir))
+                .map_err(|e| ConfigError::new("crawler_ip_ranges", e.to_string()))?;
+        }
 
         let plans = plan::resolve_plans(&file.plans)?;
         let single_plan = pick(args.plan.clone(), file.plan);
@@ -418,6 +500,11 @@ impl Config {
             public_threads,
             public_scheduling,
             shutdown_timeout,
+            trusted_proxies,
+            verify_crawlers,
+            dns_resolver,
+            unverified_renders_per_minute,
+            crawler_ip_ranges,
             plans,
             sites,
         })
@@ -427,6 +514,17 @@ impl Config {
     /// plan sets one, else the global `cache_ttl`.
     pub fn ttl_for(&self, site: &Site) -> Duration {
         site.plan.cache_ttl.unwrap_or(self.cache_ttl)
+    }
+
+    /// One line per plan whose pages leave the stale window before the
+    /// refresher replaces them (crawlers then get cold misses), for
+    /// `check-config` and the start-up log. A choice some sites make on
+    /// purpose, so a warning and not an error.
+    pub fn stale_window_warnings(&self) -> Vec<String> {
+        self.plans
+            .values()
+            .filter_map(|plan| plan.stale_gap_warning(plan.cache_ttl.unwrap_or(self.cache_ttl)))
+            .collect()
     }
 }
 
@@ -477,8 +575,12 @@ fn parse_store(v: Option<String>) -> Result<StoreTarget, ConfigError> {
         .filter(|s| !s.is_empty())
         .collect();
     for u in &urls {
-        let parsed = url::Url::parse(u)
-            .map_err(|e| ConfigError::new("redis", format!("{u:?} is not a URL: {e}")))?;
+        let parsed = url::Url::parse(u).map_err(|e| {
+            ConfigError::new(
+                "redis",
+                format!("{:?} is not a URL: {e}", redact::redact_url(u)),
+            )
+        })?;
         if !matches!(
             parsed.scheme(),
             "redis" | "rediss" | "redis+cluster" | "rediss+cluster"
@@ -486,7 +588,10 @@ fn parse_store(v: Option<String>) -> Result<StoreTarget, ConfigError> {
         {
             return Err(ConfigError::new(
                 "redis",
-                format!("{u:?} is not a redis:// or rediss:// URL"),
+                format!(
+                    "{:?} is not a redis:// or rediss:// URL",
+                    redact::redact_url(u)
+                ),
             ));
         }
     }
@@ -610,6 +715,49 @@ mod tests {
     }
 
     #[test]
+    fn the_default_plan_is_self_hosted_for_origin_mode_and_sites_without_one() {
+        let args = ServeArgs {
+            origin: Some("http://127.0.0.1:9".into()),
+            ..Default::default()
+        };
+        let c = resolve(args, "").unwrap();
+        let site = c.sites.lookup("any.test").unwrap();
+        assert_eq!(site.plan.name, "self-hosted");
+        assert_eq!(site.plan.max_entries, None);
+        let c = resolve(
+            ServeArgs::default(),
+            "[[sites]]\ndomain = \"a.test\"\norigin = \"http://x\"",
+        )
+        .unwrap();
+        assert_eq!(c.sites.lookup("a.test").unwrap().plan.name, "self-hosted");
+        assert!(c.stale_window_warnings().is_empty());
+    }
+
+    #[test]
+    fn cache_ttl_takes_seconds_or_a_duration() {
+        for (toml, secs) in [
+            ("cache_ttl = 600", 600),
+            ("cache_ttl = \"10m\"", 600),
+            ("cache_ttl = \"1h\"", 3600),
+            ("cache_ttl = 0", 0),
+        ] {
+            let c = resolve(ServeArgs::default(), toml).unwrap();
+            assert_eq!(c.cache_ttl, Duration::from_secs(secs), "{toml}");
+        }
+        let e = resolve(ServeArgs::default(), "cache_ttl = \"soon\"").unwrap_err();
+        assert_eq!(e.field, "cache_ttl");
+        // The flag (seconds) wins over the file.
+        let args = ServeArgs {
+            cache_ttl: Some(5),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(args, "cache_ttl = \"1h\"").unwrap().cache_ttl,
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
     fn flag_wins_over_file() {
         let args = ServeArgs {
             browsers: Some(3),
@@ -715,6 +863,46 @@ mod tests {
                 .field,
             "public_scheduling"
         );
+    }
+
+    #[test]
+    fn crawler_verification_options_have_spec_defaults_and_named_errors() {
+        let c = resolve(ServeArgs::default(), "").unwrap();
+        assert_eq!(c.verify_crawlers, VerifyMode::Log);
+        assert_eq!(c.unverified_renders_per_minute, 60);
+        assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.dns_resolver, None);
+        assert_eq!(c.crawler_ip_ranges, None);
+        let args = ServeArgs {
+            verify_crawlers: Some("enforce".into()),
+            trusted_proxies: Some("10.0.0.0/8, 127.0.0.1".into()),
+            ..Default::default()
+        };
+        let c = resolve(
+            args,
+            "verify_crawlers = \"off\"\ntrusted_proxies = [\"192.0.2.0/24\"]\n\
+             dns_resolver = \"127.0.0.1:5353\"\nunverified_renders_per_minute = 0",
+        )
+        .unwrap();
+        assert_eq!(c.verify_crawlers, VerifyMode::Enforce);
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.dns_resolver, Some("127.0.0.1:5353".parse().unwrap()));
+        assert_eq!(c.unverified_renders_per_minute, 0);
+        for (bad, field) in [
+            ("verify_crawlers = \"strict\"", "verify_crawlers"),
+            ("trusted_proxies = \"10.0.0.0/40\"", "trusted_proxies"),
+            ("dns_resolver = \"ns1.example\"", "dns_resolver"),
+            (
+                "unverified_renders_per_minute = 1000001",
+                "unverified_renders_per_minute",
+            ),
+            (
+                "crawler_ip_ranges = \"/nonexistent-dir\"",
+                "crawler_ip_ranges",
+            ),
+        ] {
+            assert_eq!(resolve(ServeArgs::default(), bad).unwrap_err().field, field);
+        }
     }
 
     #[test]

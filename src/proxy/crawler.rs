@@ -4,17 +4,19 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
 
+use lru::LruCache;
 use parking_lot::Mutex;
-use std::time::{Duration, SystemTime};
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, RETRY_AFTER, USER_AGENT};
 use hyper::{Request, Response, StatusCode};
 
 use crate::bot::is_mobile_crawler;
-use crate::cache::{CacheKey, KeyError, StoredPage};
+use crate::cache::{is_error_status, CacheKey, KeyError, StoredPage};
 use crate::config::{Config, OnRenderFailure, Site};
 use crate::listener::Body;
 use crate::prerender::{store_call, Prerenderer, RenderFailure};
@@ -23,6 +25,7 @@ use crate::proxy::prepared::PreparedPages;
 use crate::proxy::request::Target;
 use crate::proxy::respond;
 use crate::render::queue::Priority;
+use crate::verify::{budget, Admission, RenderGate, Standing};
 
 /// A crawler is answered within the render timeout plus this (SPEC §3).
 const ANSWER_SLACK: Duration = Duration::from_millis(500);
@@ -71,10 +74,23 @@ fn request_key(req: &Request<Incoming>, target: &Target) -> Result<CacheKey, Key
     CacheKey::new(&target.host, pq, &site.query_params, mobile)
 }
 
-/// The site's `Cache-Control` for rendered pages.
-fn cache_control(site: &Site) -> HeaderValue {
-    HeaderValue::from_str(&site.plan.cache_control)
-        .unwrap_or(HeaderValue::from_static("public, max-age=3600"))
+/// A stale page is re-rendered once per expiry; if that render stored
+/// nothing (it failed, or the store was down), the next stale hit may
+/// try again after this long. Same pace as a failed refresh.
+const STALE_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// Stale pages whose re-render start is remembered; beyond this the
+/// least recently started are forgotten (the queue still deduplicates
+/// renders under way).
+const MAX_STALE_RERENDERS: usize = 10_000;
+
+/// The `Cache-Control` of a rendered answer with `status`: the plan's
+/// value, else `private, max-age=<TTL>` (the error TTL for 404 and 410).
+/// Never `public` by default: an edge that ignores `Vary: User-Agent`
+/// would hand a crawler's snapshot to people.
+fn cache_control(config: &Config, site: &Site, status: u16) -> HeaderValue {
+    let ttl = site.plan.ttl_for_status(status, config.ttl_for(site));
+    HeaderValue::from_str(&site.plan.cache_control_for(ttl))
+        .unwrap_or(HeaderValue::from_static("private, max-age=0"))
 }
 
 /// How a crawler request ended, for logs, metrics and stats.
@@ -84,6 +100,9 @@ pub enum CacheResult {
     Miss,
     Stale,
     Error(&'static str),
+    /// A failed crawler claim under `verify_crawlers = "enforce"`: answered
+    /// by the origin like a person, the cache not consulted for it.
+    Passed,
 }
 
 impl CacheResult {
@@ -93,6 +112,7 @@ impl CacheResult {
             CacheResult::Miss => "miss",
             CacheResult::Stale => "stale",
             CacheResult::Error(_) => "error",
+            CacheResult::Passed => "pass",
         }
     }
 }
@@ -103,6 +123,10 @@ pub struct CrawlerPath {
     prepared: Arc<PreparedPages>,
     origin: OriginClient,
     touches: Arc<Mutex<HashMap<CacheKey, SystemTime>>>,
+    /// Stale page → (its `expires_at`, when its re-render was queued).
+    stale_rerenders: Mutex<LruCache<CacheKey, (SystemTime, Instant)>>,
+    /// `verify_crawlers = "enforce"`: what a miss may do (`None`: render).
+    gate: Option<RenderGate>,
 }
 
 enum Lookup {
@@ -130,7 +154,25 @@ impl CrawlerPath {
             prepared,
             origin,
             touches,
+            stale_rerenders: Mutex::new(LruCache::new(
+                NonZeroUsize::new(MAX_STALE_RERENDERS).expect("non-zero"),
+            )),
+            gate: None,
         }
+    }
+
+    /// Misses ask `gate` before they render (crawler verification).
+    pub fn with_render_gate(mut self, gate: RenderGate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Whether a request must be answered like a person whatever the
+    /// cache holds: its crawler claim is known to have failed (`enforce`).
+    pub fn answers_as_person(&self, standing: &Standing) -> bool {
+        self.gate
+            .as_ref()
+            .is_some_and(|gate| gate.known_impostor(standing))
     }
 
     /// Drops in-process copies of purged pages (`prefix` "" = everything).
@@ -150,7 +192,7 @@ impl CrawlerPath {
             return None;
         }
         let key = request_key(req, target).ok()?;
-        self.recent_hit(req, &key, &key.to_string(), &cache_control(&target.site))
+        self.recent_hit(req, &key, &key.to_string(), &target.site)
     }
 
     /// The hit on `key`'s prepared copy if the store confirmed it recently.
@@ -159,13 +201,28 @@ impl CrawlerPath {
         req: &Request<Incoming>,
         key: &CacheKey,
         name: &str,
-        cache_control: &HeaderValue,
+        site: &Site,
     ) -> Option<Response<Body>> {
         let prepared = self
             .prepared
             .recently_validated(name, HIT_REVALIDATE_AFTER)?;
         self.touch(key);
-        Some(prepared.respond(req.method(), req.headers(), "HIT", cache_control))
+        let cache_control = cache_control(&self.config, site, prepared.status.as_u16());
+        Some(prepared.respond(req.method(), req.headers(), "HIT", &cache_control))
+    }
+
+    /// Whether a stale hit on `page` should queue its re-render: once per
+    /// expiry (and again after [`STALE_RETRY_AFTER`] if that one stored
+    /// nothing), however many crawlers ask meanwhile.
+    fn first_stale_hit(&self, key: &CacheKey, page: &StoredPage) -> bool {
+        let mut started = self.stale_rerenders.lock();
+        if let Some((expires_at, at)) = started.get(key) {
+            if *expires_at == page.expires_at && at.elapsed() < STALE_RETRY_AFTER {
+                return false;
+            }
+        }
+        started.put(key.clone(), (page.expires_at, Instant::now()));
+        true
     }
 
     pub async fn serve(
@@ -173,6 +230,7 @@ impl CrawlerPath {
         req: Request<Incoming>,
         target: &Target,
         peer: SocketAddr,
+        standing: Standing,
     ) -> (Response<Body>, CacheResult) {
         let site = &target.site;
         let key = match request_key(&req, target) {
@@ -187,12 +245,12 @@ impl CrawlerPath {
         };
         let ttl = self.config.ttl_for(site);
         let name = key.to_string();
-        let cache_control = cache_control(site);
         if !ttl.is_zero() {
-            if let Some(resp) = self.recent_hit(&req, &key, &name, &cache_control) {
+            if let Some(resp) = self.recent_hit(&req, &key, &name, site) {
                 return (resp, CacheResult::Hit);
             }
         }
+        let cache_control = |status: u16| cache_control(&self.config, site, status);
         let lookup = if ttl.is_zero() {
             Lookup::Missing
         } else {
@@ -203,21 +261,57 @@ impl CrawlerPath {
                 let prepared = self.prepared.get_or_prepare(&name, &page);
                 self.touch(&key);
                 (
-                    prepared.respond(req.method(), req.headers(), "HIT", &cache_control),
+                    prepared.respond(
+                        req.method(),
+                        req.headers(),
+                        "HIT",
+                        &cache_control(page.status),
+                    ),
                     CacheResult::Hit,
                 )
             }
             Lookup::Stale(page) => {
                 let prepared = self.prepared.get_or_prepare(&name, &page);
-                if let Err(e) = self.prerender.enqueue(&key, site, Priority::Background) {
-                    tracing::debug!(key = %key, error = %e, "stale page not re-queued");
+                self.touch(&key);
+                if self.first_stale_hit(&key, &page) {
+                    if let Err(e) = self.prerender.enqueue(&key, site, Priority::Background) {
+                        tracing::debug!(key = %key, error = %e, "stale page not re-queued");
+                    }
                 }
                 (
-                    prepared.respond(req.method(), req.headers(), "STALE", &cache_control),
+                    prepared.respond(
+                        req.method(),
+                        req.headers(),
+                        "STALE",
+                        &cache_control(page.status),
+                    ),
                     CacheResult::Stale,
                 )
             }
             Lookup::Missing | Lookup::StoreDown => {
+                if let Some(gate) = &self.gate {
+                    match gate.admit(standing, budget::site_key(&site.domain)).await {
+                        Admission::Render => {}
+                        Admission::AsPerson => {
+                            tracing::info!(%peer, host = %target.host, path = req.uri().path(), "crawler claim not verified; answered like a person");
+                            let resp = self
+                                .origin
+                                .forward(req, &site.origin, &target.host, peer)
+                                .await;
+                            return (resp, CacheResult::Passed);
+                        }
+                        Admission::RateLimited => {
+                            let failure = RenderFailure {
+                                reason: "rate-limited",
+                                detail: "unverified_renders_per_minute used up".to_string(),
+                            };
+                            return (
+                                self.fail(req, target, peer, failure).await,
+                                CacheResult::Error("rate-limited"),
+                            );
+                        }
+                    }
+                }
                 let wait = self.config.render_timeout + ANSWER_SLACK;
                 let outcome = match tokio::time::timeout(
                     wait,
@@ -240,8 +334,12 @@ impl CrawlerPath {
                                 &rendered.page,
                             ))
                         };
-                        let mut resp =
-                            prepared.respond(req.method(), req.headers(), "MISS", &cache_control);
+                        let mut resp = prepared.respond(
+                            req.method(),
+                            req.headers(),
+                            "MISS",
+                            &cache_control(rendered.page.status),
+                        );
                         if rendered.store_error {
                             resp.headers_mut()
                                 .insert("x-prerender-error", HeaderValue::from_static("store"));
@@ -266,7 +364,9 @@ impl CrawlerPath {
                 let now = SystemTime::now();
                 if now < page.expires_at {
                     Lookup::Fresh(page)
-                } else if now < page.expires_at + site.plan.stale_while_revalidate {
+                } else if !is_error_status(page.status)
+                    && now < page.expires_at + site.plan.stale_window()
+                {
                     Lookup::Stale(page)
                 } else {
                     Lookup::Missing
@@ -296,7 +396,13 @@ impl CrawlerPath {
         peer: SocketAddr,
         failure: RenderFailure,
     ) -> Response<Body> {
-        tracing::warn!(host = %target.host, path = req.uri().path(), reason = failure.reason, detail = %failure.detail, "serving crawler without a render");
+        if failure.reason == "rate-limited" {
+            // Expected under a flood of unverified bots: counted in
+            // prerender_unverified_renders_refused_total, not a warning each.
+            tracing::debug!(host = %target.host, path = req.uri().path(), reason = failure.reason, "serving crawler without a render");
+        } else {
+            tracing::warn!(host = %target.host, path = req.uri().path(), reason = failure.reason, detail = %failure.detail, "serving crawler without a render");
+        }
         let reason = HeaderValue::from_static(failure.reason);
         let mut resp = match target.site.on_render_failure {
             OnRenderFailure::Error => {

@@ -6,6 +6,7 @@
 //!    through the queue) or ERROR (fail open);
 //! 4. everyone else: `forward` to the site's origin, streamed both ways.
 
+pub mod client_addr;
 pub mod crawler;
 pub mod forward;
 pub mod origin_pool;
@@ -24,6 +25,8 @@ use crate::admin::stats::DomainStats;
 use crate::bot::{BotDetector, PassReason, RenderDecision};
 use crate::listener::Body;
 use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind};
+use crate::verify::{CrawlerVerifier, Standing, VerifyMode};
+use client_addr::TrustedProxies;
 use crawler::{CacheResult, CrawlerPath};
 use forward::OriginClient;
 
@@ -45,6 +48,10 @@ pub struct PublicProxy {
     /// serves every request). `PRERENDER_PASSTHROUGH_RELAY=off` turns it
     /// off, for `bench/relay.sh` to compare the two on one binary.
     raw_relay: bool,
+    /// Crawler verification (`None`: off) and whose `X-Forwarded-For` it
+    /// believes.
+    verifier: Option<Arc<CrawlerVerifier>>,
+    trusted_proxies: TrustedProxies,
 }
 
 impl PublicProxy {
@@ -65,7 +72,40 @@ impl PublicProxy {
             stats,
             shared: tokio::runtime::Handle::current(),
             raw_relay: std::env::var("PRERENDER_PASSTHROUGH_RELAY").map_or(true, |v| v != "off"),
+            verifier: None,
+            trusted_proxies: TrustedProxies::default(),
         }
+    }
+
+    /// Checks crawler claims against the client address behind
+    /// `trusted_proxies`.
+    pub fn with_verification(
+        mut self,
+        verifier: Arc<CrawlerVerifier>,
+        trusted_proxies: TrustedProxies,
+    ) -> Self {
+        self.verifier = Some(verifier);
+        self.trusted_proxies = trusted_proxies;
+        self
+    }
+
+    /// What is known of the request's crawler claim; starts a check in
+    /// the background when nothing is. Never waits.
+    fn standing(&self, req: &Request<Incoming>, peer: SocketAddr) -> Standing {
+        let Some(verifier) = self
+            .verifier
+            .as_ref()
+            .filter(|v| v.mode() != VerifyMode::Off)
+        else {
+            return Standing::Unchecked;
+        };
+        let ua = req
+            .headers()
+            .get(hyper::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let client = self.trusted_proxies.client_addr(peer.ip(), req.headers());
+        verifier.standing(ua, client)
     }
 
     pub async fn handle(
@@ -104,6 +144,11 @@ impl PublicProxy {
         );
         match decision {
             RenderDecision::Render { rule } => {
+                let standing = self.standing(&req, peer);
+                if self.crawler.answers_as_person(&standing) {
+                    tracing::info!(%peer, host = %target.host, path = req.uri().path(), verified = standing.label(), "crawler claim not verified; answered like a person");
+                    return self.pass_through(req, &target, peer, started).await;
+                }
                 // A hit on a recently confirmed copy is answered right here;
                 // anything else goes to the shared runtime.
                 if let Some(resp) = self.crawler.serve_prepared(&req, &target) {
@@ -115,12 +160,14 @@ impl PublicProxy {
                         peer,
                         &path,
                         &rule,
+                        standing.label(),
                         started,
                     );
                 }
                 let this = self.clone();
                 let crawler = self.shared.spawn(async move {
-                    this.crawler_request(req, target, peer, rule, started).await
+                    this.crawler_request(req, target, peer, rule, started, standing)
+                        .await
                 });
                 match crawler.await {
                     Ok(resp) => resp,
@@ -149,6 +196,28 @@ impl PublicProxy {
         }
     }
 
+    /// A request answered by the origin like a person's.
+    async fn pass_through(
+        &self,
+        req: Request<Incoming>,
+        target: &request::Target,
+        peer: SocketAddr,
+        started: std::time::Instant,
+    ) -> Response<Body> {
+        self.metrics
+            .observe_request(RequestKind::Human, CacheMetric::None);
+        let resp = self
+            .origin
+            .forward(req, &target.site.origin, &target.host, peer)
+            .await;
+        self.metrics.observe_request_duration(
+            RequestKind::Human,
+            CacheMetric::None,
+            started.elapsed(),
+        );
+        resp
+    }
+
     /// A crawler's request: cache lookup, then HIT / STALE / MISS / ERROR.
     async fn crawler_request(
         self: Arc<Self>,
@@ -157,10 +226,12 @@ impl PublicProxy {
         peer: SocketAddr,
         rule: String,
         started: std::time::Instant,
+        standing: Standing,
     ) -> Response<Body> {
         let path = req.uri().path().to_string();
-        let (resp, result) = self.crawler.serve(req, &target, peer).await;
-        self.crawler_answered(resp, result, &target, peer, &path, &rule, started)
+        let verified = standing.label();
+        let (resp, result) = self.crawler.serve(req, &target, peer, standing).await;
+        self.crawler_answered(resp, result, &target, peer, &path, &rule, verified, started)
     }
 
     /// Records a crawler's answer in the statistics, metrics and log.
@@ -173,9 +244,21 @@ impl PublicProxy {
         peer: SocketAddr,
         path: &str,
         rule: &str,
+        verified: &str,
         started: std::time::Instant,
     ) -> Response<Body> {
         let metric = match result {
+            CacheResult::Passed => {
+                // Answered like a person: counted as one, not in the stats.
+                self.metrics
+                    .observe_request(RequestKind::Human, CacheMetric::None);
+                self.metrics.observe_request_duration(
+                    RequestKind::Human,
+                    CacheMetric::None,
+                    started.elapsed(),
+                );
+                return resp;
+            }
             CacheResult::Hit => {
                 self.stats.record_hit(&target.host);
                 CacheMetric::Hit
@@ -196,7 +279,7 @@ impl PublicProxy {
         self.metrics.observe_request(RequestKind::Bot, metric);
         self.metrics
             .observe_request_duration(RequestKind::Bot, metric, started.elapsed());
-        tracing::debug!(%peer, host = %target.host, %path, %rule, cache = result.label(), status = resp.status().as_u16(), "crawler");
+        tracing::debug!(%peer, host = %target.host, %path, %rule, %verified, cache = result.label(), status = resp.status().as_u16(), "crawler");
         resp
     }
 }

@@ -29,6 +29,16 @@ impl ProxyProcess {
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> ProxyProcess {
+        Self::start_with_stderr(args, env, Stdio::inherit())
+    }
+
+    /// Like [`ProxyProcess::start_with_env`], with the log lines (stderr)
+    /// sent to `stderr`, e.g. a file a test reads afterwards.
+    pub fn start_with_stderr(
+        args: &[&str],
+        env: &[(&str, &str)],
+        stderr: impl Into<Stdio>,
+    ) -> ProxyProcess {
         let port = free_port();
         let admin_port = free_port();
         let mut cmd = Command::new(BIN);
@@ -43,7 +53,8 @@ impl ProxyProcess {
                 "RUST_LOG",
                 std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -45,7 +45,7 @@ const APP_JS: &str = r#"
       ld.type = 'application/ld+json';
       ld.textContent = '{"@type":"Product"}';
       document.head.appendChild(ld);
-      if (path === '/missing') {
+      if (path === '/missing' || path.indexOf('/missing/') === 0) {
         var m = document.createElement('meta');
         m.name = 'prerender-status-code';
         m.content = '404';

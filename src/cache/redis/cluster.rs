@@ -76,8 +76,8 @@ use super::{
     RedisOptions, RedisStore, SCAN_BATCH,
 };
 use crate::cache::{
-    due_key, index_key, CacheKey, PurgeEvent, StoreError, StoreResult, StoredPage, DOMAINS_KEY,
-    PURGE_CHANNEL,
+    due_key, index_key, is_error_status, CacheKey, PurgeEvent, StoreError, StoreResult, StoredPage,
+    DOMAINS_KEY, PURGE_CHANNEL,
 };
 
 /// Metadata field holding the SHA-256 (hex) of the HTML it was written
@@ -258,6 +258,32 @@ async fn exists_each(conn: &ClusterConnection, keys: Vec<String>) -> StoreResult
         .map_err(StoreError::from)
 }
 
+/// The stored status of each page (`render:<key>` members); 0 when its
+/// metadata is gone or unreadable.
+async fn statuses_each(conn: &ClusterConnection, members: &[String]) -> StoreResult<Vec<u16>> {
+    let metas: Vec<Option<String>> = members
+        .iter()
+        .map(|member| CacheKey::parse(member).ok().map(|key| key.meta_key()))
+        .collect();
+    let requests = metas.into_iter().map(|meta| {
+        let mut conn = conn.clone();
+        async move {
+            let Some(meta) = meta else {
+                return Ok(0);
+            };
+            let status: Option<String> = redis::Cmd::hget(meta, super::F_STATUS)
+                .query_async(&mut conn)
+                .await?;
+            Ok::<u16, redis::RedisError>(status.and_then(|s| s.parse().ok()).unwrap_or(0))
+        }
+    });
+    futures::stream::iter(requests)
+        .buffered(PER_KEY_CONCURRENCY)
+        .try_collect()
+        .await
+        .map_err(StoreError::from)
+}
+
 fn parse<T: redis::FromRedisValue>(value: &Value) -> StoreResult<T> {
     redis::from_redis_value_ref(value).map_err(|e| StoreError::Redis(e.into()))
 }
@@ -396,8 +422,21 @@ pub(super) async fn evict_over(
     max_entries: u64,
 ) -> StoreResult<Vec<CacheKey>> {
     let max = usize::try_from(max_entries).unwrap_or(usize::MAX);
-    let mut live = live_members(&mut conn, domain).await?;
-    live.truncate(live.len().saturating_sub(max));
+    let live = live_members(&mut conn, domain).await?;
+    let over = live.len().saturating_sub(max);
+    if over == 0 {
+        trim_schedule(&mut conn, &due_key(domain), max).await?;
+        return Ok(Vec::new());
+    }
+    // Error pages (status 400 and above) go before any other page.
+    let statuses = statuses_each(&conn, &live).await?;
+    let (mut doomed, others): (Vec<_>, Vec<_>) = live
+        .into_iter()
+        .zip(statuses)
+        .partition(|(_, status)| is_error_status(*status));
+    doomed.extend(others);
+    let mut live: Vec<String> = doomed.into_iter().map(|(m, _)| m).collect();
+    live.truncate(over);
     let index = index_key(domain);
     let due = due_key(domain);
     let mut evicted = Vec::new();

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# What crawler verification costs on cache hits: two proxies serve the same
+# cached page to "Googlebot", one with verify_crawlers = off and one with
+# log (the default), measured with wrk in the same run, in rotated rounds.
+# Prints a markdown report on stdout (progress on stderr).
+#
+#   bench/verify-hits.sh
+#
+# Each request claims Googlebot and comes through a trusted proxy
+# (X-Forwarded-For names 66.249.66.1, which a local dnsmasq verifies), so
+# the `log` proxy runs the whole check on every hit: the claim's regex,
+# the client address, the verdict cache and the counter.
+#
+# Environment: BENCH_DURATION (10s), BENCH_CONNECTIONS (64), BENCH_THREADS
+# (2), BENCH_ROUNDS (6; each round runs both, the order alternating),
+# BENCH_SETTLE (3 idle seconds before each run), PRERENDER_BIN and
+# ORIGIN_BIN (skip the build), CARGO_TARGET_DIR, CHROME_PATH.
+set -euo pipefail
+
+DURATION="${BENCH_DURATION:-10s}"
+CONNECTIONS="${BENCH_CONNECTIONS:-64}"
+THREADS="${BENCH_THREADS:-2}"
+ROUNDS="${BENCH_ROUNDS:-6}"
+SETTLE_SECS="${BENCH_SETTLE:-3}"
+BOT_UA='Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
+CLIENT=66.249.66.1
+HOST=www.example.test
+PAGE=/products/1
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+log() { printf '[verify-bench] %s\n' "$*" >&2; }
+die() { printf '[verify-bench] error: %s\n' "$*" >&2; exit 1; }
+[ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ] && {
+  awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"
+  exit 0
+}
+
+"$repo_root/.ci/install-deps" --all
+command -v wrk >/dev/null || die "wrk is missing"
+dnsmasq_bin="$(command -v dnsmasq || echo /usr/sbin/dnsmasq)"
+
+target="${CARGO_TARGET_DIR:-$repo_root/target}"
+if [ -z "${PRERENDER_BIN:-}" ] || [ -z "${ORIGIN_BIN:-}" ]; then
+  log "building (release)"
+  (cd "$repo_root" && cargo build --release --locked --bin prerender-proxy --example origin >&2)
+fi
+proxy_bin="${PRERENDER_BIN:-$target/release/prerender-proxy}"
+origin_bin="${ORIGIN_BIN:-$target/release/examples/origin}"
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+ephemeral_low="$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
+used_ports=" "
+free_port() { # VAR
+  local candidate _
+  for _ in $(seq 200); do
+    candidate=$((10000 + RANDOM % (ephemeral_low - 10000)))
+    case "$used_ports" in *" $candidate "*) continue ;; esac
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
+      used_ports="$used_ports$candidate "
+      printf -v "$1" '%s' "$candidate"
+      return 0
+    fi
+  done
+  die "no free port found"
+}
+wait_http() { # URL SECONDS
+  local deadline=$((SECONDS + $2))
+  until curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.3
+  done
+}
+
+dns_port="" origin_port=""
+free_port dns_port
+free_port origin_port
+as_root=()
+[ "$(id -u)" -ne 0 ] || as_root=(--user=root)
+"$dnsmasq_bin" --keep-in-foreground --no-resolv --no-hosts --no-poll --conf-file=/dev/null \
+  --pid-file= --bind-interfaces --listen-address=127.0.0.1 --port="$dns_port" "${as_root[@]}" \
+  --local=/in-addr.arpa/ --local=/com/ \
+  --host-record=crawl-66-249-66-1.googlebot.com,$CLIENT 2>"$work/dnsmasq.log" &
+pids+=($!)
+"$origin_bin" --dir "$repo_root/examples/site" --listen "127.0.0.1:$origin_port" >"$work/origin.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$origin_port/" 30 || die "origin did not start"
+
+declare -A port admin
+for mode in off log; do
+  free_port "port[$mode]"
+  free_port "admin[$mode]"
+  # setsid: each proxy in a session of its own, as a service runs (see
+  # docs/PERFORMANCE.md, "Autogroup scheduling").
+  setsid "$proxy_bin" serve --listen "127.0.0.1:${port[$mode]}" --admin-listen "127.0.0.1:${admin[$mode]}" \
+    --origin "http://127.0.0.1:$origin_port" --domain "$HOST" --browsers 1 --tabs-per-browser 1 \
+    --trusted-proxies 127.0.0.1 --dns-resolver "127.0.0.1:$dns_port" --verify-crawlers "$mode" \
+    >"$work/proxy-$mode.log" 2>&1 &
+  pids+=($!)
+done
+for mode in off log; do
+  wait_http "http://127.0.0.1:${admin[$mode]}/readyz" 60 || die "proxy ($mode) not ready"
+  for _ in 1 2; do
+    curl -fs -o /dev/null -H "Host: $HOST" -H "User-Agent: $BOT_UA" -H "X-Forwarded-For: $CLIENT" \
+      "http://127.0.0.1:${port[$mode]}$PAGE" || die "warm-up of $mode failed"
+  done
+  cache="$(curl -fs -o /dev/null -D - -H "Host: $HOST" -H "User-Agent: $BOT_UA" -H "X-Forwarded-For: $CLIENT" \
+    "http://127.0.0.1:${port[$mode]}$PAGE" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-prerender-cache" { print $2 }')"
+  [ "$cache" = HIT ] || die "$mode: the page is not a hit ($cache)"
+done
+
+# "COUNT SUM" of the proxy's hit durations (bot, hit).
+hit_totals() { # MODE
+  curl -fs --max-time 5 "http://127.0.0.1:${admin[$1]}/metrics" | awk '
+    /^prerender_request_duration_seconds_(count|sum)\{/ && /kind="bot"/ && /cache="hit"/ {
+      if ($1 ~ /_count/) c = $NF; else s = $NF }
+    END { printf "%d %.9f\n", c, s }'
+}
+
+run() { # MODE -> "RPS P99_MS ERRORS PROXY_MEAN_US"
+  local mode="$1" before after out
+  sleep "$SETTLE_SECS"
+  before="$(hit_totals "$mode")"
+  out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
+    -H "Host: $HOST" -H "User-Agent: $BOT_UA" -H "X-Forwarded-For: $CLIENT" \
+    "http://127.0.0.1:${port[$mode]}$PAGE" 2>&1)"
+  after="$(hit_totals "$mode")"
+  printf '%s\n' "$out" >>"$work/wrk-$mode.log"
+  local wrk_line proxy_mean
+  wrk_line="$(printf '%s\n' "$out" | awk '
+    function ms(v) {
+      if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
+      if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
+      if (v ~ /s$/)  return substr(v, 1, length(v) - 1) * 1000
+      return v + 0 }
+    $1 == "99%" { p99 = ms($2) }
+    $1 == "Requests/sec:" { rps = $2 }
+    /Non-2xx or 3xx responses:/ { bad += $NF }
+    /Socket errors:/ { bad += 1 }
+    END { printf "%.0f %.2f %d", rps, p99, bad }')"
+  proxy_mean="$(awk -v b="$before" -v a="$after" 'BEGIN {
+    split(b, x, " "); split(a, y, " ")
+    n = y[1] - x[1]; if (n <= 0) { print 0; exit }
+    printf "%.1f", (y[2] - x[2]) / n * 1e6 }')"
+  echo "$wrk_line $proxy_mean"
+}
+
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+for ((r = 1; r <= ROUNDS; r++)); do
+  if ((r % 2)); then order=(off log); else order=(log off); fi
+  for mode in "${order[@]}"; do
+    log "round $r/$ROUNDS: $mode"
+    run "$mode" >>"$work/runs-$mode"
+  done
+done
+load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+col() { awk -v c="$2" '{ print $c }' "$work/runs-$1" | median; }
+errors() { awk '{ s += $3 } END { print s + 0 }' "$work/runs-$1"; }
+claims="$(curl -fs "http://127.0.0.1:${admin[log]}/metrics" |
+  awk '/^prerender_crawler_verifications_total\{family="googlebot",result="verified"\}/ { print $NF }')"
+
+echo "| verify_crawlers | req/s (median) | wrk p99 ms (median) | proxy mean µs per hit (median) | errors | runs (req/s / p99 ms / µs) |"
+echo "|---|---|---|---|---|---|"
+for mode in off log; do
+  runs="$(awk '{ printf "%s%s/%s/%s", (NR > 1 ? ", " : ""), $1, $2, $4 }' "$work/runs-$mode")"
+  echo "| $mode | $(col "$mode" 1) | $(col "$mode" 2) | $(col "$mode" 4) | $(errors "$mode") | $runs |"
+done
+echo
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS rounds (order alternating); load average $load_before before, $load_after after; $(nproc) cores."
+echo "Googlebot claims counted verified by the \`log\` proxy: ${claims:-0}."

@@ -1,0 +1,282 @@
+//! Plans end to end (SPEC §4), with the real binary, real Chromium, a local
+//! JavaScript origin and both stores (a real redis-server and the embedded
+//! one): a page once rendered is never a cold miss again while its plan's
+//! stale window lasts, each expiry costs exactly one background re-render,
+//! error pages live for `error_ttl` and never push a good page out, and
+//! rendered answers are `private` by default.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::proxy::{ProxyProcess, BIN};
+use common::redis::RedisServer;
+use common::spa::Spa;
+
+const HOST: &str = "www.example.test";
+
+/// A config file with a small pool and one site on `plan`, on Redis when
+/// given (else the embedded store).
+fn config(spa: &Spa, redis: Option<&RedisServer>, plan: &str, plans: &str) -> tempfile::TempPath {
+    let redis = redis
+        .map(|r| format!("redis = \"{}\"", r.url()))
+        .unwrap_or_default();
+    let toml = format!(
+        r#"
+        browsers = 1
+        tabs_per_browser = 2
+        ready_timeout = 5
+        {redis}
+        [[sites]]
+        domain = "{HOST}"
+        origin = "{origin}"
+        plan = "{plan}"
+        {plans}
+        "#,
+        origin = spa.url(),
+    );
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), toml).unwrap();
+    f.into_temp_path()
+}
+
+fn start(cfg: &tempfile::TempPath) -> ProxyProcess {
+    ProxyProcess::start_ready(&["--config", cfg.to_str().unwrap()])
+}
+
+/// Remaining lifetime of a Redis key in milliseconds (-2: no such key).
+fn pttl(redis: &RedisServer, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query(&mut redis.raw()).unwrap()
+}
+
+/// Asks for one page every 150 ms for three TTLs and more: after the first
+/// MISS every answer is HIT or STALE, and each run of STALE answers (one
+/// expiry) costs exactly one render.
+async fn never_a_miss_again(redis: Option<&RedisServer>) {
+    const TTL: Duration = Duration::from_secs(3);
+    let spa = Spa::start().await;
+    // The default plan with a short TTL: its stale window lasts until the
+    // next refresh, 24 h away.
+    let cfg = config(
+        &spa,
+        redis,
+        "self-hosted",
+        "[plans.self-hosted]\ncache_ttl = \"3s\"",
+    );
+    let proxy = start(&cfg);
+
+    let first = proxy.crawl(HOST, "/article").await;
+    assert_eq!(first.header("x-prerender-cache"), Some("MISS"));
+    assert_eq!(first.header("cache-control"), Some("private, max-age=3"));
+    if let Some(redis) = redis {
+        // Stored for the TTL plus the stale window (SPEC §6).
+        let left = pttl(redis, &format!("render:{HOST}:/article"));
+        assert!(left > 24 * 3600 * 1000, "PTTL {left}");
+        let meta = pttl(redis, &format!("render-meta:{HOST}:/article"));
+        assert!(meta > 24 * 3600 * 1000, "meta PTTL {meta}");
+    }
+
+    let started = Instant::now();
+    let mut expiries = 0;
+    let mut previous = "MISS".to_string();
+    let mut answers = Vec::new();
+    while started.elapsed() < TTL * 3 + Duration::from_millis(1500) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let r = proxy.crawl(HOST, "/article").await;
+        let state = r.header("x-prerender-cache").unwrap_or("none").to_string();
+        assert!(
+            state == "HIT" || state == "STALE",
+            "a known page was {state} after {:?}: {answers:?}",
+            started.elapsed()
+        );
+        assert!(r.text().contains("Rendered by JavaScript at /article"));
+        if state == "STALE" && previous != "STALE" {
+            expiries += 1;
+        }
+        answers.push(state.clone());
+        previous = state;
+    }
+    assert!(
+        expiries >= 2,
+        "the page expired {expiries} times: {answers:?}"
+    );
+    // Let the last re-render finish: the next answer is a HIT again.
+    let settle = Instant::now();
+    loop {
+        let r = proxy.crawl(HOST, "/article").await;
+        match r.header("x-prerender-cache") {
+            Some("HIT") => break,
+            Some("STALE") => {}
+            other => panic!("{other:?} while the last re-render runs"),
+        }
+        assert!(settle.elapsed() < Duration::from_secs(20), "no HIT again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The HIT above may start a new expiry only after TTL; none yet.
+    assert_eq!(
+        spa.documents("/article"),
+        1 + expiries,
+        "one render, then one re-render per expiry: {answers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_rendered_once_is_never_a_miss_again_across_three_ttls_on_redis() {
+    let redis = RedisServer::start();
+    never_a_miss_again(Some(&redis)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_rendered_once_is_never_a_miss_again_across_three_ttls_embedded() {
+    never_a_miss_again(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_stale_window_restores_expire_then_miss() {
+    let spa = Spa::start().await;
+    let cfg = config(
+        &spa,
+        None,
+        "strict",
+        "[plans.strict]\ncache_ttl = \"2s\"\nstale_while_revalidate = \"0s\"",
+    );
+    let proxy = start(&cfg);
+    assert_eq!(
+        proxy.crawl(HOST, "/p").await.header("x-prerender-cache"),
+        Some("MISS")
+    );
+    assert_eq!(
+        proxy.crawl(HOST, "/p").await.header("x-prerender-cache"),
+        Some("HIT")
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        proxy.crawl(HOST, "/p").await.header("x-prerender-cache"),
+        Some("MISS")
+    );
+    assert_eq!(spa.documents("/p"), 2);
+}
+
+/// A page of the site rendered as 404 (`prerender-status-code`).
+fn missing(i: usize) -> String {
+    format!("/missing/{i}")
+}
+
+async fn error_pages_stay_out_of_the_way(redis: Option<&RedisServer>) {
+    let spa = Spa::start().await;
+    let cfg = config(
+        &spa,
+        redis,
+        "small",
+        "[plans.small]\nmax_entries = 3\nerror_ttl = \"4s\"",
+    );
+    let proxy = start(&cfg);
+
+    let good = proxy.crawl(HOST, "/good").await;
+    assert_eq!(good.status, 200);
+    assert_eq!(good.header("x-prerender-cache"), Some("MISS"));
+    assert_eq!(good.header("cache-control"), Some("private, max-age=3600"));
+
+    // A flood of bad links, each more recently used than the good page.
+    for i in 0..6 {
+        let r = proxy.crawl(HOST, &missing(i)).await;
+        assert_eq!(r.status, 404, "{}", missing(i));
+        assert_eq!(r.header("x-prerender-cache"), Some("MISS"));
+        assert_eq!(r.header("cache-control"), Some("private, max-age=4"));
+    }
+    let again = proxy.crawl(HOST, "/good").await;
+    assert_eq!(again.header("x-prerender-cache"), Some("HIT"));
+    assert_eq!(
+        spa.documents("/good"),
+        1,
+        "the good page was never pushed out"
+    );
+
+    // The most recent error page is cached, for error_ttl only.
+    let hit = proxy.crawl(HOST, &missing(5)).await;
+    assert_eq!(
+        (hit.status.as_u16(), hit.header("x-prerender-cache")),
+        (404, Some("HIT"))
+    );
+    if let Some(redis) = redis {
+        let left = pttl(redis, &format!("render:{HOST}:{}", missing(5)));
+        assert!(left > 0 && left <= 4000, "PTTL {left}");
+        // Evicted: the oldest error pages, not the good page.
+        assert_eq!(pttl(redis, &format!("render:{HOST}:{}", missing(0))), -2);
+    }
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    // Expired error pages are rendered again, never served stale.
+    let after = proxy.crawl(HOST, &missing(5)).await;
+    assert_eq!(after.header("x-prerender-cache"), Some("MISS"));
+    assert_eq!(spa.documents(&missing(5)), 2);
+    let good = proxy.crawl(HOST, "/good").await;
+    assert_eq!(good.header("x-prerender-cache"), Some("HIT"));
+    assert_eq!(spa.documents("/good"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_pages_live_for_error_ttl_and_never_push_a_good_page_out_on_redis() {
+    let redis = RedisServer::start();
+    error_pages_stay_out_of_the_way(Some(&redis)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_pages_live_for_error_ttl_and_never_push_a_good_page_out_embedded() {
+    error_pages_stay_out_of_the_way(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_may_opt_in_to_shared_caching() {
+    let spa = Spa::start().await;
+    let cfg = config(
+        &spa,
+        None,
+        "edge",
+        "[plans.edge]\ncache_control = \"public, max-age=600\"",
+    );
+    let proxy = start(&cfg);
+    let r = proxy.crawl(HOST, "/shared").await;
+    assert_eq!(r.header("x-prerender-cache"), Some("MISS"));
+    assert_eq!(r.header("cache-control"), Some("public, max-age=600"));
+    let r = proxy.crawl(HOST, "/shared").await;
+    assert_eq!(r.header("x-prerender-cache"), Some("HIT"));
+    assert_eq!(r.header("cache-control"), Some("public, max-age=600"));
+}
+
+fn check_config(toml: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_warns_naming_a_plan_whose_pages_leave_the_stale_window_before_a_refresh() {
+    let (ok, stdout, stderr) = check_config(
+        "cache_ttl = \"1h\"\n[plans.pro]\nstale_while_revalidate = \"0s\"\n[plans.news]\nrefresh_every = \"10m\"\nstale_while_revalidate = \"1m\"\n",
+    );
+    assert!(ok, "a warning, not an error: {stderr}");
+    assert!(stdout.contains("ok"), "{stdout}");
+    let warnings: Vec<&str> = stderr.lines().collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains("warning: plan pro:") && warnings[0].contains("MISS"),
+        "{stderr}"
+    );
+    // The defaults never warn; nor does a window that reaches the refresh.
+    let (ok, _, stderr) = check_config(
+        "cache_ttl = 3600\n[plans.pro]\nstale_while_revalidate = \"23h\"\n[[sites]]\ndomain = \"a.test\"\norigin = \"http://127.0.0.1:9\"\n",
+    );
+    assert!(ok);
+    assert!(stderr.is_empty(), "{stderr}");
+}
