@@ -606,3 +606,50 @@ async fn request_smuggling_is_framed_once_or_refused() {
         origin.hits.lock().unwrap()
     );
 }
+
+/// Whatever the configuration accepts as a domain is served end to end,
+/// crawlers included (one `Domain` parse for config, routing and cache
+/// key); what it cannot serve is refused at start, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_configured_host_is_routed_rendered_and_cached() {
+    let origin = Origin::start(|_req: Request<Incoming>| async move {
+        Response::builder()
+            .header("content-type", "text/html; charset=utf-8")
+            .body(full("<html><body><h1>underscored site</h1></body></html>"))
+            .unwrap()
+    })
+    .await;
+    let proxy =
+        ProxyProcess::start_ready(&["--origin", &origin.url(), "--domain", "My_App.example.com"]);
+    let first = proxy.crawl("my_app.example.com", "/page").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(
+        first.header("x-prerender-cache"),
+        Some("MISS"),
+        "{}",
+        first.text()
+    );
+    assert!(first.text().contains("underscored site"));
+    let again = proxy.crawl("MY_APP.example.com.:3000", "/page").await;
+    assert_eq!(again.header("x-prerender-cache"), Some("HIT"));
+    let human = get(
+        &proxy.url("/page"),
+        &[("host", "my_app.example.com"), ("user-agent", FIREFOX)],
+    )
+    .await;
+    assert_eq!(human.status, 200);
+
+    for (bad, field) in [
+        ("bücher.example", "domain"),
+        ("www.example.com:8080", "domain"),
+    ] {
+        let out = std::process::Command::new(common::proxy::BIN)
+            .args(["serve", "--origin", "http://127.0.0.1:9", "--domain", bad])
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad} accepted");
+        assert!(said.contains(field), "{bad}: {said}");
+    }
+}

@@ -890,7 +890,12 @@ impl ResponseHead {
             bytes,
             origin_head_len,
             framing,
-            origin_keep_alive: !origin_close && framing != Framing::UntilClose,
+            // An answer framed two ways (length and coding) may be an
+            // attempt at response splitting (RFC 9112 §6.3): it is read by
+            // its coding, and its connection is not trusted again.
+            origin_keep_alive: !origin_close
+                && framing != Framing::UntilClose
+                && !(transfer_coded && length_lines > 0),
             client_keep_alive,
         })
     }
@@ -1609,6 +1614,15 @@ mod tests {
         assert_eq!(framing, Framing::Length(5));
         assert!(head.contains("content-length: 5\r\n"), "{head}");
         assert!(!head.contains("x-hop"), "{head}");
+        // Framed two ways: by the coding, and the connection is retired.
+        let head = ResponseHead::parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(head.framing, Framing::Chunked);
+        assert!(!head.origin_keep_alive && head.client_keep_alive);
         // A coding that does not end in chunked: until close, no length.
         let (head, framing) =
             text(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\n");
