@@ -26,8 +26,11 @@ pub fn init(format: LogFormat) {
     let directives = filter_directives(std::env::var("RUST_LOG").ok().as_deref());
     let filter =
         EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new(filter_directives(None)));
+    // Colours only on a terminal: journald, `docker logs` and log files get
+    // plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     // A second init (tests running several servers in one process) is harmless.
     let _ = match format {

@@ -377,7 +377,7 @@ async fn readiness_says_draining_from_sigterm_until_the_last_request_ends() {
 }
 
 #[tokio::test]
-async fn browser_recycles_and_shutdown_write_no_error_line() {
+async fn recycles_write_no_error_line_and_each_crawler_request_one_info_line() {
     let spa = Spa::start().await;
     let log_path = std::env::temp_dir().join(format!("prerender-quiet-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).unwrap();
@@ -422,4 +422,23 @@ async fn browser_recycles_and_shutdown_write_no_error_line() {
         "ERROR lines on routine recycles:\n{}",
         errors.join("\n")
     );
+    // Each crawler request is one info line naming its host, path, family,
+    // cache result, status and render time.
+    let crawler_lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" INFO ") && l.contains("crawler") && l.contains("/products/"))
+        .collect();
+    assert_eq!(crawler_lines.len(), 3, "{text}");
+    for line in crawler_lines {
+        for field in [
+            HOST,
+            "family",
+            "search-engines",
+            "miss",
+            "status=200",
+            "render_ms=",
+        ] {
+            assert!(line.contains(field), "{field} missing from {line}");
+        }
+    }
 }

@@ -251,6 +251,7 @@ impl PublicProxy {
         let metric = match result {
             CacheResult::Passed => {
                 // Answered like a person: counted as one, not in the stats.
+                tracing::info!(%peer, host = %target.host, %path, family = rule_family(rule), %rule, %verified, cache = result.label(), status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "crawler");
                 self.metrics
                     .observe_request(RequestKind::Human, CacheMetric::None);
                 self.metrics.observe_request_duration(
@@ -280,7 +281,32 @@ impl PublicProxy {
         self.metrics.observe_request(RequestKind::Bot, metric);
         self.metrics
             .observe_request_duration(RequestKind::Bot, metric, started.elapsed());
-        tracing::debug!(%peer, host = %target.host, %path, %rule, %verified, cache = result.label(), status = resp.status().as_u16(), "crawler");
+        // One line per crawler request at info (SPEC §5); `render_ms` is the
+        // wait for a render, on misses only.
+        let ms = started.elapsed().as_millis() as u64;
+        let render_ms = matches!(result, CacheResult::Miss).then_some(ms);
+        tracing::info!(%peer, host = %target.host, %path, family = rule_family(rule), %rule, %verified, cache = result.label(), status = resp.status().as_u16(), ms, render_ms, "crawler");
         resp
+    }
+}
+
+/// The family of the rule that called a request a crawler's: the pattern
+/// file's name (`search-engines:12` → `search-engines`, an extra file
+/// `/etc/bots/ai-training:3` → `ai-training`), or the rule itself where it
+/// names no file (`escaped-fragment`, woothee's verdicts).
+fn rule_family(rule: &str) -> &str {
+    let file = rule.rsplit_once(':').map_or(rule, |(file, _line)| file);
+    file.rsplit('/').next().unwrap_or(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rule_family;
+
+    #[test]
+    fn a_rule_names_its_family() {
+        assert_eq!(rule_family("search-engines:12"), "search-engines");
+        assert_eq!(rule_family("/etc/bots/ai-training:3"), "ai-training");
+        assert_eq!(rule_family("escaped-fragment"), "escaped-fragment");
     }
 }
