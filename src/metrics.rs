@@ -686,24 +686,24 @@ impl Metrics {
 
     /// A render of `domain` was refused because its quota is used up.
     pub fn observe_quota_exhausted(&self, domain: &str) {
-        let label = self
-            .domain_labels
-            .admit(domain)
-            .unwrap_or_else(|| OTHER_DOMAIN_LABEL.to_owned());
         self.quota_exhausted_total
-            .with_label_values(&[label.as_str()])
+            .with_label_values(&[self.counter_domain_label(domain).as_str()])
             .inc();
     }
 
     /// A miss of an unverified bot on `domain` was refused by its budget.
     pub fn observe_unverified_render_refused(&self, domain: &str) {
-        let label = self
-            .domain_labels
-            .admit(domain)
-            .unwrap_or_else(|| OTHER_DOMAIN_LABEL.to_owned());
         self.unverified_renders_refused_total
-            .with_label_values(&[label.as_str()])
+            .with_label_values(&[self.counter_domain_label(domain).as_str()])
             .inc();
+    }
+
+    /// The `domain` label of a counter sample: the domain, or
+    /// [`OTHER_DOMAIN_LABEL`] past the label bound.
+    fn counter_domain_label(&self, domain: &str) -> String {
+        self.domain_labels
+            .admit(domain)
+            .unwrap_or_else(|| OTHER_DOMAIN_LABEL.to_owned())
     }
 
     /// The series of `prerender_crawler_verifications_total` for one
