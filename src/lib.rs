@@ -9,6 +9,7 @@
 //! - `domain`: the one parse of a public host (config, routing, cache keys).
 //! - `render`: the Chromium pool, one page render, and the render queue.
 //! - `refresh`: the refresher (scheduled re-renders, origin polling).
+//! - `cmd`: the subcommands (`serve`, `render`, `is-bot`, `check-config`).
 //! - `admin`: the admin listener (health, readiness, API, metrics, dashboard).
 //! - `verify`: crawler verification (reverse DNS, published IP ranges) and
 //!   the render budget of unverified bots.
@@ -16,11 +17,10 @@
 pub mod admin;
 pub mod bot;
 pub mod cache;
-pub mod check_config;
 pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod domain;
-pub mod is_bot;
 pub mod jobs;
 pub mod listener;
 pub mod metrics;
@@ -28,7 +28,5 @@ pub mod prerender;
 pub mod proxy;
 pub mod refresh;
 pub mod render;
-pub mod render_command;
-pub mod serve;
 pub mod telemetry;
 pub mod verify;

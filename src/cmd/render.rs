@@ -10,6 +10,7 @@ use crate::cli::RenderArgs;
 use crate::render::{BrowserPool, PoolConfig, RenderJob};
 
 pub fn run(args: &RenderArgs) -> ExitCode {
+    crate::telemetry::init(crate::config::LogFormat::Text);
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,4 +1,4 @@
-//! `prerender-proxy serve`: builds the parts (store, bot detector, browser
+//! `prerender-proxy serve` (also a bare `prerender-proxy`): builds the parts (store, bot detector, browser
 //! pool, prerenderer), binds the listeners and runs until SIGTERM/SIGINT,
 //! then shuts down gracefully.
 
@@ -86,7 +86,7 @@ pub fn pool_config(config: &Config) -> anyhow::Result<PoolConfig> {
     Ok(pool)
 }
 
-pub fn bot_detector(
+fn bot_detector(
     families: &[Family],
     extra: Option<&std::path::Path>,
 ) -> anyhow::Result<BotDetector> {
@@ -490,6 +490,37 @@ fn raise_fd_limit() {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
             lim.rlim_cur = lim.rlim_max;
             let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// `serve` from the command line: resolves the config, starts logging and the
+/// runtime, runs, and maps the outcome to an exit code.
+pub fn main(args: &crate::cli::ServeArgs) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let config = match Config::resolve(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("prerender-proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("prerender-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("prerender-proxy: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -3,9 +3,9 @@
 
 use std::process::ExitCode;
 
+use crate::bot::BotDetector;
 use crate::cli::IsBotArgs;
 use crate::config::parse_families;
-use crate::serve::bot_detector;
 
 pub fn run(args: &IsBotArgs) -> ExitCode {
     let families = match parse_families(args.bot_families.clone()) {
@@ -15,10 +15,10 @@ pub fn run(args: &IsBotArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let detector = match bot_detector(&families, args.bot_patterns.as_deref()) {
+    let detector = match BotDetector::new(&families, args.bot_patterns.as_deref()) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("prerender-proxy: {e:#}");
+            eprintln!("prerender-proxy: bot_patterns: {e}");
             return ExitCode::from(2);
         }
     };
