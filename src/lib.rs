@@ -10,6 +10,8 @@
 //! - `render`: the Chromium pool, one page render, and the render queue.
 //! - `refresh`: the refresher (scheduled re-renders, origin polling).
 //! - `cmd`: the subcommands (`serve`, `render`, `is-bot`, `check-config`).
+//! - `state`: readiness and per-domain figures, written by the pipeline and
+//!   the proxy, read by `admin`.
 //! - `admin`: the admin listener (health, readiness, API, metrics, dashboard).
 //! - `verify`: crawler verification (reverse DNS, published IP ranges) and
 //!   the render budget of unverified bots.
@@ -28,5 +30,6 @@ pub mod prerender;
 pub mod proxy;
 pub mod refresh;
 pub mod render;
+pub mod state;
 pub mod telemetry;
 pub mod verify;

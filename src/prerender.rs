@@ -14,8 +14,6 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
-use crate::admin::stats::DomainStats;
-use crate::admin::Health;
 use crate::cache::jobs::{JobLane, JobOutcome, JobQueue, SharedJob};
 use crate::cache::{
     is_error_status, quota_month, CacheKey, CacheStore, StoreError, StoredPage, WaitOutcome,
@@ -25,6 +23,8 @@ use crate::config::{Config, Site};
 use crate::metrics::{Metrics, RenderOutcome as RenderMetric};
 use crate::render::queue::{Priority, QueueFull, QueueStats, RenderQueue, Waiter};
 use crate::render::{BrowserPool, RenderError, RenderJob, RenderedPage};
+use crate::state::stats::DomainStats;
+use crate::state::Health;
 
 /// Failed renders are retried this many times when the error is retryable.
 const RENDER_RETRIES: usize = 2;

@@ -1072,9 +1072,9 @@ mod tests {
             config.clone(),
             store.clone(),
             renderer.clone(),
-            Arc::new(crate::admin::Health::new(false)),
+            Arc::new(crate::state::Health::new(false)),
             crate::metrics::Metrics::new(),
-            Arc::new(crate::admin::stats::DomainStats::default()),
+            Arc::new(crate::state::stats::DomainStats::default()),
         );
         let refresher = Refresher::new(
             config,

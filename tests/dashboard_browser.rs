@@ -26,9 +26,9 @@ use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use prerender_proxy::admin::auth::AdminAuth;
 use prerender_proxy::admin::dashboard;
-use prerender_proxy::admin::stats::{DomainExtra, DomainStats};
 use prerender_proxy::listener::Body;
 use prerender_proxy::proxy::respond;
+use prerender_proxy::state::stats::{DomainExtra, DomainStats};
 use tokio::net::TcpListener;
 
 const TOKEN: &str = "dash-s3cret";

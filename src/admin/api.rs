@@ -12,7 +12,6 @@ use serde_json::json;
 
 use super::body::{read_json, RefreshRequest, WarmRequest, WarmTarget};
 use super::sitemap::{SitemapFetcher, SitemapLimits};
-use super::stats::{DomainExtra, DomainStats};
 use crate::cache::{quota_month, CacheKey, StoredPage};
 use crate::config::{Config, Site};
 use crate::listener::Body;
@@ -20,6 +19,7 @@ use crate::prerender::{store_call, Prerenderer};
 use crate::proxy::prepared::PreparedPages;
 use crate::proxy::respond;
 use crate::render::queue::Priority;
+use crate::state::stats::{DomainExtra, DomainStats};
 
 pub struct Api {
     config: Arc<Config>,

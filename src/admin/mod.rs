@@ -6,9 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod body;
 pub mod dashboard;
-pub mod health;
 pub mod sitemap;
-pub mod stats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,9 +18,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::listener::Body;
 use crate::metrics::{Metrics, TEXT_CONTENT_TYPE};
 use crate::proxy::respond;
+use crate::state::Health;
 use api::Api;
 use auth::AdminAuth;
-pub use health::Health;
 
 pub struct Admin {
     health: Arc<Health>,

@@ -13,8 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::admin::api::Api;
 use crate::admin::auth::AdminAuth;
-use crate::admin::stats::DomainStats;
-use crate::admin::{Admin, Health};
+use crate::admin::Admin;
 use crate::bot::{BotDetector, Family};
 use crate::cache::jobs::JobQueue;
 use crate::cache::{CacheStore, MemoryStore, PurgeEvent, RedisOptions, RedisStore};
@@ -31,6 +30,8 @@ use crate::proxy::prepared::PreparedPages;
 use crate::proxy::PublicProxy;
 use crate::refresh::Refresher;
 use crate::render::{BrowserPool, PoolConfig};
+use crate::state::stats::DomainStats;
+use crate::state::Health;
 use crate::verify::budget::UnverifiedBudget;
 use crate::verify::dns::{CrawlerDns, HickoryDns};
 use crate::verify::ranges::IpRanges;

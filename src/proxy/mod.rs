@@ -21,10 +21,10 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 
-use crate::admin::stats::DomainStats;
 use crate::bot::{BotDetector, PassReason, RenderDecision};
 use crate::listener::Body;
 use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind};
+use crate::state::stats::DomainStats;
 use crate::verify::{CrawlerVerifier, Standing, VerifyMode};
 use client_addr::TrustedProxies;
 use crawler::{CacheResult, CrawlerPath};
