@@ -17,8 +17,9 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::cache::jobs::{JobBacklog, JobLane, JobOutcome, JobQueue, TakenJob, MAX_DELIVERIES};
+use crate::cache::store_call;
 use crate::config::Config;
-use crate::prerender::{store_call, Prerenderer};
+use crate::prerender::Prerenderer;
 use crate::render::queue::Priority;
 
 /// A taken job not renewed for this long is handed to another renderer.

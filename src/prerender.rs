@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::jobs::{JobLane, JobOutcome, JobQueue, SharedJob};
 use crate::cache::{
-    is_error_status, quota_month, CacheKey, CacheStore, StoreError, StoredPage, WaitOutcome,
-    WAIT_POLL_INTERVAL,
+    is_error_status, quota_month, store_call, CacheKey, CacheStore, StoreError, StoredPage,
+    WaitOutcome, WAIT_POLL_INTERVAL,
 };
 use crate::config::{Config, Site};
 use crate::metrics::{Metrics, RenderOutcome as RenderMetric};
@@ -28,8 +28,6 @@ use crate::state::Health;
 
 /// Failed renders are retried this many times when the error is retryable.
 const RENDER_RETRIES: usize = 2;
-/// Store calls on the bot path give up after this: an outage must not hold crawlers.
-pub const STORE_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Times a job competes again for a lock whose holder gave up without a page.
 const LOCK_ATTEMPTS: usize = 3;
 /// A render lock is a lease this long, renewed every `LOCK_RENEW_EVERY`
@@ -656,14 +654,6 @@ impl Prerenderer {
     /// Refuses new jobs; running ones finish.
     pub fn close(&self) {
         self.queue.close();
-    }
-}
-
-/// A store call bounded by `STORE_CALL_TIMEOUT`.
-pub async fn store_call<T>(fut: BoxFuture<'_, Result<T, StoreError>>) -> Result<T, StoreError> {
-    match tokio::time::timeout(STORE_CALL_TIMEOUT, fut).await {
-        Ok(r) => r,
-        Err(_) => Err(StoreError::Pool("store call timed out".into())),
     }
 }
 

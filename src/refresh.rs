@@ -65,9 +65,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::cache::store_call;
 use crate::cache::{is_error_status, quota_month, CacheKey, CacheStore, StoredPage};
 use crate::config::{Config, Plan, Role, Site};
-use crate::prerender::{store_call, OnStored, Prerenderer, RenderObserver, RenderOutcome};
+use crate::prerender::{OnStored, Prerenderer, RenderObserver, RenderOutcome};
 use crate::proxy::forward::{origin_uri, OriginClient};
 use crate::proxy::respond;
 use crate::render::queue::{Priority, Waiter};

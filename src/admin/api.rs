@@ -12,10 +12,11 @@ use serde_json::json;
 
 use super::body::{read_json, RefreshRequest, WarmRequest, WarmTarget};
 use super::sitemap::{SitemapFetcher, SitemapLimits};
+use crate::cache::store_call;
 use crate::cache::{quota_month, CacheKey, StoredPage};
 use crate::config::{Config, Site};
 use crate::listener::Body;
-use crate::prerender::{store_call, Prerenderer};
+use crate::prerender::Prerenderer;
 use crate::proxy::prepared::PreparedPages;
 use crate::proxy::respond;
 use crate::render::queue::Priority;

@@ -426,6 +426,17 @@ where
     }
 }
 
+/// Store calls on the bot path give up after this: an outage must not hold crawlers.
+pub const STORE_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A store call bounded by `STORE_CALL_TIMEOUT`.
+pub async fn store_call<T>(fut: BoxFuture<'_, Result<T, StoreError>>) -> Result<T, StoreError> {
+    match tokio::time::timeout(STORE_CALL_TIMEOUT, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(StoreError::Pool("store call timed out".into())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

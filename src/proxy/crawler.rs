@@ -16,10 +16,11 @@ use hyper::header::{HeaderValue, RETRY_AFTER, USER_AGENT};
 use hyper::{Request, Response, StatusCode};
 
 use crate::bot::is_mobile_crawler;
+use crate::cache::store_call;
 use crate::cache::{is_error_status, CacheKey, KeyError, StoredPage};
 use crate::config::{Config, OnRenderFailure, Site};
 use crate::listener::Body;
-use crate::prerender::{store_call, Prerenderer, RenderFailure};
+use crate::prerender::{Prerenderer, RenderFailure};
 use crate::proxy::forward::OriginClient;
 use crate::proxy::prepared::PreparedPages;
 use crate::proxy::request::Target;

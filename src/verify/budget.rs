@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::cache::store_call;
 use crate::cache::CacheStore;
 use crate::metrics::Metrics;
-use crate::prerender::store_call;
 
 /// Default of `unverified_renders_per_minute` (SPEC §1).
 pub const DEFAULT_UNVERIFIED_RENDERS_PER_MINUTE: u64 = 60;
