@@ -7,8 +7,9 @@
 //! - `proxy`: the public listener — host checks, human passthrough, bot path.
 //! - `cache`: cache keys and the page store (Redis or embedded).
 //! - `domain`: the one parse of a public host (config, routing, cache keys).
-//! - `render`: the Chromium pool, one page render, and the render queue.
-//! - `refresh`: the refresher (scheduled re-renders, origin polling).
+//! - `render`: the Chromium pool and one page render.
+//! - `pipeline`: the render job, the in-process and shared render queues,
+//!   the renderer's job consumer and the refresher.
 //! - `cmd`: the subcommands (`serve`, `render`, `is-bot`, `check-config`).
 //! - `state`: readiness and per-domain figures, written by the pipeline and
 //!   the proxy, read by `admin`.
@@ -23,12 +24,10 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod domain;
-pub mod jobs;
 pub mod listener;
 pub mod metrics;
-pub mod prerender;
+pub mod pipeline;
 pub mod proxy;
-pub mod refresh;
 pub mod render;
 pub mod state;
 pub mod telemetry;

@@ -25,7 +25,6 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::render::queue::QueueStats;
 use crate::render::PoolStats;
 
 /// Content type of [`Metrics::render_text`] for the `/metrics` response.
@@ -221,6 +220,15 @@ impl RenderOutcome {
             .find(|o| *o != RenderOutcome::Ok && o.as_str() == reason)
             .unwrap_or(RenderOutcome::Error)
     }
+}
+
+/// The in-process render queue's figures, copied in at scrape time
+/// (`dedup_joins` cumulative).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueFigures {
+    pub live_pending: usize,
+    pub background_pending: usize,
+    pub dedup_joins: u64,
 }
 
 /// The browser pool's cumulative figures, copied in at scrape time. Every
@@ -747,7 +755,7 @@ impl Metrics {
 
     /// Copies the render queue's figures: depth gauges and the cumulative
     /// dedup-join count.
-    pub fn sync_queue(&self, stats: &QueueStats) {
+    pub fn sync_queue(&self, stats: &QueueFigures) {
         self.set_queue_depth(stats.live_pending, stats.background_pending);
         self.dedup_joins_total.sync(stats.dedup_joins);
     }
@@ -858,12 +866,10 @@ mod tests {
         m.crawler_verifications("googlebot", "failed").inc();
         m.observe_store_error();
         m.set_cache_entries("example.com", 42);
-        m.sync_queue(&QueueStats {
+        m.sync_queue(&QueueFigures {
             live_pending: 3,
             background_pending: 7,
-            running: 1,
             dedup_joins: 5,
-            refused: 0,
         });
         m.sync_pool(&PoolFigures {
             browsers_alive: 2,
@@ -1093,10 +1099,10 @@ mod tests {
         let joins = Arc::new(AtomicU64::new(0));
         let source = joins.clone();
         m.on_scrape(move |m| {
-            m.sync_queue(&QueueStats {
+            m.sync_queue(&QueueFigures {
                 dedup_joins: source.load(Ordering::Relaxed),
                 live_pending: 2,
-                ..QueueStats::default()
+                ..QueueFigures::default()
             })
         });
         joins.store(9, Ordering::Relaxed);

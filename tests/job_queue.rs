@@ -15,8 +15,8 @@ mod cluster_nodes;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use prerender_proxy::cache::jobs::{JobLane, JobOutcome, JobQueue, SharedJob};
 use prerender_proxy::cache::{CacheKey, RedisOptions, RedisStore};
+use prerender_proxy::pipeline::shared_queue::{JobLane, JobOutcome, JobQueue, SharedJob};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 

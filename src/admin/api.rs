@@ -16,10 +16,10 @@ use crate::cache::store_call;
 use crate::cache::{quota_month, CacheKey, StoredPage};
 use crate::config::{Config, Site};
 use crate::listener::Body;
-use crate::prerender::Prerenderer;
+use crate::pipeline::job::Prerenderer;
+use crate::pipeline::queue::Priority;
 use crate::proxy::prepared::PreparedPages;
 use crate::proxy::respond;
-use crate::render::queue::Priority;
 use crate::state::stats::{DomainExtra, DomainStats};
 
 pub struct Api {

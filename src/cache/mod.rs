@@ -20,7 +20,7 @@
 //! | `render-domains` | set | every domain with cached pages | no TTL |
 //! | `render-quota:<domain>:<YYYY-MM>` | string (counter) | renders of the domain in that UTC month | 32 days |
 //! | `render-unverified:<site>:<minute>` | string (counter) | renders of new pages for bots that are not verified crawlers (`verify_crawlers = "enforce"`), per site (`_any` for the any-host site) and minute since the Unix epoch | 120 s |
-//! | `render-jobs:live`, `render-jobs:background` | stream, consumer group `renderers` | shared render jobs (`key`, `queued_at`) of `--role proxy`/`renderer` (see [`jobs`]) | entries deleted when finished |
+//! | `render-jobs:live`, `render-jobs:background` | stream, consumer group `renderers` | shared render jobs (`key`, `queued_at`) of `--role proxy`/`renderer` (see `pipeline::shared_queue`) | entries deleted when finished |
 //! | `render-result:<key>` | hash | job id → `stored` / `failed <reason>` | 120 s |
 //!
 //! Pub/sub channels: `render-done` (message: `render:<key>`, a render of
@@ -39,7 +39,6 @@
 //! primary. The reasoning is in the documentation of the cluster module
 //! (`cache::redis::cluster`).
 
-pub mod jobs;
 pub mod key;
 pub mod memory;
 pub mod redis;

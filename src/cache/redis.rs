@@ -8,7 +8,6 @@
 //! the few operations that span slots differ there (see `cluster`).
 
 mod cluster;
-mod jobs;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -190,7 +189,7 @@ impl NoticeNodes {
 
 /// One connection of either backend, so that commands on a single key
 /// (which the cluster routes by slot) are written once for both.
-enum Conn {
+pub(crate) enum Conn {
     Single(deadpool_redis::Connection),
     Cluster(ClusterConnection),
 }
@@ -332,7 +331,14 @@ impl RedisStore {
             .is_ok_and(|r| r.is_ok())
     }
 
-    async fn conn(&self) -> StoreResult<Conn> {
+    /// A connection from the pool (or the cluster client); for the shared
+    /// job queue, which keeps its Redis commands beside the pipeline.
+    /// Subscribes to `render-done` announcements.
+    pub(crate) fn done_notices(&self) -> broadcast::Receiver<String> {
+        self.done_tx.subscribe()
+    }
+
+    pub(crate) async fn conn(&self) -> StoreResult<Conn> {
         match &self.backend {
             Backend::Single(pool) => pool.get().await.map(Conn::Single).map_err(|e| match e {
                 deadpool_redis::PoolError::Backend(e) => StoreError::Redis(e),

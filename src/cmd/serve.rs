@@ -15,21 +15,21 @@ use crate::admin::api::Api;
 use crate::admin::auth::AdminAuth;
 use crate::admin::Admin;
 use crate::bot::{BotDetector, Family};
-use crate::cache::jobs::JobQueue;
 use crate::cache::store_call;
 use crate::cache::{CacheStore, MemoryStore, PurgeEvent, RedisOptions, RedisStore};
 use crate::config::{Config, Role, StoreTarget, DEFAULT_PUBLIC_THREADS_PER_CORE};
-use crate::jobs::{spawn_backlog_watch, JobConsumer, SharedQueueFigures};
 use crate::listener::{self, ListenerLimits};
 use crate::metrics::{Metrics, PoolFigures};
-use crate::prerender::Prerenderer;
+use crate::pipeline::consumer::{spawn_backlog_watch, JobConsumer, SharedQueueFigures};
+use crate::pipeline::job::Prerenderer;
+use crate::pipeline::refresh::Refresher;
+use crate::pipeline::shared_queue::JobQueue;
 use crate::proxy::client_addr::TrustedProxies;
 use crate::proxy::crawler::CrawlerPath;
 use crate::proxy::forward::OriginClient;
 use crate::proxy::origin_pool::PoolLimits;
 use crate::proxy::prepared::PreparedPages;
 use crate::proxy::PublicProxy;
-use crate::refresh::Refresher;
 use crate::render::{BrowserPool, PoolConfig};
 use crate::state::stats::DomainStats;
 use crate::state::Health;
@@ -255,7 +255,7 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
             if let Some(pool) = &pool {
                 m.sync_pool(&PoolFigures::from(&pool.stats()));
             }
-            m.sync_queue(&prerender.queue_stats());
+            m.sync_queue(&(&prerender.queue_stats()).into());
             if let Some(shared) = &shared_queue {
                 let backlog = shared.backlog();
                 m.set_shared_queue_depth(backlog.live, backlog.background);

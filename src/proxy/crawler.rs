@@ -20,12 +20,12 @@ use crate::cache::store_call;
 use crate::cache::{is_error_status, CacheKey, KeyError, StoredPage};
 use crate::config::{Config, OnRenderFailure, Site};
 use crate::listener::Body;
-use crate::prerender::{Prerenderer, RenderFailure};
+use crate::pipeline::job::{Prerenderer, RenderFailure};
+use crate::pipeline::queue::Priority;
 use crate::proxy::forward::OriginClient;
 use crate::proxy::prepared::PreparedPages;
 use crate::proxy::request::Target;
 use crate::proxy::respond;
-use crate::render::queue::Priority;
 use crate::verify::{budget, Admission, RenderGate, Standing};
 
 /// A crawler is answered within the render timeout plus this (SPEC §3).

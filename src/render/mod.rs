@@ -18,7 +18,6 @@ mod page;
 mod policy;
 mod pool;
 mod process;
-pub mod queue;
 mod subresources;
 
 use std::path::{Path, PathBuf};

@@ -14,14 +14,14 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
-use crate::cache::jobs::{JobLane, JobOutcome, JobQueue, SharedJob};
 use crate::cache::{
     is_error_status, quota_month, store_call, CacheKey, CacheStore, StoreError, StoredPage,
     WaitOutcome, WAIT_POLL_INTERVAL,
 };
 use crate::config::{Config, Site};
 use crate::metrics::{Metrics, RenderOutcome as RenderMetric};
-use crate::render::queue::{Priority, QueueFull, QueueStats, RenderQueue, Waiter};
+use crate::pipeline::queue::{Priority, QueueFull, QueueStats, RenderQueue, Waiter};
+use crate::pipeline::shared_queue::{JobLane, JobOutcome, JobQueue, SharedJob};
 use crate::render::{BrowserPool, RenderError, RenderJob, RenderedPage};
 use crate::state::stats::DomainStats;
 use crate::state::Health;

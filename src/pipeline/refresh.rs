@@ -68,10 +68,10 @@ use tokio::task::JoinSet;
 use crate::cache::store_call;
 use crate::cache::{is_error_status, quota_month, CacheKey, CacheStore, StoredPage};
 use crate::config::{Config, Plan, Role, Site};
-use crate::prerender::{OnStored, Prerenderer, RenderObserver, RenderOutcome};
+use crate::pipeline::job::{OnStored, Prerenderer, RenderObserver, RenderOutcome};
+use crate::pipeline::queue::{Priority, Waiter};
 use crate::proxy::forward::{origin_uri, OriginClient};
 use crate::proxy::respond;
-use crate::render::queue::{Priority, Waiter};
 
 /// How often the refresher looks for due pages.
 pub const REFRESH_TICK: Duration = Duration::from_secs(1);
@@ -1017,7 +1017,7 @@ mod tests {
         hold: AtomicBool,
     }
 
-    impl crate::prerender::PageRenderer for FakeRenderer {
+    impl crate::pipeline::job::PageRenderer for FakeRenderer {
         fn render(
             &self,
             _job: crate::render::RenderJob,

@@ -92,6 +92,16 @@ pub struct QueueStats {
     pub refused: u64,
 }
 
+impl From<&QueueStats> for crate::metrics::QueueFigures {
+    fn from(s: &QueueStats) -> Self {
+        crate::metrics::QueueFigures {
+            live_pending: s.live_pending,
+            background_pending: s.background_pending,
+            dedup_joins: s.dedup_joins,
+        }
+    }
+}
+
 pub struct RenderQueue<T> {
     shared: Arc<Shared<T>>,
     workers: Vec<tokio::task::JoinHandle<()>>,

@@ -18,7 +18,9 @@ use std::time::{Duration, SystemTime};
 use futures::future::BoxFuture;
 use tokio::sync::broadcast;
 
-use super::{CacheKey, StoreResult};
+use crate::cache::{CacheKey, StoreResult};
+
+mod redis;
 
 /// Stream of live (crawler is waiting) jobs.
 pub const LIVE_JOBS_KEY: &str = "render-jobs:live";

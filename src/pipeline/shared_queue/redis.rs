@@ -1,5 +1,5 @@
-//! The shared render job queue on Redis Streams (see `cache::jobs` for
-//! the design). Every command touches one key, so the same code runs on a
+//! The shared render job queue on Redis Streams (see `pipeline::shared_queue`
+//! for the design). Every command touches one key, so the same code runs on a
 //! single server and on a Redis Cluster.
 
 use std::sync::LazyLock;
@@ -11,11 +11,11 @@ use redis::streams::{StreamClaimReply, StreamId, StreamPendingCountReply, Stream
 use redis::Script;
 use tokio::sync::broadcast;
 
-use super::{Conn, RedisStore};
-use crate::cache::jobs::{
+use super::{
     result_key, JobBacklog, JobLane, JobOutcome, JobQueue, SharedJob, TakenJob, JOB_GROUP,
     RESULT_TTL,
 };
+use crate::cache::redis::{Conn, RedisStore};
 use crate::cache::{
     from_unix_millis, ttl_millis, unix_millis, CacheKey, StoreResult, DONE_CHANNEL,
 };
@@ -311,6 +311,6 @@ impl JobQueue for RedisStore {
     }
 
     fn subscribe_done(&self) -> broadcast::Receiver<String> {
-        self.done_tx.subscribe()
+        self.done_notices()
     }
 }

@@ -16,11 +16,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::cache::jobs::{JobBacklog, JobLane, JobOutcome, JobQueue, TakenJob, MAX_DELIVERIES};
 use crate::cache::store_call;
 use crate::config::Config;
-use crate::prerender::Prerenderer;
-use crate::render::queue::Priority;
+use crate::pipeline::job::Prerenderer;
+use crate::pipeline::queue::Priority;
+use crate::pipeline::shared_queue::{
+    JobBacklog, JobLane, JobOutcome, JobQueue, TakenJob, MAX_DELIVERIES,
+};
 
 /// A taken job not renewed for this long is handed to another renderer.
 pub const JOB_LEASE: Duration = Duration::from_secs(5);
