@@ -187,8 +187,12 @@ async fn agency_plus_polls_the_origin_and_re_renders_only_on_change() {
     let rendered = rendered_at(&redis, "/article");
     assert!(rendered.is_some());
 
-    // Unchanged document: conditional polls only, no re-render.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Unchanged document: conditional polls only, no re-render. Waits for
+    // the polls themselves rather than a fixed time.
+    eventually(Duration::from_secs(20), "two conditional polls", || {
+        spa.conditional_documents("/article") >= 2
+    })
+    .await;
     assert_eq!(
         spa.unconditional_documents("/article"),
         unconditional,
@@ -216,7 +220,13 @@ async fn agency_plus_polls_the_origin_and_re_renders_only_on_change() {
 
     // And the new baseline holds: no further renders while unchanged again.
     let after_change = spa.unconditional_documents("/article");
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let polled = spa.conditional_documents("/article");
+    eventually(
+        Duration::from_secs(20),
+        "two more conditional polls",
+        || spa.conditional_documents("/article") >= polled + 2,
+    )
+    .await;
     assert_eq!(spa.unconditional_documents("/article"), after_change);
 }
 
