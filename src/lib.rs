@@ -6,6 +6,7 @@
 //! - `bot`: who is a crawler (pattern families + woothee) and which requests render.
 //! - `proxy`: the public listener — host checks, human passthrough, bot path.
 //! - `cache`: cache keys and the page store (Redis or embedded).
+//! - `http`: the body type and the small answers the proxy writes itself.
 //! - `domain`: the one parse of a public host (config, routing, cache keys).
 //! - `render`: the Chromium pool and one page render.
 //! - `pipeline`: the render job, the in-process and shared render queues,
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod domain;
+pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod pipeline;

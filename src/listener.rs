@@ -20,8 +20,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -34,9 +32,7 @@ use tokio::task::JoinSet;
 
 use crate::config::ThreadScheduling;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The response body every handler returns: a full buffer or a stream.
-pub type Body = BoxBody<Bytes, BoxError>;
+use crate::http::Body;
 
 /// Largest request head hyper buffers: the 8 KiB request-target limit plus the
 /// 32 KiB header-block limit of SPEC §2 plus room for the request line. A head

@@ -26,8 +26,8 @@ use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use prerender_proxy::admin::auth::AdminAuth;
 use prerender_proxy::admin::dashboard;
-use prerender_proxy::listener::Body;
-use prerender_proxy::proxy::respond;
+use prerender_proxy::http::respond;
+use prerender_proxy::http::Body;
 use prerender_proxy::state::stats::{DomainExtra, DomainStats};
 use tokio::net::TcpListener;
 

@@ -15,11 +15,11 @@ use super::sitemap::{SitemapFetcher, SitemapLimits};
 use crate::cache::store_call;
 use crate::cache::{quota_month, CacheKey, StoredPage};
 use crate::config::{Config, Site};
-use crate::listener::Body;
+use crate::http::respond;
+use crate::http::Body;
 use crate::pipeline::job::Prerenderer;
 use crate::pipeline::queue::Priority;
 use crate::proxy::prepared::PreparedPages;
-use crate::proxy::respond;
 use crate::state::stats::{DomainExtra, DomainStats};
 
 pub struct Api {

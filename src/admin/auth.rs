@@ -9,8 +9,8 @@ use hyper::{Response, StatusCode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::listener::Body;
-use crate::proxy::respond;
+use crate::http::respond;
+use crate::http::Body;
 
 /// The answer to every `/api/v1/*` request while no token is configured.
 pub const DISABLED_MESSAGE: &str =

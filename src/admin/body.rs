@@ -8,8 +8,8 @@ use hyper::{Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::listener::{Body, BoxError};
-use crate::proxy::respond;
+use crate::http::respond;
+use crate::http::{Body, BoxError};
 
 /// Largest admin request body. A warm request of 10,000 URLs of ~100 bytes
 /// fits with room to spare.

@@ -14,8 +14,8 @@ use hyper::header::{
 use hyper::{Response, StatusCode};
 use sha2::{Digest, Sha256};
 
-use crate::listener::Body;
-use crate::proxy::respond;
+use crate::http::respond;
+use crate::http::Body;
 
 /// The page itself.
 pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");

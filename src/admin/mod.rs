@@ -15,9 +15,9 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
-use crate::listener::Body;
+use crate::http::respond;
+use crate::http::Body;
 use crate::metrics::{Metrics, TEXT_CONTENT_TYPE};
-use crate::proxy::respond;
 use crate::state::Health;
 use api::Api;
 use auth::AdminAuth;

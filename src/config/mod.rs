@@ -9,9 +9,11 @@ pub mod redact;
 pub mod site;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
+
+use ipnet::IpNet;
 
 use crate::bot::Family;
 use crate::cli::ServeArgs;
@@ -39,7 +41,7 @@ pub const DEFAULT_ORIGIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A new origin connection (passthrough and render fetches) must be
 /// established within this; an origin that drops SYNs fails fast with 502
 /// instead of holding the request until `origin_timeout`.
-pub const DEFAULT_ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_ORIGIN_CONNECT_TIMEOUT: Duration = crate::render::DEFAULT_ORIGIN_CONNECT_TIMEOUT;
 /// Idle keep-alive connections kept per origin (per public thread, where
 /// connections are kept per thread), and how long one may stay idle.
 pub const DEFAULT_ORIGIN_MAX_IDLE: u64 = 256;
@@ -420,8 +422,9 @@ impl Config {
             file.trusted_proxies.map(|l| l.joined()),
         ) {
             None => Vec::new(),
-            Some(list) => crate::proxy::client_addr::parse_nets(list.split(','))
-                .map_err(|e| ConfigError::new("trusted_proxies", e))?,
+            Some(list) => {
+                parse_nets(list.split(',')).map_err(|e| ConfigError::new("trusted_proxies", e))?
+            }
         };
         let verify_crawlers = one_of(
             "verify_crawlers",
@@ -736,6 +739,33 @@ fn resolve_sites(
         }
     }
     SiteTable::new(sites)
+}
+
+/// Parses `trusted_proxies` entries: CIDRs (`10.0.0.0/8`, `2001:db8::/32`)
+/// or single addresses (a /32 or /128).
+pub fn parse_nets<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Vec<IpNet>, String> {
+    let mut nets = Vec::new();
+    for raw in entries {
+        let entry = raw.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let net = match entry.parse::<IpNet>() {
+            Ok(net) => net.trunc(),
+            Err(_) => match entry.parse::<IpAddr>() {
+                Ok(ip) => IpNet::from(ip.to_canonical()),
+                Err(_) => {
+                    return Err(format!(
+                        "{entry:?} is not a CIDR like 10.0.0.0/8 or an address"
+                    ))
+                }
+            },
+        };
+        if !nets.contains(&net) {
+            nets.push(net);
+        }
+    }
+    Ok(nets)
 }
 
 #[cfg(test)]

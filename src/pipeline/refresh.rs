@@ -68,10 +68,10 @@ use tokio::task::JoinSet;
 use crate::cache::store_call;
 use crate::cache::{is_error_status, quota_month, CacheKey, CacheStore, StoredPage};
 use crate::config::{Config, Plan, Role, Site};
+use crate::http::respond;
 use crate::pipeline::job::{OnStored, Prerenderer, RenderObserver, RenderOutcome};
 use crate::pipeline::queue::{Priority, Waiter};
 use crate::proxy::forward::{origin_uri, OriginClient};
-use crate::proxy::respond;
 
 /// How often the refresher looks for due pages.
 pub const REFRESH_TICK: Duration = Duration::from_secs(1);

@@ -91,36 +91,10 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
         .map(|ip| ip.to_canonical())
 }
 
-/// Parses `trusted_proxies` entries: CIDRs (`10.0.0.0/8`, `2001:db8::/32`)
-/// or single addresses (a /32 or /128).
-pub fn parse_nets<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Vec<IpNet>, String> {
-    let mut nets = Vec::new();
-    for raw in entries {
-        let entry = raw.trim();
-        if entry.is_empty() {
-            continue;
-        }
-        let net = match entry.parse::<IpNet>() {
-            Ok(net) => net.trunc(),
-            Err(_) => match entry.parse::<IpAddr>() {
-                Ok(ip) => IpNet::from(ip.to_canonical()),
-                Err(_) => {
-                    return Err(format!(
-                        "{entry:?} is not a CIDR like 10.0.0.0/8 or an address"
-                    ))
-                }
-            },
-        };
-        if !nets.contains(&net) {
-            nets.push(net);
-        }
-    }
-    Ok(nets)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::parse_nets;
     use hyper::header::HeaderValue;
 
     fn trusted(list: &[&str]) -> TrustedProxies {

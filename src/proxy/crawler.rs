@@ -19,13 +19,13 @@ use crate::bot::is_mobile_crawler;
 use crate::cache::store_call;
 use crate::cache::{is_error_status, CacheKey, KeyError, StoredPage};
 use crate::config::{Config, OnRenderFailure, Site};
-use crate::listener::Body;
+use crate::http::respond;
+use crate::http::Body;
 use crate::pipeline::job::{Prerenderer, RenderFailure};
 use crate::pipeline::queue::Priority;
 use crate::proxy::forward::OriginClient;
 use crate::proxy::prepared::PreparedPages;
 use crate::proxy::request::Target;
-use crate::proxy::respond;
 use crate::verify::{budget, Admission, RenderGate, Standing};
 
 /// A crawler is answered within the render timeout plus this (SPEC §3).

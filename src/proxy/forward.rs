@@ -15,9 +15,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use crate::listener::{Body, BoxError};
+use crate::http::respond;
+use crate::http::{Body, BoxError};
 use crate::proxy::origin_pool::{OriginPool, PoolLimits};
-use crate::proxy::respond;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 pub const HOP_BY_HOP: [HeaderName; 8] = [

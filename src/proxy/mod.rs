@@ -13,7 +13,6 @@ pub mod origin_pool;
 pub mod passthrough;
 pub mod prepared;
 pub mod request;
-pub mod respond;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +21,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 
 use crate::bot::{BotDetector, PassReason, RenderDecision};
-use crate::listener::Body;
+use crate::http::{respond, Body};
 use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind};
 use crate::state::stats::DomainStats;
 use crate::verify::{CrawlerVerifier, Standing, VerifyMode};

@@ -13,8 +13,8 @@ use hyper::{Method, Response, StatusCode};
 use parking_lot::Mutex;
 
 use crate::cache::StoredPage;
-use crate::listener::Body;
-use crate::proxy::respond;
+use crate::http::respond;
+use crate::http::Body;
 
 /// Pages smaller than this are sent as they are: compression would not pay.
 const MIN_COMPRESS_BYTES: usize = 1024;

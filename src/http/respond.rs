@@ -5,7 +5,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 
-use crate::listener::Body;
+use crate::http::Body;
 
 pub fn empty() -> Body {
     Empty::<Bytes>::new()
