@@ -25,71 +25,18 @@ SETTLE_SECS="${BENCH_SETTLE:-3}"
 ROUNDS="${BENCH_ROUNDS:-4}"
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-case "${1:-}" in
-  -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; exit 0 ;;
-esac
-fixture="${1:-$repo_root/../shared/fixtures/shop}"
-
-log() { printf '[relay] %s\n' "$*" >&2; }
-die() { printf '[relay] error: %s\n' "$*" >&2; exit 1; }
-
-[ -f "$fixture/index.html" ] && [ -d "$fixture/api" ] || die "$fixture is not the shop fixture"
-fixture="$(cd "$fixture" && pwd)"
-NGINX="$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)"
-[ -x "$NGINX" ] || die "nginx not found"
+BENCH_NAME=relay
+# shellcheck source=bench/lib.sh
+. "$repo_root/bench/lib.sh"
+help_if_asked "$@"
+fixture="$(shop_fixture "${1:-}")"
+NGINX="$(find_nginx)" || die "nginx not found"
 command -v wrk >/dev/null || die "wrk not found"
-for c in "${CHROME_PATH:-}" /usr/lib/chromium/chromium "$(command -v chromium 2>/dev/null || true)"; do
-  if [ -n "$c" ] && [ -x "$c" ]; then CHROME_PATH="$c"; break; fi
-done
-[ -n "${CHROME_PATH:-}" ] || die "no Chromium found; set CHROME_PATH"
+CHROME_PATH="$(find_chrome)" || die "no Chromium found; set CHROME_PATH"
 export CHROME_PATH
 
-work="$(mktemp -d "${TMPDIR:-/tmp}/prerender-relay.XXXXXX")"
-chmod 755 "$work"
-pids=()
-# shellcheck disable=SC2317  # called through the EXIT trap
-cleanup() {
-  local status=$?
-  trap - EXIT INT TERM
-  local pidfile
-  for pidfile in "$work/nginx.pid" "$work/nginx-own.pid"; do
-    [ -f "$pidfile" ] && kill -QUIT "$(cat "$pidfile")" 2>/dev/null || true
-  done
-  if [ "${#pids[@]}" -gt 0 ]; then
-    kill "${pids[@]}" 2>/dev/null || true
-    wait "${pids[@]}" 2>/dev/null || true
-  fi
-  if [ "${BENCH_KEEP:-0}" = 1 ] || [ "$status" -ne 0 ]; then log "kept $work"; else rm -rf "$work"; fi
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# Ports below the kernel's ephemeral range (see bench/run.sh).
-ephemeral_low="$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
-[ "$ephemeral_low" -gt 11000 ] || ephemeral_low=32768
-used_ports=" "
-free_port() { # VAR
-  local candidate _
-  for _ in $(seq 200); do
-    candidate=$((10000 + RANDOM % (ephemeral_low - 10000)))
-    case "$used_ports" in *" $candidate "*) continue ;; esac
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
-      used_ports="$used_ports$candidate "
-      printf -v "$1" '%s' "$candidate"
-      return 0
-    fi
-  done
-  die "no free port found"
-}
-wait_http() { # URL SECONDS
-  local deadline=$((SECONDS + $2))
-  until curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; do
-    [ "$SECONDS" -lt "$deadline" ] || return 1
-    sleep 0.3
-  done
-}
+make_workdir
+nginx_pidfiles+=("$work/nginx.pid" "$work/nginx-own.pid")
 
 origin_port="" reverse_port="" own_port=""
 free_port origin_port
@@ -112,10 +59,6 @@ reverse_site() { # PORT
     }
   }
 EOF
-}
-temp_paths() { # DIR
-  local kind
-  for kind in client_body proxy fastcgi uwsgi scgi; do printf '  %s_temp_path %s/%s;\n' "$kind" "$1" "${kind#client_}"; done
 }
 mkdir -p "$work/tmp" "$work/tmp-own"
 cat >"$work/nginx.conf" <<EOF

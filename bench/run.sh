@@ -51,6 +51,10 @@ READY_TIMEOUT_SECS=60
 REQUEST_TIMEOUT_SECS=40  # render timeout (20 s) plus generous slack
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH_NAME=bench
+# shellcheck source=bench/lib.sh
+. "$repo_root/bench/lib.sh"
+help_if_asked "$@"
 
 check_only=0
 with_redis=0
@@ -59,7 +63,6 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --check) check_only=1 ;;
     --redis) with_redis=1 ;;
-    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; exit 0 ;;
     -*) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     *) fixture="$1" ;;
   esac
@@ -67,36 +70,12 @@ while [ $# -gt 0 ]; do
 done
 fixture="${fixture:-$repo_root/../shared/fixtures/shop}"
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
-
 if [ ! -f "$fixture/index.html" ] || [ ! -f "$fixture/static-rendered.html" ] || [ ! -d "$fixture/api" ]; then
   die "$fixture is not the shop fixture (index.html, static-rendered.html, api/)"
 fi
 fixture="$(cd "$fixture" && pwd)"
 
 # --- tools --------------------------------------------------------------------
-
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"
-  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
-  else die "need root for: $*"
-  fi
-}
-
-find_chrome() {
-  local c
-  for c in "${CHROME_PATH:-}" /usr/lib/chromium/chromium "$(command -v chromium 2>/dev/null || true)" \
-    "$(command -v google-chrome 2>/dev/null || true)"; do
-    if [ -n "$c" ] && [ -x "$c" ]; then printf '%s\n' "$c"; return 0; fi
-  done
-  return 1
-}
-
-# nginx lives in /usr/sbin, which is not on every user's PATH.
-find_nginx() {
-  command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || return 1
-}
 
 install_missing() {
   local packages=()
@@ -125,66 +104,7 @@ NGINX="$(find_nginx)" || die "nginx not found"
 
 # --- temp dir, ports, cleanup ---------------------------------------------------
 
-work="$(mktemp -d "${TMPDIR:-/tmp}/prerender-bench.XXXXXX")"
-# nginx workers may run as another user (nobody) when started as root.
-chmod 755 "$work"
-pids=()
-nginx_started=0
-
-# shellcheck disable=SC2317  # called through the EXIT trap
-cleanup() {
-  local status=$?
-  trap - EXIT INT TERM
-  local pidfile
-  for pidfile in "$work/nginx.pid" "$work/nginx-own.pid"; do
-    if [ "$nginx_started" -eq 1 ] && [ -f "$pidfile" ]; then
-      kill -QUIT "$(cat "$pidfile")" 2>/dev/null || true
-    fi
-  done
-  if [ "${#pids[@]}" -gt 0 ]; then
-    kill "${pids[@]}" 2>/dev/null || true
-    wait "${pids[@]}" 2>/dev/null || true
-  fi
-  if [ "${BENCH_KEEP:-0}" = 1 ] || [ "$status" -ne 0 ]; then
-    log "logs and configs kept in $work"
-  else
-    rm -rf "$work"
-  fi
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# Ports are picked below the kernel's ephemeral range: a port there can be
-# the local end of an outgoing connection (nginx to its upstream, wrk),
-# which a connect test does not see and which makes a later bind fail.
-ephemeral_low="$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
-[ "$ephemeral_low" -gt 11000 ] || ephemeral_low=32768
-used_ports=" "
-free_port() { # VAR: sets VAR to a port nothing listens on
-  local candidate _
-  for _ in $(seq 200); do
-    candidate=$((10000 + RANDOM % (ephemeral_low - 10000)))
-    case "$used_ports" in *" $candidate "*) continue ;; esac
-    # A successful connect means something listens there.
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
-      used_ports="$used_ports$candidate "
-      printf -v "$1" '%s' "$candidate"
-      return 0
-    fi
-  done
-  die "no free port found"
-}
-
-wait_http() { # URL SECONDS [PID]
-  local deadline=$((SECONDS + $2))
-  until curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; do
-    if [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null; then return 1; fi
-    [ "$SECONDS" -lt "$deadline" ] || return 1
-    sleep 0.3
-  done
-}
+make_workdir
 
 origin_port="" static_port="" reverse_port="" own_reverse_port=""
 free_port origin_port
@@ -193,14 +113,6 @@ free_port reverse_port
 free_port own_reverse_port
 
 # --- nginx: origin, static reference, reverse-proxy references ------------------
-
-# nginx's temp directories under DIR (http-level directives).
-temp_paths() { # DIR
-  local kind
-  for kind in client_body proxy fastcgi uwsgi scgi; do
-    printf '  %s_temp_path %s/%s;\n' "$kind" "$1" "${kind#client_}"
-  done
-}
 
 # The reverse-proxy reference: nginx proxy_pass to the origin over a
 # keepalive upstream, listening on PORT (http-level directives).
@@ -295,7 +207,7 @@ if [ "$check_only" -eq 1 ]; then
 fi
 
 "$NGINX" -e "$work/nginx-error.log" -c "$work/nginx.conf"
-nginx_started=1
+nginx_pidfiles+=("$work/nginx.pid" "$work/nginx-own.pid")
 "$NGINX" -e "$work/nginx-own-error.log" -c "$work/nginx-own.conf"
 wait_http "http://127.0.0.1:$origin_port/" 10 || die "nginx did not start (see $work/nginx-error.log)"
 wait_http "http://127.0.0.1:$static_port/" 10 || die "nginx static server did not start"

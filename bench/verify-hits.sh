@@ -28,12 +28,10 @@ HOST=www.example.test
 PAGE=/products/1
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-log() { printf '[verify-bench] %s\n' "$*" >&2; }
-die() { printf '[verify-bench] error: %s\n' "$*" >&2; exit 1; }
-[ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ] && {
-  awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"
-  exit 0
-}
+BENCH_NAME=verify-bench
+# shellcheck source=bench/lib.sh
+. "$repo_root/bench/lib.sh"
+help_if_asked "$@"
 
 "$repo_root/.ci/install-deps" --all
 command -v wrk >/dev/null || die "wrk is missing"
@@ -47,37 +45,7 @@ fi
 proxy_bin="${PRERENDER_BIN:-$target/release/prerender-proxy}"
 origin_bin="${ORIGIN_BIN:-$target/release/examples/origin}"
 
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-ephemeral_low="$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
-used_ports=" "
-free_port() { # VAR
-  local candidate _
-  for _ in $(seq 200); do
-    candidate=$((10000 + RANDOM % (ephemeral_low - 10000)))
-    case "$used_ports" in *" $candidate "*) continue ;; esac
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
-      used_ports="$used_ports$candidate "
-      printf -v "$1" '%s' "$candidate"
-      return 0
-    fi
-  done
-  die "no free port found"
-}
-wait_http() { # URL SECONDS
-  local deadline=$((SECONDS + $2))
-  until curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; do
-    [ "$SECONDS" -lt "$deadline" ] || return 1
-    sleep 0.3
-  done
-}
+make_workdir
 
 dns_port="" origin_port=""
 free_port dns_port
