@@ -73,6 +73,19 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub admin_token: Option<String>,
+    /// Also serve prerender.io's protocol (`GET /<absolute URL>`, `GET /render?url=`) on this
+    /// address, for edge middleware such as prerender-node [default: off].
+    #[arg(long, env = "PRERENDER_SERVICE_LISTEN", value_name = "ADDR")]
+    pub service_listen: Option<String>,
+    /// Comma list of tokens the service listener accepts in X-Prerender-Token
+    /// [default: none, every request is served].
+    #[arg(
+        long,
+        env = "PRERENDER_SERVICE_TOKENS",
+        value_name = "TOKEN[,…]",
+        hide_env_values = true
+    )]
+    pub service_tokens: Option<String>,
     /// Browser binary [default: first of chromium, chromium-browser, google-chrome on PATH].
     #[arg(long, env = "CHROME_PATH", value_name = "PATH")]
     pub chrome: Option<PathBuf>,

@@ -28,6 +28,7 @@ use crate::proxy::crawler::CrawlerPath;
 use crate::proxy::forward::OriginClient;
 use crate::proxy::origin_pool::PoolLimits;
 use crate::proxy::prepared::PreparedPages;
+use crate::proxy::service::ServiceEndpoint;
 use crate::proxy::PublicProxy;
 use crate::refresh::Refresher;
 use crate::render::{BrowserPool, PoolConfig};
@@ -45,6 +46,9 @@ pub struct Running {
     /// answers no public traffic).
     pub public_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
+    /// The service listener's address (`service_listen`; `None`: off, or
+    /// `--role renderer`).
+    pub service_addr: Option<SocketAddr>,
     pub health: Arc<Health>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -209,7 +213,16 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     let admin = TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin_listen)", config.admin_listen))?;
+    let service = match (config.role, config.service.listen) {
+        (Role::Renderer, _) | (_, None) => None,
+        (_, Some(addr)) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (service_listen)"))?,
+        ),
+    };
     let public_addr = public.as_ref().map(|l| l.local_addr()).transpose()?;
+    let service_addr = service.as_ref().map(|l| l.local_addr()).transpose()?;
     let admin_addr = admin.local_addr()?;
 
     let renders_here = config.role != Role::Proxy;
@@ -295,6 +308,17 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         crawler = crawler.with_render_gate(RenderGate::new(config.verify_crawlers, budget));
     }
     let crawler = Arc::new(crawler);
+    let service_endpoint = service.as_ref().map(|_| {
+        Arc::new(ServiceEndpoint::new(
+            config.sites.clone(),
+            bots.clone(),
+            crawler.clone(),
+            origin.clone(),
+            metrics.clone(),
+            stats.clone(),
+            &config.service.tokens,
+        ))
+    });
     let proxy = Arc::new(
         PublicProxy::new(
             config.sites.clone(),
@@ -338,6 +362,16 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
             config.shutdown_timeout,
         ));
     }
+    if let (Some(service), Some(endpoint)) = (service, service_endpoint) {
+        tasks.spawn(listener::serve(
+            "service",
+            service,
+            limits.clone(),
+            move |req, peer| endpoint.clone().handle(req, peer),
+            stop_rx.clone(),
+            config.shutdown_timeout,
+        ));
+    }
     let (admin_stop, admin_stop_rx) = watch::channel(false);
     let mut admin_task = JoinSet::new();
     admin_task.spawn(listener::serve(
@@ -371,10 +405,11 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     }
     tasks.spawn(watch_store(store, health.clone(), metrics, stop_rx));
     health.set_listeners_up();
-    tracing::info!(public_addr = ?public_addr, %admin_addr, role = ?config.role, store = ?config.store, "listening");
+    tracing::info!(public_addr = ?public_addr, %admin_addr, service_addr = ?service_addr, role = ?config.role, store = ?config.store, "listening");
     Ok(Running {
         public_addr,
         admin_addr,
+        service_addr,
         health,
         stop,
         tasks,

@@ -19,6 +19,8 @@ pub struct FileConfig {
     pub redis: Option<RedisValue>,
     pub role: Option<String>,
     pub admin_token: Option<String>,
+    pub service_listen: Option<String>,
+    pub service_tokens: Option<StringList>,
     pub chrome: Option<String>,
     pub browsers: Option<u64>,
     pub tabs_per_browser: Option<u64>,

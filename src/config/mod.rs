@@ -6,6 +6,7 @@
 pub mod file;
 pub mod plan;
 pub mod redact;
+pub mod service;
 pub mod site;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use crate::cli::ServeArgs;
 use crate::verify::VerifyMode;
 use file::FileConfig;
 pub use plan::Plan;
+pub use service::ServiceConfig;
 pub use site::{OnRenderFailure, Site, SiteTable};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:3000";
@@ -182,6 +184,8 @@ pub struct Config {
     pub store: StoreTarget,
     pub role: Role,
     pub admin_token: Option<String>,
+    /// The prerender.io-compatible service listener (`service_listen`).
+    pub service: ServiceConfig,
     pub chrome: Option<PathBuf>,
     pub browsers: usize,
     pub tabs_per_browser: usize,
@@ -266,6 +270,13 @@ impl Config {
                 ));
             }
         }
+        let service = ServiceConfig::parse(
+            pick(args.service_listen.clone(), file.service_listen),
+            pick(
+                args.service_tokens.clone(),
+                file.service_tokens.map(|l| l.joined()),
+            ),
+        )?;
         let chrome = pick(args.chrome.clone(), file.chrome.map(PathBuf::from));
         let count =
             |field: &str, v: Option<u64>, default: u64, max: u64| -> Result<u64, ConfigError> {
@@ -485,6 +496,7 @@ impl Config {
             store,
             role,
             admin_token,
+            service,
             chrome,
             browsers,
             tabs_per_browser,

@@ -14,6 +14,7 @@ pub mod passthrough;
 pub mod prepared;
 pub mod request;
 pub mod respond;
+pub mod service;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use crate::listener::Body;
 use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind};
 use crate::verify::{CrawlerVerifier, Standing, VerifyMode};
 use client_addr::TrustedProxies;
-use crawler::{CacheResult, CrawlerPath};
+use crawler::{CacheResult, CrawlerPath, CrawlerRequest};
 use forward::OriginClient;
 
 /// Shared state of the public listener.
@@ -231,7 +232,10 @@ impl PublicProxy {
     ) -> Response<Body> {
         let path = req.uri().path().to_string();
         let verified = standing.label();
-        let (resp, result) = self.crawler.serve(req, &target, peer, standing).await;
+        let (resp, result) = self
+            .crawler
+            .serve(CrawlerRequest::Proxy(req), &target, peer, standing)
+            .await;
         self.crawler_answered(resp, result, &target, peer, &path, &rule, verified, started)
     }
 
@@ -248,45 +252,84 @@ impl PublicProxy {
         verified: &str,
         started: std::time::Instant,
     ) -> Response<Body> {
+        let answer = CrawlerAnswer {
+            result,
+            target,
+            peer,
+            path,
+            rule,
+            verified,
+            started,
+            via: "proxy",
+        };
+        answer.record(&self.metrics, &self.stats, resp.status().as_u16());
+        resp
+    }
+}
+
+/// A crawler's answer, as the statistics, metrics and log record it.
+pub(crate) struct CrawlerAnswer<'a> {
+    pub result: CacheResult,
+    pub target: &'a request::Target,
+    pub peer: SocketAddr,
+    pub path: &'a str,
+    pub rule: &'a str,
+    pub verified: &'a str,
+    pub started: std::time::Instant,
+    /// The listener that answered: `proxy` or `service`.
+    pub via: &'static str,
+}
+
+impl CrawlerAnswer<'_> {
+    /// Counts the answer (stats per domain, `requests_total`, request
+    /// duration) and writes its one info line (SPEC §5).
+    pub(crate) fn record(&self, metrics: &Metrics, stats: &DomainStats, status: u16) {
+        let CrawlerAnswer {
+            result,
+            target,
+            peer,
+            path,
+            rule,
+            verified,
+            started,
+            via,
+        } = *self;
         let metric = match result {
             CacheResult::Passed => {
                 // Answered like a person: counted as one, not in the stats.
-                tracing::info!(%peer, host = %target.host, %path, family = rule_family(rule), %rule, %verified, cache = result.label(), status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "crawler");
-                self.metrics
-                    .observe_request(RequestKind::Human, CacheMetric::None);
-                self.metrics.observe_request_duration(
+                tracing::info!(%peer, host = %target.host, %path, family = rule_family(rule), %rule, %verified, cache = result.label(), status, ms = started.elapsed().as_millis() as u64, via, "crawler");
+                metrics.observe_request(RequestKind::Human, CacheMetric::None);
+                metrics.observe_request_duration(
                     RequestKind::Human,
                     CacheMetric::None,
                     started.elapsed(),
                 );
-                return resp;
+                return;
             }
             CacheResult::Hit => {
-                self.stats.record_hit(&target.host);
+                stats.record_hit(&target.host);
                 CacheMetric::Hit
             }
             CacheResult::Miss => {
-                self.stats.record_miss(&target.host);
+                stats.record_miss(&target.host);
                 CacheMetric::Miss
             }
             CacheResult::Stale => {
-                self.stats.record_stale(&target.host);
+                stats.record_stale(&target.host);
                 CacheMetric::Stale
             }
             CacheResult::Error(_) => {
-                self.stats.record_error(&target.host);
+                stats.record_error(&target.host);
                 CacheMetric::Error
             }
         };
-        self.metrics.observe_request(RequestKind::Bot, metric);
-        self.metrics
-            .observe_request_duration(RequestKind::Bot, metric, started.elapsed());
+        metrics.observe_request(RequestKind::Bot, metric);
+        metrics.observe_request_duration(RequestKind::Bot, metric, started.elapsed());
         // One line per crawler request at info (SPEC §5); `render_ms` is the
         // wait for a render, on misses only.
         let ms = started.elapsed().as_millis() as u64;
         let render_ms = matches!(result, CacheResult::Miss).then_some(ms);
-        tracing::info!(%peer, host = %target.host, %path, family = rule_family(rule), %rule, %verified, cache = result.label(), status = resp.status().as_u16(), ms, render_ms, "crawler");
-        resp
+        tracing::info!(%peer, host = %target.host, %path, family = rule_family(rule), %rule, %verified, cache = result.label(), status, ms, render_ms, via, "crawler");
     }
 }
 
