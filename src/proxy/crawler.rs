@@ -111,7 +111,7 @@ impl CrawlerRequest {
     }
 
     /// The origin's own answer to the request.
-    async fn from_origin(
+    async fn origin_answer(
         self,
         origin: &OriginClient,
         target: &Target,
@@ -386,7 +386,7 @@ impl CrawlerPath {
                         Admission::Render => {}
                         Admission::AsPerson => {
                             tracing::info!(%peer, host = %target.host, path = req.uri().path(), "crawler claim not verified; answered like a person");
-                            let resp = req.from_origin(&self.origin, target, peer).await;
+                            let resp = req.origin_answer(&self.origin, target, peer).await;
                             return (resp, CacheResult::Passed);
                         }
                         Admission::RateLimited => {
@@ -505,7 +505,7 @@ impl CrawlerPath {
                 );
                 r
             }
-            OnRenderFailure::Passthrough => req.from_origin(&self.origin, target, peer).await,
+            OnRenderFailure::Passthrough => req.origin_answer(&self.origin, target, peer).await,
         };
         resp.headers_mut()
             .insert("x-prerender-cache", HeaderValue::from_static("ERROR"));
