@@ -309,15 +309,15 @@ async fn stats_and_metrics_follow_the_traffic() {
             .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
     };
     assert_eq!(
-        sample("prerender_requests_total{cache=\"hit\",kind=\"bot\"}"),
+        sample("prerender_requests_total{cache=\"hit\",family=\"search-engines\",kind=\"bot\",status_class=\"2xx\"}"),
         2.0
     );
     assert_eq!(
-        sample("prerender_requests_total{cache=\"miss\",kind=\"bot\"}"),
+        sample("prerender_requests_total{cache=\"miss\",family=\"search-engines\",kind=\"bot\",status_class=\"2xx\"}"),
         1.0
     );
     assert_eq!(
-        sample("prerender_requests_total{cache=\"none\",kind=\"human\"}"),
+        sample("prerender_requests_total{cache=\"none\",family=\"none\",kind=\"human\",status_class=\"2xx\"}"),
         1.0
     );
     assert_eq!(sample("prerender_renders_total{outcome=\"ok\"}"), 1.0);

@@ -25,7 +25,7 @@ use hyper::{Request, Response};
 use crate::admin::stats::DomainStats;
 use crate::bot::{BotDetector, PassReason, RenderDecision};
 use crate::listener::Body;
-use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind};
+use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind, NO_FAMILY};
 use crate::verify::{CrawlerVerifier, Standing, VerifyMode};
 use client_addr::TrustedProxies;
 use crawler::{CacheResult, CrawlerPath, CrawlerRequest};
@@ -126,8 +126,12 @@ impl PublicProxy {
                     method = %req.method(),
                     "request refused"
                 );
-                self.metrics
-                    .observe_request(RequestKind::Rejected, CacheMetric::None);
+                self.metrics.observe_request(
+                    RequestKind::Rejected,
+                    CacheMetric::None,
+                    NO_FAMILY,
+                    rejection.status.as_u16(),
+                );
                 let resp = respond::error(rejection.status, rejection.reason);
                 self.metrics.observe_request_duration(
                     RequestKind::Rejected,
@@ -185,12 +189,17 @@ impl PublicProxy {
                 } else {
                     RequestKind::Human
                 };
-                self.metrics.observe_request(kind, CacheMetric::None);
                 tracing::debug!(%peer, method = %req.method(), host = %target.host, path = req.uri().path(), kind = RequestKind::as_str(kind), "passthrough");
                 let resp = self
                     .origin
                     .forward(req, &target.site.origin, &target.host, peer)
                     .await;
+                self.metrics.observe_request(
+                    kind,
+                    CacheMetric::None,
+                    NO_FAMILY,
+                    resp.status().as_u16(),
+                );
                 self.metrics
                     .observe_request_duration(kind, CacheMetric::None, started.elapsed());
                 resp
@@ -206,12 +215,16 @@ impl PublicProxy {
         peer: SocketAddr,
         started: std::time::Instant,
     ) -> Response<Body> {
-        self.metrics
-            .observe_request(RequestKind::Human, CacheMetric::None);
         let resp = self
             .origin
             .forward(req, &target.site.origin, &target.host, peer)
             .await;
+        self.metrics.observe_request(
+            RequestKind::Human,
+            CacheMetric::None,
+            NO_FAMILY,
+            resp.status().as_u16(),
+        );
         self.metrics.observe_request_duration(
             RequestKind::Human,
             CacheMetric::None,
@@ -298,7 +311,7 @@ impl CrawlerAnswer<'_> {
             CacheResult::Passed => {
                 // Answered like a person: counted as one, not in the stats.
                 tracing::info!(%peer, host = %target.host, %path, family = rule_family(rule), %rule, %verified, cache = result.label(), status, ms = started.elapsed().as_millis() as u64, via, "crawler");
-                metrics.observe_request(RequestKind::Human, CacheMetric::None);
+                metrics.observe_request(RequestKind::Human, CacheMetric::None, NO_FAMILY, status);
                 metrics.observe_request_duration(
                     RequestKind::Human,
                     CacheMetric::None,
@@ -323,7 +336,7 @@ impl CrawlerAnswer<'_> {
                 CacheMetric::Error
             }
         };
-        metrics.observe_request(RequestKind::Bot, metric);
+        metrics.observe_request(RequestKind::Bot, metric, rule_family(rule), status);
         metrics.observe_request_duration(RequestKind::Bot, metric, started.elapsed());
         // One line per crawler request at info (SPEC §5); `render_ms` is the
         // wait for a render, on misses only.

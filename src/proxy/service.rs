@@ -32,7 +32,7 @@ use crate::bot::request::is_static_asset;
 use crate::bot::{BotDetector, UaVerdict};
 use crate::config::SiteTable;
 use crate::listener::Body;
-use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind};
+use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind, NO_FAMILY};
 use crate::proxy::crawler::{CrawlerPath, CrawlerRequest};
 use crate::proxy::forward::OriginClient;
 use crate::proxy::request::{self, MAX_TARGET_BYTES};
@@ -128,12 +128,17 @@ impl ServiceEndpoint {
             } else {
                 RequestKind::Human
             };
-            self.metrics.observe_request(kind, CacheMetric::None);
             tracing::debug!(%peer, host = %target.host, %path, "service: not rendered, answered from the origin");
             let resp = self
                 .origin
                 .fetch_page(&page, &target.site.origin, &target.host, peer)
                 .await;
+            self.metrics.observe_request(
+                kind,
+                CacheMetric::None,
+                NO_FAMILY,
+                resp.status().as_u16(),
+            );
             self.metrics
                 .observe_request_duration(kind, CacheMetric::None, started.elapsed());
             return resp;
@@ -182,8 +187,12 @@ impl ServiceEndpoint {
             method = %req.method(),
             "service request refused"
         );
-        self.metrics
-            .observe_request(RequestKind::Rejected, CacheMetric::None);
+        self.metrics.observe_request(
+            RequestKind::Rejected,
+            CacheMetric::None,
+            NO_FAMILY,
+            refusal.status.as_u16(),
+        );
         let mut resp = respond::error(refusal.status, refusal.reason);
         if refusal.status == StatusCode::METHOD_NOT_ALLOWED {
             resp.headers_mut()
