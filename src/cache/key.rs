@@ -12,7 +12,7 @@ pub const PAGE_KEY_PREFIX: &str = "render:";
 /// Prefix of the Redis hash holding a page's metadata.
 pub const META_KEY_PREFIX: &str = "render-meta:";
 /// Marker between domain and path for the mobile variant of a page.
-const MOBILE_MARKER: &str = "m:";
+pub const MOBILE_MARKER: &str = "m:";
 /// Longest accepted host name (RFC 1035 limit for a full name).
 pub const MAX_HOST_BYTES: usize = crate::domain::MAX_DOMAIN_BYTES;
 /// Longest normalised path + query kept in a key; the public listener

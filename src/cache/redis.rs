@@ -25,9 +25,9 @@ use tokio::time::Instant;
 use super::key::normalize_host;
 use super::{
     due_key, from_unix_millis, index_key, lock_key, quota_key, ttl_millis, unix_millis,
-    wait_for_page_with, CacheKey, Coordination, PageStore, PurgeEvent, StoreError, StoreResult,
-    StoredPage, WaitOutcome, DOMAINS_KEY, DONE_CHANNEL, DUE_KEY_PREFIX, INDEX_KEY_PREFIX,
-    NOTICE_CHANNEL_CAPACITY, PURGE_CHANNEL, QUOTA_KEY_TTL,
+    wait_for_page_with, CacheKey, Coordination, PageInfo, PageStore, PurgeEvent, StoreError,
+    StoreResult, StoredPage, WaitOutcome, DOMAINS_KEY, DONE_CHANNEL, DUE_KEY_PREFIX,
+    INDEX_KEY_PREFIX, NOTICE_CHANNEL_CAPACITY, PURGE_CHANNEL, QUOTA_KEY_TTL,
 };
 use crate::cache::key::{META_KEY_PREFIX, PAGE_KEY_PREFIX};
 
@@ -741,6 +741,64 @@ impl PageStore for RedisStore {
             Backend::Single(_) => "redis",
             Backend::Cluster(_) => "redis-cluster",
         }
+    }
+
+    fn indexed<'a>(
+        &'a self,
+        domain: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Vec<(CacheKey, SystemTime)>>> {
+        async move {
+            let domain = normalize_host(domain)?;
+            let mut conn = self.conn().await?;
+            let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                .arg(index_key(&domain))
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query_async(&mut conn)
+                .await?;
+            Ok(members
+                .into_iter()
+                .filter_map(|(member, score)| {
+                    let key = parse_keys(vec![member]).pop()?;
+                    Some((key, from_unix_millis(score.max(0.0) as u64)))
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn page_info<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, StoreResult<Option<PageInfo>>> {
+        async move {
+            let mut conn = self.conn().await?;
+            // Two commands, not a pipeline: on a cluster the halves may sit
+            // on different slots. A missing half is no page, as for `get`.
+            let (status, rendered_at, expires_at): (Option<u16>, Option<u64>, Option<u64>) =
+                redis::cmd("HMGET")
+                    .arg(key.meta_key())
+                    .arg(&[F_STATUS, F_RENDERED_AT, F_EXPIRES_AT])
+                    .query_async(&mut conn)
+                    .await?;
+            let (Some(status), Some(rendered_at), Some(expires_at)) =
+                (status, rendered_at, expires_at)
+            else {
+                return Ok(None);
+            };
+            let bytes: u64 = redis::cmd("STRLEN")
+                .arg(key.to_string())
+                .query_async(&mut conn)
+                .await?;
+            if bytes == 0 {
+                return Ok(None);
+            }
+            Ok(Some(PageInfo {
+                status,
+                rendered_at: from_unix_millis(rendered_at),
+                expires_at: from_unix_millis(expires_at),
+                bytes,
+            }))
+        }
+        .boxed()
     }
 }
 
