@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// Browser binary [default: first of chromium, chromium-browser, google-chrome on PATH].
     #[arg(long, env = "CHROME_PATH", value_name = "PATH")]
     pub chrome: Option<PathBuf>,
+    /// User-Agent of every render [default: the browser's own, with the token
+    /// "Prerender (compatible; prerender-proxy)"].
+    #[arg(long, env = "PRERENDER_RENDER_USER_AGENT", value_name = "UA")]
+    pub render_user_agent: Option<String>,
     /// Browser processes in the pool [default: 2].
     #[arg(long, env = "PRERENDER_BROWSERS", value_name = "N")]
     pub browsers: Option<u64>,

@@ -87,6 +87,7 @@ pub fn pool_config(config: &Config) -> anyhow::Result<PoolConfig> {
     pool.render_timeout = config.render_timeout;
     pool.ready_timeout = config.ready_timeout;
     pool.origin_connect_timeout = config.origin_connect_timeout;
+    pool.user_agent = config.render_user_agent.clone();
     Ok(pool)
 }
 

@@ -153,6 +153,12 @@ async fn the_service_protocol_answers_from_the_proxys_cache() {
     assert_eq!(via_proxy.header("x-prerender-cache"), Some("HIT"));
     assert_eq!(via_proxy.body, miss.body);
     assert_eq!(origin.hits("/p/1"), 1, "one render for every form");
+    // Renders say who they are, as apps written for prerender.io expect.
+    let ua = origin.requests("/p/1")[0].headers["user-agent"].clone();
+    assert!(
+        ua.contains("Prerender (compatible; prerender-proxy)"),
+        "{ua}"
+    );
 
     // HEAD: the page's head, no body.
     let head = send(

@@ -22,6 +22,7 @@ pub struct FileConfig {
     pub service_listen: Option<String>,
     pub service_tokens: Option<StringList>,
     pub chrome: Option<String>,
+    pub render_user_agent: Option<String>,
     pub browsers: Option<u64>,
     pub tabs_per_browser: Option<u64>,
     pub renders_per_browser: Option<u64>,
@@ -100,6 +101,8 @@ pub struct SiteFile {
     pub scheme: Option<String>,
     #[serde(default)]
     pub ignore: Vec<String>,
+    #[serde(default)]
+    pub only: Vec<String>,
     pub strip_scripts: Option<bool>,
     pub on_render_failure: Option<String>,
     #[serde(default)]

@@ -187,6 +187,8 @@ pub struct Config {
     /// The prerender.io-compatible service listener (`service_listen`).
     pub service: ServiceConfig,
     pub chrome: Option<PathBuf>,
+    /// User-Agent of every render (`render_user_agent`); `None`: the default.
+    pub render_user_agent: Option<String>,
     pub browsers: usize,
     pub tabs_per_browser: usize,
     pub renders_per_browser: u32,
@@ -278,6 +280,17 @@ impl Config {
             ),
         )?;
         let chrome = pick(args.chrome.clone(), file.chrome.map(PathBuf::from));
+        let render_user_agent = match pick(args.render_user_agent.clone(), file.render_user_agent) {
+            None => None,
+            Some(ua) if ua.trim().is_empty() => None,
+            Some(ua) if ua.len() > 512 || ua.chars().any(|c| c.is_control() || !c.is_ascii()) => {
+                return Err(ConfigError::new(
+                    "render_user_agent",
+                    "use at most 512 printable ASCII characters",
+                ))
+            }
+            Some(ua) => Some(ua.trim().to_string()),
+        };
         let count =
             |field: &str, v: Option<u64>, default: u64, max: u64| -> Result<u64, ConfigError> {
                 let v = v.unwrap_or(default);
@@ -498,6 +511,7 @@ impl Config {
             admin_token,
             service,
             chrome,
+            render_user_agent,
             browsers,
             tabs_per_browser,
             renders_per_browser,

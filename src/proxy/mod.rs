@@ -146,7 +146,7 @@ impl PublicProxy {
             req.uri().path(),
             req.uri().query(),
             req.headers(),
-            &target.site.ignore,
+            &target.site.path_rules(),
         );
         match decision {
             RenderDecision::Render { rule } => {

@@ -326,7 +326,14 @@ fn plan<'r, 'p>(
         validate_query(q).ok()?;
     }
     let site: &Site = sites.lookup(&host)?;
-    let kind = match bots.decide_request(true, loop_guard, path, query, user_agent, &site.ignore) {
+    let kind = match bots.decide_request(
+        true,
+        loop_guard,
+        path,
+        query,
+        user_agent,
+        &site.path_rules(),
+    ) {
         RenderDecision::Render { .. } => return None,
         RenderDecision::Pass(PassReason::StaticAsset) => RequestKind::Asset,
         RenderDecision::Pass(_) => RequestKind::Human,

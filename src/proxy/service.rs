@@ -29,7 +29,7 @@ use subtle::ConstantTimeEq;
 
 use crate::admin::stats::DomainStats;
 use crate::bot::request::is_static_asset;
-use crate::bot::{BotDetector, UaVerdict};
+use crate::bot::{BotDetector, PathFilter, UaVerdict};
 use crate::config::SiteTable;
 use crate::listener::Body;
 use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind, NO_FAMILY};
@@ -122,7 +122,7 @@ impl ServiceEndpoint {
         let path = page.uri().path().to_string();
         // The middleware decided that the client is a crawler; what is never
         // rendered on the public listener is not rendered here either.
-        if is_static_asset(&path) || target.site.ignore.is_match(&path) {
+        if is_static_asset(&path) || target.site.path_rules().excludes(&path) {
             let kind = if is_static_asset(&path) {
                 RequestKind::Asset
             } else {
