@@ -92,8 +92,7 @@ ignore = ["^/products/secret"]
             origin
                 .requests(path)
                 .iter()
-                .all(|s| s.headers.get("user-agent").map(String::as_str)
-                    == Some(common::proxy::GOOGLEBOT)),
+                .all(|s| s.headers.get("user-agent").map(String::as_str) == Some(GOOGLEBOT)),
             "{path} was rendered"
         );
     }
