@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// Redis Cluster [default: the embedded in-process store].
     #[arg(long, env = "REDIS_URL", value_name = "URL[,URL…]")]
     pub redis: Option<String>,
+    /// Prepended to every Redis key and channel the proxy uses, so several
+    /// deployments can share one Redis (e.g. `shop-a:`) [default: none].
+    #[arg(long, env = "PRERENDER_KEY_PREFIX", value_name = "STR")]
+    pub key_prefix: Option<String>,
     /// all | proxy | renderer [default: all].
     #[arg(long, env = "PRERENDER_ROLE", value_name = "ROLE")]
     pub role: Option<String>,

@@ -132,15 +132,18 @@ fn crawler_verifier(config: &Config, metrics: &Metrics) -> anyhow::Result<Arc<Cr
 type Stores = (Arc<dyn CacheStore>, Option<Arc<dyn JobQueue>>);
 
 async fn open_store(config: &Config) -> anyhow::Result<Stores> {
+    let options = || RedisOptions {
+        key_prefix: config.key_prefix.clone(),
+        ..RedisOptions::default()
+    };
     Ok(match &config.store {
         StoreTarget::Embedded => (MemoryStore::new(config.cache_max_bytes), None),
         StoreTarget::Redis(url) => {
-            let store = RedisStore::connect(url, RedisOptions::default()).context("redis")?;
+            let store = RedisStore::connect(url, options()).context("redis")?;
             (store.clone(), Some(store))
         }
         StoreTarget::RedisCluster(nodes) => {
-            let store =
-                RedisStore::connect_cluster(nodes, RedisOptions::default()).context("redis")?;
+            let store = RedisStore::connect_cluster(nodes, options()).context("redis")?;
             (store.clone(), Some(store))
         }
     })

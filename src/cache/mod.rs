@@ -27,6 +27,10 @@
 //! that page finished) and `render-purge` (message: `page render:<key>`,
 //! `domain <domain>` or `all`: drop in-process copies).
 //!
+//! With `key_prefix` (see `redis::names`) every key and channel name above
+//! starts with the prefix; index and schedule members are the prefixed page
+//! names; the messages stay unprefixed.
+//!
 //! # Redis Cluster
 //!
 //! The same layout, with no hash tags, on a Redis Cluster

@@ -17,6 +17,7 @@ pub struct FileConfig {
     pub origin: Option<String>,
     pub domains: Option<Vec<String>>,
     pub redis: Option<RedisValue>,
+    pub key_prefix: Option<String>,
     pub role: Option<String>,
     pub admin_token: Option<String>,
     pub service_listen: Option<String>,

@@ -182,6 +182,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub store: StoreTarget,
+    /// Prepended to every Redis key and channel (`key_prefix`); empty: none.
+    pub key_prefix: String,
     pub role: Role,
     pub admin_token: Option<String>,
     /// The prerender.io-compatible service listener (`service_listen`).
@@ -246,6 +248,23 @@ impl Config {
             DEFAULT_ADMIN_LISTEN,
         )?;
         let store = parse_store(pick(args.redis.clone(), file.redis.map(|r| r.joined())))?;
+        let key_prefix = pick(args.key_prefix.clone(), file.key_prefix).unwrap_or_default();
+        if key_prefix.len() > 64
+            || key_prefix
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || !c.is_ascii())
+        {
+            return Err(ConfigError::new(
+                "key_prefix",
+                "use at most 64 printable ASCII characters without spaces",
+            ));
+        }
+        if !key_prefix.is_empty() && store == StoreTarget::Embedded {
+            return Err(ConfigError::new(
+                "key_prefix",
+                "applies to Redis keys: set --redis (the embedded store is this process's alone)",
+            ));
+        }
         let role = one_of(
             "role",
             pick(args.role.clone(), file.role),
@@ -507,6 +526,7 @@ impl Config {
             listen,
             admin_listen,
             store,
+            key_prefix,
             role,
             admin_token,
             service,
@@ -791,6 +811,44 @@ mod tests {
             .any(|f| matches!(f, Family::Monitoring | Family::HttpLibraries)));
         assert_eq!(c.bot_families.len(), 7);
         assert!(c.sites.is_empty());
+    }
+
+    #[test]
+    fn key_prefix_service_and_render_user_agent_from_flag_env_or_file() {
+        let c = resolve(
+            ServeArgs::default(),
+            "redis = \"redis://127.0.0.1:6379\"\nkey_prefix = \"shop-a:\"\n\
+             service_listen = \"127.0.0.1:3002\"\nservice_tokens = [\"token-number-1\"]\n\
+             render_user_agent = \"MyRenderer/1.0 Prerender\"",
+        )
+        .unwrap();
+        assert_eq!(c.key_prefix, "shop-a:");
+        assert_eq!(c.service.listen, Some("127.0.0.1:3002".parse().unwrap()));
+        assert_eq!(c.service.tokens, ["token-number-1"]);
+        assert_eq!(
+            c.render_user_agent.as_deref(),
+            Some("MyRenderer/1.0 Prerender")
+        );
+        let flag = ServeArgs {
+            key_prefix: Some("flag:".into()),
+            ..Default::default()
+        };
+        let c = resolve(
+            flag,
+            "redis = \"redis://127.0.0.1:6379\"\nkey_prefix = \"file:\"",
+        )
+        .unwrap();
+        assert_eq!(c.key_prefix, "flag:", "a flag wins over the file");
+        assert_eq!(resolve(ServeArgs::default(), "").unwrap().key_prefix, "");
+        for (toml, field) in [
+            ("key_prefix = \"a:\"", "key_prefix"),
+            ("redis = \"redis://h\"\nkey_prefix = \"a b\"", "key_prefix"),
+            ("render_user_agent = \"a\\nb\"", "render_user_agent"),
+            ("service_listen = \"nowhere\"", "service_listen"),
+        ] {
+            let e = resolve(ServeArgs::default(), toml).unwrap_err();
+            assert_eq!(e.field, field, "{toml}: {e}");
+        }
     }
 
     #[test]
