@@ -323,6 +323,11 @@ impl CrawlerAnswer<'_> {
                 stats.record_hit(&target.host);
                 CacheMetric::Hit
             }
+            CacheResult::Error(reason) => {
+                stats.record_error(&target.host);
+                stats.record_failure(&target.host, path, reason);
+                CacheMetric::Error
+            }
             CacheResult::Miss => {
                 stats.record_miss(&target.host);
                 CacheMetric::Miss
@@ -331,11 +336,8 @@ impl CrawlerAnswer<'_> {
                 stats.record_stale(&target.host);
                 CacheMetric::Stale
             }
-            CacheResult::Error(_) => {
-                stats.record_error(&target.host);
-                CacheMetric::Error
-            }
         };
+        stats.record_family(&target.host, rule_family(rule));
         metrics.observe_request(RequestKind::Bot, metric, rule_family(rule), status);
         metrics.observe_request_duration(RequestKind::Bot, metric, started.elapsed());
         // One line per crawler request at info (SPEC §5); `render_ms` is the
