@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// Redis Cluster [default: the embedded in-process store].
     #[arg(long, env = "REDIS_URL", value_name = "URL[,URL…]")]
     pub redis: Option<String>,
+    /// Prepended to every Redis key and channel the proxy uses, so several
+    /// deployments can share one Redis (e.g. `shop-a:`) [default: none].
+    #[arg(long, env = "PRERENDER_KEY_PREFIX", value_name = "STR")]
+    pub key_prefix: Option<String>,
     /// all | proxy | renderer [default: all].
     #[arg(long, env = "PRERENDER_ROLE", value_name = "ROLE")]
     pub role: Option<String>,
@@ -73,9 +77,26 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub admin_token: Option<String>,
+    /// Also serve prerender.io's protocol (`GET /<absolute URL>`, `GET /render?url=`) on this
+    /// address, for edge middleware such as prerender-node [default: off].
+    #[arg(long, env = "PRERENDER_SERVICE_LISTEN", value_name = "ADDR")]
+    pub service_listen: Option<String>,
+    /// Comma list of tokens the service listener accepts in X-Prerender-Token
+    /// [default: none, every request is served].
+    #[arg(
+        long,
+        env = "PRERENDER_SERVICE_TOKENS",
+        value_name = "TOKEN[,…]",
+        hide_env_values = true
+    )]
+    pub service_tokens: Option<String>,
     /// Browser binary [default: first of chromium, chromium-browser, google-chrome on PATH].
     #[arg(long, env = "CHROME_PATH", value_name = "PATH")]
     pub chrome: Option<PathBuf>,
+    /// User-Agent of every render [default: the browser's own, with the token
+    /// "Prerender (compatible; prerender-proxy)"].
+    #[arg(long, env = "PRERENDER_RENDER_USER_AGENT", value_name = "UA")]
+    pub render_user_agent: Option<String>,
     /// Browser processes in the pool [default: 2].
     #[arg(long, env = "PRERENDER_BROWSERS", value_name = "N")]
     pub browsers: Option<u64>,

@@ -15,7 +15,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -58,6 +58,45 @@ const REQUEST_OUTCOMES: [(RequestKind, CacheResult); 7] = [
     (RequestKind::Asset, CacheResult::None),
     (RequestKind::Rejected, CacheResult::None),
 ];
+
+/// The `family` label values of `prerender_requests_total`: the
+/// `bot-patterns/` families, then the rules that name no family (woothee's
+/// crawler list, `_escaped_fragment_`), `other` (a service request whose
+/// User-Agent matches no rendered pattern, or a pattern file of another
+/// name) and `none` (every request that is not a rendered crawler's). A
+/// fixed list, so the label's cardinality is bounded.
+pub const FAMILY_LABELS: [&str; 13] = [
+    "search-engines",
+    "social-previews",
+    "ai-training",
+    "ai-search",
+    "ai-user-fetch",
+    "seo-tools",
+    "feed-readers",
+    "monitoring",
+    "http-libraries",
+    "woothee",
+    "escaped-fragment",
+    "other",
+    "none",
+];
+
+/// The `family` label of requests that are not a rendered crawler's.
+pub const NO_FAMILY: &str = "none";
+
+/// The `status_class` label values, by the answer's first digit.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn family_index(family: &str) -> usize {
+    FAMILY_LABELS
+        .iter()
+        .position(|f| *f == family)
+        .unwrap_or(FAMILY_LABELS.len() - 2)
+}
+
+fn status_class_index(status: u16) -> usize {
+    usize::from(status / 100).clamp(1, 5) - 1
+}
 
 /// Most distinct `domain` label values kept per metric. Domains come from the
 /// Host header of allowed requests, which in "any host" mode is unbounded;
@@ -323,12 +362,15 @@ pub struct Metrics {
     domain_labels: DomainLabels,
 
     // --- Public listener -------------------------------------------------
-    /// `prerender_requests_total{kind,cache}`: every public request, by who
-    /// asked (bot/human/asset/rejected) and what the cache did
-    /// (hit/miss/stale/error/none). Bot hit ratio =
+    /// `prerender_requests_total{kind,cache,family,status_class}`: every
+    /// public request, by who asked (bot/human/asset/rejected), what the
+    /// cache did (hit/miss/stale/error/none), the crawler family
+    /// ([`FAMILY_LABELS`]) and the answer's status class. Bot hit ratio =
     /// `rate(…{kind="bot",cache=~"hit|stale"}) / rate(…{kind="bot"})`.
-    /// Its series by `[kind][cache]`, looked up once.
-    request_series: [[IntCounter; 5]; 4],
+    requests_total: IntCounterVec,
+    /// Its series by `[kind][cache][family][status_class]` (flattened),
+    /// each looked up once.
+    request_series: Box<[OnceLock<IntCounter>]>,
     /// `prerender_request_duration_seconds{kind,cache}`: the proxy's own
     /// time for a public request, from its head being read to the response
     /// head being handed to the connection (a body then streams; for hits
@@ -481,8 +523,8 @@ impl Metrics {
 
         let requests_total = counter_vec(
             "prerender_requests_total",
-            "Public requests by kind (bot, human, asset, rejected) and cache result (hit, miss, stale, error, none).",
-            &["kind", "cache"],
+            "Public requests by kind (bot, human, asset, rejected), cache result (hit, miss, stale, error, none), crawler family and status class of the answer.",
+            &["kind", "cache", "family", "status_class"],
         );
         let request_duration_seconds = reg(
             &registry,
@@ -606,11 +648,12 @@ impl Metrics {
             &["domain"],
         );
 
-        // Known label combinations start at zero.
-        let request_series = RequestKind::ALL.map(|kind| {
-            CacheResult::ALL
-                .map(|cache| requests_total.with_label_values(&[kind.as_str(), cache.as_str()]))
-        });
+        let request_series = (0..RequestKind::ALL.len()
+            * CacheResult::ALL.len()
+            * FAMILY_LABELS.len()
+            * STATUS_CLASSES.len())
+            .map(|_| OnceLock::new())
+            .collect();
         for outcome in RenderOutcome::ALL {
             renders_total.with_label_values(&[outcome.as_str()]);
         }
@@ -626,6 +669,7 @@ impl Metrics {
                 max: max_domain_labels,
                 known: Mutex::new(HashSet::new()),
             },
+            requests_total,
             request_series,
             request_duration_seconds,
             request_duration_series,
@@ -659,9 +703,32 @@ impl Metrics {
         })
     }
 
-    /// One public request, once its kind and cache result are known.
-    pub fn observe_request(&self, kind: RequestKind, cache: CacheResult) {
-        self.request_series[kind.index()][cache.index()].inc();
+    /// One public request, once its answer's status is known: its kind,
+    /// cache result, crawler family (a [`FAMILY_LABELS`] name; anything
+    /// else counts as `other`; [`NO_FAMILY`] for all but rendered
+    /// crawlers) and status.
+    pub fn observe_request(
+        &self,
+        kind: RequestKind,
+        cache: CacheResult,
+        family: &str,
+        status: u16,
+    ) {
+        let (f, c) = (family_index(family), status_class_index(status));
+        let index = ((kind.index() * CacheResult::ALL.len() + cache.index()) * FAMILY_LABELS.len()
+            + f)
+            * STATUS_CLASSES.len()
+            + c;
+        self.request_series[index]
+            .get_or_init(|| {
+                self.requests_total.with_label_values(&[
+                    kind.as_str(),
+                    cache.as_str(),
+                    FAMILY_LABELS[f],
+                    STATUS_CLASSES[c],
+                ])
+            })
+            .inc();
     }
 
     /// The proxy's time for one public request (see
@@ -859,7 +926,7 @@ mod tests {
     }
 
     fn observe_everything(m: &Metrics) {
-        m.observe_request(RequestKind::Bot, CacheResult::Hit);
+        m.observe_request(RequestKind::Bot, CacheResult::Hit, "search-engines", 200);
         m.observe_render(RenderOutcome::Ok, Some(Duration::from_millis(1200)));
         m.sync_refreshes(1);
         m.observe_quota_exhausted("example.com");
@@ -966,15 +1033,62 @@ mod tests {
     }
 
     #[test]
+    fn request_labels_are_bounded() {
+        let m = Metrics::new();
+        m.observe_request(RequestKind::Bot, CacheResult::Miss, "ai-training", 404);
+        m.observe_request(RequestKind::Bot, CacheResult::Miss, "ai-training", 410);
+        m.observe_request(RequestKind::Bot, CacheResult::Error, "/etc/bots/mine", 503);
+        m.observe_request(RequestKind::Bot, CacheResult::Hit, "woothee", 301);
+        m.observe_request(RequestKind::Human, CacheResult::None, NO_FAMILY, 101);
+        m.observe_request(RequestKind::Rejected, CacheResult::None, NO_FAMILY, 421);
+        let text = m.render_text();
+        for (series, value) in [
+            (
+                r#"prerender_requests_total{cache="miss",family="ai-training",kind="bot",status_class="4xx"}"#,
+                2.0,
+            ),
+            (
+                r#"prerender_requests_total{cache="error",family="other",kind="bot",status_class="5xx"}"#,
+                1.0,
+            ),
+            (
+                r#"prerender_requests_total{cache="hit",family="woothee",kind="bot",status_class="3xx"}"#,
+                1.0,
+            ),
+            (
+                r#"prerender_requests_total{cache="none",family="none",kind="human",status_class="1xx"}"#,
+                1.0,
+            ),
+            (
+                r#"prerender_requests_total{cache="none",family="none",kind="rejected",status_class="4xx"}"#,
+                1.0,
+            ),
+        ] {
+            assert_eq!(sample(&text, series), Some(value), "{series}\n{text}");
+        }
+        let families: HashSet<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("prerender_requests_total{"))
+            .filter_map(|l| l.split("family=\"").nth(1)?.split('"').next())
+            .collect();
+        assert!(
+            families.iter().all(|f| FAMILY_LABELS.contains(f)),
+            "{families:?}"
+        );
+        for family in crate::bot::Family::ALL {
+            assert!(FAMILY_LABELS.contains(&family.name()), "{}", family.name());
+        }
+    }
+
+    #[test]
     fn figures_land_in_the_right_series() {
         let m = Metrics::new();
         observe_everything(&m);
         let text = m.render_text();
         let expect = [
-            (r#"prerender_requests_total{cache="hit",kind="bot"}"#, 1.0),
             (
-                r#"prerender_requests_total{cache="miss",kind="human"}"#,
-                0.0,
+                r#"prerender_requests_total{cache="hit",family="search-engines",kind="bot",status_class="2xx"}"#,
+                1.0,
             ),
             (r#"prerender_renders_total{outcome="ok"}"#, 1.0),
             (r#"prerender_renders_total{outcome="browser-crash"}"#, 0.0),

@@ -309,15 +309,15 @@ async fn stats_and_metrics_follow_the_traffic() {
             .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
     };
     assert_eq!(
-        sample("prerender_requests_total{cache=\"hit\",kind=\"bot\"}"),
+        sample("prerender_requests_total{cache=\"hit\",family=\"search-engines\",kind=\"bot\",status_class=\"2xx\"}"),
         2.0
     );
     assert_eq!(
-        sample("prerender_requests_total{cache=\"miss\",kind=\"bot\"}"),
+        sample("prerender_requests_total{cache=\"miss\",family=\"search-engines\",kind=\"bot\",status_class=\"2xx\"}"),
         1.0
     );
     assert_eq!(
-        sample("prerender_requests_total{cache=\"none\",kind=\"human\"}"),
+        sample("prerender_requests_total{cache=\"none\",family=\"none\",kind=\"human\",status_class=\"2xx\"}"),
         1.0
     );
     assert_eq!(sample("prerender_renders_total{outcome=\"ok\"}"), 1.0);
@@ -441,4 +441,163 @@ async fn recycles_write_no_error_line_and_each_crawler_request_one_info_line() {
             assert!(line.contains(field), "{field} missing from {line}");
         }
     }
+}
+
+#[tokio::test]
+async fn pages_are_listed_and_purged_by_prefix_on_redis() {
+    let spa = Spa::start().await;
+    let redis = common::redis::RedisServer::start();
+    let origin = spa.url();
+    let redis_url = redis.url();
+    let args = [
+        "--origin",
+        &origin,
+        "--domain",
+        HOST,
+        "--browsers",
+        "1",
+        "--tabs-per-browser",
+        "2",
+        "--admin-token",
+        TOKEN,
+        "--redis",
+        &redis_url,
+    ];
+    let proxy = ProxyProcess::start_ready(&args);
+    let paths = ["/blog/1", "/blog/2", "/blog/3", "/blogroll", "/shop/1"];
+    for path in paths {
+        assert_eq!(bot(&proxy, path).await.status, 200, "{path}");
+    }
+
+    // Everything, then the blog two at a time.
+    let list = |query: String| {
+        let proxy = &proxy;
+        async move {
+            let r = api(proxy, "GET", &format!("/api/v1/pages?{query}"), "").await;
+            (
+                r.status,
+                serde_json::from_slice::<serde_json::Value>(&r.body).unwrap_or_default(),
+            )
+        }
+    };
+    let (status, all) = list(format!("domain={HOST}")).await;
+    assert_eq!(status, 200, "{all}");
+    let urls: Vec<&str> = all["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["url"].as_str().unwrap())
+        .collect();
+    let mut expected: Vec<String> = paths.iter().map(|p| format!("https://{HOST}{p}")).collect();
+    expected.sort();
+    assert_eq!(urls, expected);
+    assert!(all["next_cursor"].is_null());
+    let first = &all["pages"][0];
+    assert_eq!(first["status"], 200);
+    assert!(first["bytes"].as_u64().unwrap() > 4000, "{first}");
+    for field in ["rendered_at", "expires_at", "last_hit"] {
+        assert!(
+            first[field].as_str().unwrap().ends_with('Z'),
+            "{field}: {first}"
+        );
+    }
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut q = format!("domain={HOST}&prefix=%2Fblog%2F&limit=2");
+        if let Some(c) = &cursor {
+            q.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = list(q).await;
+        assert_eq!(status, 200, "{page}");
+        let pages = page["pages"].as_array().unwrap();
+        assert!(pages.len() <= 2);
+        seen.extend(pages.iter().map(|p| p["url"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+        assert!(seen.len() <= 3, "{seen:?}");
+    }
+    assert_eq!(
+        seen,
+        ["/blog/1", "/blog/2", "/blog/3"].map(|p| format!("https://{HOST}{p}"))
+    );
+
+    // Bad parameters are a 400 with a reason; other domains a 404.
+    for bad in [
+        String::new(),
+        format!("domain={HOST}&limit=0"),
+        format!("domain={HOST}&limit=1001"),
+        format!("domain={HOST}&limit=ten"),
+        format!("domain={HOST}&cursor=zz"),
+        format!("domain={HOST}&cursor=6162"),
+        format!("domain={HOST}&prefix=blog"),
+        "domain=bad%20domain".to_string(),
+    ] {
+        let (status, body) = list(bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["error"].is_string(), "{bad}: {body}");
+    }
+    assert_eq!(list("domain=elsewhere.test".into()).await.0, 404);
+    let unauth = get(
+        &proxy.admin_url(&format!("/api/v1/pages?domain={HOST}")),
+        &[],
+    )
+    .await;
+    assert_eq!(unauth.status, 401);
+
+    // A second instance on the same Redis serves the blog from its
+    // in-process copy until the purge reaches it.
+    let other = ProxyProcess::start_ready(&args);
+    assert_eq!(
+        bot(&other, "/blog/1").await.header("x-prerender-cache"),
+        Some("HIT")
+    );
+    let purge = api(
+        &proxy,
+        "DELETE",
+        &format!("/api/v1/cache/domain/{HOST}?prefix=/blog/"),
+        "",
+    )
+    .await;
+    assert_eq!(purge.status, 200, "{}", purge.text());
+    let purged: serde_json::Value = serde_json::from_slice(&purge.body).unwrap();
+    assert_eq!(purged["purged"], 3, "{purged}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut conn = redis.raw();
+    for path in ["/blog/1", "/blog/2", "/blog/3"] {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(format!("render:{HOST}:{path}"))
+            .query(&mut conn)
+            .unwrap();
+        assert!(!exists, "{path} still in Redis");
+    }
+    for path in ["/blogroll", "/shop/1"] {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(format!("render:{HOST}:{path}"))
+            .query(&mut conn)
+            .unwrap();
+        assert!(exists, "{path} purged with the blog");
+        assert_eq!(
+            bot(&other, path).await.header("x-prerender-cache"),
+            Some("HIT")
+        );
+    }
+    assert_eq!(
+        bot(&other, "/blog/1").await.header("x-prerender-cache"),
+        Some("MISS"),
+        "the other instance forgot its copy"
+    );
+    let (_, after) = list(format!("domain={HOST}&prefix=/blog/")).await;
+    assert_eq!(after["pages"].as_array().unwrap().len(), 1, "{after}");
+    let bad = api(
+        &proxy,
+        "DELETE",
+        &format!("/api/v1/cache/domain/{HOST}?prefix=blog"),
+        "",
+    )
+    .await;
+    assert_eq!(bad.status, 400);
 }

@@ -395,3 +395,35 @@ async fn the_embedded_store_serves_hits_without_redis() {
     assert!(js.header("x-prerender-cache").is_none());
     assert!(js.text().contains("prerenderReady"));
 }
+
+#[tokio::test]
+async fn a_key_prefix_keeps_every_redis_key_of_the_deployment_under_it() {
+    let spa = Spa::start().await;
+    let redis = RedisServer::start();
+    let mut args = small(&spa.url());
+    args.extend([
+        "--redis".to_string(),
+        redis.url(),
+        "--key-prefix".to_string(),
+        "shop-a:".to_string(),
+    ]);
+    let proxy = start(&args);
+    let first = bot(&proxy, "/app/x").await;
+    assert_eq!(first.header("x-prerender-cache"), Some("MISS"));
+    assert_eq!(
+        bot(&proxy, "/app/x").await.header("x-prerender-cache"),
+        Some("HIT")
+    );
+    let mut conn = redis.raw();
+    let html: String = redis::cmd("GET")
+        .arg(format!("shop-a:render:{HOST}:/app/x"))
+        .query(&mut conn)
+        .unwrap();
+    assert!(html.contains("Rendered by JavaScript at /app/x"), "{html}");
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+    assert!(
+        keys.iter().all(|k| k.starts_with("shop-a:render")),
+        "{keys:?}"
+    );
+    assert!(keys.contains(&format!("shop-a:render-meta:{HOST}:/app/x")));
+}

@@ -225,7 +225,7 @@ async fn enforce_renders_verified_crawlers_and_answers_impostors_like_people() {
     assert_eq!(
         metric(
             &proxy,
-            r#"prerender_requests_total{cache="none",kind="human"}"#
+            r#"prerender_requests_total{cache="none",family="none",kind="human",status_class="2xx"}"#
         )
         .await,
         5.0

@@ -20,7 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use prerender_proxy::cache::{
-    CacheKey, CacheStore, PurgeEvent, StoredPage, WaitOutcome, DEFAULT_CACHE_MAX_BYTES,
+    list_pages, purge_prefix, CacheKey, CacheStore, PurgeEvent, StoredPage, WaitOutcome,
+    DEFAULT_CACHE_MAX_BYTES,
 };
 use tokio::time::Instant;
 
@@ -213,6 +214,129 @@ mod contract {
         );
         assert!(store.purge_domain("bad domain").await.is_err());
         assert_eq!(store.purge_domain("unknown.test").await.unwrap(), 0);
+    }
+
+    pub async fn pages_are_listed_by_prefix_in_key_order_and_paged(store: &Arc<dyn CacheStore>) {
+        let blog = [
+            key("example.com", "/blog/a"),
+            key("example.com", "/blog/b?page=2"),
+            CacheKey::new("example.com", "/blog/c", &[], true).unwrap(),
+            key("example.com", "/blog/d"),
+        ];
+        let others = [
+            key("example.com", "/blogroll"),
+            key("example.com", "/"),
+            key("www.example.com", "/blog/x"),
+        ];
+        for (i, k) in blog.iter().chain(&others).enumerate() {
+            let mut p = page(&"x".repeat(10 + i));
+            p.status = if i == 1 { 404 } else { 200 };
+            store.put(k, &p, HOUR).await.unwrap();
+        }
+        store
+            .touch(&blog[0], at_ms(1_800_000_000_000))
+            .await
+            .unwrap();
+        // A page that is gone (expired) is not listed though still indexed.
+        let gone = key("example.com", "/blog/gone");
+        store
+            .put(&gone, &page("p"), Duration::from_millis(50))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        let all = list_pages(&**store, "Example.COM", "/blog/", None, 1000)
+            .await
+            .unwrap();
+        let names: Vec<String> = all.pages.iter().map(|p| p.key.to_string()).collect();
+        let mut expected: Vec<String> = blog.iter().map(|k| k.to_string()).collect();
+        expected.sort();
+        assert_eq!(names, expected);
+        assert_eq!(all.next_after, None);
+        let a = all.pages.iter().find(|p| p.key == blog[0]).unwrap();
+        assert_eq!(a.info.bytes, 10);
+        assert_eq!(a.info.status, 200);
+        assert_eq!(a.info.rendered_at, at_ms(1_790_000_000_123));
+        assert_eq!(a.info.expires_at, at_ms(1_790_003_600_123));
+        assert_eq!(a.last_hit, at_ms(1_800_000_000_000));
+        let b = all.pages.iter().find(|p| p.key == blog[1]).unwrap();
+        assert_eq!(b.info.status, 404);
+
+        // Two at a time: every page once, in order, then the end.
+        let mut paged = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..4 {
+            let list = list_pages(&**store, "example.com", "/blog/", after.as_deref(), 2)
+                .await
+                .unwrap();
+            assert!(list.pages.len() <= 2);
+            paged.extend(list.pages.iter().map(|p| p.key.to_string()));
+            after = list.next_after;
+            if after.is_none() {
+                break;
+            }
+        }
+        assert_eq!(paged, expected);
+        assert_eq!(after, None);
+        let everything = list_pages(&**store, "example.com", "/", None, 1000)
+            .await
+            .unwrap();
+        assert_eq!(everything.pages.len(), 6);
+        assert!(list_pages(&**store, "bad domain", "/", None, 10)
+            .await
+            .is_err());
+    }
+
+    pub async fn purge_prefix_removes_only_matching_pages(store: &Arc<dyn CacheStore>) {
+        let blog = [
+            key("example.com", "/blog/a"),
+            key("example.com", "/blog/b/c?page=2"),
+            CacheKey::new("example.com", "/blog/d", &[], true).unwrap(),
+        ];
+        let others = [
+            key("example.com", "/blogroll"),
+            key("example.com", "/"),
+            key("www.example.com", "/blog/a"),
+        ];
+        for k in blog.iter().chain(&others) {
+            store.put(k, &page("p"), HOUR).await.unwrap();
+            store.schedule(k, at_ms(0)).await.unwrap();
+        }
+        let mut events = store.subscribe_purges();
+        assert_eq!(
+            purge_prefix(&**store, "example.com", "/blog/")
+                .await
+                .unwrap(),
+            3
+        );
+        for k in &blog {
+            assert_eq!(store.get(k).await.unwrap(), None, "{k}");
+        }
+        for k in &others {
+            assert!(store.get(k).await.unwrap().is_some(), "{k}");
+        }
+        assert_eq!(store.entries("example.com").await.unwrap(), 2);
+        let due = store
+            .claim_due("example.com", SystemTime::now(), 10)
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 2, "purged pages leave the schedule: {due:?}");
+        // Every instance hears of each purged page.
+        let mut heard = HashSet::new();
+        while heard.len() < 3 {
+            match tokio::time::timeout(DEADLINE, events.recv()).await {
+                Ok(Ok(PurgeEvent::Page(k))) => {
+                    heard.insert(k.to_string());
+                }
+                other => panic!("expected page purges, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            purge_prefix(&**store, "example.com", "/blog/")
+                .await
+                .unwrap(),
+            0
+        );
     }
 
     pub async fn purge_all_keeps_only_quota_counters(store: &Arc<dyn CacheStore>) {
@@ -709,6 +833,8 @@ contract_tests!(
     delete_removes_one_page,
     purge_domain_removes_only_that_domain,
     purge_all_keeps_only_quota_counters,
+    pages_are_listed_by_prefix_in_key_order_and_paged,
+    purge_prefix_removes_only_matching_pages,
     purges_are_announced,
     render_lock_is_exclusive_and_owner_checked,
     render_lock_expires,

@@ -322,3 +322,117 @@ async fn purges_walk_large_keyspaces_and_spare_other_domains() {
     layout::assert_purges_walk_large_keyspaces(&*store, &mut server.raw(), &page("p"), all_keys)
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_prefixes_keep_deployments_apart_on_one_server() {
+    use prerender_proxy::pipeline::shared_queue::{JobLane, JobQueue, SharedJob};
+    let server = RedisServer::start();
+    let prefixed = |prefix: &str| RedisOptions {
+        key_prefix: prefix.to_string(),
+        ..RedisOptions::default()
+    };
+    let blue = RedisStore::connect(&server.url(), prefixed("blue:")).unwrap();
+    let green = RedisStore::connect(&server.url(), prefixed("green:")).unwrap();
+    assert!(blue.wait_notices_connected(DEADLINE).await);
+    assert!(green.wait_notices_connected(DEADLINE).await);
+    let mut raw = server.raw();
+
+    // Everything blue writes starts with its prefix.
+    let k = key("example.com", "/a");
+    let other = key("example.com", "/b");
+    blue.put(&k, &page("blue page"), HOUR).await.unwrap();
+    blue.put(&other, &page("blue b"), HOUR).await.unwrap();
+    blue.schedule(&k, at_ms(0)).await.unwrap();
+    assert!(blue.try_lock(&k, "me", HOUR).await.unwrap());
+    blue.incr_renders("example.com", "2026-11").await.unwrap();
+    blue.incr_unverified_renders("example.com", 42)
+        .await
+        .unwrap();
+    let job = SharedJob {
+        key: k.clone(),
+        lane: JobLane::Live,
+        queued_at: SystemTime::now(),
+    };
+    assert!(blue.push_job(&job, 10).await.unwrap().is_some());
+    let keys: Vec<String> = raw.keys("*").unwrap();
+    assert!(keys.len() >= 9, "{keys:?}");
+    assert!(
+        keys.iter().all(|k| k.starts_with("blue:render")),
+        "{keys:?}"
+    );
+    let html: String = raw.get("blue:render:example.com:/a").unwrap();
+    assert_eq!(html, "blue page");
+    let member: Option<f64> = raw
+        .zscore(
+            "blue:render-index:example.com",
+            "blue:render:example.com:/a",
+        )
+        .unwrap();
+    assert!(member.is_some());
+
+    // The other deployment sees none of it and keeps its own pages.
+    assert_eq!(green.get(&k).await.unwrap(), None);
+    assert!(!green.is_locked(&k).await.unwrap());
+    assert_eq!(green.entries("example.com").await.unwrap(), 0);
+    assert!(green.domains().await.unwrap().is_empty());
+    assert_eq!(
+        green
+            .renders_in_month("example.com", "2026-11")
+            .await
+            .unwrap(),
+        0
+    );
+    green.put(&k, &page("green page"), HOUR).await.unwrap();
+    let mut green_purges = green.subscribe_purges();
+    let mut blue_purges = blue.subscribe_purges();
+
+    // Scripts (eviction, claims) and purges stay inside the prefix.
+    blue.touch(&other, SystemTime::now() + HOUR).await.unwrap();
+    assert_eq!(
+        blue.evict_over("example.com", 1).await.unwrap(),
+        vec![k.clone()]
+    );
+    assert_eq!(
+        blue.claim_due("example.com", SystemTime::now(), 10)
+            .await
+            .unwrap(),
+        Vec::<CacheKey>::new(),
+        "the evicted page left the schedule"
+    );
+    blue.schedule(&other, at_ms(0)).await.unwrap();
+    assert_eq!(
+        blue.claim_due("example.com", SystemTime::now(), 10)
+            .await
+            .unwrap(),
+        vec![other.clone()]
+    );
+    assert_eq!(blue.purge_all().await.unwrap(), 1);
+    assert_eq!(
+        tokio::time::timeout(DEADLINE, blue_purges.recv())
+            .await
+            .unwrap()
+            .unwrap(),
+        PurgeEvent::Page(k.clone()),
+        "the eviction's notice"
+    );
+    assert_eq!(
+        tokio::time::timeout(DEADLINE, blue_purges.recv())
+            .await
+            .unwrap()
+            .unwrap(),
+        PurgeEvent::All
+    );
+    assert_eq!(
+        green.get(&k).await.unwrap().map(|p| p.html),
+        Some(Bytes::from_static(b"green page"))
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), green_purges.recv())
+            .await
+            .is_err(),
+        "another deployment's purge is not heard"
+    );
+    assert_eq!(green.purge_domain("example.com").await.unwrap(), 1);
+    let left: Vec<String> = raw.keys("green:render:*").unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -455,3 +455,70 @@ async fn one_seed_node_finds_the_whole_cluster() {
     assert_eq!(store.entries("example.com").await.unwrap(), 20);
     assert_eq!(store.purge_domain("example.com").await.unwrap(), 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_prefixes_keep_deployments_apart_on_one_cluster() {
+    let cluster = RedisCluster::start();
+    let prefixed = |prefix: &str| {
+        RedisStore::connect_cluster(
+            &cluster.urls(),
+            RedisOptions {
+                key_prefix: prefix.to_string(),
+                ..RedisOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let blue = prefixed("blue:");
+    let green = prefixed("green:");
+    assert!(blue.wait_notices_connected(DEADLINE).await);
+    assert!(green.wait_notices_connected(DEADLINE).await);
+    // Pages on several slots, evicted client-side as a cluster does.
+    let keys: Vec<CacheKey> = (0..6)
+        .map(|i| key("example.com", &format!("/p/{i}")))
+        .collect();
+    for k in &keys {
+        blue.put(k, &page("blue"), HOUR).await.unwrap();
+        blue.schedule(k, UNIX_EPOCH).await.unwrap();
+    }
+    green.put(&keys[0], &page("green"), HOUR).await.unwrap();
+    blue.touch(&keys[0], SystemTime::now() + HOUR)
+        .await
+        .unwrap();
+    let evicted = blue.evict_over("example.com", 5).await.unwrap();
+    assert_eq!(evicted.len(), 1, "{evicted:?}");
+    assert_ne!(evicted[0], keys[0], "the most recently used page stays");
+    assert_eq!(blue.entries("example.com").await.unwrap(), 5);
+    assert_eq!(green.entries("example.com").await.unwrap(), 1);
+    for port in cluster.ports() {
+        for name in keys_on(*port) {
+            assert!(
+                name.starts_with("blue:render") || name.starts_with("green:render"),
+                "{name} on {port}"
+            );
+        }
+    }
+    let mut green_purges = green.subscribe_purges();
+    assert_eq!(blue.purge_all().await.unwrap(), 5);
+    assert_eq!(
+        green.get(&keys[0]).await.unwrap().map(|p| p.html),
+        Some(Bytes::from_static(b"green"))
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), green_purges.recv())
+            .await
+            .is_err(),
+        "another deployment's purge is not heard"
+    );
+    let left: usize = cluster
+        .ports()
+        .iter()
+        .map(|p| {
+            keys_on(*p)
+                .iter()
+                .filter(|k| k.starts_with("blue:"))
+                .count()
+        })
+        .sum();
+    assert_eq!(left, 0);
+}

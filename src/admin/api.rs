@@ -63,6 +63,50 @@ fn error(status: StatusCode, message: impl Into<String>) -> ApiError {
     }
 }
 
+/// An operation made of many store calls (a page per call): bounded as a
+/// whole, more loosely than one call.
+async fn many_store_calls<T>(
+    fut: impl std::future::Future<Output = crate::cache::StoreResult<T>>,
+) -> crate::cache::StoreResult<T> {
+    match tokio::time::timeout(std::time::Duration::from_secs(30), fut).await {
+        Ok(r) => r,
+        Err(_) => Err(crate::cache::StoreError::Pool(
+            "store calls took over 30 s".into(),
+        )),
+    }
+}
+
+/// Pages per `GET /api/v1/pages` answer: default and bound (SPEC §5).
+pub const DEFAULT_PAGE_LIMIT: usize = 100;
+pub const MAX_PAGE_LIMIT: usize = 1000;
+
+/// The value of a query parameter (percent-decoded), if given.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// A path prefix as the cache keys hold paths: absolute, its
+/// percent-encoding normalised (`/café` and `/caf%C3%A9` are one prefix),
+/// a trailing `/` kept.
+fn path_prefix(raw: &str) -> ApiResult<String> {
+    if !raw.starts_with('/') {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "prefix must be a path starting with /",
+        ));
+    }
+    let normalized = crate::cache::key::normalize_path(raw)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid prefix: {e}")))?;
+    // The normalisation may drop a trailing slash; the prefix keeps it, so
+    // `/blog/` does not also match `/blogroll`.
+    if raw.ends_with('/') && !normalized.ends_with('/') {
+        return Ok(format!("{normalized}/"));
+    }
+    Ok(normalized)
+}
+
 fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
         .format(&time::format_description::well_known::Rfc3339)
@@ -94,13 +138,20 @@ impl Api {
             (Method::DELETE, "/api/v1/cache") if query.is_empty() => self.purge_all().await,
             (Method::DELETE, "/api/v1/cache") => self.purge_one(&query).await,
             (Method::DELETE, p) if p.starts_with("/api/v1/cache/domain/") => {
-                self.purge_domain(&p["/api/v1/cache/domain/".len()..]).await
+                let domain = &p["/api/v1/cache/domain/".len()..];
+                match query_param(&query, "prefix") {
+                    Some(prefix) => self.purge_prefix(domain, &prefix).await,
+                    None => self.purge_domain(domain).await,
+                }
             }
+            (Method::GET, "/api/v1/pages") => self.pages(&query).await,
             (Method::POST, "/api/v1/warm") => self.warm(req).await,
             (Method::POST, "/api/v1/refresh") => self.refresh(req).await,
-            (_, "/api/v1/stats" | "/api/v1/cache" | "/api/v1/warm" | "/api/v1/refresh") => {
-                Err(error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"))
-            }
+            (
+                _,
+                "/api/v1/stats" | "/api/v1/cache" | "/api/v1/warm" | "/api/v1/refresh"
+                | "/api/v1/pages",
+            ) => Err(error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")),
             _ => Err(error(StatusCode::NOT_FOUND, "no such endpoint")),
         };
         outcome.unwrap_or_else(ApiError::into_response)
@@ -202,6 +253,118 @@ impl Api {
         Ok(respond::json(
             StatusCode::OK,
             &json!({ "purged": purged, "domain": domain }),
+        ))
+    }
+
+    /// A configured domain named by the API, normalised; 400 if malformed,
+    /// 404 if not served here.
+    fn served_domain(&self, raw: &str) -> ApiResult<(String, Arc<Site>)> {
+        let domain = crate::cache::key::normalize_host(raw)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid domain: {e}")))?;
+        let site = self
+            .config
+            .sites
+            .lookup(&domain)
+            .cloned()
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("unknown domain {domain}")))?;
+        Ok((domain, site))
+    }
+
+    async fn purge_prefix(&self, raw_domain: &str, raw_prefix: &str) -> ApiResult {
+        let (domain, _) = self.served_domain(raw_domain)?;
+        let prefix = path_prefix(raw_prefix)?;
+        let purged = many_store_calls(crate::cache::purge_prefix(
+            &**self.prerender.store(),
+            &domain,
+            &prefix,
+        ))
+        .await
+        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")))?;
+        for variant in ["", crate::cache::key::MOBILE_MARKER] {
+            self.prepared
+                .remove_prefix(&format!("render:{domain}:{variant}{prefix}"));
+        }
+        tracing::info!(%domain, %prefix, purged, "purged pages by path prefix");
+        Ok(respond::json(
+            StatusCode::OK,
+            &json!({ "purged": purged, "domain": domain, "prefix": prefix }),
+        ))
+    }
+
+    /// `GET /api/v1/pages?domain=D[&prefix=P][&cursor=C][&limit=N]`: the
+    /// domain's cached pages ordered by key, `limit` at a time (≤ 1000,
+    /// default 100); `next_cursor` continues after the last one.
+    async fn pages(&self, query: &str) -> ApiResult {
+        let raw_domain = query_param(query, "domain").ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "missing ?domain= (a configured domain)",
+            )
+        })?;
+        let (domain, site) = self.served_domain(&raw_domain)?;
+        let prefix = match query_param(query, "prefix") {
+            Some(p) => path_prefix(&p)?,
+            None => "/".to_string(),
+        };
+        let limit = match query_param(query, "limit") {
+            None => DEFAULT_PAGE_LIMIT,
+            Some(raw) => raw
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_PAGE_LIMIT).contains(n))
+                .ok_or_else(|| {
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        format!("limit must be a number from 1 to {MAX_PAGE_LIMIT}"),
+                    )
+                })?,
+        };
+        let after = match query_param(query, "cursor") {
+            None => None,
+            Some(raw) => Some(
+                hex::decode(&raw)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .filter(|k| k.starts_with(&format!("render:{domain}:")))
+                    .ok_or_else(|| {
+                        error(
+                            StatusCode::BAD_REQUEST,
+                            "invalid cursor (pass next_cursor as it was given)",
+                        )
+                    })?,
+            ),
+        };
+        let list = many_store_calls(crate::cache::list_pages(
+            &**self.prerender.store(),
+            &domain,
+            &prefix,
+            after.as_deref(),
+            limit,
+        ))
+        .await
+        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")))?;
+        let pages: Vec<serde_json::Value> = list
+            .pages
+            .iter()
+            .map(|p| {
+                json!({
+                    "url": format!("{}://{}{}", site.scheme, domain, p.key.path()),
+                    "mobile": p.key.is_mobile(),
+                    "key": p.key.to_string(),
+                    "status": p.info.status,
+                    "rendered_at": rfc3339(p.info.rendered_at),
+                    "expires_at": rfc3339(p.info.expires_at),
+                    "bytes": p.info.bytes,
+                    "last_hit": rfc3339(p.last_hit),
+                })
+            })
+            .collect();
+        Ok(respond::json(
+            StatusCode::OK,
+            &json!({
+                "pages": pages,
+                "next_cursor": list.next_after.map(hex::encode),
+            }),
         ))
     }
 

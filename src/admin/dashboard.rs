@@ -142,6 +142,8 @@ mod tests {
             "renders_this_month",
             "monthly_renders",
             "next_refresh",
+            "families",
+            "recent_failures",
         ] {
             assert!(
                 DASHBOARD_HTML.contains(&format!("d.{field}")),

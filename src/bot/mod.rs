@@ -110,6 +110,32 @@ impl fmt::Display for UaVerdict {
     }
 }
 
+/// Which paths of a site are never rendered.
+pub trait PathFilter {
+    fn excludes(&self, path: &str) -> bool;
+}
+
+/// `ignore` patterns alone: a matching path is not rendered.
+impl PathFilter for regex::RegexSet {
+    fn excludes(&self, path: &str) -> bool {
+        self.is_match(path)
+    }
+}
+
+/// A site's `ignore` and `only` patterns: a path is rendered only if no
+/// `ignore` pattern matches it and, when `only` lists any, one of those does.
+#[derive(Debug, Clone, Copy)]
+pub struct PathRules<'a> {
+    pub ignore: &'a regex::RegexSet,
+    pub only: &'a regex::RegexSet,
+}
+
+impl PathFilter for PathRules<'_> {
+    fn excludes(&self, path: &str) -> bool {
+        self.ignore.is_match(path) || (!self.only.is_empty() && !self.only.is_match(path))
+    }
+}
+
 /// Classifies User-Agents and decides which requests are rendered.
 /// Immutable once built: share it in an `Arc`.
 pub struct BotDetector {
@@ -237,7 +263,7 @@ impl BotDetector {
         path: &str,
         query: Option<&str>,
         headers: &HeaderMap,
-        ignore: &regex::RegexSet,
+        ignore: &impl PathFilter,
     ) -> RenderDecision {
         let user_agent: Cow<'_, str> = headers
             .get(USER_AGENT)
@@ -263,7 +289,7 @@ impl BotDetector {
         path: &str,
         query: Option<&str>,
         user_agent: &str,
-        ignore: &regex::RegexSet,
+        ignore: &impl PathFilter,
     ) -> RenderDecision {
         if !renderable_method {
             return RenderDecision::Pass(PassReason::Method);
@@ -281,7 +307,7 @@ impl BotDetector {
             }
             UaVerdict::Human { .. } => return RenderDecision::Pass(PassReason::Human),
         };
-        if ignore.is_match(path) {
+        if ignore.excludes(path) {
             return RenderDecision::Pass(PassReason::Ignored);
         }
         RenderDecision::Render { rule }
@@ -333,6 +359,34 @@ mod tests {
 
     fn no_ignore() -> regex::RegexSet {
         regex::RegexSet::empty()
+    }
+
+    #[test]
+    fn only_patterns_limit_rendering_beside_ignore() {
+        let detector = BotDetector::with_defaults().unwrap();
+        let ignore = regex::RegexSet::new(["^/products/secret"]).unwrap();
+        let only = regex::RegexSet::new(["^/products/", "^/$"]).unwrap();
+        let rules = PathRules {
+            ignore: &ignore,
+            only: &only,
+        };
+        let decide =
+            |path: &str| detector.decide(&Method::GET, path, None, &headers(GOOGLEBOT), &rules);
+        assert!(decide("/products/1").is_render());
+        assert!(decide("/").is_render());
+        assert_eq!(decide("/about"), RenderDecision::Pass(PassReason::Ignored));
+        assert_eq!(
+            decide("/products/secret"),
+            RenderDecision::Pass(PassReason::Ignored)
+        );
+        let empty = regex::RegexSet::empty();
+        let no_only = PathRules {
+            ignore: &empty,
+            only: &empty,
+        };
+        assert!(detector
+            .decide(&Method::GET, "/about", None, &headers(GOOGLEBOT), &no_only)
+            .is_render());
     }
 
     const GOOGLEBOT: &str =

@@ -12,7 +12,7 @@ pub const PAGE_KEY_PREFIX: &str = "render:";
 /// Prefix of the Redis hash holding a page's metadata.
 pub const META_KEY_PREFIX: &str = "render-meta:";
 /// Marker between domain and path for the mobile variant of a page.
-const MOBILE_MARKER: &str = "m:";
+pub const MOBILE_MARKER: &str = "m:";
 /// Longest accepted host name (RFC 1035 limit for a full name).
 pub const MAX_HOST_BYTES: usize = crate::domain::MAX_DOMAIN_BYTES;
 /// Longest normalised path + query kept in a key; the public listener
@@ -197,9 +197,16 @@ impl From<DomainError> for KeyError {
     }
 }
 
+/// The AJAX crawling scheme's parameter (the same name as
+/// `bot::request::ESCAPED_FRAGMENT_PARAM`): `?_escaped_fragment_=/x` asks
+/// for the page's `#!/x` state, so a non-empty value is always kept in the
+/// key (cached apart from the page itself, rendered as `#!/x`).
+pub const ESCAPED_FRAGMENT: &str = "_escaped_fragment_";
+
 /// Normalises a request target (path, optional query and fragment) into
 /// the key's path: see [`normalize_path`]; the query keeps only the
-/// parameters named in `query_params`, sorted by name then value.
+/// parameters named in `query_params` and a non-empty
+/// [`ESCAPED_FRAGMENT`], sorted by name then value.
 pub fn normalize_target(target: &str, query_params: &[String]) -> Result<String, KeyError> {
     if target.bytes().any(|b| matches!(b, 0 | b'\r' | b'\n')) {
         return Err(KeyError::ControlCharacter);
@@ -210,7 +217,8 @@ pub fn normalize_target(target: &str, query_params: &[String]) -> Result<String,
         None => (target, None),
     };
     let mut normalized = normalize_path(path)?;
-    if let (Some(query), false) = (query, query_params.is_empty()) {
+    let wanted = |q: &str| !query_params.is_empty() || q.contains(ESCAPED_FRAGMENT);
+    if let Some(query) = query.filter(|q| wanted(q)) {
         let mut kept = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = match pair.split_once('=') {
@@ -219,7 +227,16 @@ pub fn normalize_target(target: &str, query_params: &[String]) -> Result<String,
             };
             let name = normalize_encoding(name, QUERY_LITERALS)?;
             let decoded = percent_encoding::percent_decode_str(&name).decode_utf8_lossy();
-            if query_params.iter().any(|p| *p == decoded) {
+            let escaped_fragment =
+                decoded == ESCAPED_FRAGMENT && value.is_some_and(|v| !v.is_empty());
+            if escaped_fragment {
+                // A state, not a parameter: `%2Fx` and `/x` are one state.
+                let state = value
+                    .map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy())
+                    .unwrap_or_default();
+                let state = percent_encoding::utf8_percent_encode(&state, FRAGMENT_STATE_ENCODED);
+                kept.push((name, Some(state.to_string())));
+            } else if query_params.iter().any(|p| *p == decoded) {
                 let value = value
                     .map(|v| normalize_encoding(v, QUERY_VALUE_LITERALS))
                     .transpose()?;
@@ -245,6 +262,19 @@ pub fn normalize_target(target: &str, query_params: &[String]) -> Result<String,
 /// Bytes kept literal in a path besides the unreserved ones: RFC 3986
 /// sub-delims, `:`, `@` and the segment separator `/`.
 const PATH_LITERALS: &[u8] = b"!$&'()*+,;=:@/";
+/// Bytes percent-encoded in a kept `_escaped_fragment_` state: controls,
+/// space, and what would end or split the query (`#`, `&`, `+`, `%`).
+const FRAGMENT_STATE_ENCODED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'&')
+    .add(b'+')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`');
+
 /// Literal bytes of a query parameter name (`&` and `=` separate pairs).
 const QUERY_LITERALS: &[u8] = b"!$'()*+,;:@/?";
 /// Literal bytes of a query parameter value (a `=` inside is harmless).
@@ -370,6 +400,35 @@ mod tests {
 
     fn key(host: &str, target: &str) -> Result<String, KeyError> {
         CacheKey::new(host, target, &[], false).map(|k| k.to_string())
+    }
+
+    #[test]
+    fn an_escaped_fragment_is_kept_apart_from_the_page() {
+        assert_eq!(
+            key("d", "/app?_escaped_fragment_=/x&utm=1").unwrap(),
+            "render:d:/app?_escaped_fragment_=/x"
+        );
+        assert_eq!(
+            key("d", "/app?_escaped_fragment_=%2Fx%20y").unwrap(),
+            key("d", "/app?utm=2&_escaped_fragment_=%2Fx%20y").unwrap()
+        );
+        // An empty value asks for the page itself (`<meta name="fragment">`).
+        assert_eq!(
+            key("d", "/app?_escaped_fragment_=").unwrap(),
+            "render:d:/app"
+        );
+        assert_eq!(
+            key("d", "/app?_escaped_fragment_").unwrap(),
+            "render:d:/app"
+        );
+        let kept = CacheKey::new(
+            "d",
+            "/p?page=2&_escaped_fragment_=/a",
+            &["page".into()],
+            false,
+        )
+        .unwrap();
+        assert_eq!(kept.to_string(), "render:d:/p?_escaped_fragment_=/a&page=2");
     }
 
     #[test]

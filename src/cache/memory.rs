@@ -16,8 +16,8 @@ use tokio::time::Instant;
 
 use super::key::normalize_host;
 use super::{
-    unix_millis, wait_for_page_with, CacheKey, Coordination, PageStore, PurgeEvent, StoreError,
-    StoreResult, StoredPage, WaitOutcome, NOTICE_CHANNEL_CAPACITY,
+    from_unix_millis, unix_millis, wait_for_page_with, CacheKey, Coordination, PageInfo, PageStore,
+    PurgeEvent, StoreError, StoreResult, StoredPage, WaitOutcome, NOTICE_CHANNEL_CAPACITY,
 };
 
 /// Shards of the page map; a power of two well above the core count.
@@ -369,6 +369,40 @@ impl PageStore for MemoryStore {
 
     fn backend(&self) -> &'static str {
         "memory"
+    }
+
+    fn indexed<'a>(
+        &'a self,
+        domain: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Vec<(CacheKey, SystemTime)>>> {
+        let result = normalize_host(domain)
+            .map_err(StoreError::from)
+            .map(|domain| {
+                self.index
+                    .lock()
+                    .get(&domain)
+                    .map(|d| {
+                        d.access
+                            .iter()
+                            .map(|(k, at)| (k.clone(), from_unix_millis(*at)))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            });
+        futures::future::ready(result).boxed()
+    }
+
+    fn page_info<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, StoreResult<Option<PageInfo>>> {
+        let name = key.to_string();
+        let mut shard = self.shard(&name).lock();
+        let info = shard.live(&name, Instant::now()).map(|e| PageInfo {
+            status: e.page.status,
+            rendered_at: e.page.rendered_at,
+            expires_at: e.page.expires_at,
+            bytes: e.page.html.len() as u64,
+        });
+        drop(shard);
+        futures::future::ready(Ok(info)).boxed()
     }
 }
 

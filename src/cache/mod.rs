@@ -27,6 +27,10 @@
 //! that page finished) and `render-purge` (message: `page render:<key>`,
 //! `domain <domain>` or `all`: drop in-process copies).
 //!
+//! With `key_prefix` (see `redis::names`) every key and channel name above
+//! starts with the prefix; index and schedule members are the prefixed page
+//! names; the messages stay unprefixed.
+//!
 //! # Redis Cluster
 //!
 //! The same layout, with no hash tags, on a Redis Cluster
@@ -209,6 +213,107 @@ pub trait PageStore: Send + Sync {
     /// `"redis"`, `"redis-cluster"` or `"memory"`, for logs and the
     /// dashboard.
     fn backend(&self) -> &'static str;
+
+    /// Every page of `domain` (both variants) in its index, with its last
+    /// access. Members of pages that are gone may still be listed:
+    /// [`PageStore::page_info`] tells.
+    fn indexed<'a>(
+        &'a self,
+        domain: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Vec<(CacheKey, SystemTime)>>>;
+
+    /// A page's metadata without its HTML, or `None` when it is not stored.
+    fn page_info<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, StoreResult<Option<PageInfo>>>;
+}
+
+/// What the page list and the entry API show of a stored page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageInfo {
+    pub status: u16,
+    pub rendered_at: SystemTime,
+    pub expires_at: SystemTime,
+    /// Bytes of the stored HTML.
+    pub bytes: u64,
+}
+
+/// One page of a domain's page list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedPage {
+    pub key: CacheKey,
+    pub info: PageInfo,
+    /// Last access recorded for LRU eviction (hits are recorded in batches,
+    /// about once a second).
+    pub last_hit: SystemTime,
+}
+
+/// A page of a domain's cached pages, ordered by key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageList {
+    pub pages: Vec<ListedPage>,
+    /// The key (`render:…`) to continue after, or `None` at the end.
+    pub next_after: Option<String>,
+}
+
+/// The cached pages of `domain` whose path starts with `prefix` (both
+/// variants), ordered by key, after the key `after`, at most `limit`.
+/// Built on the domain's index, so it is one read of the index and one
+/// metadata read per page shown, on every store alike (a Redis Cluster
+/// included: the index is one key).
+pub async fn list_pages<S: PageStore + ?Sized>(
+    store: &S,
+    domain: &str,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> StoreResult<PageList> {
+    let domain = key::normalize_host(domain)?;
+    let mut candidates: Vec<(String, CacheKey, SystemTime)> = store
+        .indexed(&domain)
+        .await?
+        .into_iter()
+        .filter(|(k, _)| k.path().starts_with(prefix))
+        .map(|(k, at)| (k.to_string(), k, at))
+        .filter(|(name, _, _)| after.is_none_or(|a| name.as_str() > a))
+        .collect();
+    candidates.sort_by(|a, b| a.0.cmp(&b.0));
+    candidates.dedup_by(|a, b| a.0 == b.0);
+    let mut pages = Vec::new();
+    let mut rest = candidates.into_iter();
+    for (_, key, last_hit) in rest.by_ref() {
+        if let Some(info) = store.page_info(&key).await? {
+            pages.push(ListedPage {
+                key,
+                info,
+                last_hit,
+            });
+            if pages.len() >= limit {
+                break;
+            }
+        }
+    }
+    let next_after = match rest.next() {
+        Some(_) => pages.last().map(|p| p.key.to_string()),
+        None => None,
+    };
+    Ok(PageList { pages, next_after })
+}
+
+/// Removes the cached pages of `domain` whose path starts with `prefix`
+/// (both variants), each as [`PageStore::delete`] does (announced, so every
+/// instance drops its copies); returns how many there were.
+pub async fn purge_prefix<S: PageStore + ?Sized>(
+    store: &S,
+    domain: &str,
+    prefix: &str,
+) -> StoreResult<u64> {
+    let domain = key::normalize_host(domain)?;
+    let mut purged = 0;
+    for (key, _) in store.indexed(&domain).await? {
+        if key.path().starts_with(prefix) && store.delete(&key).await? {
+            purged += 1;
+        }
+    }
+    Ok(purged)
 }
 
 /// What several instances sharing a store agree on. The in-process

@@ -8,6 +8,9 @@
 //! the few operations that span slots differ there (see `cluster`).
 
 mod cluster;
+pub(crate) mod names;
+
+use names::Names;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,10 +26,9 @@ use tokio::time::Instant;
 
 use super::key::normalize_host;
 use super::{
-    due_key, from_unix_millis, index_key, lock_key, quota_key, ttl_millis, unix_millis,
-    wait_for_page_with, CacheKey, Coordination, PageStore, PurgeEvent, StoreError, StoreResult,
-    StoredPage, WaitOutcome, DOMAINS_KEY, DONE_CHANNEL, DUE_KEY_PREFIX, INDEX_KEY_PREFIX,
-    NOTICE_CHANNEL_CAPACITY, PURGE_CHANNEL, QUOTA_KEY_TTL,
+    from_unix_millis, ttl_millis, unix_millis, wait_for_page_with, CacheKey, Coordination,
+    PageInfo, PageStore, PurgeEvent, StoreError, StoreResult, StoredPage, WaitOutcome,
+    DUE_KEY_PREFIX, INDEX_KEY_PREFIX, NOTICE_CHANNEL_CAPACITY, QUOTA_KEY_TTL,
 };
 use crate::cache::key::{META_KEY_PREFIX, PAGE_KEY_PREFIX};
 
@@ -140,6 +142,8 @@ pub struct RedisOptions {
     pub pool_max_size: usize,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// Prepended to every key and channel name (`key_prefix`, SPEC §6).
+    pub key_prefix: String,
 }
 
 impl Default for RedisOptions {
@@ -148,6 +152,7 @@ impl Default for RedisOptions {
             pool_max_size: DEFAULT_POOL_MAX_SIZE,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            key_prefix: String::new(),
         }
     }
 }
@@ -228,6 +233,7 @@ impl redis::aio::ConnectionLike for Conn {
 /// Page store and coordination on one Redis server or a Redis Cluster.
 pub struct RedisStore {
     backend: Backend,
+    names: Names,
     done_tx: broadcast::Sender<String>,
     purge_tx: broadcast::Sender<PurgeEvent>,
     notices_connected: watch::Receiver<bool>,
@@ -295,7 +301,9 @@ impl RedisStore {
         let (done_tx, _) = broadcast::channel(NOTICE_CHANNEL_CAPACITY);
         let (purge_tx, _) = broadcast::channel(NOTICE_CHANNEL_CAPACITY);
         let (connected_tx, notices_connected) = watch::channel(false);
+        let names = Names::new(&options.key_prefix);
         let subscriber = runtime.spawn(run_subscriber(
+            names.clone(),
             notice_nodes,
             done_tx.clone(),
             purge_tx.clone(),
@@ -304,6 +312,7 @@ impl RedisStore {
         ));
         Arc::new(RedisStore {
             backend,
+            names,
             done_tx,
             purge_tx,
             notices_connected,
@@ -333,6 +342,11 @@ impl RedisStore {
 
     /// A connection from the pool (or the cluster client); for the shared
     /// job queue, which keeps its Redis commands beside the pipeline.
+    /// The Redis names of this store's `key_prefix`.
+    pub(crate) fn names(&self) -> &Names {
+        &self.names
+    }
+
     /// Subscribes to `render-done` announcements.
     pub(crate) fn done_notices(&self) -> broadcast::Receiver<String> {
         self.done_tx.subscribe()
@@ -350,12 +364,12 @@ impl RedisStore {
 
     async fn get_page(&self, key: &CacheKey) -> StoreResult<Option<StoredPage>> {
         let mut conn = match self.conn().await? {
-            Conn::Cluster(conn) => return cluster::get_page(conn, key).await,
+            Conn::Cluster(conn) => return cluster::get_page(conn, &self.names, key).await,
             single => single,
         };
         let (html, meta): (Option<Vec<u8>>, HashMap<String, String>) = redis::pipe()
-            .get(key.to_string())
-            .hgetall(key.meta_key())
+            .get(self.names.page(key))
+            .hgetall(self.names.meta(key))
             .query_async(&mut conn)
             .await?;
         Ok(html.and_then(|html| decode_page(key, html, &meta)))
@@ -367,10 +381,12 @@ impl RedisStore {
         }
         let ttl_ms = ttl_millis(ttl);
         let mut conn = match self.conn().await? {
-            Conn::Cluster(conn) => return cluster::put_page(conn, key, page, ttl_ms).await,
+            Conn::Cluster(conn) => {
+                return cluster::put_page(conn, &self.names, key, page, ttl_ms).await
+            }
             single => single,
         };
-        let name = key.to_string();
+        let name = self.names.page(key);
         let fields = encode_meta(page)?;
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -380,14 +396,14 @@ impl RedisStore {
             .arg("PX")
             .arg(ttl_ms)
             .ignore();
-        write_meta(&mut pipe, &key.meta_key(), &fields, ttl_ms)
+        write_meta(&mut pipe, &self.names.meta(key), &fields, ttl_ms)
             .zadd(
-                index_key(key.domain()),
+                self.names.index(key.domain()),
                 &name,
                 unix_millis(SystemTime::now()),
             )
             .ignore()
-            .sadd(DOMAINS_KEY, key.domain())
+            .sadd(self.names.domains(), key.domain())
             .ignore()
             .query_async::<()>(&mut conn)
             .await?;
@@ -395,19 +411,22 @@ impl RedisStore {
     }
 
     async fn delete_page(&self, key: &CacheKey) -> StoreResult<bool> {
-        let name = key.to_string();
+        let name = self.names.page(key);
         let mut conn = match self.conn().await? {
-            Conn::Cluster(conn) => return cluster::delete_page(conn, key).await,
+            Conn::Cluster(conn) => return cluster::delete_page(conn, &self.names, key).await,
             single => single,
         };
         let (removed,): (u64,) = redis::pipe()
             .atomic()
-            .del(&[name.as_str(), key.meta_key().as_str()])
-            .zrem(index_key(key.domain()), &name)
+            .del(&[name.as_str(), self.names.meta(key).as_str()])
+            .zrem(self.names.index(key.domain()), &name)
             .ignore()
-            .zrem(due_key(key.domain()), &name)
+            .zrem(self.names.due(key.domain()), &name)
             .ignore()
-            .publish(PURGE_CHANNEL, PurgeEvent::Page(key.clone()).to_message())
+            .publish(
+                self.names.purge_channel(),
+                PurgeEvent::Page(key.clone()).to_message(),
+            )
             .ignore()
             .query_async(&mut conn)
             .await?;
@@ -417,16 +436,25 @@ impl RedisStore {
     async fn purge_domain_pages(&self, domain: &str) -> StoreResult<u64> {
         let domain = normalize_host(domain)?;
         let mut conn = self.conn().await?;
-        let removed = scan_unlink(&mut conn, &format!("{PAGE_KEY_PREFIX}{domain}:*")).await?;
-        scan_unlink(&mut conn, &format!("{META_KEY_PREFIX}{domain}:*")).await?;
+        let names = &self.names;
+        let removed = scan_unlink(
+            &mut conn,
+            &names.pattern(&format!("{PAGE_KEY_PREFIX}{domain}:*")),
+        )
+        .await?;
+        scan_unlink(
+            &mut conn,
+            &names.pattern(&format!("{META_KEY_PREFIX}{domain}:*")),
+        )
+        .await?;
         run_each(
             &mut conn,
             vec![
-                redis::Cmd::del(index_key(&domain)),
-                redis::Cmd::del(due_key(&domain)),
-                redis::Cmd::srem(DOMAINS_KEY, &domain),
+                redis::Cmd::del(names.index(&domain)),
+                redis::Cmd::del(names.due(&domain)),
+                redis::Cmd::srem(names.domains(), &domain),
                 redis::Cmd::publish(
-                    PURGE_CHANNEL,
+                    names.purge_channel(),
                     PurgeEvent::Domain(domain.clone()).to_message(),
                 ),
             ],
@@ -437,15 +465,17 @@ impl RedisStore {
 
     async fn purge_all_pages(&self) -> StoreResult<u64> {
         let mut conn = self.conn().await?;
-        let removed = scan_unlink(&mut conn, &format!("{PAGE_KEY_PREFIX}*")).await?;
+        let names = &self.names;
+        let removed =
+            scan_unlink(&mut conn, &names.pattern(&format!("{PAGE_KEY_PREFIX}*"))).await?;
         for prefix in [META_KEY_PREFIX, INDEX_KEY_PREFIX, DUE_KEY_PREFIX] {
-            scan_unlink(&mut conn, &format!("{prefix}*")).await?;
+            scan_unlink(&mut conn, &names.pattern(&format!("{prefix}*"))).await?;
         }
         run_each(
             &mut conn,
             vec![
-                redis::Cmd::del(DOMAINS_KEY),
-                redis::Cmd::publish(PURGE_CHANNEL, PurgeEvent::All.to_message()),
+                redis::Cmd::del(names.domains()),
+                redis::Cmd::publish(names.purge_channel(), PurgeEvent::All.to_message()),
             ],
         )
         .await?;
@@ -491,7 +521,7 @@ fn write_meta<'p>(
 }
 
 /// Announces on the purge channel that these pages went.
-async fn announce_pages<C>(conn: &mut C, keys: &[CacheKey]) -> StoreResult<()>
+async fn announce_pages<C>(conn: &mut C, names: &Names, keys: &[CacheKey]) -> StoreResult<()>
 where
     C: redis::aio::ConnectionLike + Send,
 {
@@ -501,7 +531,10 @@ where
     let mut announce = redis::pipe();
     for key in keys {
         announce
-            .publish(PURGE_CHANNEL, PurgeEvent::Page(key.clone()).to_message())
+            .publish(
+                names.purge_channel(),
+                PurgeEvent::Page(key.clone()).to_message(),
+            )
             .ignore();
     }
     announce.query_async::<()>(conn).await?;
@@ -588,30 +621,19 @@ fn decode_meta(html: Vec<u8>, meta: &HashMap<String, String>) -> Option<StoredPa
     })
 }
 
-fn parse_keys(members: Vec<String>) -> Vec<CacheKey> {
-    members
-        .into_iter()
-        .filter_map(|m| match CacheKey::parse(&m) {
-            Ok(key) => Some(key),
-            Err(e) => {
-                tracing::warn!(member = %m, error = %e, "ignoring a foreign index member");
-                None
-            }
-        })
-        .collect()
-}
-
 /// Keeps one subscription to `render-done` and `render-purge` alive,
 /// reconnecting with backoff (to the next of `nodes` each time); after a
 /// reconnect it announces [`PurgeEvent::All`] because purges may have been
 /// missed meanwhile.
 async fn run_subscriber(
+    names: Names,
     nodes: NoticeNodes,
     done_tx: broadcast::Sender<String>,
     purge_tx: broadcast::Sender<PurgeEvent>,
     connected: watch::Sender<bool>,
     options: RedisOptions,
 ) {
+    let (done_channel, purge_channel) = (names.done_channel(), names.purge_channel());
     let mut retry = SUBSCRIBER_RETRY_MIN;
     let mut was_connected = false;
     let mut candidates = Vec::new();
@@ -633,7 +655,7 @@ async fn run_subscriber(
             let (mut sink, stream) = pubsub.split();
             tokio::time::timeout(
                 options.response_timeout,
-                sink.subscribe(&[DONE_CHANNEL, PURGE_CHANNEL]),
+                sink.subscribe(&[&done_channel, &purge_channel]),
             )
             .await
             .map_err(|_| "subscribe timeout".to_owned())?
@@ -664,16 +686,13 @@ async fn run_subscriber(
                 message = stream.next() => {
                     let Some(message) = message else { break };
                     let Ok(payload) = message.get_payload::<String>() else { continue };
-                    match message.get_channel_name() {
-                        DONE_CHANNEL => {
-                            let _ = done_tx.send(payload);
+                    let channel = message.get_channel_name();
+                    if channel == done_channel {
+                        let _ = done_tx.send(payload);
+                    } else if channel == purge_channel {
+                        if let Some(event) = PurgeEvent::from_message(&payload) {
+                            let _ = purge_tx.send(event);
                         }
-                        PURGE_CHANNEL => {
-                            if let Some(event) = PurgeEvent::from_message(&payload) {
-                                let _ = purge_tx.send(event);
-                            }
-                        }
-                        _ => {}
                     }
                 }
                 _ = ping.tick() => {
@@ -725,7 +744,7 @@ impl PageStore for RedisStore {
             // not checked (a reader treats a lone half as a miss anyway).
             let mut conn = self.conn().await?;
             let n: u64 = redis::cmd("EXISTS")
-                .arg(key.to_string())
+                .arg(self.names.page(key))
                 .query_async(&mut conn)
                 .await?;
             Ok(n == 1)
@@ -748,6 +767,64 @@ impl PageStore for RedisStore {
             Backend::Cluster(_) => "redis-cluster",
         }
     }
+
+    fn indexed<'a>(
+        &'a self,
+        domain: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Vec<(CacheKey, SystemTime)>>> {
+        async move {
+            let domain = normalize_host(domain)?;
+            let mut conn = self.conn().await?;
+            let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                .arg(self.names.index(&domain))
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query_async(&mut conn)
+                .await?;
+            Ok(members
+                .into_iter()
+                .filter_map(|(member, score)| {
+                    let key = self.names.parse_members(vec![member]).pop()?;
+                    Some((key, from_unix_millis(score.max(0.0) as u64)))
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn page_info<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, StoreResult<Option<PageInfo>>> {
+        async move {
+            let mut conn = self.conn().await?;
+            // Two commands, not a pipeline: on a cluster the halves may sit
+            // on different slots. A missing half is no page, as for `get`.
+            let (status, rendered_at, expires_at): (Option<u16>, Option<u64>, Option<u64>) =
+                redis::cmd("HMGET")
+                    .arg(self.names.meta(key))
+                    .arg(&[F_STATUS, F_RENDERED_AT, F_EXPIRES_AT])
+                    .query_async(&mut conn)
+                    .await?;
+            let (Some(status), Some(rendered_at), Some(expires_at)) =
+                (status, rendered_at, expires_at)
+            else {
+                return Ok(None);
+            };
+            let bytes: u64 = redis::cmd("STRLEN")
+                .arg(self.names.page(key))
+                .query_async(&mut conn)
+                .await?;
+            if bytes == 0 {
+                return Ok(None);
+            }
+            Ok(Some(PageInfo {
+                status,
+                rendered_at: from_unix_millis(rendered_at),
+                expires_at: from_unix_millis(expires_at),
+                bytes,
+            }))
+        }
+        .boxed()
+    }
 }
 
 impl Coordination for RedisStore {
@@ -760,7 +837,7 @@ impl Coordination for RedisStore {
         async move {
             let mut conn = self.conn().await?;
             let set: Option<String> = redis::cmd("SET")
-                .arg(lock_key(key))
+                .arg(self.names.lock(key))
                 .arg(owner)
                 .arg("NX")
                 .arg("PX")
@@ -782,7 +859,7 @@ impl Coordination for RedisStore {
             let mut conn = self.conn().await?;
             let extended: i64 = self
                 .extend_lock_script
-                .key(lock_key(key))
+                .key(self.names.lock(key))
                 .arg(owner)
                 .arg(ttl_millis(ttl))
                 .invoke_async(&mut conn)
@@ -797,9 +874,9 @@ impl Coordination for RedisStore {
             let mut conn = self.conn().await?;
             let released: i64 = self
                 .unlock_script
-                .key(lock_key(key))
+                .key(self.names.lock(key))
                 .arg(owner)
-                .arg(DONE_CHANNEL)
+                .arg(self.names.done_channel())
                 .arg(key.to_string())
                 .invoke_async(&mut conn)
                 .await?;
@@ -812,7 +889,7 @@ impl Coordination for RedisStore {
         async move {
             let mut conn = self.conn().await?;
             let n: u64 = redis::cmd("EXISTS")
-                .arg(lock_key(key))
+                .arg(self.names.lock(key))
                 .query_async(&mut conn)
                 .await?;
             Ok(n == 1)
@@ -833,10 +910,10 @@ impl Coordination for RedisStore {
         async move {
             let mut conn = self.conn().await?;
             redis::cmd("ZADD")
-                .arg(index_key(key.domain()))
+                .arg(self.names.index(key.domain()))
                 .arg("XX")
                 .arg(unix_millis(at))
-                .arg(key.to_string())
+                .arg(self.names.page(key))
                 .query_async::<()>(&mut conn)
                 .await?;
             Ok(())
@@ -852,20 +929,22 @@ impl Coordination for RedisStore {
         async move {
             let domain = &normalize_host(domain)?;
             let mut conn = match self.conn().await? {
-                Conn::Cluster(conn) => return cluster::evict_over(conn, domain, max_entries).await,
+                Conn::Cluster(conn) => {
+                    return cluster::evict_over(conn, &self.names, domain, max_entries).await
+                }
                 single => single,
             };
             let evicted: Vec<String> = self
                 .evict_script
-                .key(index_key(domain))
-                .key(due_key(domain))
+                .key(self.names.index(domain))
+                .key(self.names.due(domain))
                 .arg(max_entries)
-                .arg(META_KEY_PREFIX)
-                .arg(PAGE_KEY_PREFIX)
+                .arg(self.names.meta_prefix())
+                .arg(self.names.page_prefix())
                 .invoke_async(&mut conn)
                 .await?;
-            let evicted = parse_keys(evicted);
-            announce_pages(&mut conn, &evicted).await?;
+            let evicted = self.names.parse_members(evicted);
+            announce_pages(&mut conn, &self.names, &evicted).await?;
             Ok(evicted)
         }
         .boxed()
@@ -875,12 +954,12 @@ impl Coordination for RedisStore {
         async move {
             let domain = &normalize_host(domain)?;
             let mut conn = match self.conn().await? {
-                Conn::Cluster(conn) => return cluster::entries(conn, domain).await,
+                Conn::Cluster(conn) => return cluster::entries(conn, &self.names, domain).await,
                 single => single,
             };
             let live: u64 = self
                 .prune_script
-                .key(index_key(domain))
+                .key(self.names.index(domain))
                 .invoke_async(&mut conn)
                 .await?;
             Ok(live)
@@ -896,9 +975,9 @@ impl Coordination for RedisStore {
         async move {
             let mut conn = self.conn().await?;
             redis::cmd("ZADD")
-                .arg(due_key(key.domain()))
+                .arg(self.names.due(key.domain()))
                 .arg(unix_millis(due))
-                .arg(key.to_string())
+                .arg(self.names.page(key))
                 .query_async::<()>(&mut conn)
                 .await?;
             Ok(())
@@ -920,12 +999,12 @@ impl Coordination for RedisStore {
             let mut conn = self.conn().await?;
             let claimed: Vec<String> = self
                 .claim_script
-                .key(due_key(domain))
+                .key(self.names.due(domain))
                 .arg(unix_millis(now))
                 .arg(limit)
                 .invoke_async(&mut conn)
                 .await?;
-            Ok(parse_keys(claimed))
+            Ok(self.names.parse_members(claimed))
         }
         .boxed()
     }
@@ -935,7 +1014,7 @@ impl Coordination for RedisStore {
             let domain = &normalize_host(domain)?;
             let mut conn = self.conn().await?;
             let first: Vec<(String, f64)> = redis::cmd("ZRANGE")
-                .arg(due_key(domain))
+                .arg(self.names.due(domain))
                 .arg(0)
                 .arg(0)
                 .arg("WITHSCORES")
@@ -952,7 +1031,7 @@ impl Coordination for RedisStore {
         async move {
             let mut conn = self.conn().await?;
             let mut domains: Vec<String> = redis::cmd("SMEMBERS")
-                .arg(DOMAINS_KEY)
+                .arg(self.names.domains())
                 .query_async(&mut conn)
                 .await?;
             domains.sort();
@@ -969,7 +1048,7 @@ impl Coordination for RedisStore {
         async move {
             let domain = &normalize_host(domain)?;
             let mut conn = self.conn().await?;
-            let key = quota_key(domain, month);
+            let key = self.names.quota(domain, month);
             let (count,): (u64,) = redis::pipe()
                 .atomic()
                 .incr(&key, 1)
@@ -991,7 +1070,7 @@ impl Coordination for RedisStore {
             let domain = &normalize_host(domain)?;
             let mut conn = self.conn().await?;
             let count: Option<u64> = redis::cmd("GET")
-                .arg(quota_key(domain, month))
+                .arg(self.names.quota(domain, month))
                 .query_async(&mut conn)
                 .await?;
             Ok(count.unwrap_or(0))
@@ -1003,7 +1082,7 @@ impl Coordination for RedisStore {
         async move {
             let mut conn = self.conn().await?;
             redis::cmd("PUBLISH")
-                .arg(PURGE_CHANNEL)
+                .arg(self.names.purge_channel())
                 .arg(event.to_message())
                 .query_async::<()>(&mut conn)
                 .await?;
@@ -1023,7 +1102,7 @@ impl Coordination for RedisStore {
     ) -> BoxFuture<'a, StoreResult<u64>> {
         async move {
             let mut conn = self.conn().await?;
-            let key = super::unverified_key(site, minute);
+            let key = self.names.unverified(site, minute);
             let (count,): (u64,) = redis::pipe()
                 .atomic()
                 .incr(&key, 1)

@@ -29,6 +29,7 @@ use crate::proxy::crawler::CrawlerPath;
 use crate::proxy::forward::OriginClient;
 use crate::proxy::origin_pool::PoolLimits;
 use crate::proxy::prepared::PreparedPages;
+use crate::proxy::service::ServiceEndpoint;
 use crate::proxy::PublicProxy;
 use crate::render::{BrowserPool, PoolConfig};
 use crate::state::stats::DomainStats;
@@ -47,6 +48,9 @@ pub struct Running {
     /// answers no public traffic).
     pub public_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
+    /// The service listener's address (`service_listen`; `None`: off, or
+    /// `--role renderer`).
+    pub service_addr: Option<SocketAddr>,
     pub health: Arc<Health>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -85,6 +89,7 @@ pub fn pool_config(config: &Config) -> anyhow::Result<PoolConfig> {
     pool.render_timeout = config.render_timeout;
     pool.ready_timeout = config.ready_timeout;
     pool.origin_connect_timeout = config.origin_connect_timeout;
+    pool.user_agent = config.render_user_agent.clone();
     Ok(pool)
 }
 
@@ -129,15 +134,18 @@ fn crawler_verifier(config: &Config, metrics: &Metrics) -> anyhow::Result<Arc<Cr
 type Stores = (Arc<dyn CacheStore>, Option<Arc<dyn JobQueue>>);
 
 async fn open_store(config: &Config) -> anyhow::Result<Stores> {
+    let options = || RedisOptions {
+        key_prefix: config.key_prefix.clone(),
+        ..RedisOptions::default()
+    };
     Ok(match &config.store {
         StoreTarget::Embedded => (MemoryStore::new(config.cache_max_bytes), None),
         StoreTarget::Redis(url) => {
-            let store = RedisStore::connect(url, RedisOptions::default()).context("redis")?;
+            let store = RedisStore::connect(url, options()).context("redis")?;
             (store.clone(), Some(store))
         }
         StoreTarget::RedisCluster(nodes) => {
-            let store =
-                RedisStore::connect_cluster(nodes, RedisOptions::default()).context("redis")?;
+            let store = RedisStore::connect_cluster(nodes, options()).context("redis")?;
             (store.clone(), Some(store))
         }
     })
@@ -211,7 +219,16 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     let admin = TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin_listen)", config.admin_listen))?;
+    let service = match (config.role, config.service.listen) {
+        (Role::Renderer, _) | (_, None) => None,
+        (_, Some(addr)) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (service_listen)"))?,
+        ),
+    };
     let public_addr = public.as_ref().map(|l| l.local_addr()).transpose()?;
+    let service_addr = service.as_ref().map(|l| l.local_addr()).transpose()?;
     let admin_addr = admin.local_addr()?;
 
     let renders_here = config.role != Role::Proxy;
@@ -297,6 +314,17 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         crawler = crawler.with_render_gate(RenderGate::new(config.verify_crawlers, budget));
     }
     let crawler = Arc::new(crawler);
+    let service_endpoint = service.as_ref().map(|_| {
+        Arc::new(ServiceEndpoint::new(
+            config.sites.clone(),
+            bots.clone(),
+            crawler.clone(),
+            origin.clone(),
+            metrics.clone(),
+            stats.clone(),
+            &config.service.tokens,
+        ))
+    });
     let proxy = Arc::new(
         PublicProxy::new(
             config.sites.clone(),
@@ -340,6 +368,16 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
             config.shutdown_timeout,
         ));
     }
+    if let (Some(service), Some(endpoint)) = (service, service_endpoint) {
+        tasks.spawn(listener::serve(
+            "service",
+            service,
+            limits.clone(),
+            move |req, peer| endpoint.clone().handle(req, peer),
+            stop_rx.clone(),
+            config.shutdown_timeout,
+        ));
+    }
     let (admin_stop, admin_stop_rx) = watch::channel(false);
     let mut admin_task = JoinSet::new();
     admin_task.spawn(listener::serve(
@@ -373,10 +411,11 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     }
     tasks.spawn(watch_store(store, health.clone(), metrics, stop_rx));
     health.set_listeners_up();
-    tracing::info!(public_addr = ?public_addr, %admin_addr, role = ?config.role, store = ?config.store, "listening");
+    tracing::info!(public_addr = ?public_addr, %admin_addr, service_addr = ?service_addr, role = ?config.role, store = ?config.store, "listening");
     Ok(Running {
         public_addr,
         admin_addr,
+        service_addr,
         health,
         stop,
         tasks,

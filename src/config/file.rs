@@ -17,9 +17,13 @@ pub struct FileConfig {
     pub origin: Option<String>,
     pub domains: Option<Vec<String>>,
     pub redis: Option<RedisValue>,
+    pub key_prefix: Option<String>,
     pub role: Option<String>,
     pub admin_token: Option<String>,
+    pub service_listen: Option<String>,
+    pub service_tokens: Option<StringList>,
     pub chrome: Option<String>,
+    pub render_user_agent: Option<String>,
     pub browsers: Option<u64>,
     pub tabs_per_browser: Option<u64>,
     pub renders_per_browser: Option<u64>,
@@ -98,6 +102,8 @@ pub struct SiteFile {
     pub scheme: Option<String>,
     #[serde(default)]
     pub ignore: Vec<String>,
+    #[serde(default)]
+    pub only: Vec<String>,
     pub strip_scripts: Option<bool>,
     pub on_render_failure: Option<String>,
     #[serde(default)]

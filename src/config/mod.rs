@@ -6,6 +6,7 @@
 pub mod file;
 pub mod plan;
 pub mod redact;
+pub mod service;
 pub mod site;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use crate::cli::ServeArgs;
 use crate::verify::VerifyMode;
 use file::FileConfig;
 pub use plan::Plan;
+pub use service::ServiceConfig;
 pub use site::{OnRenderFailure, Site, SiteTable};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:3000";
@@ -182,9 +184,15 @@ pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub store: StoreTarget,
+    /// Prepended to every Redis key and channel (`key_prefix`); empty: none.
+    pub key_prefix: String,
     pub role: Role,
     pub admin_token: Option<String>,
+    /// The prerender.io-compatible service listener (`service_listen`).
+    pub service: ServiceConfig,
     pub chrome: Option<PathBuf>,
+    /// User-Agent of every render (`render_user_agent`); `None`: the default.
+    pub render_user_agent: Option<String>,
     pub browsers: usize,
     pub tabs_per_browser: usize,
     pub renders_per_browser: u32,
@@ -242,6 +250,23 @@ impl Config {
             DEFAULT_ADMIN_LISTEN,
         )?;
         let store = parse_store(pick(args.redis.clone(), file.redis.map(|r| r.joined())))?;
+        let key_prefix = pick(args.key_prefix.clone(), file.key_prefix).unwrap_or_default();
+        if key_prefix.len() > 64
+            || key_prefix
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || !c.is_ascii())
+        {
+            return Err(ConfigError::new(
+                "key_prefix",
+                "use at most 64 printable ASCII characters without spaces",
+            ));
+        }
+        if !key_prefix.is_empty() && store == StoreTarget::Embedded {
+            return Err(ConfigError::new(
+                "key_prefix",
+                "applies to Redis keys: set --redis (the embedded store is this process's alone)",
+            ));
+        }
         let role = one_of(
             "role",
             pick(args.role.clone(), file.role),
@@ -268,7 +293,25 @@ impl Config {
                 ));
             }
         }
+        let service = ServiceConfig::parse(
+            pick(args.service_listen.clone(), file.service_listen),
+            pick(
+                args.service_tokens.clone(),
+                file.service_tokens.map(|l| l.joined()),
+            ),
+        )?;
         let chrome = pick(args.chrome.clone(), file.chrome.map(PathBuf::from));
+        let render_user_agent = match pick(args.render_user_agent.clone(), file.render_user_agent) {
+            None => None,
+            Some(ua) if ua.trim().is_empty() => None,
+            Some(ua) if ua.len() > 512 || ua.chars().any(|c| c.is_control() || !c.is_ascii()) => {
+                return Err(ConfigError::new(
+                    "render_user_agent",
+                    "use at most 512 printable ASCII characters",
+                ))
+            }
+            Some(ua) => Some(ua.trim().to_string()),
+        };
         let count =
             |field: &str, v: Option<u64>, default: u64, max: u64| -> Result<u64, ConfigError> {
                 let v = v.unwrap_or(default);
@@ -486,9 +529,12 @@ impl Config {
             listen,
             admin_listen,
             store,
+            key_prefix,
             role,
             admin_token,
+            service,
             chrome,
+            render_user_agent,
             browsers,
             tabs_per_browser,
             renders_per_browser,
@@ -795,6 +841,44 @@ mod tests {
             .any(|f| matches!(f, Family::Monitoring | Family::HttpLibraries)));
         assert_eq!(c.bot_families.len(), 7);
         assert!(c.sites.is_empty());
+    }
+
+    #[test]
+    fn key_prefix_service_and_render_user_agent_from_flag_env_or_file() {
+        let c = resolve(
+            ServeArgs::default(),
+            "redis = \"redis://127.0.0.1:6379\"\nkey_prefix = \"shop-a:\"\n\
+             service_listen = \"127.0.0.1:3002\"\nservice_tokens = [\"token-number-1\"]\n\
+             render_user_agent = \"MyRenderer/1.0 Prerender\"",
+        )
+        .unwrap();
+        assert_eq!(c.key_prefix, "shop-a:");
+        assert_eq!(c.service.listen, Some("127.0.0.1:3002".parse().unwrap()));
+        assert_eq!(c.service.tokens, ["token-number-1"]);
+        assert_eq!(
+            c.render_user_agent.as_deref(),
+            Some("MyRenderer/1.0 Prerender")
+        );
+        let flag = ServeArgs {
+            key_prefix: Some("flag:".into()),
+            ..Default::default()
+        };
+        let c = resolve(
+            flag,
+            "redis = \"redis://127.0.0.1:6379\"\nkey_prefix = \"file:\"",
+        )
+        .unwrap();
+        assert_eq!(c.key_prefix, "flag:", "a flag wins over the file");
+        assert_eq!(resolve(ServeArgs::default(), "").unwrap().key_prefix, "");
+        for (toml, field) in [
+            ("key_prefix = \"a:\"", "key_prefix"),
+            ("redis = \"redis://h\"\nkey_prefix = \"a b\"", "key_prefix"),
+            ("render_user_agent = \"a\\nb\"", "render_user_agent"),
+            ("service_listen = \"nowhere\"", "service_listen"),
+        ] {
+            let e = resolve(ServeArgs::default(), toml).unwrap_err();
+            assert_eq!(e.field, field, "{toml}: {e}");
+        }
     }
 
     #[test]

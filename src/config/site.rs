@@ -116,6 +116,8 @@ pub struct Site {
     /// Scheme of the public URL a page is rendered as.
     pub scheme: String,
     pub ignore: RegexSet,
+    /// Path regexes that limit rendering (`only`); empty: every path.
+    pub only: RegexSet,
     pub strip_scripts: bool,
     pub on_render_failure: OnRenderFailure,
     /// Significant query parameters, sorted: only these are kept in cache keys.
@@ -134,6 +136,15 @@ pub struct Site {
 const RENDER_RULES_VERSION: u32 = 2;
 
 impl Site {
+    /// The site's `ignore` and `only` patterns, as the render decision
+    /// reads them.
+    pub fn path_rules(&self) -> crate::bot::PathRules<'_> {
+        crate::bot::PathRules {
+            ignore: &self.ignore,
+            only: &self.only,
+        }
+    }
+
     fn with_settings_hash(mut self) -> Site {
         use sha2::{Digest, Sha256};
         let canonical = format!(
@@ -180,6 +191,8 @@ impl Site {
         };
         let ignore = RegexSet::new(&f.ignore)
             .map_err(|e| ConfigError::new(field("ignore"), e.to_string().replace('\n', " ")))?;
+        let only = RegexSet::new(&f.only)
+            .map_err(|e| ConfigError::new(field("only"), e.to_string().replace('\n', " ")))?;
         let on_render_failure = match f.on_render_failure.as_deref().unwrap_or("passthrough") {
             "passthrough" => OnRenderFailure::Passthrough,
             "error" => OnRenderFailure::Error,
@@ -215,6 +228,7 @@ impl Site {
             plan,
             scheme,
             ignore,
+            only,
             strip_scripts: f.strip_scripts.unwrap_or(true),
             on_render_failure,
             query_params,
@@ -233,6 +247,7 @@ impl Site {
             plan,
             scheme: "https".to_string(),
             ignore: RegexSet::empty(),
+            only: RegexSet::empty(),
             strip_scripts: true,
             on_render_failure: OnRenderFailure::Passthrough,
             query_params: Vec::new(),

@@ -241,10 +241,34 @@ impl Prerenderer {
         self.queue.stats()
     }
 
-    /// The public URL a key is rendered as.
+    /// The public URL a key is rendered as. A key that keeps
+    /// `_escaped_fragment_=<state>` is rendered as the page's `#!<state>`
+    /// (the AJAX crawling scheme), the parameter taken out of the query.
     pub fn public_url(site: &Site, key: &CacheKey) -> Result<url::Url, RenderFailure> {
-        url::Url::parse(&format!("{}://{}{}", site.scheme, key.domain(), key.path()))
-            .map_err(|e| RenderFailure::new("invalid-url", e.to_string()))
+        let (path, query) = match key.path().split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (key.path(), None),
+        };
+        let mut state = None;
+        let mut kept = Vec::new();
+        for pair in query.into_iter().flat_map(|q| q.split('&')) {
+            match pair.split_once('=') {
+                Some((crate::cache::key::ESCAPED_FRAGMENT, v)) => state = Some(v),
+                _ => kept.push(pair),
+            }
+        }
+        let mut url = format!("{}://{}{}", site.scheme, key.domain(), path);
+        if !kept.is_empty() {
+            url.push('?');
+            url.push_str(&kept.join("&"));
+        }
+        let mut url =
+            url::Url::parse(&url).map_err(|e| RenderFailure::new("invalid-url", e.to_string()))?;
+        if let Some(state) = state {
+            let state = percent_encoding::percent_decode_str(state).decode_utf8_lossy();
+            url.set_fragment(Some(&format!("!{state}")));
+        }
+        Ok(url)
     }
 
     /// Renders `key` (or joins the render already under way) and waits.
@@ -689,6 +713,32 @@ mod tests {
                 .unwrap_or(Err(RenderError::Timeout));
             Box::pin(async move { next })
         }
+    }
+
+    #[test]
+    fn an_escaped_fragment_is_rendered_as_the_hashbang_state() {
+        let site = Site::single(
+            "d.test".into(),
+            url::Url::parse("http://127.0.0.1:1/").unwrap(),
+            crate::config::Plan::builtins()["self-hosted"].clone(),
+        );
+        let url = |target: &str, params: &[String]| {
+            let key = CacheKey::new("d.test", target, params, false).unwrap();
+            Prerenderer::public_url(&site, &key).unwrap().to_string()
+        };
+        assert_eq!(
+            url("/app?_escaped_fragment_=/x/y%20z", &[]),
+            "https://d.test/app#!/x/y%20z"
+        );
+        assert_eq!(url("/app?_escaped_fragment_=", &[]), "https://d.test/app");
+        assert_eq!(
+            url("/p?page=2&_escaped_fragment_=/a", &["page".into()]),
+            "https://d.test/p?page=2#!/a"
+        );
+        assert_eq!(
+            url("/p?page=2", &["page".into()]),
+            "https://d.test/p?page=2"
+        );
     }
 
     fn page(status: u16) -> Result<RenderedPage, RenderError> {

@@ -12,8 +12,8 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, RETRY_AFTER, USER_AGENT};
-use hyper::{Request, Response, StatusCode};
+use hyper::header::{HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
+use hyper::{Method, Request, Response, StatusCode, Uri};
 
 use crate::bot::is_mobile_crawler;
 use crate::cache::store_call;
@@ -63,16 +63,74 @@ async fn flush_touches(
 
 /// The cache key of a crawler's request: its host, target, the site's
 /// query parameters and, where the site keeps one, the mobile variant.
-fn request_key(req: &Request<Incoming>, target: &Target) -> Result<CacheKey, KeyError> {
+fn request_key(headers: &HeaderMap, uri: &Uri, target: &Target) -> Result<CacheKey, KeyError> {
     let site = &target.site;
-    let ua = req
-        .headers()
+    let ua = headers
         .get(USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let mobile = site.mobile_variant && is_mobile_crawler(ua);
-    let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
     CacheKey::new(&target.host, pq, &site.query_params, mobile)
+}
+
+/// A crawler's request as the crawler path sees it. Both kinds share the
+/// cache, the keys and the render queue; they differ only in how the
+/// origin's own answer is had when one is needed (fail open, a claim
+/// answered like a person).
+pub enum CrawlerRequest {
+    /// From the public listener: the request itself is relayed to the origin.
+    Proxy(Request<Incoming>),
+    /// From the service listener (prerender.io's protocol): a request made
+    /// up of the page URL's origin-form target, its Host and the crawler's
+    /// headers; the origin is asked for the page with a GET of the proxy's
+    /// own that carries the loop guard, so the site's middleware does not
+    /// send it back to the service.
+    Service(Request<()>),
+}
+
+impl CrawlerRequest {
+    pub fn method(&self) -> &Method {
+        match self {
+            CrawlerRequest::Proxy(r) => r.method(),
+            CrawlerRequest::Service(r) => r.method(),
+        }
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        match self {
+            CrawlerRequest::Proxy(r) => r.headers(),
+            CrawlerRequest::Service(r) => r.headers(),
+        }
+    }
+
+    pub fn uri(&self) -> &Uri {
+        match self {
+            CrawlerRequest::Proxy(r) => r.uri(),
+            CrawlerRequest::Service(r) => r.uri(),
+        }
+    }
+
+    /// The origin's own answer to the request.
+    async fn origin_answer(
+        self,
+        origin: &OriginClient,
+        target: &Target,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        match self {
+            CrawlerRequest::Proxy(req) => {
+                origin
+                    .forward(req, &target.site.origin, &target.host, peer)
+                    .await
+            }
+            CrawlerRequest::Service(req) => {
+                origin
+                    .fetch_page(&req, &target.site.origin, &target.host, peer)
+                    .await
+            }
+        }
+    }
 }
 
 /// A stale page is re-rendered once per expiry; if that render stored
@@ -219,14 +277,21 @@ impl CrawlerPath {
         if self.config.ttl_for(&target.site).is_zero() {
             return None;
         }
-        let key = request_key(req, target).ok()?;
-        self.recent_hit(req, &key, &key.to_string(), &target.site)
+        let key = request_key(req.headers(), req.uri(), target).ok()?;
+        self.recent_hit(
+            req.method(),
+            req.headers(),
+            &key,
+            &key.to_string(),
+            &target.site,
+        )
     }
 
     /// The hit on `key`'s prepared copy if the store confirmed it recently.
     fn recent_hit(
         &self,
-        req: &Request<Incoming>,
+        method: &Method,
+        headers: &HeaderMap,
         key: &CacheKey,
         name: &str,
         site: &Site,
@@ -236,7 +301,7 @@ impl CrawlerPath {
             .recently_validated(name, HIT_REVALIDATE_AFTER)?;
         self.touch(key);
         let cache_control = cache_control(&self.config, site, prepared.status.as_u16());
-        Some(prepared.respond(req.method(), req.headers(), "HIT", &cache_control))
+        Some(prepared.respond(method, headers, "HIT", &cache_control))
     }
 
     /// Whether a stale hit on `page` should queue its re-render (see
@@ -249,13 +314,13 @@ impl CrawlerPath {
 
     pub async fn serve(
         &self,
-        req: Request<Incoming>,
+        req: CrawlerRequest,
         target: &Target,
         peer: SocketAddr,
         standing: Standing,
     ) -> (Response<Body>, CacheResult) {
         let site = &target.site;
-        let key = match request_key(&req, target) {
+        let key = match request_key(req.headers(), req.uri(), target) {
             Ok(k) => k,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "crawler request with an unusable path");
@@ -268,7 +333,7 @@ impl CrawlerPath {
         let ttl = self.config.ttl_for(site);
         let name = key.to_string();
         if !ttl.is_zero() {
-            if let Some(resp) = self.recent_hit(&req, &key, &name, site) {
+            if let Some(resp) = self.recent_hit(req.method(), req.headers(), &key, &name, site) {
                 return (resp, CacheResult::Hit);
             }
         }
@@ -311,15 +376,18 @@ impl CrawlerPath {
                 )
             }
             Lookup::Missing | Lookup::StoreDown => {
-                if let Some(gate) = &self.gate {
+                // The service listener's peer is the site's middleware, not the
+                // crawler: there is no claim to check there (its tokens guard it).
+                let gate = match req {
+                    CrawlerRequest::Proxy(_) => self.gate.as_ref(),
+                    CrawlerRequest::Service(_) => None,
+                };
+                if let Some(gate) = gate {
                     match gate.admit(standing, budget::site_key(&site.domain)).await {
                         Admission::Render => {}
                         Admission::AsPerson => {
                             tracing::info!(%peer, host = %target.host, path = req.uri().path(), "crawler claim not verified; answered like a person");
-                            let resp = self
-                                .origin
-                                .forward(req, &site.origin, &target.host, peer)
-                                .await;
+                            let resp = req.origin_answer(&self.origin, target, peer).await;
                             return (resp, CacheResult::Passed);
                         }
                         Admission::RateLimited => {
@@ -413,7 +481,7 @@ impl CrawlerPath {
     /// Fail open with the origin's own answer, or 503 when the site says so.
     async fn fail(
         &self,
-        req: Request<Incoming>,
+        req: CrawlerRequest,
         target: &Target,
         peer: SocketAddr,
         failure: RenderFailure,
@@ -438,11 +506,7 @@ impl CrawlerPath {
                 );
                 r
             }
-            OnRenderFailure::Passthrough => {
-                self.origin
-                    .forward(req, &target.site.origin, &target.host, peer)
-                    .await
-            }
+            OnRenderFailure::Passthrough => req.origin_answer(&self.origin, target, peer).await,
         };
         resp.headers_mut()
             .insert("x-prerender-cache", HeaderValue::from_static("ERROR"));

@@ -220,6 +220,40 @@ impl OriginClient {
         client_response(resp, origin, client_http1)
     }
 
+    /// The origin's answer for a page the proxy asks for itself (the
+    /// service listener's fail-open): `req`'s method, target and headers,
+    /// with X-Forwarded-* set and the renderer's loop guard
+    /// (`X-Prerender: 1`), so middleware in front of the origin answers it
+    /// like a person's request instead of sending it back to the service.
+    pub async fn fetch_page(
+        &self,
+        req: &Request<()>,
+        origin: &url::Url,
+        public_host: &str,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let uri = match origin_uri(origin, req.uri()) {
+            Ok(u) => u,
+            Err(e) => return e.answer(origin),
+        };
+        let mut out = Request::new(respond::empty());
+        *out.method_mut() = req.method().clone();
+        *out.uri_mut() = uri;
+        *out.headers_mut() = req.headers().clone();
+        let headers = out.headers_mut();
+        strip_hop_by_hop(headers);
+        headers.remove(header::UPGRADE);
+        set_forwarded(headers, public_host, peer);
+        headers.insert(
+            crate::bot::request::LOOP_GUARD_HEADER,
+            HeaderValue::from_static(crate::bot::request::LOOP_GUARD_VALUE),
+        );
+        match self.send(out).await {
+            Ok(resp) => client_response(resp, origin, true),
+            Err(e) => e.answer(origin),
+        }
+    }
+
     /// A request that does not ask to switch protocols: sent on a pooled
     /// connection driven by this request's task, its body streamed both ways.
     async fn relay(

@@ -13,6 +13,7 @@ pub mod origin_pool;
 pub mod passthrough;
 pub mod prepared;
 pub mod request;
+pub mod service;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,11 +23,11 @@ use hyper::{Request, Response};
 
 use crate::bot::{BotDetector, PassReason, RenderDecision};
 use crate::http::{respond, Body};
-use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind};
+use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind, NO_FAMILY};
 use crate::state::stats::DomainStats;
 use crate::verify::{CrawlerVerifier, Standing, VerifyMode};
 use client_addr::TrustedProxies;
-use crawler::{CacheResult, CrawlerPath};
+use crawler::{CacheResult, CrawlerPath, CrawlerRequest};
 use forward::OriginClient;
 
 /// Shared state of the public listener.
@@ -124,8 +125,12 @@ impl PublicProxy {
                     method = %req.method(),
                     "request refused"
                 );
-                self.metrics
-                    .observe_request(RequestKind::Rejected, CacheMetric::None);
+                self.metrics.observe_request(
+                    RequestKind::Rejected,
+                    CacheMetric::None,
+                    NO_FAMILY,
+                    rejection.status.as_u16(),
+                );
                 let resp = respond::error(rejection.status, rejection.reason);
                 self.metrics.observe_request_duration(
                     RequestKind::Rejected,
@@ -140,7 +145,7 @@ impl PublicProxy {
             req.uri().path(),
             req.uri().query(),
             req.headers(),
-            &target.site.ignore,
+            &target.site.path_rules(),
         );
         match decision {
             RenderDecision::Render { rule } => {
@@ -183,12 +188,17 @@ impl PublicProxy {
                 } else {
                     RequestKind::Human
                 };
-                self.metrics.observe_request(kind, CacheMetric::None);
                 tracing::debug!(%peer, method = %req.method(), host = %target.host, path = req.uri().path(), kind = RequestKind::as_str(kind), "passthrough");
                 let resp = self
                     .origin
                     .forward(req, &target.site.origin, &target.host, peer)
                     .await;
+                self.metrics.observe_request(
+                    kind,
+                    CacheMetric::None,
+                    NO_FAMILY,
+                    resp.status().as_u16(),
+                );
                 self.metrics
                     .observe_request_duration(kind, CacheMetric::None, started.elapsed());
                 resp
@@ -204,12 +214,16 @@ impl PublicProxy {
         peer: SocketAddr,
         started: std::time::Instant,
     ) -> Response<Body> {
-        self.metrics
-            .observe_request(RequestKind::Human, CacheMetric::None);
         let resp = self
             .origin
             .forward(req, &target.site.origin, &target.host, peer)
             .await;
+        self.metrics.observe_request(
+            RequestKind::Human,
+            CacheMetric::None,
+            NO_FAMILY,
+            resp.status().as_u16(),
+        );
         self.metrics.observe_request_duration(
             RequestKind::Human,
             CacheMetric::None,
@@ -230,7 +244,10 @@ impl PublicProxy {
     ) -> Response<Body> {
         let path = req.uri().path().to_string();
         let verified = standing.label();
-        let (resp, result) = self.crawler.serve(req, &target, peer, standing).await;
+        let (resp, result) = self
+            .crawler
+            .serve(CrawlerRequest::Proxy(req), &target, peer, standing)
+            .await;
         self.crawler_answered(resp, result, &target, peer, &path, &rule, verified, started)
     }
 
@@ -247,45 +264,86 @@ impl PublicProxy {
         verified: &str,
         started: std::time::Instant,
     ) -> Response<Body> {
+        let answer = CrawlerAnswer {
+            result,
+            target,
+            peer,
+            path,
+            rule,
+            verified,
+            started,
+            via: "proxy",
+        };
+        answer.record(&self.metrics, &self.stats, resp.status().as_u16());
+        resp
+    }
+}
+
+/// A crawler's answer, as the statistics, metrics and log record it.
+pub(crate) struct CrawlerAnswer<'a> {
+    pub result: CacheResult,
+    pub target: &'a request::Target,
+    pub peer: SocketAddr,
+    pub path: &'a str,
+    pub rule: &'a str,
+    pub verified: &'a str,
+    pub started: std::time::Instant,
+    /// The listener that answered: `proxy` or `service`.
+    pub via: &'static str,
+}
+
+impl CrawlerAnswer<'_> {
+    /// Counts the answer (stats per domain, `requests_total`, request
+    /// duration) and writes its one info line (SPEC §5).
+    pub(crate) fn record(&self, metrics: &Metrics, stats: &DomainStats, status: u16) {
+        let CrawlerAnswer {
+            result,
+            target,
+            peer,
+            path,
+            rule,
+            verified,
+            started,
+            via,
+        } = *self;
         let metric = match result {
             CacheResult::Passed => {
                 // Answered like a person: counted as one, not in the stats.
-                tracing::info!(%peer, host = %target.host, %path, family = rule_family(rule), %rule, %verified, cache = result.label(), status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "crawler");
-                self.metrics
-                    .observe_request(RequestKind::Human, CacheMetric::None);
-                self.metrics.observe_request_duration(
+                tracing::info!(%peer, host = %target.host, %path, family = rule_family(rule), %rule, %verified, cache = result.label(), status, ms = started.elapsed().as_millis() as u64, via, "crawler");
+                metrics.observe_request(RequestKind::Human, CacheMetric::None, NO_FAMILY, status);
+                metrics.observe_request_duration(
                     RequestKind::Human,
                     CacheMetric::None,
                     started.elapsed(),
                 );
-                return resp;
+                return;
             }
             CacheResult::Hit => {
-                self.stats.record_hit(&target.host);
+                stats.record_hit(&target.host);
                 CacheMetric::Hit
             }
+            CacheResult::Error(reason) => {
+                stats.record_error(&target.host);
+                stats.record_failure(&target.host, path, reason);
+                CacheMetric::Error
+            }
             CacheResult::Miss => {
-                self.stats.record_miss(&target.host);
+                stats.record_miss(&target.host);
                 CacheMetric::Miss
             }
             CacheResult::Stale => {
-                self.stats.record_stale(&target.host);
+                stats.record_stale(&target.host);
                 CacheMetric::Stale
             }
-            CacheResult::Error(_) => {
-                self.stats.record_error(&target.host);
-                CacheMetric::Error
-            }
         };
-        self.metrics.observe_request(RequestKind::Bot, metric);
-        self.metrics
-            .observe_request_duration(RequestKind::Bot, metric, started.elapsed());
+        stats.record_family(&target.host, rule_family(rule));
+        metrics.observe_request(RequestKind::Bot, metric, rule_family(rule), status);
+        metrics.observe_request_duration(RequestKind::Bot, metric, started.elapsed());
         // One line per crawler request at info (SPEC §5); `render_ms` is the
         // wait for a render, on misses only.
         let ms = started.elapsed().as_millis() as u64;
         let render_ms = matches!(result, CacheResult::Miss).then_some(ms);
-        tracing::info!(%peer, host = %target.host, %path, family = rule_family(rule), %rule, %verified, cache = result.label(), status = resp.status().as_u16(), ms, render_ms, "crawler");
-        resp
+        tracing::info!(%peer, host = %target.host, %path, family = rule_family(rule), %rule, %verified, cache = result.label(), status, ms, render_ms, via, "crawler");
     }
 }
 

@@ -36,7 +36,7 @@ use crate::bot::{BotDetector, PassReason, RenderDecision};
 use crate::config::{Site, SiteTable};
 use crate::domain::Domain;
 use crate::listener::{Front, Rewound, MAX_HEADERS, MAX_HEAD_BYTES};
-use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind};
+use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind, NO_FAMILY};
 use crate::proxy::forward::{connection_may_remove, OriginError, HOP_BY_HOP};
 use crate::proxy::origin_pool::{connect_tcp, is_open_and_quiet, PoolLimits};
 use crate::proxy::request::{
@@ -326,7 +326,14 @@ fn plan<'r, 'p>(
         validate_query(q).ok()?;
     }
     let site: &Site = sites.lookup(&host)?;
-    let kind = match bots.decide_request(true, loop_guard, path, query, user_agent, &site.ignore) {
+    let kind = match bots.decide_request(
+        true,
+        loop_guard,
+        path,
+        query,
+        user_agent,
+        &site.path_rules(),
+    ) {
         RenderDecision::Render { .. } => return None,
         RenderDecision::Pass(PassReason::StaticAsset) => RequestKind::Asset,
         RenderDecision::Pass(_) => RequestKind::Human,
@@ -471,7 +478,6 @@ async fn relay(
 ) -> Next {
     let started = Instant::now();
     let kind = plan.kind;
-    proxy.metrics.observe_request(kind, CacheMetric::None);
     tracing::debug!(peer = %peer.addr, method = req.method.unwrap_or(""), host = %plan.host, path = req.path.unwrap_or(""), kind = RequestKind::as_str(kind), "passthrough");
     let head_only = req.method == Some("HEAD");
     let client_close = plan.close || closing;
@@ -505,6 +511,7 @@ async fn relay(
         }
     };
     let client_keeps = head.client_keep_alive;
+    let status = head.status;
     let mut body = BodyEnd::new(head.framing);
     let mut out = head.bytes;
     let first = &response.bytes[head.origin_head_len..];
@@ -533,6 +540,9 @@ async fn relay(
     let mut unsent = Some(out);
     loop {
         if let Some(out) = unsent.take_if(|_| done || !gather) {
+            proxy
+                .metrics
+                .observe_request(kind, CacheMetric::None, NO_FAMILY, status);
             if client.write_all(&out).await.is_err() {
                 return Next::Close;
             }
@@ -636,6 +646,9 @@ async fn answer_error(
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(message.as_bytes());
+    proxy
+        .metrics
+        .observe_request(kind, CacheMetric::None, NO_FAMILY, status.as_u16());
     let written = client.write_all(&out).await.is_ok();
     proxy
         .metrics
@@ -774,6 +787,8 @@ struct ResponseHead {
     bytes: Vec<u8>,
     /// Length of the origin's head in what was read.
     origin_head_len: usize,
+    /// The origin's status code.
+    status: u16,
     framing: Framing,
     origin_keep_alive: bool,
     client_keep_alive: bool,
@@ -889,6 +904,7 @@ impl ResponseHead {
         Ok(ResponseHead {
             bytes,
             origin_head_len,
+            status,
             framing,
             // An answer framed two ways (length and coding) may be an
             // attempt at response splitting (RFC 9112 §6.3): it is read by

@@ -82,6 +82,9 @@ pub struct PoolConfig {
     /// A new connection to an origin, for the documents and subresources a
     /// render fetches, must be established within this.
     pub origin_connect_timeout: Duration,
+    /// User-Agent of every render (`render_user_agent`); `None`: the
+    /// browser's own, desktop or mobile, with the `Prerender` token.
+    pub user_agent: Option<String>,
 }
 
 impl PoolConfig {
@@ -98,6 +101,7 @@ impl PoolConfig {
             ready_timeout: DEFAULT_READY_TIMEOUT,
             subresource_cache_bytes: DEFAULT_SUBRESOURCE_CACHE_BYTES,
             origin_connect_timeout: DEFAULT_ORIGIN_CONNECT_TIMEOUT,
+            user_agent: None,
         }
     }
 

@@ -77,12 +77,17 @@ const DESKTOP_VIEWPORT: (i64, i64, f64) = (1366, 768, 1.0);
 /// Mobile viewport: the Pixel/Nexus-class size Google's smartphone crawler uses.
 const MOBILE_VIEWPORT: (i64, i64, f64) = (412, 915, 2.625);
 
+/// The product token of every render's User-Agent: `Prerender`, which apps
+/// written for prerender.io's renderer look for (to skip analytics, say),
+/// and this renderer's name.
+pub const RENDER_UA_TOKEN: &str = "Prerender (compatible; prerender-proxy)";
+
 /// User-Agent of desktop renders: the browser's own Chrome version, without
 /// "Headless", plus a product token so origins can tell the renderer apart.
 fn desktop_user_agent(chrome_version: &str) -> String {
     format!(
         "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
-         Chrome/{chrome_version} Safari/537.36 (compatible; prerender-proxy)"
+         Chrome/{chrome_version} Safari/537.36 {RENDER_UA_TOKEN}"
     )
 }
 
@@ -93,7 +98,7 @@ fn mobile_user_agent(chrome_version: &str) -> String {
     format!(
         "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 \
          (KHTML, like Gecko) Chrome/{chrome_version} Mobile Safari/537.36 \
-         (compatible; prerender-proxy)"
+         {RENDER_UA_TOKEN}"
     )
 }
 
@@ -451,7 +456,12 @@ impl Tab {
         close_page(self.page.clone()).await;
     }
 
-    async fn emulate(&mut self, mobile: bool, chrome_version: &str) -> Result<(), RenderError> {
+    async fn emulate(
+        &mut self,
+        mobile: bool,
+        chrome_version: &str,
+        user_agent: Option<&str>,
+    ) -> Result<(), RenderError> {
         if self.mobile == Some(mobile) && !self.tall {
             return Ok(());
         }
@@ -460,6 +470,7 @@ impl Tab {
         } else {
             (DESKTOP_VIEWPORT, desktop_user_agent(chrome_version))
         };
+        let ua = user_agent.map_or(ua, str::to_string);
         cdp(
             "Emulation.setDeviceMetricsOverride",
             self.page
@@ -595,10 +606,14 @@ impl Tab {
         deadline: Instant,
         ready_timeout: Duration,
         chrome_version: &str,
+        user_agent: Option<&str>,
     ) -> (Result<RenderedPage, RenderError>, Arc<RenderCtx>) {
         let started = Instant::now();
         let ctx = Arc::new(RenderCtx::new(job, site, deadline));
-        if let Err(e) = self.emulate(ctx.job.mobile, chrome_version).await {
+        if let Err(e) = self
+            .emulate(ctx.job.mobile, chrome_version, user_agent)
+            .await
+        {
             return (Err(e), ctx);
         }
         *self.current.lock() = Some(ctx.clone());
@@ -617,6 +632,12 @@ impl Tab {
     ) -> Result<RenderedPage, RenderError> {
         let page = self.page.clone();
         let url = ctx.job.public_url.to_string();
+        // A URL with a fragment (`#!/x`, an `_escaped_fragment_` render)
+        // would only scroll a tab still showing the same page: leave that
+        // page first, so the document loads anew.
+        if ctx.job.public_url.fragment().is_some() {
+            cdp("Page.navigate about:blank", self.page.goto("about:blank")).await?;
+        }
         let (nav_tx, mut nav_rx) = tokio::sync::oneshot::channel();
         let settled = ctx.clone();
         let navigation = tokio::spawn(async move {

@@ -656,6 +656,7 @@ impl PoolInner {
                     deadline,
                     self.cfg.ready_timeout,
                     &slot.chrome_version,
+                    self.cfg.user_agent.as_deref(),
                 )
                 .await;
             Ok::<_, RenderError>((tab, result, finished))

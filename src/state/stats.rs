@@ -17,6 +17,11 @@ use serde_json::{json, Value};
 /// a stable p95, small enough (8 KiB a domain) to keep for every domain.
 pub const DEFAULT_RENDER_SAMPLES: usize = 1024;
 
+/// Failed renders remembered per domain for the dashboard, newest last.
+pub const RECENT_FAILURES: usize = 10;
+/// Longest path kept with a failure (longer ones are cut, marked with `…`).
+const FAILURE_PATH_CHARS: usize = 200;
+
 /// Most domains counted. Domains come from allowed Host headers, unbounded
 /// in "any host" mode; events of further domains are dropped (and counted in
 /// [`DomainStats::untracked_events`]).
@@ -49,6 +54,11 @@ struct Counters {
     page_bytes_stored: AtomicU64,
     /// Most recent render times in milliseconds, oldest first.
     recent_ms: Mutex<VecDeque<u32>>,
+    /// Crawler requests by family (a `metrics::FAMILY_LABELS` name, so
+    /// the map stays small).
+    families: Mutex<BTreeMap<&'static str, u64>>,
+    /// The last failed renders: when, which path, why.
+    failures: Mutex<VecDeque<(SystemTime, String, &'static str)>>,
 }
 
 /// In-process per-domain counters. Cheap on the request path: a read lock
@@ -91,6 +101,36 @@ impl DomainStats {
     /// A bot request whose render failed (answered fail-open or 503).
     pub fn record_error(&self, domain: &str) {
         self.count(domain, |c| &c.errors);
+    }
+
+    /// A crawler request of `family` (any name; those outside
+    /// `metrics::FAMILY_LABELS` count as `other`).
+    pub fn record_family(&self, domain: &str, family: &str) {
+        let label = crate::metrics::FAMILY_LABELS
+            .iter()
+            .find(|f| **f == family)
+            .copied()
+            .unwrap_or("other");
+        if let Some(counters) = self.counters(domain) {
+            *counters.families.lock().entry(label).or_default() += 1;
+        }
+    }
+
+    /// A crawler request whose render failed, with the
+    /// `X-Prerender-Error` reason; the last [`RECENT_FAILURES`] are kept.
+    pub fn record_failure(&self, domain: &str, path: &str, reason: &'static str) {
+        let Some(counters) = self.counters(domain) else {
+            return;
+        };
+        let path = match path.char_indices().nth(FAILURE_PATH_CHARS) {
+            Some((cut, _)) => format!("{}…", &path[..cut]),
+            None => path.to_string(),
+        };
+        let mut failures = counters.failures.lock();
+        if failures.len() >= RECENT_FAILURES {
+            failures.pop_front();
+        }
+        failures.push_back((SystemTime::now(), path, reason));
     }
 
     /// One finished render of `domain` (live, refresh or warm) and its time.
@@ -196,7 +236,22 @@ fn domain_json(c: &Counters, extra: Option<&DomainExtra>) -> Value {
         served_from_cache as f64 / lookups as f64
     };
     let (avg, p95) = render_times(&c.recent_ms.lock());
+    let families: serde_json::Map<String, Value> = c
+        .families
+        .lock()
+        .iter()
+        .map(|(f, n)| (f.to_string(), json!(n)))
+        .collect();
+    let failures: Vec<Value> = c
+        .failures
+        .lock()
+        .iter()
+        .rev()
+        .map(|(at, path, reason)| json!({ "at": rfc3339(*at), "path": path, "reason": reason }))
+        .collect();
     json!({
+        "families": families,
+        "recent_failures": failures,
         "hits": hits,
         "misses": misses,
         "stale": stale,
@@ -241,6 +296,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn families_and_the_last_failures_per_domain() {
+        let s = DomainStats::default();
+        for _ in 0..3 {
+            s.record_family("a.example", "search-engines");
+        }
+        s.record_family("a.example", "ai-training");
+        s.record_family("a.example", "/etc/bots/mine");
+        for i in 0..12 {
+            s.record_failure("a.example", &format!("/p/{i}"), "timeout");
+        }
+        s.record_failure("a.example", &"x".repeat(500), "origin-error");
+        let v = s.to_json(&BTreeMap::new());
+        let a = &v["domains"]["a.example"];
+        assert_eq!(
+            a["families"],
+            json!({"search-engines": 3, "ai-training": 1, "other": 1})
+        );
+        let failures = a["recent_failures"].as_array().unwrap();
+        assert_eq!(failures.len(), RECENT_FAILURES);
+        assert_eq!(failures[0]["reason"], "origin-error", "newest first");
+        assert_eq!(
+            failures[0]["path"].as_str().unwrap().chars().count(),
+            FAILURE_PATH_CHARS + 1
+        );
+        assert_eq!(failures[1]["path"], "/p/11");
+        assert_eq!(failures[9]["path"], "/p/3");
+        assert!(failures[0]["at"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
     fn counts_cache_results_per_domain() {
         let s = DomainStats::default();
         for _ in 0..6 {
@@ -274,6 +359,8 @@ mod tests {
         let mut keys: Vec<&str> = a.keys().map(String::as_str).collect();
         keys.sort_unstable();
         let mut want = vec![
+            "families",
+            "recent_failures",
             "hits",
             "misses",
             "stale",

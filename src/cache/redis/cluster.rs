@@ -72,13 +72,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use super::{
-    announce_pages, current_runtime, decode_page, encode_meta, parse_keys, write_meta, Backend,
+    announce_pages, current_runtime, decode_page, encode_meta, write_meta, Backend, Names,
     RedisOptions, RedisStore, SCAN_BATCH,
 };
-use crate::cache::{
-    due_key, index_key, is_error_status, CacheKey, PurgeEvent, StoreError, StoreResult, StoredPage,
-    DOMAINS_KEY, PURGE_CHANNEL,
-};
+use crate::cache::{is_error_status, CacheKey, PurgeEvent, StoreError, StoreResult, StoredPage};
 
 /// Metadata field holding the SHA-256 (hex) of the HTML it was written
 /// with: how a reader tells a consistent pair from a torn one.
@@ -161,16 +158,17 @@ fn html_digest(html: &[u8]) -> String {
 
 pub(super) async fn get_page(
     mut conn: ClusterConnection,
+    names: &Names,
     key: &CacheKey,
 ) -> StoreResult<Option<StoredPage>> {
     for _ in 0..TORN_READ_ATTEMPTS {
         let html: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(key.to_string())
+            .arg(names.page(key))
             .query_async(&mut conn)
             .await?;
         let Some(html) = html else { return Ok(None) };
         let meta: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(key.meta_key())
+            .arg(names.meta(key))
             .query_async(&mut conn)
             .await?;
         if meta.is_empty() || meta.get(F_HTML_SHA256) == Some(&html_digest(&html)) {
@@ -183,11 +181,12 @@ pub(super) async fn get_page(
 
 pub(super) async fn put_page(
     mut conn: ClusterConnection,
+    names: &Names,
     key: &CacheKey,
     page: &StoredPage,
     ttl_ms: u64,
 ) -> StoreResult<()> {
-    let name = key.to_string();
+    let name = names.page(key);
     let mut fields = encode_meta(page)?;
     fields.push((F_HTML_SHA256, html_digest(&page.html)));
     redis::cmd("SET")
@@ -198,34 +197,41 @@ pub(super) async fn put_page(
         .query_async::<()>(&mut conn)
         .await?;
     let mut meta = redis::pipe();
-    write_meta(meta.atomic(), &key.meta_key(), &fields, ttl_ms);
+    write_meta(meta.atomic(), &names.meta(key), &fields, ttl_ms);
     meta.query_async::<()>(&mut conn).await?;
     run_all(
         &mut conn,
         vec![
             redis::Cmd::zadd(
-                index_key(key.domain()),
+                names.index(key.domain()),
                 &name,
                 crate::cache::unix_millis(std::time::SystemTime::now()),
             ),
-            redis::Cmd::sadd(DOMAINS_KEY, key.domain()),
+            redis::Cmd::sadd(names.domains(), key.domain()),
         ],
     )
     .await
 }
 
-pub(super) async fn delete_page(mut conn: ClusterConnection, key: &CacheKey) -> StoreResult<bool> {
-    let name = key.to_string();
+pub(super) async fn delete_page(
+    mut conn: ClusterConnection,
+    names: &Names,
+    key: &CacheKey,
+) -> StoreResult<bool> {
+    let name = names.page(key);
     // The client splits a multi-key DEL by slot and sums the answers.
-    let removed: u64 = redis::Cmd::del(&[name.as_str(), key.meta_key().as_str()])
+    let removed: u64 = redis::Cmd::del(&[name.as_str(), names.meta(key).as_str()])
         .query_async(&mut conn)
         .await?;
     run_all(
         &mut conn,
         vec![
-            redis::Cmd::zrem(index_key(key.domain()), &name),
-            redis::Cmd::zrem(due_key(key.domain()), &name),
-            redis::Cmd::publish(PURGE_CHANNEL, PurgeEvent::Page(key.clone()).to_message()),
+            redis::Cmd::zrem(names.index(key.domain()), &name),
+            redis::Cmd::zrem(names.due(key.domain()), &name),
+            redis::Cmd::publish(
+                names.purge_channel(),
+                PurgeEvent::Page(key.clone()).to_message(),
+            ),
         ],
     )
     .await?;
@@ -260,10 +266,19 @@ async fn exists_each(conn: &ClusterConnection, keys: Vec<String>) -> StoreResult
 
 /// The stored status of each page (`render:<key>` members); 0 when its
 /// metadata is gone or unreadable.
-async fn statuses_each(conn: &ClusterConnection, members: &[String]) -> StoreResult<Vec<u16>> {
+async fn statuses_each(
+    conn: &ClusterConnection,
+    names: &Names,
+    members: &[String],
+) -> StoreResult<Vec<u16>> {
     let metas: Vec<Option<String>> = members
         .iter()
-        .map(|member| CacheKey::parse(member).ok().map(|key| key.meta_key()))
+        .map(|member| {
+            names
+                .parse_members(vec![member.clone()])
+                .pop()
+                .map(|key| names.meta(&key))
+        })
         .collect();
     let requests = metas.into_iter().map(|meta| {
         let mut conn = conn.clone();
@@ -390,8 +405,12 @@ pub(super) async fn scan_unlink(conn: &mut ClusterConnection, pattern: &str) -> 
 
 /// The domain's indexed pages that still exist, least recently used
 /// first; members of pages that are gone are dropped from the index.
-async fn live_members(conn: &mut ClusterConnection, domain: &str) -> StoreResult<Vec<String>> {
-    let index = index_key(domain);
+async fn live_members(
+    conn: &mut ClusterConnection,
+    names: &Names,
+    domain: &str,
+) -> StoreResult<Vec<String>> {
+    let index = names.index(domain);
     let members: Vec<String> = redis::cmd("ZRANGE")
         .arg(&index)
         .arg(0)
@@ -412,24 +431,29 @@ async fn live_members(conn: &mut ClusterConnection, domain: &str) -> StoreResult
     Ok(live.into_iter().map(|(m, _)| m).collect())
 }
 
-pub(super) async fn entries(mut conn: ClusterConnection, domain: &str) -> StoreResult<u64> {
-    Ok(live_members(&mut conn, domain).await?.len() as u64)
+pub(super) async fn entries(
+    mut conn: ClusterConnection,
+    names: &Names,
+    domain: &str,
+) -> StoreResult<u64> {
+    Ok(live_members(&mut conn, names, domain).await?.len() as u64)
 }
 
 pub(super) async fn evict_over(
     mut conn: ClusterConnection,
+    names: &Names,
     domain: &str,
     max_entries: u64,
 ) -> StoreResult<Vec<CacheKey>> {
     let max = usize::try_from(max_entries).unwrap_or(usize::MAX);
-    let live = live_members(&mut conn, domain).await?;
+    let live = live_members(&mut conn, names, domain).await?;
     let over = live.len().saturating_sub(max);
     if over == 0 {
-        trim_schedule(&mut conn, &due_key(domain), max).await?;
+        trim_schedule(&mut conn, &names.due(domain), max).await?;
         return Ok(Vec::new());
     }
     // Error pages (status 400 and above) go before any other page.
-    let statuses = statuses_each(&conn, &live).await?;
+    let statuses = statuses_each(&conn, names, &live).await?;
     let (mut doomed, others): (Vec<_>, Vec<_>) = live
         .into_iter()
         .zip(statuses)
@@ -437,11 +461,11 @@ pub(super) async fn evict_over(
     doomed.extend(others);
     let mut live: Vec<String> = doomed.into_iter().map(|(m, _)| m).collect();
     live.truncate(over);
-    let index = index_key(domain);
-    let due = due_key(domain);
+    let index = names.index(domain);
+    let due = names.due(domain);
     let mut evicted = Vec::new();
-    for key in parse_keys(live) {
-        let name = key.to_string();
+    for key in names.parse_members(live) {
+        let name = names.page(&key);
         // Whoever removes the index entry evicts the page.
         let won: u64 = redis::Cmd::zrem(&index, &name)
             .query_async(&mut conn)
@@ -450,7 +474,7 @@ pub(super) async fn evict_over(
             run_all(
                 &mut conn,
                 vec![
-                    redis::Cmd::del(&[name.as_str(), key.meta_key().as_str()]),
+                    redis::Cmd::del(&[name.as_str(), names.meta(&key).as_str()]),
                     redis::Cmd::zrem(&due, &name),
                 ],
             )
@@ -459,7 +483,7 @@ pub(super) async fn evict_over(
         }
     }
     trim_schedule(&mut conn, &due, max).await?;
-    announce_pages(&mut conn, &evicted).await?;
+    announce_pages(&mut conn, names, &evicted).await?;
     Ok(evicted)
 }
 

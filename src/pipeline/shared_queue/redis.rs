@@ -16,9 +16,7 @@ use super::{
     RESULT_TTL,
 };
 use crate::cache::redis::{Conn, RedisStore};
-use crate::cache::{
-    from_unix_millis, ttl_millis, unix_millis, CacheKey, StoreResult, DONE_CHANNEL,
-};
+use crate::cache::{from_unix_millis, ttl_millis, unix_millis, CacheKey, StoreResult};
 
 const F_KEY: &str = "key";
 const F_QUEUED_AT: &str = "queued_at";
@@ -51,10 +49,10 @@ static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW_SCRIPT));
 
 impl RedisStore {
     /// Creates a lane's consumer group (and stream) if missing.
-    async fn ensure_group(conn: &mut Conn, lane: JobLane) -> StoreResult<()> {
+    async fn ensure_group(&self, conn: &mut Conn, lane: JobLane) -> StoreResult<()> {
         let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(lane.stream_key())
+            .arg(self.names().prefixed(lane.stream_key()))
             .arg(JOB_GROUP)
             .arg("0")
             .arg("MKSTREAM")
@@ -69,6 +67,7 @@ impl RedisStore {
     /// Turns a delivered stream entry into a job; a malformed entry
     /// (not written by this product) is deleted and skipped.
     async fn decode_entry(
+        &self,
         conn: &mut Conn,
         lane: JobLane,
         entry: StreamId,
@@ -90,22 +89,22 @@ impl RedisStore {
             })),
             _ => {
                 tracing::warn!(stream = lane.stream_key(), id = %entry.id, "malformed render job dropped");
-                remove_entry(conn, lane, &entry.id).await?;
+                remove_entry(conn, &self.names().prefixed(lane.stream_key()), &entry.id).await?;
                 Ok(None)
             }
         }
     }
 }
 
-async fn remove_entry(conn: &mut Conn, lane: JobLane, id: &str) -> StoreResult<()> {
+async fn remove_entry(conn: &mut Conn, stream: &str, id: &str) -> StoreResult<()> {
     redis::pipe()
         .cmd("XACK")
-        .arg(lane.stream_key())
+        .arg(stream)
         .arg(JOB_GROUP)
         .arg(id)
         .ignore()
         .cmd("XDEL")
-        .arg(lane.stream_key())
+        .arg(stream)
         .arg(id)
         .ignore()
         .query_async::<()>(conn)
@@ -126,7 +125,7 @@ impl JobQueue for RedisStore {
         async move {
             let mut conn = self.conn().await?;
             let id: Option<String> = PUSH
-                .key(job.lane.stream_key())
+                .key(self.names().prefixed(job.lane.stream_key()))
                 .arg(JOB_GROUP)
                 .arg(capacity)
                 .arg(F_KEY)
@@ -154,14 +153,14 @@ impl JobQueue for RedisStore {
                 .arg("COUNT")
                 .arg(1)
                 .arg("STREAMS")
-                .arg(lane.stream_key())
+                .arg(self.names().prefixed(lane.stream_key()))
                 .arg(">")
                 .to_owned();
             let reply: Option<StreamReadReply> = match read.query_async(&mut conn).await {
                 Err(e) if e.code() == Some("NOGROUP") => {
                     // The stream went (Redis restarted without persistence):
                     // recreate the group and read again.
-                    Self::ensure_group(&mut conn, lane).await?;
+                    self.ensure_group(&mut conn, lane).await?;
                     read.query_async(&mut conn).await?
                 }
                 other => other?,
@@ -172,7 +171,7 @@ impl JobQueue for RedisStore {
                 .flat_map(|k| k.ids)
                 .next();
             match entry {
-                Some(entry) => Self::decode_entry(&mut conn, lane, entry, 1).await,
+                Some(entry) => self.decode_entry(&mut conn, lane, entry, 1).await,
                 None => Ok(None),
             }
         }
@@ -189,7 +188,7 @@ impl JobQueue for RedisStore {
             let mut conn = self.conn().await?;
             let idle = ttl_millis(lease);
             let pending: Result<StreamPendingCountReply, redis::RedisError> = redis::cmd("XPENDING")
-                .arg(lane.stream_key())
+                .arg(self.names().prefixed(lane.stream_key()))
                 .arg(JOB_GROUP)
                 .arg("IDLE")
                 .arg(idle)
@@ -208,7 +207,7 @@ impl JobQueue for RedisStore {
             // XCLAIM re-checks the idle time, so of several renderers
             // reclaiming at once only one gets the job.
             let claimed: StreamClaimReply = redis::cmd("XCLAIM")
-                .arg(lane.stream_key())
+                .arg(self.names().prefixed(lane.stream_key()))
                 .arg(JOB_GROUP)
                 .arg(consumer)
                 .arg(idle)
@@ -219,7 +218,7 @@ impl JobQueue for RedisStore {
                 Some(entry) => {
                     tracing::info!(stream = lane.stream_key(), id = %entry.id, from = %stale.consumer, "render job taken over from a renderer that stopped renewing it");
                     let deliveries = stale.times_delivered as u64 + 1;
-                    Self::decode_entry(&mut conn, lane, entry, deliveries).await
+                    self.decode_entry(&mut conn, lane, entry, deliveries).await
                 }
                 None => Ok(None),
             }
@@ -235,7 +234,7 @@ impl JobQueue for RedisStore {
         async move {
             let mut conn = self.conn().await?;
             let renewed: i64 = RENEW
-                .key(lane_of(taken).stream_key())
+                .key(self.names().prefixed(lane_of(taken).stream_key()))
                 .arg(JOB_GROUP)
                 .arg(&taken.id)
                 .arg(consumer)
@@ -253,7 +252,7 @@ impl JobQueue for RedisStore {
     ) -> BoxFuture<'a, StoreResult<()>> {
         async move {
             let mut conn = self.conn().await?;
-            let results = result_key(&taken.job.key);
+            let results = self.names().prefixed(&result_key(&taken.job.key));
             // The outcome first, then the announcement, then the job goes:
             // an instance dying in between leaves the job to be taken over,
             // never a proxy waiting on an outcome nobody will write.
@@ -265,11 +264,11 @@ impl JobQueue for RedisStore {
                 .query_async::<()>(&mut conn)
                 .await?;
             redis::cmd("PUBLISH")
-                .arg(DONE_CHANNEL)
+                .arg(self.names().done_channel())
                 .arg(taken.job.key.to_string())
                 .query_async::<()>(&mut conn)
                 .await?;
-            remove_entry(&mut conn, lane_of(taken), &taken.id).await
+            remove_entry(&mut conn, &self.names().prefixed(lane_of(taken).stream_key()), &taken.id).await
         }
         .boxed()
     }
@@ -282,7 +281,7 @@ impl JobQueue for RedisStore {
         async move {
             let mut conn = self.conn().await?;
             let wire: Option<String> = redis::cmd("HGET")
-                .arg(result_key(key))
+                .arg(self.names().prefixed(&result_key(key)))
                 .arg(id)
                 .query_async(&mut conn)
                 .await?;
@@ -297,7 +296,7 @@ impl JobQueue for RedisStore {
             let mut backlog = JobBacklog::default();
             for lane in [JobLane::Live, JobLane::Background] {
                 let n: u64 = redis::cmd("XLEN")
-                    .arg(lane.stream_key())
+                    .arg(self.names().prefixed(lane.stream_key()))
                     .query_async(&mut conn)
                     .await?;
                 match lane {
