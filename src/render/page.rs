@@ -1025,6 +1025,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_page_hooks_take_the_frames_binding_by_its_name() {
+        // Under another name the page could never ask for frames.
+        let taken = format!("const binding = window.{};", frames::BINDING);
+        assert!(PAGE_HOOKS_JS.contains(&taken));
+        assert!(PAGE_HOOKS_JS.contains(&format!("delete window.{};", frames::BINDING)));
+    }
+
+    #[test]
     fn client_redirects_are_moves_to_another_path_of_the_site() {
         let public = url::Url::parse("https://www.example.test/old?x=1").unwrap();
         let moved = |navigated: Option<&str>, shown: Option<&str>| {
