@@ -102,6 +102,75 @@ async fn every_concurrent_render_gets_frames_and_intersections() {
     site.pool.shutdown().await;
 }
 
+/// Pages that need frames only later, or only in a visible tab: an
+/// animation frame asked for from a timer, text written once the page is
+/// visible (read, and waited for with `visibilitychange`), a ResizeObserver
+/// callback and the end of a Web Animation. A tab gets frames when its page
+/// first asks for them (`render::frames`), so each must still come.
+const LATE_FRAMES_PAGE: &str = r#"<!DOCTYPE html><html><head><title>late frames</title></head><body>
+<div id="late">no late frame</div>
+<div id="visible">never visible</div>
+<div id="resized">never resized</div>
+<div id="animated">animation pending</div>
+<script>
+const here = location.pathname;
+setTimeout(() => requestAnimationFrame(() => {
+  document.getElementById('late').textContent = 'late frame text ' + here;
+}), 150);
+const shown = () => {
+  if (document.visibilityState === 'visible') {
+    document.getElementById('visible').textContent = 'visible text ' + here;
+  }
+};
+shown();
+document.addEventListener('visibilitychange', shown);
+new ResizeObserver(() => {
+  document.getElementById('resized').textContent = 'resize text ' + here;
+}).observe(document.getElementById('resized'));
+document.getElementById('animated')
+  .animate([{ opacity: 0 }, { opacity: 1 }], { duration: 50 })
+  .finished.then(() => {
+    document.getElementById('animated').textContent = 'animation text ' + here;
+  });
+</script></body></html>"#;
+
+/// Every render of twice `browsers × tabs_per_browser` pages that need
+/// frames late or a visible tab, all at once, twice (so on reused tabs),
+/// gets them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_that_ask_for_frames_late_or_wait_to_be_visible_get_them() {
+    let mut cfg = common::small_pool_config();
+    cfg.browsers = 2;
+    cfg.tabs_per_browser = 4;
+    let capacity = cfg.browsers * cfg.tabs_per_browser;
+    let paths: Vec<String> = (0..capacity * 2).map(|i| format!("/late/{i}")).collect();
+    let routes = paths
+        .iter()
+        .map(|p| (p.as_str(), Route::html(LATE_FRAMES_PAGE)))
+        .collect();
+    let site = Site::start(cfg, routes).await;
+    for round in 0..2 {
+        let pages = futures::future::join_all(paths.iter().map(|p| site.render(p.as_str()))).await;
+        let incomplete: Vec<&String> = paths
+            .iter()
+            .zip(&pages)
+            .filter(|(path, page)| {
+                ["late frame", "visible", "resize", "animation"]
+                    .iter()
+                    .any(|what| !page.html.contains(&format!("{what} text {path}")))
+            })
+            .map(|(path, _)| path)
+            .collect();
+        assert!(
+            incomplete.is_empty(),
+            "round {round}: {} of {} renders lacked a late frame, visibility, resize or animation text: {incomplete:?}",
+            incomplete.len(),
+            paths.len()
+        );
+    }
+    site.pool.shutdown().await;
+}
+
 /// A product card whose text lives in an open shadow root, with a slotted
 /// price; a closed root; a panel whose slotted light content is passed on
 /// through a nested root's slot.

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use chromiumoxide::cdp::browser_protocol::emulation::SetFocusEmulationEnabledParams;
 use chromiumoxide::cdp::browser_protocol::fetch::{
     ContinueRequestParams, EventRequestPaused, FailRequestParams, FulfillRequestParams, HeaderEntry,
 };
@@ -25,10 +24,8 @@ use chromiumoxide::cdp::browser_protocol::inspector::EventTargetCrashed;
 use chromiumoxide::cdp::browser_protocol::network::{
     ErrorReason, EventLoadingFailed, EventLoadingFinished, ResourceType,
 };
-use chromiumoxide::cdp::browser_protocol::page::{
-    EventDomContentEventFired, EventFrameNavigated, SetWebLifecycleStateParams,
-    SetWebLifecycleStateState,
-};
+use chromiumoxide::cdp::browser_protocol::page::{EventDomContentEventFired, EventFrameNavigated};
+use chromiumoxide::cdp::js_protocol::runtime::EventBindingCalled;
 use chromiumoxide::Page;
 use futures::StreamExt;
 use parking_lot::Mutex;
@@ -36,6 +33,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use url::Url;
 
+use super::frames::{self, Frames};
 use super::origin::{OriginClient, OriginError, OriginRequest, OriginResponse};
 use super::policy::{self, Decision};
 use super::subresources::{StaticKind, SubresourceCache};
@@ -252,16 +250,18 @@ pub(crate) type CurrentRender = Arc<Mutex<Option<Arc<RenderCtx>>>>;
 
 /// Subscribes to a tab's events and spawns its event task.
 ///
-/// `frozen` is set while the tab holds the frozen page of a finished render;
-/// the first document committed in the main frame after that (the next
-/// render's, or `about:blank`) replaced it, and the tab is set active and
-/// focused (so visible: see `page`) again.
+/// `frames` knows whether the tab holds the frozen page of a finished
+/// render; the first document committed in the main frame after that (the
+/// next render's, or `about:blank`) replaced it, and the tab is set active
+/// again. A page's call of the frames binding turns its frames on (see
+/// `frames`); one that comes while no render uses the tab is a finished
+/// page's, late, and ignored.
 pub(crate) async fn start_tab_events(
     page: Page,
     current: CurrentRender,
     shared: Arc<Shared>,
     crashed: Arc<AtomicBool>,
-    frozen: Arc<AtomicBool>,
+    frames: Arc<Frames>,
 ) -> Result<tokio::task::JoinHandle<()>, chromiumoxide::error::CdpError> {
     let mut paused = page.event_listener::<EventRequestPaused>().await?;
     let mut finished = page.event_listener::<EventLoadingFinished>().await?;
@@ -269,6 +269,7 @@ pub(crate) async fn start_tab_events(
     let mut dcl = page.event_listener::<EventDomContentEventFired>().await?;
     let mut navigated = page.event_listener::<EventFrameNavigated>().await?;
     let mut target_crashed = page.event_listener::<EventTargetCrashed>().await?;
+    let mut binding = page.event_listener::<EventBindingCalled>().await?;
     Ok(tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -297,13 +298,19 @@ pub(crate) async fn start_tab_events(
                 }
                 ev = navigated.next() => {
                     let Some(ev) = ev else { break };
-                    if ev.frame.parent_id.is_none() && frozen.swap(false, Ordering::SeqCst) {
-                        let page = page.clone();
+                    if ev.frame.parent_id.is_none() && frames.is_frozen() {
+                        let (page, frames) = (page.clone(), frames.clone());
+                        tokio::spawn(async move { frames.thaw(&page).await });
+                    }
+                }
+                ev = binding.next() => {
+                    let Some(ev) = ev else { break };
+                    if ev.name == frames::BINDING && current.lock().is_some() {
+                        let (page, frames) = (page.clone(), frames.clone());
                         tokio::spawn(async move {
-                            let active = SetWebLifecycleStateParams::new(SetWebLifecycleStateState::Active);
-                            let _ = tokio::time::timeout(CDP_CALL_TIMEOUT, page.execute(active)).await;
-                            let focused = SetFocusEmulationEnabledParams::new(true);
-                            let _ = tokio::time::timeout(CDP_CALL_TIMEOUT, page.execute(focused)).await;
+                            if let Err(e) = frames.want(&page).await {
+                                tracing::debug!(error = %e, "frames for a page that asked");
+                            }
                         });
                     }
                 }

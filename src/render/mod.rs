@@ -3,6 +3,7 @@
 //!
 //! - `pool`: [`BrowserPool`] — launches, leases, recycles and reaps browsers.
 //! - `page`: one render on a tab (navigation, readiness, snapshot).
+//! - `frames`: a tab's page gets animation frames once it needs them.
 //! - `intercept`: every request of a rendering tab, answered through CDP Fetch.
 //! - `policy`: which requests a page may make (blocked types/hosts, SSRF guard).
 //! - `origin`: the HTTP client that fetches from the site's origin.
@@ -12,6 +13,7 @@
 //! The engine knows nothing of the proxy, the cache of rendered pages or the
 //! queue: it turns a [`RenderJob`] into a [`RenderedPage`] or a [`RenderError`].
 
+mod frames;
 mod intercept;
 mod origin;
 mod page;

@@ -19,8 +19,7 @@ use std::time::Duration;
 
 use chromiumoxide::cdp::browser_protocol::browser::BrowserContextId;
 use chromiumoxide::cdp::browser_protocol::emulation::{
-    SetDeviceMetricsOverrideParams, SetFocusEmulationEnabledParams, SetTouchEmulationEnabledParams,
-    SetUserAgentOverrideParams,
+    SetDeviceMetricsOverrideParams, SetTouchEmulationEnabledParams, SetUserAgentOverrideParams,
 };
 use chromiumoxide::cdp::browser_protocol::fetch;
 use chromiumoxide::cdp::browser_protocol::inspector;
@@ -35,10 +34,11 @@ use chromiumoxide::cdp::browser_protocol::storage::ClearDataForOriginParams;
 use chromiumoxide::cdp::browser_protocol::target::{
     CreateTargetParams, FilterEntry, GetTargetsParams, TargetFilter,
 };
-use chromiumoxide::cdp::js_protocol::runtime::EvaluateParams;
+use chromiumoxide::cdp::js_protocol::runtime::{AddBindingParams, EvaluateParams};
 use chromiumoxide::{Browser, Page};
 use tokio::time::Instant;
 
+use super::frames::{self, Frames};
 use super::intercept::{self, CurrentRender, DocumentOutcome, RenderCtx, Shared, CDP_CALL_TIMEOUT};
 use super::{RenderError, RenderJob, RenderedPage, ShadowDom};
 
@@ -112,23 +112,51 @@ const CLEAR_SESSION_STORAGE_JS: &str = "(() => { try { sessionStorage.clear(); }
 
 /// Added before any script of every document a tab loads
 /// (`Page.addScriptToEvaluateOnNewDocument`): remembers closed shadow roots
-/// (their hosts do not expose them) so the snapshot can write them, and
-/// notes whether the page watches for content scrolled into view (an
+/// (their hosts do not expose them) so the snapshot can write them; notes
+/// whether the page watches for content scrolled into view (an
 /// IntersectionObserver target, a scroll listener on the window or the
 /// document), which decides whether it is laid out tall before the
-/// snapshot. The wrappers keep the native methods' names and arities.
+/// snapshot; and asks for frames (see `frames`) the first time the page
+/// uses something that needs them: animation frames, intersection or
+/// resize observers, Web Animations, scroll, animation or transition
+/// events, or its visibility. The wrappers keep the native methods' names
+/// and arities; the binding is taken off the window.
 const PAGE_HOOKS_JS: &str = r#"(() => {
   const key = Symbol.for('prerender-proxy');
   if (Object.prototype.hasOwnProperty.call(window, key)) return;
   const apply = Reflect.apply;
   const closedRoots = new WeakMap();
   let watchesViewport = false;
+  const binding = window.__prerenderProxyNeedsFrames;
+  delete window.__prerenderProxyNeedsFrames;
+  let askedFrames = typeof binding !== 'function';
+  const needFrames = () => {
+    if (askedFrames) return;
+    askedFrames = true;
+    try { binding(''); } catch (e) { /* the tab keeps its state */ }
+  };
   const wrap = (proto, name, make) => {
     const d = proto && Object.getOwnPropertyDescriptor(proto, name);
     if (d && typeof d.value === 'function') {
       Object.defineProperty(proto, name, Object.assign({}, d, { value: make(d.value) }));
     }
   };
+  const wrapGetter = (proto, name) => {
+    const d = proto && Object.getOwnPropertyDescriptor(proto, name);
+    if (d && typeof d.get === 'function') {
+      const native = d.get;
+      Object.defineProperty(proto, name, Object.assign({}, d, { get: Object.getOwnPropertyDescriptor({
+        get [name]() { needFrames(); return apply(native, this, []); } }, name).get }));
+    }
+  };
+  const asks = (proto, name) => wrap(proto, name, (native) => ({
+    [name]() { needFrames(); return apply(native, this, arguments); } })[name]);
+  asks(window, 'requestAnimationFrame');
+  asks(window.ResizeObserver && ResizeObserver.prototype, 'observe');
+  asks(window.Element && Element.prototype, 'animate');
+  wrapGetter(window.Document && Document.prototype, 'visibilityState');
+  wrapGetter(window.Document && Document.prototype, 'hidden');
+  const frameEvents = /^(scroll|scrollend|visibilitychange|animation|transition)/;
   wrap(window.Element && Element.prototype, 'attachShadow', (native) => ({
     attachShadow(init) {
       const root = apply(native, this, arguments);
@@ -138,11 +166,13 @@ const PAGE_HOOKS_JS: &str = r#"(() => {
   wrap(window.IntersectionObserver && IntersectionObserver.prototype, 'observe', (native) => ({
     observe(target) {
       watchesViewport = true;
+      needFrames();
       return apply(native, this, arguments);
     } }).observe);
   wrap(window.EventTarget && EventTarget.prototype, 'addEventListener', (native) => ({
     addEventListener(type, listener) {
       if (type === 'scroll' && (this === window || this === document)) watchesViewport = true;
+      if (typeof type === 'string' && frameEvents.test(type)) needFrames();
       return apply(native, this, arguments);
     } }).addEventListener);
   Object.defineProperty(window, key, { value: Object.freeze({
@@ -321,9 +351,9 @@ pub(crate) struct Tab {
     /// The last render laid its page out taller than the viewport: the next
     /// one sets the viewport again.
     tall: bool,
-    /// The tab holds the frozen page of a finished render (cleared by the
+    /// Whether the page gets frames; frozen between renders (thawed by the
     /// event task when the next document commits).
-    frozen: Arc<AtomicBool>,
+    frames: Arc<Frames>,
     /// The pool's shared state (its counters).
     shared: Arc<Shared>,
 }
@@ -390,16 +420,11 @@ impl Tab {
                 ),
             };
             cdp("Network.setBlockedURLs", page.execute(block_sockets)).await?;
-            // Every page is treated as focused, which also keeps it visible.
-            // Without it, a tab whose previous page was frozen (see the
-            // module documentation) got no animation frames and no
-            // intersection checks for its next page: measured, every render
-            // on a reused tab. A visible page cannot be frozen, so `reset`
-            // turns it off first and the event task on again once the next
-            // document replaced the frozen one.
+            // Frames on demand (see `frames`): the page calls the binding,
+            // the event task turns focus emulation on.
             cdp(
-                "Emulation.setFocusEmulationEnabled",
-                page.execute(SetFocusEmulationEnabledParams::new(true)),
+                "Runtime.addBinding",
+                page.execute(AddBindingParams::new(frames::BINDING)),
             )
             .await?;
             cdp(
@@ -407,6 +432,18 @@ impl Tab {
                 page.execute(AddScriptToEvaluateOnNewDocumentParams::new(PAGE_HOOKS_JS)),
             )
             .await?;
+            // A new tab is visible; frozen once, it is hidden like a reused
+            // one, so every render starts without frames until it asks.
+            for state in [
+                SetWebLifecycleStateState::Frozen,
+                SetWebLifecycleStateState::Active,
+            ] {
+                cdp(
+                    "Page.setWebLifecycleState",
+                    page.execute(SetWebLifecycleStateParams::new(state)),
+                )
+                .await?;
+            }
             Ok::<_, RenderError>(())
         };
         if let Err(e) = setup.await {
@@ -415,7 +452,7 @@ impl Tab {
         }
         let current: CurrentRender = Default::default();
         let crashed = Arc::new(AtomicBool::new(false));
-        let frozen = Arc::new(AtomicBool::new(false));
+        let frames = Arc::new(Frames::default());
         let events = match cdp(
             "event subscriptions",
             intercept::start_tab_events(
@@ -423,7 +460,7 @@ impl Tab {
                 current.clone(),
                 shared.clone(),
                 crashed.clone(),
-                frozen.clone(),
+                frames.clone(),
             ),
         )
         .await
@@ -442,7 +479,7 @@ impl Tab {
             events,
             mobile: None,
             tall: false,
-            frozen,
+            frames,
             shared,
         })
     }
@@ -518,13 +555,7 @@ impl Tab {
                 "the render's navigation had not completed".into(),
             ));
         }
-        self.frozen.store(true, Ordering::SeqCst);
-        cdp(
-            "Emulation.setFocusEmulationEnabled",
-            self.page
-                .execute(SetFocusEmulationEnabledParams::new(false)),
-        )
-        .await?;
+        self.frames.freeze(&self.page).await?;
         cdp(
             "Page.setWebLifecycleState",
             self.page.execute(SetWebLifecycleStateParams::new(
@@ -832,6 +863,8 @@ impl Tab {
                 break;
             }
             let started_before = ctx.requests_started();
+            // Intersections and scroll events are computed in frames.
+            self.frames.want(&self.page).await?;
             // Only the layout grows: the view's visible size, which the
             // compositor draws, stays the screen's, so a tall layout does
             // not mean rastering 16,000 px of page.
@@ -1011,6 +1044,14 @@ fn canonical_header_name(lower: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_page_hooks_take_the_frames_binding_by_its_name() {
+        // Under another name the page could never ask for frames.
+        let taken = format!("const binding = window.{};", frames::BINDING);
+        assert!(PAGE_HOOKS_JS.contains(&taken));
+        assert!(PAGE_HOOKS_JS.contains(&format!("delete window.{};", frames::BINDING)));
+    }
 
     #[test]
     fn client_redirects_are_moves_to_another_path_of_the_site() {
