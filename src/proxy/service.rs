@@ -27,16 +27,17 @@ use hyper::{Method, Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::state::stats::DomainStats;
 use crate::bot::request::is_static_asset;
 use crate::bot::{BotDetector, PathFilter, UaVerdict};
 use crate::config::SiteTable;
+use crate::http::respond;
 use crate::http::Body;
 use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind, NO_FAMILY};
 use crate::proxy::crawler::{CrawlerPath, CrawlerRequest};
 use crate::proxy::forward::OriginClient;
 use crate::proxy::request::{self, MAX_TARGET_BYTES};
-use crate::proxy::{respond, CrawlerAnswer};
+use crate::proxy::CrawlerAnswer;
+use crate::state::stats::DomainStats;
 use crate::verify::Standing;
 
 /// The header prerender.io's middleware sends its token in.

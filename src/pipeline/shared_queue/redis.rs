@@ -268,7 +268,12 @@ impl JobQueue for RedisStore {
                 .arg(taken.job.key.to_string())
                 .query_async::<()>(&mut conn)
                 .await?;
-            remove_entry(&mut conn, &self.names().prefixed(lane_of(taken).stream_key()), &taken.id).await
+            remove_entry(
+                &mut conn,
+                &self.names().prefixed(lane_of(taken).stream_key()),
+                &taken.id,
+            )
+            .await
         }
         .boxed()
     }
