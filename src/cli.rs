@@ -184,6 +184,54 @@ pub struct ServeArgs {
     /// path; 0 = off (the new route's content at the old URL) [default: 302].
     #[arg(long, env = "PRERENDER_CLIENT_REDIRECT_STATUS", value_name = "STATUS")]
     pub client_redirect_status: Option<u64>,
+    /// Extra PEM CA certificates trusted for https:// origins and rediss:// Redis, added to
+    /// the system roots [default: system roots only].
+    #[arg(long, env = "PRERENDER_ORIGIN_CA_FILE", value_name = "FILE")]
+    pub origin_ca_file: Option<PathBuf>,
+    /// Single site: Host header sent to the origin (e.g. shop.netlify.app); TLS SNI and
+    /// certificate checks always use the origin URL's host [default: the request's Host].
+    #[arg(long, env = "PRERENDER_ORIGIN_HOST", value_name = "NAME")]
+    pub origin_host: Option<String>,
+    /// Single site: scheme of the public URL pages are rendered as: http | https
+    /// [default: https].
+    #[arg(long, env = "PRERENDER_SCHEME", value_name = "SCHEME")]
+    pub scheme: Option<String>,
+    /// Single site: path regex never rendered (repeatable; PRERENDER_IGNORE holds one
+    /// regex a line).
+    #[arg(
+        long = "ignore",
+        env = "PRERENDER_IGNORE",
+        value_name = "REGEX",
+        value_delimiter = '\n'
+    )]
+    pub ignore: Option<Vec<String>>,
+    /// Single site: significant query parameters kept in cache keys, comma-separated
+    /// [default: none].
+    #[arg(long, env = "PRERENDER_QUERY_PARAMS", value_name = "LIST")]
+    pub query_params: Option<String>,
+    /// Single site: keep mobile crawlers' renders apart (true | false) [default: false].
+    #[arg(
+        long,
+        env = "PRERENDER_MOBILE_VARIANT",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub mobile_variant: Option<bool>,
+    /// Single site: remove <script> elements (but JSON-LD) from rendered pages
+    /// (true | false) [default: true].
+    #[arg(
+        long,
+        env = "PRERENDER_STRIP_SCRIPTS",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub strip_scripts: Option<bool>,
+    /// Single site: when a render fails, the origin's own answer or a 503:
+    /// passthrough | error [default: passthrough].
+    #[arg(long, env = "PRERENDER_ON_RENDER_FAILURE", value_name = "MODE")]
+    pub on_render_failure: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -31,4 +31,5 @@ pub mod render;
 pub mod render_command;
 pub mod serve;
 pub mod telemetry;
+pub mod upstream;
 pub mod verify;

@@ -174,6 +174,9 @@ async fn warn_if_redis_evicts_keys_without_ttl(url: String) {
 
 pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     raise_fd_limit();
+    crate::upstream::install_crypto_provider();
+    crate::upstream::init(config.origin_ca_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("origin_ca_file: {e}"))?;
     for warning in config.stale_window_warnings() {
         tracing::warn!("{warning}");
     }

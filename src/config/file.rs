@@ -49,6 +49,9 @@ pub struct FileConfig {
     pub dns_resolver: Option<String>,
     pub unverified_renders_per_minute: Option<u64>,
     pub crawler_ip_ranges: Option<String>,
+    pub origin_ca_file: Option<String>,
+    /// `origin_host` of the single site of `origin` mode.
+    pub origin_host: Option<String>,
     #[serde(default)]
     pub sites: Vec<SiteFile>,
     #[serde(default)]
@@ -94,6 +97,7 @@ impl StringList {
 pub struct SiteFile {
     pub domain: String,
     pub origin: String,
+    pub origin_host: Option<String>,
     pub plan: Option<String>,
     pub scheme: Option<String>,
     #[serde(default)]

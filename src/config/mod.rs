@@ -214,6 +214,10 @@ pub struct Config {
     pub unverified_renders_per_minute: u64,
     /// Directory of crawler IP range files replacing the built-in ones.
     pub crawler_ip_ranges: Option<PathBuf>,
+    /// Extra CAs for `https://` origins and `rediss://` Redis, added to the
+    /// system roots (checked at start: a readable PEM file with at least one
+    /// certificate).
+    pub origin_ca_file: Option<PathBuf>,
     pub plans: BTreeMap<String, Plan>,
     pub sites: SiteTable,
 }
@@ -465,17 +469,28 @@ impl Config {
                 .map_err(|e| ConfigError::new("crawler_ip_ranges", e.to_string()))?;
         }
 
+        let origin_ca_file = pick(
+            args.origin_ca_file.clone(),
+            file.origin_ca_file.map(PathBuf::from),
+        );
+        if let Some(path) = &origin_ca_file {
+            crate::upstream::load_ca_file(path)
+                .map_err(|e| ConfigError::new("origin_ca_file", e))?;
+        }
+
         let plans = plan::resolve_plans(&file.plans)?;
         let single_plan = pick(args.plan.clone(), file.plan);
         let origin = pick(args.origin.clone(), file.origin);
         let domains = pick(args.domains.clone(), file.domains);
         let single_snapshot = single_site_snapshot(args, origin.is_some())?;
+        let single_options = single_site_options(args, file.origin_host, origin.is_some())?;
         let sites = resolve_sites(
             &file.sites,
             origin,
             domains,
             single_plan,
             single_snapshot,
+            &single_options,
             &plans,
         )?;
 
@@ -513,6 +528,7 @@ impl Config {
             dns_resolver,
             unverified_renders_per_minute,
             crawler_ip_ranges,
+            origin_ca_file,
             plans,
             sites,
         })
@@ -678,12 +694,75 @@ fn single_site_snapshot(
     )
 }
 
+/// The `[[sites]]` keys of the single site of `--origin` mode given as
+/// flags (and environment variables); `origin_host` also as a file key.
+fn single_site_options(
+    args: &ServeArgs,
+    file_origin_host: Option<String>,
+    single_site: bool,
+) -> Result<site::SingleSiteOptions, ConfigError> {
+    let given = [
+        ("origin_host", args.origin_host.is_some()),
+        ("scheme", args.scheme.is_some()),
+        ("ignore", args.ignore.is_some()),
+        ("query_params", args.query_params.is_some()),
+        ("mobile_variant", args.mobile_variant.is_some()),
+        ("strip_scripts", args.strip_scripts.is_some()),
+        ("on_render_failure", args.on_render_failure.is_some()),
+    ];
+    if let Some((name, _)) = given
+        .iter()
+        .find(|(_, given)| *given)
+        .filter(|_| !single_site)
+    {
+        return Err(ConfigError::new(
+            *name,
+            format!(
+                "--{} applies to the single site of --origin mode; set {name} in [[sites]] instead",
+                name.replace('_', "-")
+            ),
+        ));
+    }
+    if file_origin_host.is_some() && args.origin_host.is_none() && !single_site {
+        return Err(ConfigError::new(
+            "origin_host",
+            "origin_host at the top of the file applies to the single site of origin mode; set it in [[sites]] instead",
+        ));
+    }
+    let ignore: Vec<String> = args
+        .ignore
+        .iter()
+        .flatten()
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .collect();
+    let query_params: Vec<String> = args
+        .query_params
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    site::SingleSiteOptions::parse(
+        pick(args.origin_host.clone(), file_origin_host).as_deref(),
+        args.scheme.as_deref(),
+        &ignore,
+        &query_params,
+        args.mobile_variant,
+        args.strip_scripts,
+        args.on_render_failure.as_deref(),
+    )
+}
+
 fn resolve_sites(
     files: &[file::SiteFile],
     origin: Option<String>,
     domains: Option<Vec<String>>,
     single_plan: Option<String>,
     single_snapshot: site::SnapshotOptions,
+    single_options: &site::SingleSiteOptions,
     plans: &BTreeMap<String, Plan>,
 ) -> Result<SiteTable, ConfigError> {
     let mut sites = Vec::new();
@@ -708,6 +787,7 @@ fn resolve_sites(
             if domains.is_empty() {
                 sites.push(
                     Site::single(String::new(), origin.clone(), plan.clone())
+                        .with_options(single_options)
                         .with_snapshot(single_snapshot),
                 );
             }
@@ -717,6 +797,7 @@ fn resolve_sites(
                 })?;
                 sites.push(
                     Site::single(domain, origin.clone(), plan.clone())
+                        .with_options(single_options)
                         .with_snapshot(single_snapshot),
                 );
             }

@@ -3,7 +3,6 @@
 //! `X-Prerender-Cache: ERROR`) or answers 503, as the site chooses.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
@@ -20,7 +19,7 @@ use crate::cache::{is_error_status, CacheKey, KeyError, StoredPage};
 use crate::config::{Config, OnRenderFailure, Site};
 use crate::listener::Body;
 use crate::prerender::{store_call, Prerenderer, RenderFailure};
-use crate::proxy::forward::OriginClient;
+use crate::proxy::forward::{ClientHop, OriginClient};
 use crate::proxy::prepared::PreparedPages;
 use crate::proxy::request::Target;
 use crate::proxy::respond;
@@ -250,9 +249,10 @@ impl CrawlerPath {
         &self,
         req: Request<Incoming>,
         target: &Target,
-        peer: SocketAddr,
+        hop: ClientHop,
         standing: Standing,
     ) -> (Response<Body>, CacheResult) {
+        let peer = hop.peer;
         let site = &target.site;
         let key = match request_key(&req, target) {
             Ok(k) => k,
@@ -315,10 +315,7 @@ impl CrawlerPath {
                         Admission::Render => {}
                         Admission::AsPerson => {
                             tracing::info!(%peer, host = %target.host, path = req.uri().path(), "crawler claim not verified; answered like a person");
-                            let resp = self
-                                .origin
-                                .forward(req, &site.origin, &target.host, peer)
-                                .await;
+                            let resp = self.origin.forward(req, site, &target.host, hop).await;
                             return (resp, CacheResult::Passed);
                         }
                         Admission::RateLimited => {
@@ -327,7 +324,7 @@ impl CrawlerPath {
                                 detail: "unverified_renders_per_minute used up".to_string(),
                             };
                             return (
-                                self.fail(req, target, peer, failure).await,
+                                self.fail(req, target, hop, failure).await,
                                 CacheResult::Error("rate-limited"),
                             );
                         }
@@ -370,7 +367,7 @@ impl CrawlerPath {
                     Err(failure) => {
                         let reason = failure.reason;
                         (
-                            self.fail(req, target, peer, failure).await,
+                            self.fail(req, target, hop, failure).await,
                             CacheResult::Error(reason),
                         )
                     }
@@ -414,7 +411,7 @@ impl CrawlerPath {
         &self,
         req: Request<Incoming>,
         target: &Target,
-        peer: SocketAddr,
+        hop: ClientHop,
         failure: RenderFailure,
     ) -> Response<Body> {
         if failure.reason == "rate-limited" {
@@ -439,7 +436,7 @@ impl CrawlerPath {
             }
             OnRenderFailure::Passthrough => {
                 self.origin
-                    .forward(req, &target.site.origin, &target.host, peer)
+                    .forward(req, &target.site, &target.host, hop)
                     .await
             }
         };

@@ -28,7 +28,7 @@ use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind};
 use crate::verify::{CrawlerVerifier, Standing, VerifyMode};
 use client_addr::TrustedProxies;
 use crawler::{CacheResult, CrawlerPath};
-use forward::OriginClient;
+use forward::{ClientHop, OriginClient};
 
 /// Shared state of the public listener.
 pub struct PublicProxy {
@@ -51,7 +51,7 @@ pub struct PublicProxy {
     /// Crawler verification (`None`: off) and whose `X-Forwarded-For` it
     /// believes.
     verifier: Option<Arc<CrawlerVerifier>>,
-    trusted_proxies: TrustedProxies,
+    pub(crate) trusted_proxies: TrustedProxies,
 }
 
 impl PublicProxy {
@@ -87,6 +87,11 @@ impl PublicProxy {
         self.verifier = Some(verifier);
         self.trusted_proxies = trusted_proxies;
         self
+    }
+
+    /// How the origin is told who sent a request from `peer`.
+    fn hop(&self, peer: SocketAddr) -> ClientHop {
+        ClientHop::plain(peer, self.trusted_proxies.contains(peer.ip()))
     }
 
     /// What is known of the request's crawler claim; starts a check in
@@ -188,7 +193,7 @@ impl PublicProxy {
                 tracing::debug!(%peer, method = %req.method(), host = %target.host, path = req.uri().path(), kind = RequestKind::as_str(kind), "passthrough");
                 let resp = self
                     .origin
-                    .forward(req, &target.site.origin, &target.host, peer)
+                    .forward(req, &target.site, &target.host, self.hop(peer))
                     .await;
                 self.metrics
                     .observe_request_duration(kind, CacheMetric::None, started.elapsed());
@@ -209,7 +214,7 @@ impl PublicProxy {
             .observe_request(RequestKind::Human, CacheMetric::None);
         let resp = self
             .origin
-            .forward(req, &target.site.origin, &target.host, peer)
+            .forward(req, &target.site, &target.host, self.hop(peer))
             .await;
         self.metrics.observe_request_duration(
             RequestKind::Human,
@@ -231,7 +236,8 @@ impl PublicProxy {
     ) -> Response<Body> {
         let path = req.uri().path().to_string();
         let verified = standing.label();
-        let (resp, result) = self.crawler.serve(req, &target, peer, standing).await;
+        let hop = self.hop(peer);
+        let (resp, result) = self.crawler.serve(req, &target, hop, standing).await;
         self.crawler_answered(resp, result, &target, peer, &path, &rule, verified, started)
     }
 
