@@ -1270,3 +1270,80 @@ async fn error_answers_never_name_the_origin() {
         assert_eq!(answers[0].1, b"origin timeout\n", "{via:?}");
     }
 }
+
+/// `trusted_proxies` (SPEC §1): from a trusted peer the client-sent
+/// X-Forwarded-For is appended to and X-Forwarded-Proto passed on; from any
+/// other peer both are replaced by what the connection shows — on both
+/// passthrough paths, over raw sockets.
+#[tokio::test]
+async fn forwarding_headers_are_kept_from_trusted_peers_and_replaced_from_others() {
+    let origin = ScriptedOrigin::start(misbehaving).await;
+    let sent = "X-Forwarded-For: 203.0.113.9, 198.51.100.4\r\nX-Forwarded-Proto: https\r\n";
+    let untrusted =
+        ProxyProcess::start(&["--origin", &origin.url(), "--trusted-proxies", "10.0.0.0/8"]);
+    let trusted = ProxyProcess::start(&[
+        "--origin",
+        &origin.url(),
+        "--trusted-proxies",
+        "10.0.0.0/8,127.0.0.1",
+    ]);
+    for via in BOTH {
+        let path = format!("/untrusted-{via:?}");
+        raw_exchange(
+            untrusted.port,
+            request_via(via, "GET", &path, sent).as_bytes(),
+            1,
+        )
+        .await;
+        let seen = origin.head_for(&path).to_ascii_lowercase();
+        assert!(
+            seen.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"),
+            "{via:?}: {seen}"
+        );
+        assert!(!seen.contains("203.0.113.9"), "{via:?}: {seen}");
+        assert!(
+            seen.contains("\r\nx-forwarded-proto: http\r\n"),
+            "{via:?}: {seen}"
+        );
+        assert!(
+            !seen.contains("x-forwarded-proto: https"),
+            "{via:?}: {seen}"
+        );
+
+        let path = format!("/trusted-{via:?}");
+        raw_exchange(
+            trusted.port,
+            request_via(via, "GET", &path, sent).as_bytes(),
+            1,
+        )
+        .await;
+        let seen = origin.head_for(&path).to_ascii_lowercase();
+        assert!(
+            seen.contains("\r\nx-forwarded-for: 203.0.113.9, 198.51.100.4, 127.0.0.1\r\n"),
+            "{via:?}: {seen}"
+        );
+        assert!(
+            seen.contains("\r\nx-forwarded-proto: https\r\n"),
+            "{via:?}: {seen}"
+        );
+        assert_eq!(seen.matches("x-forwarded-proto").count(), 1, "{seen}");
+
+        // A trusted peer that says nothing gets the listener's own facts.
+        let path = format!("/trusted-silent-{via:?}");
+        raw_exchange(
+            trusted.port,
+            request_via(via, "GET", &path, "").as_bytes(),
+            1,
+        )
+        .await;
+        let seen = origin.head_for(&path).to_ascii_lowercase();
+        assert!(
+            seen.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"),
+            "{via:?}: {seen}"
+        );
+        assert!(
+            seen.contains("\r\nx-forwarded-proto: http\r\n"),
+            "{via:?}: {seen}"
+        );
+    }
+}

@@ -312,21 +312,15 @@ fn server_name(origin: &url::Url) -> Option<ServerName<'static>> {
 /// that could not be verified: unknown issuer, wrong name, expired, none
 /// presented, or an alert saying so.
 pub fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(e);
-    while let Some(err) = current {
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return is_certificate_failure(tls);
-        }
-        if let Some(tls) = err
-            .downcast_ref::<io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return is_certificate_failure(tls);
-        }
-        current = err.source();
+    if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+        return is_certificate_failure(tls);
     }
-    false
+    // An `io::Error` wrapping another error reports that error's *source*
+    // as its own, skipping the wrapped error itself: look inside instead.
+    if let Some(inner) = e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+        return is_certificate_error(inner);
+    }
+    e.source().is_some_and(is_certificate_error)
 }
 
 fn is_certificate_failure(e: &rustls::Error) -> bool {
@@ -360,6 +354,12 @@ mod tests {
         );
         assert!(!is_certificate_error(&other));
         assert!(!is_certificate_error(&io::Error::other("refused")));
+        // Wrapped twice, as hyper's connectors hand it on.
+        let twice = io::Error::other(io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName),
+        ));
+        assert!(is_certificate_error(&twice));
     }
 
     #[test]
