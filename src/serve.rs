@@ -130,15 +130,33 @@ async fn open_store(config: &Config) -> anyhow::Result<Stores> {
     Ok(match &config.store {
         StoreTarget::Embedded => (MemoryStore::new(config.cache_max_bytes), None),
         StoreTarget::Redis(url) => {
-            let store = RedisStore::connect(url, RedisOptions::default()).context("redis")?;
+            let store = RedisStore::connect(url, redis_options(config)?).context("redis")?;
             (store.clone(), Some(store))
         }
         StoreTarget::RedisCluster(nodes) => {
             let store =
-                RedisStore::connect_cluster(nodes, RedisOptions::default()).context("redis")?;
+                RedisStore::connect_cluster(nodes, redis_options(config)?).context("redis")?;
             (store.clone(), Some(store))
         }
     })
+}
+
+/// The Redis client options: `rediss://` servers are checked against the
+/// system's roots plus `origin_ca_file`.
+fn redis_options(config: &Config) -> anyhow::Result<RedisOptions> {
+    Ok(RedisOptions {
+        tls_roots: redis_tls_roots(config)?,
+        ..RedisOptions::default()
+    })
+}
+
+fn redis_tls_roots(config: &Config) -> anyhow::Result<Option<Arc<Vec<u8>>>> {
+    match &config.origin_ca_file {
+        None => Ok(None),
+        Some(path) => crate::upstream::roots_pem(Some(path))
+            .map(|pem| Some(Arc::new(pem)))
+            .map_err(|e| anyhow::anyhow!("origin_ca_file: {e}")),
+    }
 }
 
 /// How long the start-up check of Redis' eviction policy may take; it runs
@@ -148,18 +166,19 @@ const EVICTION_POLICY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Warns once when Redis would evict keys that carry no TTL: the indexes,
 /// refresh schedules and job streams, whose loss forgets pages or jobs.
 /// Only pages carry a TTL, so `volatile-*` policies (or `noeviction`) fit.
-async fn warn_if_redis_evicts_keys_without_ttl(url: String) {
-    async fn policy(url: &str) -> redis::RedisResult<String> {
-        let client = redis::Client::open(url)?;
+async fn warn_if_redis_evicts_keys_without_ttl(url: String, tls_roots: Option<Arc<Vec<u8>>>) {
+    let policy = async {
+        let client =
+            crate::cache::redis::redis_client(&url, tls_roots.as_deref().map(Vec::as_slice))?;
         let mut conn = client.get_multiplexed_async_connection().await?;
         let (_, value): (String, String) = redis::cmd("CONFIG")
             .arg("GET")
             .arg("maxmemory-policy")
             .query_async(&mut conn)
             .await?;
-        Ok(value)
-    }
-    match tokio::time::timeout(EVICTION_POLICY_CHECK_TIMEOUT, policy(&url)).await {
+        Ok::<String, redis::RedisError>(value)
+    };
+    match tokio::time::timeout(EVICTION_POLICY_CHECK_TIMEOUT, policy).await {
         Ok(Ok(p)) if p.starts_with("allkeys-") => tracing::warn!(
             maxmemory_policy = %p,
             "redis may evict keys without a TTL (page indexes, refresh schedules, job streams); \
@@ -182,11 +201,17 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     }
     match &config.store {
         StoreTarget::Redis(url) => {
-            tokio::spawn(warn_if_redis_evicts_keys_without_ttl(url.clone()));
+            tokio::spawn(warn_if_redis_evicts_keys_without_ttl(
+                url.clone(),
+                redis_tls_roots(&config)?,
+            ));
         }
         StoreTarget::RedisCluster(nodes) => {
             if let Some(first) = nodes.first() {
-                tokio::spawn(warn_if_redis_evicts_keys_without_ttl(first.clone()));
+                tokio::spawn(warn_if_redis_evicts_keys_without_ttl(
+                    first.clone(),
+                    redis_tls_roots(&config)?,
+                ));
             }
         }
         StoreTarget::Embedded => {}

@@ -141,6 +141,25 @@ pub struct RedisOptions {
     pub pool_max_size: usize,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// PEM roots `rediss://` servers are checked against (the system's
+    /// plus `origin_ca_file`: see `upstream::roots_pem`); `None`: the
+    /// system's alone.
+    pub tls_roots: Option<Arc<Vec<u8>>>,
+}
+
+/// A client for one Redis URL: `rediss://` ones check the server's
+/// certificate against `tls_roots` when given (else the system's roots).
+pub fn redis_client(url: &str, tls_roots: Option<&[u8]>) -> redis::RedisResult<redis::Client> {
+    match tls_roots {
+        Some(roots) if url.trim_start().starts_with("rediss://") => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(roots.to_vec()),
+            },
+        ),
+        _ => redis::Client::open(url),
+    }
 }
 
 impl Default for RedisOptions {
@@ -149,6 +168,7 @@ impl Default for RedisOptions {
             pool_max_size: DEFAULT_POOL_MAX_SIZE,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            tls_roots: None,
         }
     }
 }
@@ -260,7 +280,9 @@ impl RedisStore {
         let connection_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(options.response_timeout));
-        let manager = Manager::new_with_config(url, connection_config)?;
+        let client = redis_client(url, options.tls_roots.as_deref().map(Vec::as_slice))?;
+        let manager =
+            Manager::new_with_config(client.get_connection_info().clone(), connection_config)?;
         let pool = Pool::builder(manager)
             .max_size(options.pool_max_size)
             .runtime(Runtime::Tokio1)
@@ -269,7 +291,6 @@ impl RedisStore {
             .recycle_timeout(Some(options.response_timeout))
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        let client = redis::Client::open(url)?;
         Ok(RedisStore::start(
             &runtime,
             Backend::Single(pool),
