@@ -35,7 +35,9 @@ fn exists(redis: &TlsRedisServer, key: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_dedup_and_purge_work_over_rediss_and_the_password_is_never_shown() {
     let ca = TestCa::new("prerender-proxy test redis CA");
-    let redis = TlsRedisServer::start(&ca, "prerender", PASSWORD);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca.leaf(&["localhost"]).write(dir.path(), "redis");
+    let redis = TlsRedisServer::start(&ca.pem, &cert, &key, "prerender", PASSWORD);
     let origin = TestOrigin::start(vec![
         ("/page", page("cached over rediss")),
         (
@@ -44,7 +46,6 @@ async fn cache_dedup_and_purge_work_over_rediss_and_the_password_is_never_shown(
         ),
     ])
     .await;
-    let dir = tempfile::tempdir().unwrap();
     let ca_file = ca.write(dir.path(), "ca.pem");
     let log = dir.path().join("proxy.log");
     let mut proxy = ProxyProcess::start_with_stderr(

@@ -124,7 +124,8 @@ impl Drop for RedisServer {
 }
 
 /// A real `redis-server` speaking TLS only (`--port 0 --tls-port`), its
-/// certificate signed by a test CA, with one ACL user (`default` is off).
+/// certificate (for `localhost`, in PEM files) signed by a test CA, with
+/// one ACL user (`default` is off).
 pub struct TlsRedisServer {
     port: u16,
     child: Child,
@@ -135,19 +136,24 @@ pub struct TlsRedisServer {
 }
 
 impl TlsRedisServer {
-    pub fn start(ca: &super::tls::TestCa, user: &str, password: &str) -> TlsRedisServer {
+    pub fn start(
+        ca_pem: &str,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        user: &str,
+        password: &str,
+    ) -> TlsRedisServer {
         let dir = tempfile::tempdir().unwrap();
-        let leaf = ca.leaf(&["localhost", "127.0.0.1"]);
-        let (cert, key) = leaf.write(dir.path(), "redis");
-        let ca_file = ca.write(dir.path(), "ca.pem");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca_pem).unwrap();
         let port = free_port();
         let child = Command::new("redis-server")
             .args(["--port", "0", "--tls-port", &port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--tls-cert-file")
-            .arg(&cert)
+            .arg(cert)
             .arg("--tls-key-file")
-            .arg(&key)
+            .arg(key)
             .arg("--tls-ca-cert-file")
             .arg(&ca_file)
             .args(["--tls-auth-clients", "no"])
@@ -168,7 +174,7 @@ impl TlsRedisServer {
         let server = TlsRedisServer {
             port,
             child,
-            ca_pem: ca.pem.clone(),
+            ca_pem: ca_pem.to_string(),
             user: user.to_string(),
             password: password.to_string(),
             _dir: dir,
