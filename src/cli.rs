@@ -232,6 +232,13 @@ pub struct ServeArgs {
     /// passthrough | error [default: passthrough].
     #[arg(long, env = "PRERENDER_ON_RENDER_FAILURE", value_name = "MODE")]
     pub on_render_failure: Option<String>,
+    /// PEM certificate chain: the public listener speaks TLS (HTTP/1.1 and h2 by ALPN), with
+    /// this as the default certificate; re-read on SIGHUP without dropping connections.
+    #[arg(long, env = "PRERENDER_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "PRERENDER_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

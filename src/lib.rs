@@ -23,6 +23,7 @@ pub mod domain;
 pub mod is_bot;
 pub mod jobs;
 pub mod listener;
+pub mod listener_tls;
 pub mod metrics;
 pub mod prerender;
 pub mod proxy;

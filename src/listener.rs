@@ -158,7 +158,14 @@ fn hyper_builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves one connection with hyper until it ends.
+/// A request extension: the request came over TLS (the public listener
+/// with `tls_cert`), so the client's scheme is `https`.
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
+/// Serves one connection with hyper until it ends; `tls` marks its
+/// requests with [`OverTls`].
+#[allow(clippy::too_many_arguments)]
 async fn serve_hyper<I, H, F>(
     name: &'static str,
     io: I,
@@ -167,6 +174,7 @@ async fn serve_hyper<I, H, F>(
     handler: H,
     header_read_timeout: Duration,
     graceful: Watcher,
+    tls: bool,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Fn(Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
@@ -174,8 +182,11 @@ async fn serve_hyper<I, H, F>(
 {
     let first_request = Arc::new(AtomicBool::new(false));
     let seen = first_request.clone();
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         seen.store(true, Ordering::Relaxed);
+        if tls {
+            req.extensions_mut().insert(OverTls);
+        }
         let fut = handler(req, peer);
         async move { Ok::<_, Infallible>(fut.await) }
     });
@@ -273,7 +284,10 @@ pub async fn serve<H, F>(
         let (builder, handler, watcher) = (builder.clone(), handler.clone(), graceful.watcher());
         let timeout = limits.header_read_timeout;
         connections.spawn(async move {
-            serve_hyper(name, stream, peer, &builder, handler, timeout, watcher).await;
+            serve_hyper(
+                name, stream, peer, &builder, handler, timeout, watcher, false,
+            )
+            .await;
             drop(permit);
         });
     }
@@ -316,6 +330,7 @@ pub async fn serve_on_threads<T, H, F>(
     limits: ListenerLimits,
     front: Arc<T>,
     handler: H,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) where
@@ -328,7 +343,7 @@ pub async fn serve_on_threads<T, H, F>(
     for index in 0..threads.count.max(1) {
         let scheduling = threads.scheduling;
         match spawn_thread(
-            name, index, scheduling, &limits, &front, &handler, &stop, grace,
+            name, index, scheduling, &limits, &front, &handler, &tls, &stop, grace,
         ) {
             Ok(worker) => workers.push(worker),
             Err(e) => {
@@ -398,6 +413,7 @@ fn spawn_thread<T, H, F>(
     limits: &ListenerLimits,
     front: &Arc<T>,
     handler: &H,
+    tls: &Option<Arc<rustls::ServerConfig>>,
     stop: &watch::Receiver<bool>,
     grace: Duration,
 ) -> io::Result<ListenerThread>
@@ -416,6 +432,7 @@ where
     let thread_open = open.clone();
     let (limits, front, handler, stop_all) =
         (limits.clone(), front.clone(), handler.clone(), stop.clone());
+    let tls = tls.clone().map(tokio_rustls::TlsAcceptor::from);
     std::thread::Builder::new()
         .name(format!("{name}-{index}"))
         .spawn(move || {
@@ -456,19 +473,47 @@ where
                             continue;
                         }
                     };
-                    let (front, handler, builder, watcher, stop, open) = (
+                    let (front, handler, builder, watcher, stop, open, tls) = (
                         front.clone(),
                         handler.clone(),
                         builder.clone(),
                         graceful.watcher(),
                         stop.clone(),
                         thread_open.clone(),
+                        tls.clone(),
                     );
                     let timeout = limits.header_read_timeout;
                     tasks.spawn(async move {
-                        if let Some(rest) = front.serve(stream, peer, timeout, stop).await {
-                            serve_hyper(name, rest, peer, &builder, handler, timeout, watcher)
-                                .await;
+                        match tls {
+                            None => {
+                                if let Some(rest) = front.serve(stream, peer, timeout, stop).await {
+                                    serve_hyper(
+                                        name, rest, peer, &builder, handler, timeout, watcher,
+                                        false,
+                                    )
+                                    .await;
+                                }
+                            }
+                            // TLS: the handshake within the header-read
+                            // timeout, then hyper (the relay reads plain
+                            // sockets only).
+                            Some(acceptor) => {
+                                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                                    Ok(Ok(tls_stream)) => {
+                                        serve_hyper(
+                                            name, tls_stream, peer, &builder, handler, timeout,
+                                            watcher, true,
+                                        )
+                                        .await
+                                    }
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed")
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(listener = name, %peer, "no TLS handshake within the header timeout; closing")
+                                    }
+                                }
+                            }
                         }
                         open.fetch_sub(1, Ordering::Relaxed);
                         drop(permit);

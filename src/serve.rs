@@ -350,6 +350,18 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         max_connections: config.max_connections,
         header_read_timeout: config.header_read_timeout,
     };
+    let tls = match &config.tls {
+        None => None,
+        Some(plan) => {
+            let certificates = crate::listener_tls::SniCertificates::load(plan.clone())
+                .map_err(|e| anyhow::anyhow!("tls_cert: {e}"))?;
+            tasks.spawn(reload_certificates_on_sighup(
+                certificates.clone(),
+                stop_rx.clone(),
+            ));
+            Some(certificates.server_config())
+        }
+    };
     if let Some(public) = public {
         let threads = listener::ThreadPlan {
             count: config.public_threads.unwrap_or_else(default_public_threads),
@@ -362,6 +374,7 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
             limits.clone(),
             proxy.clone(),
             move |req, peer| proxy.clone().handle(req, peer),
+            tls,
             stop_rx.clone(),
             config.shutdown_timeout,
         ));
@@ -399,7 +412,7 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     }
     tasks.spawn(watch_store(store, health.clone(), metrics, stop_rx));
     health.set_listeners_up();
-    tracing::info!(public_addr = ?public_addr, %admin_addr, role = ?config.role, store = ?config.store, "listening");
+    tracing::info!(public_addr = ?public_addr, %admin_addr, tls = config.tls.is_some(), role = ?config.role, store = ?config.store, "listening");
     Ok(Running {
         public_addr,
         admin_addr,
@@ -412,6 +425,37 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         pool,
         refresher,
     })
+}
+
+/// Reads the TLS listener's certificate files again on each SIGHUP: new
+/// handshakes get the new certificates, open connections keep theirs. A
+/// file that does not load keeps the old certificates (and says why).
+async fn reload_certificates_on_sighup(
+    certificates: Arc<crate::listener_tls::SniCertificates>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP; TLS certificates are not reloaded");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            got = hangups.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                match certificates.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+                    Err(e) => tracing::warn!(error = %e, "SIGHUP: TLS certificates not reloaded; the old ones stay"),
+                }
+            }
+        }
+    }
 }
 
 /// Purges announced by any instance drop this instance's prepared copies.

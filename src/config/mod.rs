@@ -218,6 +218,9 @@ pub struct Config {
     /// system roots (checked at start: a readable PEM file with at least one
     /// certificate).
     pub origin_ca_file: Option<PathBuf>,
+    /// TLS on the public listener: the default certificate and the
+    /// sites' own (checked at start); `None`: plain HTTP.
+    pub tls: Option<crate::listener_tls::CertPlan>,
     pub plans: BTreeMap<String, Plan>,
     pub sites: SiteTable,
 }
@@ -478,6 +481,12 @@ impl Config {
                 .map_err(|e| ConfigError::new("origin_ca_file", e))?;
         }
 
+        let tls = resolve_tls(
+            pick(args.tls_cert.clone(), file.tls_cert.map(PathBuf::from)),
+            pick(args.tls_key.clone(), file.tls_key.map(PathBuf::from)),
+            &file.sites,
+        )?;
+
         let plans = plan::resolve_plans(&file.plans)?;
         let single_plan = pick(args.plan.clone(), file.plan);
         let origin = pick(args.origin.clone(), file.origin);
@@ -529,6 +538,7 @@ impl Config {
             unverified_renders_per_minute,
             crawler_ip_ranges,
             origin_ca_file,
+            tls,
             plans,
             sites,
         })
@@ -692,6 +702,58 @@ fn single_site_snapshot(
         args.client_redirect_status,
         str::to_string,
     )
+}
+
+/// The certificates of a TLS listener: `tls_cert` + `tls_key` (the
+/// default, for any name no site claims) and the sites' own, each file
+/// read and each key checked against its certificate now, so a bad file
+/// stops the start with its field named.
+fn resolve_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    sites: &[file::SiteFile],
+) -> Result<Option<crate::listener_tls::CertPlan>, ConfigError> {
+    use crate::listener_tls::{load_pair, CertFiles, CertPlan};
+    let mut site_certs = Vec::new();
+    for (i, site) in sites.iter().enumerate() {
+        let field = |name: &str| format!("sites[{i}].{name}");
+        let files = match (&site.tls_cert, &site.tls_key) {
+            (None, None) => continue,
+            (Some(cert), Some(key)) => CertFiles {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+            },
+            (Some(_), None) => {
+                return Err(ConfigError::new(field("tls_key"), "tls_cert needs tls_key"))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    field("tls_cert"),
+                    "tls_key needs tls_cert",
+                ))
+            }
+        };
+        load_pair(&files).map_err(|e| ConfigError::new(field("tls_cert"), e))?;
+        let domain = site::normalise_domain(&site.domain).unwrap_or_default();
+        site_certs.push((domain, files));
+    }
+    let default = match (cert, key) {
+        (None, None) if site_certs.is_empty() => return Ok(None),
+        (None, None) => {
+            return Err(ConfigError::new(
+                "tls_cert",
+                "sites have certificates: set tls_cert and tls_key too (the certificate for any other name)",
+            ))
+        }
+        (Some(cert), Some(key)) => CertFiles { cert, key },
+        (Some(_), None) => return Err(ConfigError::new("tls_key", "tls_cert needs tls_key")),
+        (None, Some(_)) => return Err(ConfigError::new("tls_cert", "tls_key needs tls_cert")),
+    };
+    load_pair(&default).map_err(|e| ConfigError::new("tls_cert", e))?;
+    Ok(Some(CertPlan {
+        default,
+        sites: site_certs,
+    }))
 }
 
 /// The `[[sites]]` keys of the single site of `--origin` mode given as

@@ -89,9 +89,14 @@ impl PublicProxy {
         self
     }
 
-    /// How the origin is told who sent a request from `peer`.
-    fn hop(&self, peer: SocketAddr) -> ClientHop {
-        ClientHop::plain(peer, self.trusted_proxies.contains(peer.ip()))
+    /// How the origin is told who sent a request from `peer`: `https`
+    /// for requests that came over the TLS listener.
+    fn hop<B>(&self, req: &Request<B>, peer: SocketAddr) -> ClientHop {
+        let mut hop = ClientHop::plain(peer, self.trusted_proxies.contains(peer.ip()));
+        if req.extensions().get::<crate::listener::OverTls>().is_some() {
+            hop.proto = "https";
+        }
+        hop
     }
 
     /// What is known of the request's crawler claim; starts a check in
@@ -191,9 +196,10 @@ impl PublicProxy {
                 };
                 self.metrics.observe_request(kind, CacheMetric::None);
                 tracing::debug!(%peer, method = %req.method(), host = %target.host, path = req.uri().path(), kind = RequestKind::as_str(kind), "passthrough");
+                let hop = self.hop(&req, peer);
                 let resp = self
                     .origin
-                    .forward(req, &target.site, &target.host, self.hop(peer))
+                    .forward(req, &target.site, &target.host, hop)
                     .await;
                 self.metrics
                     .observe_request_duration(kind, CacheMetric::None, started.elapsed());
@@ -212,9 +218,10 @@ impl PublicProxy {
     ) -> Response<Body> {
         self.metrics
             .observe_request(RequestKind::Human, CacheMetric::None);
+        let hop = self.hop(&req, peer);
         let resp = self
             .origin
-            .forward(req, &target.site, &target.host, self.hop(peer))
+            .forward(req, &target.site, &target.host, hop)
             .await;
         self.metrics.observe_request_duration(
             RequestKind::Human,
@@ -236,7 +243,7 @@ impl PublicProxy {
     ) -> Response<Body> {
         let path = req.uri().path().to_string();
         let verified = standing.label();
-        let hop = self.hop(peer);
+        let hop = self.hop(&req, peer);
         let (resp, result) = self.crawler.serve(req, &target, hop, standing).await;
         self.crawler_answered(resp, result, &target, peer, &path, &rule, verified, started)
     }
