@@ -239,6 +239,16 @@ pub struct ServeArgs {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, env = "PRERENDER_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Connections from trusted_proxies start with a PROXY protocol v1 or v2 header (TCP
+    /// load balancers); its source address is the client's [default: off].
+    #[arg(
+        long,
+        env = "PRERENDER_PROXY_PROTOCOL",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub proxy_protocol: Option<bool>,
 }
 
 #[derive(Debug, Args)]

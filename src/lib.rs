@@ -27,6 +27,7 @@ pub mod listener_tls;
 pub mod metrics;
 pub mod prerender;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod refresh;
 pub mod render;
 pub mod render_command;

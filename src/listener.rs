@@ -158,6 +158,19 @@ fn hyper_builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// Who may start a connection with a PROXY protocol header.
+pub type ProxyProtocolPeers = Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>;
+
+/// What happens to a public connection before HTTP: a PROXY protocol
+/// header from the peers it is expected from, then TLS.
+#[derive(Clone, Default)]
+pub struct ConnectionSetup {
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// With `proxy_protocol`: whether a peer must start with a PROXY
+    /// header (the trusted proxies).
+    pub proxy_protocol: Option<ProxyProtocolPeers>,
+}
+
 /// A request extension: the request came over TLS (the public listener
 /// with `tls_cert`), so the client's scheme is `https`.
 #[derive(Debug, Clone, Copy)]
@@ -330,7 +343,7 @@ pub async fn serve_on_threads<T, H, F>(
     limits: ListenerLimits,
     front: Arc<T>,
     handler: H,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    setup: ConnectionSetup,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) where
@@ -343,7 +356,7 @@ pub async fn serve_on_threads<T, H, F>(
     for index in 0..threads.count.max(1) {
         let scheduling = threads.scheduling;
         match spawn_thread(
-            name, index, scheduling, &limits, &front, &handler, &tls, &stop, grace,
+            name, index, scheduling, &limits, &front, &handler, &setup, &stop, grace,
         ) {
             Ok(worker) => workers.push(worker),
             Err(e) => {
@@ -413,7 +426,7 @@ fn spawn_thread<T, H, F>(
     limits: &ListenerLimits,
     front: &Arc<T>,
     handler: &H,
-    tls: &Option<Arc<rustls::ServerConfig>>,
+    setup: &ConnectionSetup,
     stop: &watch::Receiver<bool>,
     grace: Duration,
 ) -> io::Result<ListenerThread>
@@ -432,7 +445,8 @@ where
     let thread_open = open.clone();
     let (limits, front, handler, stop_all) =
         (limits.clone(), front.clone(), handler.clone(), stop.clone());
-    let tls = tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let tls = setup.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let proxy_protocol = setup.proxy_protocol.clone();
     std::thread::Builder::new()
         .name(format!("{name}-{index}"))
         .spawn(move || {
@@ -473,7 +487,7 @@ where
                             continue;
                         }
                     };
-                    let (front, handler, builder, watcher, stop, open, tls) = (
+                    let (front, handler, builder, watcher, stop, open, tls, proxy_protocol) = (
                         front.clone(),
                         handler.clone(),
                         builder.clone(),
@@ -481,11 +495,27 @@ where
                         stop.clone(),
                         thread_open.clone(),
                         tls.clone(),
+                        proxy_protocol.clone(),
                     );
                     let timeout = limits.header_read_timeout;
+                    let mut stream = stream;
                     tasks.spawn(async move {
-                        match tls {
-                            None => {
+                        // A PROXY header from the peers that send one: its
+                        // source is the client from here on.
+                        let peer = match proxy_protocol.filter(|expects| expects(peer.ip())) {
+                            None => Some(peer),
+                            Some(_) => match crate::proxy_protocol::read_header(&mut stream, timeout).await {
+                                Ok(Some(source)) => Some(source),
+                                Ok(None) => Some(peer),
+                                Err(reason) => {
+                                    tracing::warn!(listener = name, %peer, %reason, "connection from a trusted proxy without a valid PROXY header; closing");
+                                    None
+                                }
+                            },
+                        };
+                        match (peer, tls) {
+                            (None, _) => {}
+                            (Some(peer), None) => {
                                 if let Some(rest) = front.serve(stream, peer, timeout, stop).await {
                                     serve_hyper(
                                         name, rest, peer, &builder, handler, timeout, watcher,
@@ -497,7 +527,7 @@ where
                             // TLS: the handshake within the header-read
                             // timeout, then hyper (the relay reads plain
                             // sockets only).
-                            Some(acceptor) => {
+                            (Some(peer), Some(acceptor)) => {
                                 match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                                     Ok(Ok(tls_stream)) => {
                                         serve_hyper(

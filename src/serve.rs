@@ -362,6 +362,10 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
             Some(certificates.server_config())
         }
     };
+    let proxy_protocol = config.proxy_protocol.then(|| {
+        let trusted = TrustedProxies::new(config.trusted_proxies.clone());
+        Arc::new(move |ip: std::net::IpAddr| trusted.contains(ip)) as listener::ProxyProtocolPeers
+    });
     if let Some(public) = public {
         let threads = listener::ThreadPlan {
             count: config.public_threads.unwrap_or_else(default_public_threads),
@@ -374,7 +378,10 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
             limits.clone(),
             proxy.clone(),
             move |req, peer| proxy.clone().handle(req, peer),
-            tls,
+            listener::ConnectionSetup {
+                tls,
+                proxy_protocol,
+            },
             stop_rx.clone(),
             config.shutdown_timeout,
         ));

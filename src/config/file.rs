@@ -52,6 +52,7 @@ pub struct FileConfig {
     pub origin_ca_file: Option<String>,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
+    pub proxy_protocol: Option<bool>,
     /// `origin_host` of the single site of `origin` mode.
     pub origin_host: Option<String>,
     #[serde(default)]

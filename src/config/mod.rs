@@ -221,6 +221,8 @@ pub struct Config {
     /// TLS on the public listener: the default certificate and the
     /// sites' own (checked at start); `None`: plain HTTP.
     pub tls: Option<crate::listener_tls::CertPlan>,
+    /// Connections from `trusted_proxies` start with a PROXY protocol header.
+    pub proxy_protocol: bool,
     pub plans: BTreeMap<String, Plan>,
     pub sites: SiteTable,
 }
@@ -487,6 +489,14 @@ impl Config {
             &file.sites,
         )?;
 
+        let proxy_protocol = args.proxy_protocol.or(file.proxy_protocol).unwrap_or(false);
+        if proxy_protocol && trusted_proxies.is_empty() {
+            return Err(ConfigError::new(
+                "proxy_protocol",
+                "the PROXY header is read only from trusted_proxies: list your load balancers there",
+            ));
+        }
+
         let plans = plan::resolve_plans(&file.plans)?;
         let single_plan = pick(args.plan.clone(), file.plan);
         let origin = pick(args.origin.clone(), file.origin);
@@ -539,6 +549,7 @@ impl Config {
             crawler_ip_ranges,
             origin_ca_file,
             tls,
+            proxy_protocol,
             plans,
             sites,
         })
