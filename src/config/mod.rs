@@ -1113,6 +1113,146 @@ mod tests {
     }
 
     #[test]
+    fn every_sites_key_is_a_flag_and_an_env_variable_of_the_single_site() {
+        use clap::Parser;
+        // The one test that reads PRERENDER_IGNORE: one regex a line.
+        std::env::set_var("PRERENDER_IGNORE", "^/api/\n\n^/admin\n");
+        let cli = crate::cli::Cli::try_parse_from([
+            "prerender-proxy",
+            "--origin",
+            "https://shop.netlify.test",
+            "--origin-host",
+            "Shop.Netlify.test",
+            "--scheme",
+            "http",
+            "--query-params",
+            "sort, page",
+            "--mobile-variant",
+            "--strip-scripts=false",
+            "--on-render-failure",
+            "error",
+        ]);
+        let repeated = crate::cli::Cli::try_parse_from([
+            "prerender-proxy",
+            "--origin",
+            "http://127.0.0.1:9",
+            "--ignore",
+            "^/a",
+            "--ignore",
+            "^/b",
+        ]);
+        std::env::remove_var("PRERENDER_IGNORE");
+        let c = resolve(cli.unwrap().serve, "").unwrap();
+        let site = c.sites.lookup("www.example.test").unwrap();
+        assert_eq!(site.origin_host.as_deref(), Some("shop.netlify.test"));
+        assert!(site.origin_tls);
+        assert_eq!(site.scheme, "http");
+        assert_eq!(site.query_params, ["page", "sort"]);
+        assert!(site.mobile_variant);
+        assert!(!site.strip_scripts);
+        assert_eq!(site.on_render_failure, OnRenderFailure::Error);
+        assert!(site.ignore.is_match("/api/x") && site.ignore.is_match("/admin"));
+        assert!(!site.ignore.is_match("/products"));
+        // Settings that change renders change the settings hash.
+        let plain = resolve(
+            ServeArgs {
+                origin: Some("https://shop.netlify.test".into()),
+                ..Default::default()
+            },
+            "",
+        )
+        .unwrap();
+        assert_ne!(
+            plain.sites.lookup("x.test").unwrap().settings_hash,
+            site.settings_hash
+        );
+        let site = resolve(repeated.unwrap().serve, "").unwrap();
+        let site = site.sites.lookup("x.test").unwrap();
+        assert!(site.ignore.is_match("/a1") && site.ignore.is_match("/b1"));
+        assert!(!site.ignore.is_match("/c"));
+    }
+
+    #[test]
+    fn single_site_keys_need_the_single_site_and_bad_values_are_named() {
+        let without_origin = ServeArgs {
+            scheme: Some("http".into()),
+            ..Default::default()
+        };
+        assert_eq!(resolve(without_origin, "").unwrap_err().field, "scheme");
+        let single = |f: fn(&mut ServeArgs)| {
+            let mut args = ServeArgs {
+                origin: Some("http://127.0.0.1:9".into()),
+                ..Default::default()
+            };
+            f(&mut args);
+            resolve(args, "").map(|_| ()).map_err(|e| e.field)
+        };
+        assert_eq!(
+            single(|a| a.scheme = Some("ftp".into())),
+            Err("scheme".into())
+        );
+        assert_eq!(
+            single(|a| a.ignore = Some(vec!["(".into()])),
+            Err("ignore".into())
+        );
+        assert_eq!(
+            single(|a| a.on_render_failure = Some("maybe".into())),
+            Err("on_render_failure".into())
+        );
+        assert_eq!(
+            single(|a| a.origin_host = Some("a b".into())),
+            Err("origin_host".into())
+        );
+        assert_eq!(
+            single(|a| a.origin_host = Some("user@host".into())),
+            Err("origin_host".into())
+        );
+        assert_eq!(
+            single(|a| a.origin_ca_file = Some("/nonexistent/ca.pem".into())),
+            Err("origin_ca_file".into())
+        );
+        assert_eq!(
+            single(|a| a.tls_cert = Some("/nonexistent/cert.pem".into())),
+            Err("tls_key".into())
+        );
+        assert_eq!(
+            single(|a| {
+                a.tls_cert = Some("/nonexistent/cert.pem".into());
+                a.tls_key = Some("/nonexistent/key.pem".into());
+            }),
+            Err("tls_cert".into())
+        );
+        assert_eq!(
+            single(|a| a.proxy_protocol = Some(true)),
+            Err("proxy_protocol".into())
+        );
+        assert_eq!(
+            single(|a| a.origin_host = Some("shop.test:8443".into())),
+            Ok(())
+        );
+        // In the file: a site's origin_host, and certificates that need
+        // the default one.
+        let file = |toml: &str| {
+            resolve(ServeArgs::default(), toml)
+                .map(|_| ())
+                .map_err(|e| e.field)
+        };
+        let c = resolve(
+            ServeArgs::default(),
+            "[[sites]]\ndomain = \"a.test\"\norigin = \"https://o.test\"\norigin_host = \"o.netlify.test\"",
+        )
+        .unwrap();
+        assert_eq!(
+            c.sites.lookup("a.test").unwrap().origin_host.as_deref(),
+            Some("o.netlify.test")
+        );
+        assert_eq!(
+            file("[[sites]]\ndomain = \"a.test\"\norigin = \"https://o.test\"\ntls_cert = \"/x.pem\""),
+            Err("sites[0].tls_key".into())
+        );
+    }
+
+    #[test]
     fn zero_browsers_is_rejected_by_name() {
         assert_eq!(
             resolve(ServeArgs::default(), "browsers = 0")
