@@ -350,18 +350,15 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         max_connections: config.max_connections,
         header_read_timeout: config.header_read_timeout,
     };
-    let tls = match &config.tls {
+    let certificates = match &config.tls {
         None => None,
-        Some(plan) => {
-            let certificates = crate::listener_tls::SniCertificates::load(plan.clone())
-                .map_err(|e| anyhow::anyhow!("tls_cert: {e}"))?;
-            tasks.spawn(reload_certificates_on_sighup(
-                certificates.clone(),
-                stop_rx.clone(),
-            ));
-            Some(certificates.server_config())
-        }
+        Some(plan) => Some(
+            crate::listener_tls::SniCertificates::load(plan.clone())
+                .map_err(|e| anyhow::anyhow!("tls_cert: {e}"))?,
+        ),
     };
+    let tls = certificates.as_ref().map(|c| c.server_config());
+    tasks.spawn(reload_certificates_on_sighup(certificates, stop_rx.clone()));
     let proxy_protocol = config.proxy_protocol.then(|| {
         let trusted = TrustedProxies::new(config.trusted_proxies.clone());
         Arc::new(move |ip: std::net::IpAddr| trusted.contains(ip)) as listener::ProxyProtocolPeers
@@ -437,8 +434,10 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
 /// Reads the TLS listener's certificate files again on each SIGHUP: new
 /// handshakes get the new certificates, open connections keep theirs. A
 /// file that does not load keeps the old certificates (and says why).
+/// Without TLS a SIGHUP (`systemctl reload`) changes nothing and does not
+/// end the process.
 async fn reload_certificates_on_sighup(
-    certificates: Arc<crate::listener_tls::SniCertificates>,
+    certificates: Option<Arc<crate::listener_tls::SniCertificates>>,
     mut stop: watch::Receiver<bool>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -456,9 +455,10 @@ async fn reload_certificates_on_sighup(
                 if got.is_none() {
                     return;
                 }
-                match certificates.reload() {
-                    Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
-                    Err(e) => tracing::warn!(error = %e, "SIGHUP: TLS certificates not reloaded; the old ones stay"),
+                match certificates.as_ref().map(|c| c.reload()) {
+                    None => tracing::info!("SIGHUP: no TLS certificates to reload"),
+                    Some(Ok(())) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+                    Some(Err(e)) => tracing::warn!(error = %e, "SIGHUP: TLS certificates not reloaded; the old ones stay"),
                 }
             }
         }

@@ -231,3 +231,17 @@ async fn sni_picks_each_sites_certificate_alpn_picks_the_protocol_and_sighup_rel
     assert_eq!(resp.status(), 200);
     drop(proxy);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_without_tls_changes_nothing_and_ends_nothing() {
+    let origin = TestOrigin::start(vec![("/", Route::with_type("text/plain", "hello"))]).await;
+    let mut proxy = ProxyProcess::start(&["--origin", origin.url().as_str()]);
+    unsafe {
+        libc::kill(proxy.pid() as i32, libc::SIGHUP);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(proxy.child.try_wait().unwrap().is_none(), "still running");
+    let r = common::proxy::get(&proxy.url("/"), &[("user-agent", FIREFOX)]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "hello");
+}
