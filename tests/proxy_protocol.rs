@@ -149,3 +149,67 @@ fn proxy_protocol_without_trusted_proxies_is_refused_by_name() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("proxy_protocol"), "{err}");
 }
+
+/// The crawler's log line names the client the PROXY header or a trusted
+/// proxy's X-Forwarded-For gives, not the balancer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crawler_log_lines_name_the_client_behind_trusted_proxies() {
+    let origin = TestOrigin::start(vec![(
+        "/page",
+        Route::html("<html><body><p>crawled</p></body></html>"),
+    )])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("proxy.log");
+    let mut proxy = ProxyProcess::start_with_stderr(
+        &[
+            "--origin",
+            origin.url().as_str(),
+            "--trusted-proxies",
+            "127.0.0.1",
+            "--proxy-protocol",
+            "--browsers",
+            "1",
+            "--tabs-per-browser",
+            "1",
+            "--verify-crawlers",
+            "off",
+        ],
+        &[("RUST_LOG", "info")],
+        std::fs::File::create(&log).unwrap(),
+    );
+    proxy.wait_until("/readyz", Duration::from_secs(30));
+    let port = proxy.port;
+    let googlebot = common::proxy::GOOGLEBOT;
+    for (header, xff) in [
+        ("PROXY TCP4 203.0.113.7 127.0.0.1 5555 3000\r\n", ""),
+        // A trusted balancer (the PROXY source is trusted too) naming the
+        // client in X-Forwarded-For.
+        (
+            "PROXY TCP4 127.0.0.1 127.0.0.1 5555 3000\r\n",
+            "X-Forwarded-For: 198.51.100.23\r\n",
+        ),
+    ] {
+        let mut bytes = header.as_bytes().to_vec();
+        bytes.extend_from_slice(
+            format!(
+                "GET /page HTTP/1.1\r\nHost: www.example.test\r\nUser-Agent: {googlebot}\r\n{xff}Connection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        let answer = tokio::task::spawn_blocking(move || exchange(port, &bytes))
+            .await
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("crawled"), "{answer}");
+    }
+    proxy.stop();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" INFO ") && l.contains("crawler") && l.contains("/page"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].contains("client=203.0.113.7"), "{}", lines[0]);
+    assert!(lines[1].contains("client=198.51.100.23"), "{}", lines[1]);
+}

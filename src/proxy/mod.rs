@@ -156,8 +156,11 @@ impl PublicProxy {
         match decision {
             RenderDecision::Render { rule } => {
                 let standing = self.standing(&req, peer);
+                // Who the crawler is, for the log: the peer, or behind
+                // trusted proxies the address they name.
+                let client = self.trusted_proxies.client_addr(peer.ip(), req.headers());
                 if self.crawler.answers_as_person(&standing) {
-                    tracing::info!(%peer, host = %target.host, path = req.uri().path(), verified = standing.label(), "crawler claim not verified; answered like a person");
+                    tracing::info!(%client, %peer, host = %target.host, path = req.uri().path(), verified = standing.label(), "crawler claim not verified; answered like a person");
                     return self.pass_through(req, &target, peer, started).await;
                 }
                 // A hit on a recently confirmed copy is answered right here;
@@ -168,7 +171,7 @@ impl PublicProxy {
                         resp,
                         CacheResult::Hit,
                         &target,
-                        peer,
+                        client,
                         &path,
                         &rule,
                         standing.label(),
@@ -244,8 +247,11 @@ impl PublicProxy {
         let path = req.uri().path().to_string();
         let verified = standing.label();
         let hop = self.hop(&req, peer);
+        let client = self.trusted_proxies.client_addr(peer.ip(), req.headers());
         let (resp, result) = self.crawler.serve(req, &target, hop, standing).await;
-        self.crawler_answered(resp, result, &target, peer, &path, &rule, verified, started)
+        self.crawler_answered(
+            resp, result, &target, client, &path, &rule, verified, started,
+        )
     }
 
     /// Records a crawler's answer in the statistics, metrics and log.
@@ -255,7 +261,7 @@ impl PublicProxy {
         resp: Response<Body>,
         result: CacheResult,
         target: &request::Target,
-        peer: SocketAddr,
+        client: std::net::IpAddr,
         path: &str,
         rule: &str,
         verified: &str,
@@ -264,7 +270,7 @@ impl PublicProxy {
         let metric = match result {
             CacheResult::Passed => {
                 // Answered like a person: counted as one, not in the stats.
-                tracing::info!(%peer, host = %target.host, %path, family = rule_family(rule), %rule, %verified, cache = result.label(), status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "crawler");
+                tracing::info!(%client, host = %target.host, %path, family = rule_family(rule), %rule, %verified, cache = result.label(), status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "crawler");
                 self.metrics
                     .observe_request(RequestKind::Human, CacheMetric::None);
                 self.metrics.observe_request_duration(
@@ -298,7 +304,7 @@ impl PublicProxy {
         // wait for a render, on misses only.
         let ms = started.elapsed().as_millis() as u64;
         let render_ms = matches!(result, CacheResult::Miss).then_some(ms);
-        tracing::info!(%peer, host = %target.host, %path, family = rule_family(rule), %rule, %verified, cache = result.label(), status = resp.status().as_u16(), ms, render_ms, "crawler");
+        tracing::info!(%client, host = %target.host, %path, family = rule_family(rule), %rule, %verified, cache = result.label(), status = resp.status().as_u16(), ms, render_ms, "crawler");
         resp
     }
 }
