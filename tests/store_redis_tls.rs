@@ -128,3 +128,73 @@ async fn cache_dedup_and_purge_work_over_rediss_and_the_password_is_never_shown(
     );
     assert!(!lines.contains(PASSWORD), "the log shows the password");
 }
+
+/// A Redis Cluster that speaks TLS only (clients and the cluster bus): the
+/// proxy reaches every node with `rediss://` node URLs, trusting the test
+/// CA through `origin_ca_file`, also the nodes it only learns of from the
+/// cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_and_purge_work_on_a_redis_cluster_over_tls() {
+    use common::redis_cluster::{ClusterTls, RedisCluster};
+    let ca = TestCa::new("prerender-proxy test cluster CA");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca
+        .leaf(&["127.0.0.1", "localhost"])
+        .write(dir.path(), "node");
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let cluster = RedisCluster::start_tls(ClusterTls {
+        ca: ca_file.clone(),
+        cert,
+        key,
+    });
+    let origin = TestOrigin::start(vec![("/page", page("cached in a TLS cluster"))]).await;
+    // One node is enough: the others are discovered.
+    let first = cluster.urls()[0].clone();
+    let mut proxy = ProxyProcess::start_with_env(
+        &[
+            "--origin",
+            origin.url().as_str(),
+            "--browsers",
+            "1",
+            "--tabs-per-browser",
+            "1",
+            "--ready-timeout",
+            "5",
+            "--admin-token",
+            TOKEN,
+        ],
+        &[
+            ("REDIS_URL", format!("{first},{first}").as_str()),
+            ("PRERENDER_ORIGIN_CA_FILE", ca_file.to_str().unwrap()),
+        ],
+    );
+    proxy.wait_until("/readyz", Duration::from_secs(30));
+    let miss = proxy.crawl(HOST, "/page").await;
+    assert_eq!(
+        miss.header("x-prerender-cache"),
+        Some("MISS"),
+        "{}",
+        miss.text()
+    );
+    let key = format!("render:{HOST}:/page");
+    let stored: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query(&mut cluster.raw())
+        .unwrap();
+    assert!(stored.unwrap().contains("cached in a TLS cluster"));
+    let hit = proxy.crawl(HOST, "/page").await;
+    assert_eq!(hit.header("x-prerender-cache"), Some("HIT"));
+    let purged = send(
+        "DELETE",
+        &proxy.admin_url(&format!("/api/v1/cache?url=https%3A%2F%2F{HOST}%2Fpage")),
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+        "",
+    )
+    .await;
+    assert!(purged.status.is_success(), "{}", purged.text());
+    let gone: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query(&mut cluster.raw())
+        .unwrap();
+    assert_eq!(gone, None);
+}
