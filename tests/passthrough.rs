@@ -1347,3 +1347,47 @@ async fn forwarding_headers_are_kept_from_trusted_peers_and_replaced_from_others
         );
     }
 }
+
+/// The TLS listener keeps the plain one's guarantees: a WebSocket upgrade
+/// over TLS (ALPN http/1.1) is relayed both ways.
+#[tokio::test]
+async fn websocket_is_relayed_on_the_tls_listener() {
+    use common::tls::{client_config, TestCa};
+    let origin = test_origin().await;
+    let ca = TestCa::new("prerender-proxy test websocket CA");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca.leaf(&["localhost"]).write(dir.path(), "listener");
+    let proxy = ProxyProcess::start(&[
+        "--origin",
+        &origin.url(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client_config(&ca, &[b"http/1.1"]))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let url = format!("wss://localhost:{}/ws", proxy.port);
+    let (mut ws, resp) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::client_async(url, tls),
+    )
+    .await
+    .expect("handshake timed out")
+    .expect("handshake failed");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    for text in ["over", "tls"] {
+        ws.send(text.into()).await.unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(echoed.into_text().unwrap().as_str(), text);
+    }
+}
