@@ -215,7 +215,8 @@ pub struct ServeArgs {
         env = "PRERENDER_MOBILE_VARIANT",
         value_name = "BOOL",
         num_args = 0..=1,
-        default_missing_value = "true"
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub mobile_variant: Option<bool>,
     /// Single site: remove <script> elements (but JSON-LD) from rendered pages
@@ -225,7 +226,8 @@ pub struct ServeArgs {
         env = "PRERENDER_STRIP_SCRIPTS",
         value_name = "BOOL",
         num_args = 0..=1,
-        default_missing_value = "true"
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub strip_scripts: Option<bool>,
     /// Single site: when a render fails, the origin's own answer or a 503:
@@ -246,7 +248,8 @@ pub struct ServeArgs {
         env = "PRERENDER_PROXY_PROTOCOL",
         value_name = "BOOL",
         num_args = 0..=1,
-        default_missing_value = "true"
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub proxy_protocol: Option<bool>,
 }

@@ -76,6 +76,9 @@ async fn people_crawlers_warming_and_polls_reach_an_https_origin_over_kept_alive
             browsers = 1
             tabs_per_browser = 2
             ready_timeout = 5
+            # Origin connections are pooled per listener thread: one thread,
+            # one pool, so reuse shows in the origin's connection count.
+            public_threads = 1
             admin_token = "{TOKEN}"
             origin_ca_file = "{ca}"
             [[sites]]

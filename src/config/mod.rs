@@ -1140,6 +1140,8 @@ mod tests {
             "^/a",
             "--ignore",
             "^/b",
+            "--strip-scripts=off",
+            "--mobile-variant=1",
         ]);
         std::env::remove_var("PRERENDER_IGNORE");
         let c = resolve(cli.unwrap().serve, "").unwrap();
@@ -1170,6 +1172,9 @@ mod tests {
         let site = site.sites.lookup("x.test").unwrap();
         assert!(site.ignore.is_match("/a1") && site.ignore.is_match("/b1"));
         assert!(!site.ignore.is_match("/c"));
+        // Booleans read as the environment writes them (1/0, yes/no, on/off).
+        assert!(!site.strip_scripts);
+        assert!(site.mobile_variant);
     }
 
     #[test]
