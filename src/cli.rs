@@ -146,8 +146,9 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish [default: 25].
     #[arg(long, env = "PRERENDER_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
-    /// Peers (CDN, load balancer) whose X-Forwarded-For names the client: CIDRs or addresses,
-    /// comma-separated [default: none].
+    /// Peers (CDN, load balancer) whose X-Forwarded-For is appended to and whose
+    /// X-Forwarded-Proto is passed on (from any other peer both are replaced): CIDRs or
+    /// addresses, comma-separated [default: none].
     #[arg(long, env = "PRERENDER_TRUSTED_PROXIES", value_name = "CIDR[,…]")]
     pub trusted_proxies: Option<String>,
     /// Check that requests claiming a major crawler come from it: off | log | enforce
