@@ -222,6 +222,15 @@ async fn an_origin_certificate_from_an_unknown_ca_is_a_502_for_people_and_origin
         0,
         "nothing was sent to an unverified origin"
     );
+    let metrics = get(&proxy.admin_url("/metrics"), &[]).await.text();
+    let counted = metrics
+        .lines()
+        .find(|l| l.starts_with("prerender_renders_total{") && l.contains("outcome=\"origin-tls\""))
+        .unwrap_or_else(|| panic!("no origin-tls render outcome: {metrics}"));
+    assert!(
+        counted.ends_with(" 1"),
+        "one failed render, not retried: {counted}"
+    );
     drop(proxy);
 }
 
