@@ -593,3 +593,26 @@ pub fn relay_plan(data: &[u8]) {
         ),
     }
 }
+
+/// `proxy_header`: the PROXY protocol framing (v1 and v2) never panics; a
+/// header is never longer than the bytes read nor than the protocol's
+/// bounds; any prefix of a complete header is incomplete (never another
+/// header), and bytes after a header do not change it.
+pub fn proxy_header(data: &[u8]) {
+    use prerender_proxy::proxy_protocol::{parse, Parsed};
+    let parsed = parse(data);
+    if let Parsed::Header { len, source } = parsed {
+        assert!(len <= data.len(), "header of {len} bytes in {}", data.len());
+        assert!(len <= 4096, "header of {len} bytes");
+        for cut in 0..len {
+            let prefix = parse(&data[..cut]);
+            assert!(
+                !matches!(prefix, Parsed::Header { .. }),
+                "a {cut}-byte prefix of a {len}-byte header read as a header"
+            );
+        }
+        let mut longer = data[..len].to_vec();
+        longer.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(parse(&longer), Parsed::Header { len, source });
+    }
+}

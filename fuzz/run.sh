@@ -15,7 +15,7 @@ set -u
 
 seconds="${1:-60}"
 here="$(cd "$(dirname "$0")" && pwd)"
-targets="${TARGETS:-cache_key bot_match config_parse admin_json sitemap relay_response_head relay_chunked relay_plan}"
+targets="${TARGETS:-cache_key bot_match config_parse admin_json sitemap relay_response_head relay_chunked relay_plan proxy_header}"
 sanitizer="${FUZZ_SANITIZER:-none}"
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT

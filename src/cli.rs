@@ -167,8 +167,9 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish [default: 25].
     #[arg(long, env = "PRERENDER_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
-    /// Peers (CDN, load balancer) whose X-Forwarded-For names the client: CIDRs or addresses,
-    /// comma-separated [default: none].
+    /// Peers (CDN, load balancer) whose X-Forwarded-For is appended to and whose
+    /// X-Forwarded-Proto is passed on (from any other peer both are replaced): CIDRs or
+    /// addresses, comma-separated [default: none].
     #[arg(long, env = "PRERENDER_TRUSTED_PROXIES", value_name = "CIDR[,…]")]
     pub trusted_proxies: Option<String>,
     /// Check that requests claiming a major crawler come from it: off | log | enforce
@@ -205,6 +206,74 @@ pub struct ServeArgs {
     /// path; 0 = off (the new route's content at the old URL) [default: 302].
     #[arg(long, env = "PRERENDER_CLIENT_REDIRECT_STATUS", value_name = "STATUS")]
     pub client_redirect_status: Option<u64>,
+    /// Extra PEM CA certificates trusted for https:// origins and rediss:// Redis, added to
+    /// the system roots [default: system roots only].
+    #[arg(long, env = "PRERENDER_ORIGIN_CA_FILE", value_name = "FILE")]
+    pub origin_ca_file: Option<PathBuf>,
+    /// Single site: Host header sent to the origin (e.g. shop.netlify.app); TLS SNI and
+    /// certificate checks always use the origin URL's host [default: the request's Host].
+    #[arg(long, env = "PRERENDER_ORIGIN_HOST", value_name = "NAME")]
+    pub origin_host: Option<String>,
+    /// Single site: scheme of the public URL pages are rendered as: http | https
+    /// [default: https].
+    #[arg(long, env = "PRERENDER_SCHEME", value_name = "SCHEME")]
+    pub scheme: Option<String>,
+    /// Single site: path regex never rendered (repeatable; PRERENDER_IGNORE holds one
+    /// regex a line).
+    #[arg(
+        long = "ignore",
+        env = "PRERENDER_IGNORE",
+        value_name = "REGEX",
+        value_delimiter = '\n'
+    )]
+    pub ignore: Option<Vec<String>>,
+    /// Single site: significant query parameters kept in cache keys, comma-separated
+    /// [default: none].
+    #[arg(long, env = "PRERENDER_QUERY_PARAMS", value_name = "LIST")]
+    pub query_params: Option<String>,
+    /// Single site: keep mobile crawlers' renders apart (true | false) [default: false].
+    #[arg(
+        long,
+        env = "PRERENDER_MOBILE_VARIANT",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub mobile_variant: Option<bool>,
+    /// Single site: remove <script> elements (but JSON-LD) from rendered pages
+    /// (true | false) [default: true].
+    #[arg(
+        long,
+        env = "PRERENDER_STRIP_SCRIPTS",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub strip_scripts: Option<bool>,
+    /// Single site: when a render fails, the origin's own answer or a 503:
+    /// passthrough | error [default: passthrough].
+    #[arg(long, env = "PRERENDER_ON_RENDER_FAILURE", value_name = "MODE")]
+    pub on_render_failure: Option<String>,
+    /// PEM certificate chain: the public listener speaks TLS (HTTP/1.1 and h2 by ALPN), with
+    /// this as the default certificate; re-read on SIGHUP without dropping connections.
+    #[arg(long, env = "PRERENDER_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "PRERENDER_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Connections from trusted_proxies start with a PROXY protocol v1 or v2 header (TCP
+    /// load balancers); its source address is the client's [default: off].
+    #[arg(
+        long,
+        env = "PRERENDER_PROXY_PROTOCOL",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub proxy_protocol: Option<bool>,
 }
 
 #[derive(Debug, Args)]

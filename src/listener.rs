@@ -154,7 +154,27 @@ fn hyper_builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves one connection with hyper until it ends.
+/// Who may start a connection with a PROXY protocol header.
+pub type ProxyProtocolPeers = Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>;
+
+/// What happens to a public connection before HTTP: a PROXY protocol
+/// header from the peers it is expected from, then TLS.
+#[derive(Clone, Default)]
+pub struct ConnectionSetup {
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// With `proxy_protocol`: whether a peer must start with a PROXY
+    /// header (the trusted proxies).
+    pub proxy_protocol: Option<ProxyProtocolPeers>,
+}
+
+/// A request extension: the request came over TLS (the public listener
+/// with `tls_cert`), so the client's scheme is `https`.
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
+/// Serves one connection with hyper until it ends; `tls` marks its
+/// requests with [`OverTls`].
+#[allow(clippy::too_many_arguments)]
 async fn serve_hyper<I, H, F>(
     name: &'static str,
     io: I,
@@ -163,6 +183,7 @@ async fn serve_hyper<I, H, F>(
     handler: H,
     header_read_timeout: Duration,
     graceful: Watcher,
+    tls: bool,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Fn(Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
@@ -170,8 +191,11 @@ async fn serve_hyper<I, H, F>(
 {
     let first_request = Arc::new(AtomicBool::new(false));
     let seen = first_request.clone();
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         seen.store(true, Ordering::Relaxed);
+        if tls {
+            req.extensions_mut().insert(OverTls);
+        }
         let fut = handler(req, peer);
         async move { Ok::<_, Infallible>(fut.await) }
     });
@@ -269,7 +293,10 @@ pub async fn serve<H, F>(
         let (builder, handler, watcher) = (builder.clone(), handler.clone(), graceful.watcher());
         let timeout = limits.header_read_timeout;
         connections.spawn(async move {
-            serve_hyper(name, stream, peer, &builder, handler, timeout, watcher).await;
+            serve_hyper(
+                name, stream, peer, &builder, handler, timeout, watcher, false,
+            )
+            .await;
             drop(permit);
         });
     }
@@ -312,6 +339,7 @@ pub async fn serve_on_threads<T, H, F>(
     limits: ListenerLimits,
     front: Arc<T>,
     handler: H,
+    setup: ConnectionSetup,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) where
@@ -324,7 +352,7 @@ pub async fn serve_on_threads<T, H, F>(
     for index in 0..threads.count.max(1) {
         let scheduling = threads.scheduling;
         match spawn_thread(
-            name, index, scheduling, &limits, &front, &handler, &stop, grace,
+            name, index, scheduling, &limits, &front, &handler, &setup, &stop, grace,
         ) {
             Ok(worker) => workers.push(worker),
             Err(e) => {
@@ -394,6 +422,7 @@ fn spawn_thread<T, H, F>(
     limits: &ListenerLimits,
     front: &Arc<T>,
     handler: &H,
+    setup: &ConnectionSetup,
     stop: &watch::Receiver<bool>,
     grace: Duration,
 ) -> io::Result<ListenerThread>
@@ -412,6 +441,8 @@ where
     let thread_open = open.clone();
     let (limits, front, handler, stop_all) =
         (limits.clone(), front.clone(), handler.clone(), stop.clone());
+    let tls = setup.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let proxy_protocol = setup.proxy_protocol.clone();
     std::thread::Builder::new()
         .name(format!("{name}-{index}"))
         .spawn(move || {
@@ -452,19 +483,63 @@ where
                             continue;
                         }
                     };
-                    let (front, handler, builder, watcher, stop, open) = (
+                    let (front, handler, builder, watcher, stop, open, tls, proxy_protocol) = (
                         front.clone(),
                         handler.clone(),
                         builder.clone(),
                         graceful.watcher(),
                         stop.clone(),
                         thread_open.clone(),
+                        tls.clone(),
+                        proxy_protocol.clone(),
                     );
                     let timeout = limits.header_read_timeout;
+                    let mut stream = stream;
                     tasks.spawn(async move {
-                        if let Some(rest) = front.serve(stream, peer, timeout, stop).await {
-                            serve_hyper(name, rest, peer, &builder, handler, timeout, watcher)
-                                .await;
+                        // A PROXY header from the peers that send one: its
+                        // source is the client from here on.
+                        let peer = match proxy_protocol.filter(|expects| expects(peer.ip())) {
+                            None => Some(peer),
+                            Some(_) => match crate::proxy_protocol::read_header(&mut stream, timeout).await {
+                                Ok(Some(source)) => Some(source),
+                                Ok(None) => Some(peer),
+                                Err(reason) => {
+                                    tracing::warn!(listener = name, %peer, %reason, "connection from a trusted proxy without a valid PROXY header; closing");
+                                    None
+                                }
+                            },
+                        };
+                        match (peer, tls) {
+                            (None, _) => {}
+                            (Some(peer), None) => {
+                                if let Some(rest) = front.serve(stream, peer, timeout, stop).await {
+                                    serve_hyper(
+                                        name, rest, peer, &builder, handler, timeout, watcher,
+                                        false,
+                                    )
+                                    .await;
+                                }
+                            }
+                            // TLS: the handshake within the header-read
+                            // timeout, then hyper (the relay reads plain
+                            // sockets only).
+                            (Some(peer), Some(acceptor)) => {
+                                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                                    Ok(Ok(tls_stream)) => {
+                                        serve_hyper(
+                                            name, tls_stream, peer, &builder, handler, timeout,
+                                            watcher, true,
+                                        )
+                                        .await
+                                    }
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed")
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(listener = name, %peer, "no TLS handshake within the header timeout; closing")
+                                    }
+                                }
+                            }
                         }
                         open.fetch_sub(1, Ordering::Relaxed);
                         drop(permit);

@@ -197,6 +197,8 @@ pub enum RenderOutcome {
     Timeout,
     BrowserCrash,
     OriginError,
+    /// The origin's certificate could not be verified.
+    OriginTls,
     QueueFull,
     Quota,
     Store,
@@ -212,11 +214,12 @@ pub enum RenderOutcome {
 }
 
 impl RenderOutcome {
-    pub const ALL: [RenderOutcome; 15] = [
+    pub const ALL: [RenderOutcome; 16] = [
         RenderOutcome::Ok,
         RenderOutcome::Timeout,
         RenderOutcome::BrowserCrash,
         RenderOutcome::OriginError,
+        RenderOutcome::OriginTls,
         RenderOutcome::QueueFull,
         RenderOutcome::Quota,
         RenderOutcome::Store,
@@ -236,6 +239,7 @@ impl RenderOutcome {
             RenderOutcome::Timeout => "timeout",
             RenderOutcome::BrowserCrash => "browser-crash",
             RenderOutcome::OriginError => "origin-error",
+            RenderOutcome::OriginTls => "origin-tls",
             RenderOutcome::QueueFull => "queue-full",
             RenderOutcome::Quota => "quota",
             RenderOutcome::Store => "store",

@@ -143,3 +143,8 @@ mod plan_agrees_with_resolve {
         }
     }
 }
+
+#[test]
+fn proxy_header_corpus() {
+    replay("proxy_header", checks::proxy_header);
+}

@@ -1270,3 +1270,124 @@ async fn error_answers_never_name_the_origin() {
         assert_eq!(answers[0].1, b"origin timeout\n", "{via:?}");
     }
 }
+
+/// `trusted_proxies` (SPEC §1): from a trusted peer the client-sent
+/// X-Forwarded-For is appended to and X-Forwarded-Proto passed on; from any
+/// other peer both are replaced by what the connection shows — on both
+/// passthrough paths, over raw sockets.
+#[tokio::test]
+async fn forwarding_headers_are_kept_from_trusted_peers_and_replaced_from_others() {
+    let origin = ScriptedOrigin::start(misbehaving).await;
+    let sent = "X-Forwarded-For: 203.0.113.9, 198.51.100.4\r\nX-Forwarded-Proto: https\r\n";
+    let untrusted =
+        ProxyProcess::start(&["--origin", &origin.url(), "--trusted-proxies", "10.0.0.0/8"]);
+    let trusted = ProxyProcess::start(&[
+        "--origin",
+        &origin.url(),
+        "--trusted-proxies",
+        "10.0.0.0/8,127.0.0.1",
+    ]);
+    for via in BOTH {
+        let path = format!("/untrusted-{via:?}");
+        raw_exchange(
+            untrusted.port,
+            request_via(via, "GET", &path, sent).as_bytes(),
+            1,
+        )
+        .await;
+        let seen = origin.head_for(&path).to_ascii_lowercase();
+        assert!(
+            seen.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"),
+            "{via:?}: {seen}"
+        );
+        assert!(!seen.contains("203.0.113.9"), "{via:?}: {seen}");
+        assert!(
+            seen.contains("\r\nx-forwarded-proto: http\r\n"),
+            "{via:?}: {seen}"
+        );
+        assert!(
+            !seen.contains("x-forwarded-proto: https"),
+            "{via:?}: {seen}"
+        );
+
+        let path = format!("/trusted-{via:?}");
+        raw_exchange(
+            trusted.port,
+            request_via(via, "GET", &path, sent).as_bytes(),
+            1,
+        )
+        .await;
+        let seen = origin.head_for(&path).to_ascii_lowercase();
+        assert!(
+            seen.contains("\r\nx-forwarded-for: 203.0.113.9, 198.51.100.4, 127.0.0.1\r\n"),
+            "{via:?}: {seen}"
+        );
+        assert!(
+            seen.contains("\r\nx-forwarded-proto: https\r\n"),
+            "{via:?}: {seen}"
+        );
+        assert_eq!(seen.matches("x-forwarded-proto").count(), 1, "{seen}");
+
+        // A trusted peer that says nothing gets the listener's own facts.
+        let path = format!("/trusted-silent-{via:?}");
+        raw_exchange(
+            trusted.port,
+            request_via(via, "GET", &path, "").as_bytes(),
+            1,
+        )
+        .await;
+        let seen = origin.head_for(&path).to_ascii_lowercase();
+        assert!(
+            seen.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"),
+            "{via:?}: {seen}"
+        );
+        assert!(
+            seen.contains("\r\nx-forwarded-proto: http\r\n"),
+            "{via:?}: {seen}"
+        );
+    }
+}
+
+/// The TLS listener keeps the plain one's guarantees: a WebSocket upgrade
+/// over TLS (ALPN http/1.1) is relayed both ways.
+#[tokio::test]
+async fn websocket_is_relayed_on_the_tls_listener() {
+    use common::tls::{client_config, TestCa};
+    let origin = test_origin().await;
+    let ca = TestCa::new("prerender-proxy test websocket CA");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca.leaf(&["localhost"]).write(dir.path(), "listener");
+    let proxy = ProxyProcess::start(&[
+        "--origin",
+        &origin.url(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client_config(&ca, &[b"http/1.1"]))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let url = format!("wss://localhost:{}/ws", proxy.port);
+    let (mut ws, resp) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::client_async(url, tls),
+    )
+    .await
+    .expect("handshake timed out")
+    .expect("handshake failed");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    for text in ["over", "tls"] {
+        ws.send(text.into()).await.unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(echoed.into_text().unwrap().as_str(), text);
+    }
+}

@@ -11,7 +11,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use super::body::{read_json, RefreshRequest, WarmRequest, WarmTarget};
-use super::sitemap::{SitemapFetcher, SitemapLimits};
+use super::sitemap::{FetchTarget, SitemapFetcher, SitemapLimits};
 use crate::cache::store_call;
 use crate::cache::{quota_month, CacheKey, StoredPage};
 use crate::config::{Config, Site};
@@ -395,7 +395,11 @@ impl Api {
                             let site = sites.lookup(url.host_str()?)?;
                             let base = site.origin.as_str().trim_end_matches('/');
                             let pq = &url[url::Position::BeforePath..url::Position::AfterQuery];
-                            url::Url::parse(&format!("{base}{pq}")).ok()
+                            let url = url::Url::parse(&format!("{base}{pq}")).ok()?;
+                            Some(FetchTarget {
+                                url,
+                                host: site.origin_host.clone(),
+                            })
                         },
                     )
                     .await

@@ -16,7 +16,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, HOST, USER_AGENT};
 use hyper::Request;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use quick_xml::events::Event;
@@ -109,16 +108,29 @@ pub struct SitemapPages {
     pub truncated: bool,
 }
 
-/// Fetches and reads sitemaps over plain HTTP.
+/// Where a public sitemap URL is fetched from: its site's origin URL and,
+/// when the site sets `origin_host`, the Host header the origin gets.
+#[derive(Debug, Clone)]
+pub struct FetchTarget {
+    pub url: Url,
+    pub host: Option<String>,
+}
+
+impl From<Url> for FetchTarget {
+    fn from(url: Url) -> Self {
+        FetchTarget { url, host: None }
+    }
+}
+
+/// Fetches and reads sitemaps from origins (`http://` or `https://`).
 pub struct SitemapFetcher {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<crate::upstream::OriginConnector, Empty<Bytes>>,
     limits: SitemapLimits,
 }
 
 impl SitemapFetcher {
     pub fn new(limits: SitemapLimits) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(limits.connect_timeout));
+        let connector = crate::upstream::connector(limits.connect_timeout);
         let client = Client::builder(TokioExecutor::new())
             // One walk is a burst of fetches to one origin; idle connections
             // are not worth keeping after it.
@@ -136,7 +148,7 @@ impl SitemapFetcher {
     /// whether a lowercase host is served here; `fetch_url` maps a public
     /// sitemap URL to the URL actually fetched (its site's origin), or `None`
     /// when there is none. The request carries the public host in `Host`.
-    pub async fn collect<A, M>(
+    pub async fn collect<A, M, T>(
         &self,
         sitemap_url: &str,
         allow_host: A,
@@ -144,7 +156,8 @@ impl SitemapFetcher {
     ) -> Result<SitemapPages, SitemapError>
     where
         A: Fn(&str) -> bool,
-        M: Fn(&Url) -> Option<Url>,
+        M: Fn(&Url) -> Option<T>,
+        T: Into<FetchTarget>,
     {
         let root = parse_http_url(sitemap_url)
             .map_err(|reason| SitemapError::InvalidUrl(sitemap_url.to_owned(), reason))?;
@@ -226,12 +239,14 @@ impl SitemapFetcher {
         Ok(pages)
     }
 
-    async fn read_one<M>(&self, sitemap: &Url, fetch_url: &M) -> Result<SitemapDoc, SitemapError>
+    async fn read_one<M, T>(&self, sitemap: &Url, fetch_url: &M) -> Result<SitemapDoc, SitemapError>
     where
-        M: Fn(&Url) -> Option<Url>,
+        M: Fn(&Url) -> Option<T>,
+        T: Into<FetchTarget>,
     {
-        let target =
-            fetch_url(sitemap).ok_or_else(|| SitemapError::NoOrigin(sitemap.to_string()))?;
+        let target: FetchTarget = fetch_url(sitemap)
+            .ok_or_else(|| SitemapError::NoOrigin(sitemap.to_string()))?
+            .into();
         let fetch_error = |reason: String| SitemapError::Fetch {
             url: sitemap.to_string(),
             reason,
@@ -251,15 +266,15 @@ impl SitemapFetcher {
         })
     }
 
-    /// GETs `target` with `public`'s host in `Host`; the body, decompressed,
-    /// of at most `max_bytes`.
-    async fn fetch(&self, public: &Url, target: &Url) -> Result<Vec<u8>, String> {
+    /// GETs `target` with `public`'s host (or the site's `origin_host`) in
+    /// `Host`; the body, decompressed, of at most `max_bytes`.
+    async fn fetch(&self, public: &Url, target: &FetchTarget) -> Result<Vec<u8>, String> {
         let max = self.limits.max_bytes;
-        let mut req = Request::get(target.as_str())
+        let mut req = Request::get(target.url.as_str())
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
         let headers = req.headers_mut();
-        if let Some(host) = authority(public) {
+        if let Some(host) = target.host.clone().or_else(|| authority(public)) {
             let value = HeaderValue::from_str(&host).map_err(|e| e.to_string())?;
             headers.insert(HOST, value);
         }
@@ -741,7 +756,7 @@ mod tests {
             .collect(
                 "https://example.com/sitemap.xml",
                 only_example,
-                |_: &Url| None,
+                |_: &Url| None::<Url>,
             )
             .await
             .unwrap_err();

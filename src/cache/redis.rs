@@ -144,6 +144,25 @@ pub struct RedisOptions {
     pub response_timeout: Duration,
     /// Prepended to every key and channel name (`key_prefix`, SPEC §6).
     pub key_prefix: String,
+    /// PEM roots `rediss://` servers are checked against (the system's
+    /// plus `origin_ca_file`: see `upstream::roots_pem`); `None`: the
+    /// system's alone.
+    pub tls_roots: Option<Arc<Vec<u8>>>,
+}
+
+/// A client for one Redis URL: `rediss://` ones check the server's
+/// certificate against `tls_roots` when given (else the system's roots).
+pub fn redis_client(url: &str, tls_roots: Option<&[u8]>) -> redis::RedisResult<redis::Client> {
+    match tls_roots {
+        Some(roots) if url.trim_start().starts_with("rediss://") => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(roots.to_vec()),
+            },
+        ),
+        _ => redis::Client::open(url),
+    }
 }
 
 impl Default for RedisOptions {
@@ -153,6 +172,7 @@ impl Default for RedisOptions {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             key_prefix: String::new(),
+            tls_roots: None,
         }
     }
 }
@@ -265,7 +285,9 @@ impl RedisStore {
         let connection_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(options.response_timeout));
-        let manager = Manager::new_with_config(url, connection_config)?;
+        let client = redis_client(url, options.tls_roots.as_deref().map(Vec::as_slice))?;
+        let manager =
+            Manager::new_with_config(client.get_connection_info().clone(), connection_config)?;
         let pool = Pool::builder(manager)
             .max_size(options.pool_max_size)
             .runtime(Runtime::Tokio1)
@@ -274,7 +296,6 @@ impl RedisStore {
             .recycle_timeout(Some(options.response_timeout))
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        let client = redis::Client::open(url)?;
         Ok(RedisStore::start(
             &runtime,
             Backend::Single(pool),

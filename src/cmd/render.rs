@@ -76,6 +76,7 @@ async fn render(args: &RenderArgs) -> ExitCode {
     let job = RenderJob {
         public_url: public_url.clone(),
         origin,
+        origin_host: None,
         strip_scripts: !args.keep_scripts,
         mobile: args.mobile,
         shadow_dom: snapshot.shadow_dom,

@@ -134,21 +134,37 @@ fn crawler_verifier(config: &Config, metrics: &Metrics) -> anyhow::Result<Arc<Cr
 type Stores = (Arc<dyn CacheStore>, Option<Arc<dyn JobQueue>>);
 
 async fn open_store(config: &Config) -> anyhow::Result<Stores> {
-    let options = || RedisOptions {
-        key_prefix: config.key_prefix.clone(),
-        ..RedisOptions::default()
-    };
     Ok(match &config.store {
         StoreTarget::Embedded => (MemoryStore::new(config.cache_max_bytes), None),
         StoreTarget::Redis(url) => {
-            let store = RedisStore::connect(url, options()).context("redis")?;
+            let store = RedisStore::connect(url, redis_options(config)?).context("redis")?;
             (store.clone(), Some(store))
         }
         StoreTarget::RedisCluster(nodes) => {
-            let store = RedisStore::connect_cluster(nodes, options()).context("redis")?;
+            let store =
+                RedisStore::connect_cluster(nodes, redis_options(config)?).context("redis")?;
             (store.clone(), Some(store))
         }
     })
+}
+
+/// The Redis client options: `rediss://` servers are checked against the
+/// system's roots plus `origin_ca_file`.
+fn redis_options(config: &Config) -> anyhow::Result<RedisOptions> {
+    Ok(RedisOptions {
+        tls_roots: redis_tls_roots(config)?,
+        key_prefix: config.key_prefix.clone(),
+        ..RedisOptions::default()
+    })
+}
+
+fn redis_tls_roots(config: &Config) -> anyhow::Result<Option<Arc<Vec<u8>>>> {
+    match &config.origin_ca_file {
+        None => Ok(None),
+        Some(path) => crate::upstream::roots_pem(Some(path))
+            .map(|pem| Some(Arc::new(pem)))
+            .map_err(|e| anyhow::anyhow!("origin_ca_file: {e}")),
+    }
 }
 
 /// How long the start-up check of Redis' eviction policy may take; it runs
@@ -158,18 +174,19 @@ const EVICTION_POLICY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Warns once when Redis would evict keys that carry no TTL: the indexes,
 /// refresh schedules and job streams, whose loss forgets pages or jobs.
 /// Only pages carry a TTL, so `volatile-*` policies (or `noeviction`) fit.
-async fn warn_if_redis_evicts_keys_without_ttl(url: String) {
-    async fn policy(url: &str) -> redis::RedisResult<String> {
-        let client = redis::Client::open(url)?;
+async fn warn_if_redis_evicts_keys_without_ttl(url: String, tls_roots: Option<Arc<Vec<u8>>>) {
+    let policy = async {
+        let client =
+            crate::cache::redis::redis_client(&url, tls_roots.as_deref().map(Vec::as_slice))?;
         let mut conn = client.get_multiplexed_async_connection().await?;
         let (_, value): (String, String) = redis::cmd("CONFIG")
             .arg("GET")
             .arg("maxmemory-policy")
             .query_async(&mut conn)
             .await?;
-        Ok(value)
-    }
-    match tokio::time::timeout(EVICTION_POLICY_CHECK_TIMEOUT, policy(&url)).await {
+        Ok::<String, redis::RedisError>(value)
+    };
+    match tokio::time::timeout(EVICTION_POLICY_CHECK_TIMEOUT, policy).await {
         Ok(Ok(p)) if p.starts_with("allkeys-") => tracing::warn!(
             maxmemory_policy = %p,
             "redis may evict keys without a TTL (page indexes, refresh schedules, job streams); \
@@ -184,16 +201,25 @@ async fn warn_if_redis_evicts_keys_without_ttl(url: String) {
 
 pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     raise_fd_limit();
+    crate::upstream::install_crypto_provider();
+    crate::upstream::init(config.origin_ca_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("origin_ca_file: {e}"))?;
     for warning in config.stale_window_warnings() {
         tracing::warn!("{warning}");
     }
     match &config.store {
         StoreTarget::Redis(url) => {
-            tokio::spawn(warn_if_redis_evicts_keys_without_ttl(url.clone()));
+            tokio::spawn(warn_if_redis_evicts_keys_without_ttl(
+                url.clone(),
+                redis_tls_roots(&config)?,
+            ));
         }
         StoreTarget::RedisCluster(nodes) => {
             if let Some(first) = nodes.first() {
-                tokio::spawn(warn_if_redis_evicts_keys_without_ttl(first.clone()));
+                tokio::spawn(warn_if_redis_evicts_keys_without_ttl(
+                    first.clone(),
+                    redis_tls_roots(&config)?,
+                ));
             }
         }
         StoreTarget::Embedded => {}
@@ -352,6 +378,19 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         max_connections: config.max_connections,
         header_read_timeout: config.header_read_timeout,
     };
+    let certificates = match &config.tls {
+        None => None,
+        Some(plan) => Some(
+            crate::listener_tls::SniCertificates::load(plan.clone())
+                .map_err(|e| anyhow::anyhow!("tls_cert: {e}"))?,
+        ),
+    };
+    let tls = certificates.as_ref().map(|c| c.server_config());
+    tasks.spawn(reload_certificates_on_sighup(certificates, stop_rx.clone()));
+    let proxy_protocol = config.proxy_protocol.then(|| {
+        let trusted = TrustedProxies::new(config.trusted_proxies.clone());
+        Arc::new(move |ip: std::net::IpAddr| trusted.contains(ip)) as listener::ProxyProtocolPeers
+    });
     if let Some(public) = public {
         let threads = listener::ThreadPlan {
             count: config.public_threads.unwrap_or_else(default_public_threads),
@@ -364,6 +403,10 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
             limits.clone(),
             proxy.clone(),
             move |req, peer| proxy.clone().handle(req, peer),
+            listener::ConnectionSetup {
+                tls,
+                proxy_protocol,
+            },
             stop_rx.clone(),
             config.shutdown_timeout,
         ));
@@ -411,7 +454,7 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     }
     tasks.spawn(watch_store(store, health.clone(), metrics, stop_rx));
     health.set_listeners_up();
-    tracing::info!(public_addr = ?public_addr, %admin_addr, service_addr = ?service_addr, role = ?config.role, store = ?config.store, "listening");
+    tracing::info!(public_addr = ?public_addr, %admin_addr, service_addr = ?service_addr, tls = config.tls.is_some(), role = ?config.role, store = ?config.store, "listening");
     Ok(Running {
         public_addr,
         admin_addr,
@@ -425,6 +468,40 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         pool,
         refresher,
     })
+}
+
+/// Reads the TLS listener's certificate files again on each SIGHUP: new
+/// handshakes get the new certificates, open connections keep theirs. A
+/// file that does not load keeps the old certificates (and says why).
+/// Without TLS a SIGHUP (`systemctl reload`) changes nothing and does not
+/// end the process.
+async fn reload_certificates_on_sighup(
+    certificates: Option<Arc<crate::listener_tls::SniCertificates>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP; TLS certificates are not reloaded");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            got = hangups.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                match certificates.as_ref().map(|c| c.reload()) {
+                    None => tracing::info!("SIGHUP: no TLS certificates to reload"),
+                    Some(Ok(())) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+                    Some(Err(e)) => tracing::warn!(error = %e, "SIGHUP: TLS certificates not reloaded; the old ones stay"),
+                }
+            }
+        }
+    }
 }
 
 /// Purges announced by any instance drop this instance's prepared copies.

@@ -53,6 +53,12 @@ pub struct FileConfig {
     pub dns_resolver: Option<String>,
     pub unverified_renders_per_minute: Option<u64>,
     pub crawler_ip_ranges: Option<String>,
+    pub origin_ca_file: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub proxy_protocol: Option<bool>,
+    /// `origin_host` of the single site of `origin` mode.
+    pub origin_host: Option<String>,
     #[serde(default)]
     pub sites: Vec<SiteFile>,
     #[serde(default)]
@@ -98,6 +104,10 @@ impl StringList {
 pub struct SiteFile {
     pub domain: String,
     pub origin: String,
+    pub origin_host: Option<String>,
+    /// Served for this domain by SNI on a TLS listener.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
     pub plan: Option<String>,
     pub scheme: Option<String>,
     #[serde(default)]

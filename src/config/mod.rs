@@ -224,6 +224,15 @@ pub struct Config {
     pub unverified_renders_per_minute: u64,
     /// Directory of crawler IP range files replacing the built-in ones.
     pub crawler_ip_ranges: Option<PathBuf>,
+    /// Extra CAs for `https://` origins and `rediss://` Redis, added to the
+    /// system roots (checked at start: a readable PEM file with at least one
+    /// certificate).
+    pub origin_ca_file: Option<PathBuf>,
+    /// TLS on the public listener: the default certificate and the
+    /// sites' own (checked at start); `None`: plain HTTP.
+    pub tls: Option<crate::listener_tls::CertPlan>,
+    /// Connections from `trusted_proxies` start with a PROXY protocol header.
+    pub proxy_protocol: bool,
     pub plans: BTreeMap<String, Plan>,
     pub sites: SiteTable,
 }
@@ -511,17 +520,42 @@ impl Config {
                 .map_err(|e| ConfigError::new("crawler_ip_ranges", e.to_string()))?;
         }
 
+        let origin_ca_file = pick(
+            args.origin_ca_file.clone(),
+            file.origin_ca_file.map(PathBuf::from),
+        );
+        if let Some(path) = &origin_ca_file {
+            crate::upstream::load_ca_file(path)
+                .map_err(|e| ConfigError::new("origin_ca_file", e))?;
+        }
+
+        let tls = resolve_tls(
+            pick(args.tls_cert.clone(), file.tls_cert.map(PathBuf::from)),
+            pick(args.tls_key.clone(), file.tls_key.map(PathBuf::from)),
+            &file.sites,
+        )?;
+
+        let proxy_protocol = args.proxy_protocol.or(file.proxy_protocol).unwrap_or(false);
+        if proxy_protocol && trusted_proxies.is_empty() {
+            return Err(ConfigError::new(
+                "proxy_protocol",
+                "the PROXY header is read only from trusted_proxies: list your load balancers there",
+            ));
+        }
+
         let plans = plan::resolve_plans(&file.plans)?;
         let single_plan = pick(args.plan.clone(), file.plan);
         let origin = pick(args.origin.clone(), file.origin);
         let domains = pick(args.domains.clone(), file.domains);
         let single_snapshot = single_site_snapshot(args, origin.is_some())?;
+        let single_options = single_site_options(args, file.origin_host, origin.is_some())?;
         let sites = resolve_sites(
             &file.sites,
             origin,
             domains,
             single_plan,
             single_snapshot,
+            &single_options,
             &plans,
         )?;
 
@@ -562,6 +596,9 @@ impl Config {
             dns_resolver,
             unverified_renders_per_minute,
             crawler_ip_ranges,
+            origin_ca_file,
+            tls,
+            proxy_protocol,
             plans,
             sites,
         })
@@ -727,12 +764,127 @@ fn single_site_snapshot(
     )
 }
 
+/// The certificates of a TLS listener: `tls_cert` + `tls_key` (the
+/// default, for any name no site claims) and the sites' own, each file
+/// read and each key checked against its certificate now, so a bad file
+/// stops the start with its field named.
+fn resolve_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    sites: &[file::SiteFile],
+) -> Result<Option<crate::listener_tls::CertPlan>, ConfigError> {
+    use crate::listener_tls::{load_pair, CertFiles, CertPlan};
+    let mut site_certs = Vec::new();
+    for (i, site) in sites.iter().enumerate() {
+        let field = |name: &str| format!("sites[{i}].{name}");
+        let files = match (&site.tls_cert, &site.tls_key) {
+            (None, None) => continue,
+            (Some(cert), Some(key)) => CertFiles {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+            },
+            (Some(_), None) => {
+                return Err(ConfigError::new(field("tls_key"), "tls_cert needs tls_key"))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    field("tls_cert"),
+                    "tls_key needs tls_cert",
+                ))
+            }
+        };
+        load_pair(&files).map_err(|e| ConfigError::new(field("tls_cert"), e))?;
+        let domain = site::normalise_domain(&site.domain).unwrap_or_default();
+        site_certs.push((domain, files));
+    }
+    let default = match (cert, key) {
+        (None, None) if site_certs.is_empty() => return Ok(None),
+        (None, None) => {
+            return Err(ConfigError::new(
+                "tls_cert",
+                "sites have certificates: set tls_cert and tls_key too (the certificate for any other name)",
+            ))
+        }
+        (Some(cert), Some(key)) => CertFiles { cert, key },
+        (Some(_), None) => return Err(ConfigError::new("tls_key", "tls_cert needs tls_key")),
+        (None, Some(_)) => return Err(ConfigError::new("tls_cert", "tls_key needs tls_cert")),
+    };
+    load_pair(&default).map_err(|e| ConfigError::new("tls_cert", e))?;
+    Ok(Some(CertPlan {
+        default,
+        sites: site_certs,
+    }))
+}
+
+/// The `[[sites]]` keys of the single site of `--origin` mode given as
+/// flags (and environment variables); `origin_host` also as a file key.
+fn single_site_options(
+    args: &ServeArgs,
+    file_origin_host: Option<String>,
+    single_site: bool,
+) -> Result<site::SingleSiteOptions, ConfigError> {
+    let given = [
+        ("origin_host", args.origin_host.is_some()),
+        ("scheme", args.scheme.is_some()),
+        ("ignore", args.ignore.is_some()),
+        ("query_params", args.query_params.is_some()),
+        ("mobile_variant", args.mobile_variant.is_some()),
+        ("strip_scripts", args.strip_scripts.is_some()),
+        ("on_render_failure", args.on_render_failure.is_some()),
+    ];
+    if let Some((name, _)) = given
+        .iter()
+        .find(|(_, given)| *given)
+        .filter(|_| !single_site)
+    {
+        return Err(ConfigError::new(
+            *name,
+            format!(
+                "--{} applies to the single site of --origin mode; set {name} in [[sites]] instead",
+                name.replace('_', "-")
+            ),
+        ));
+    }
+    if file_origin_host.is_some() && args.origin_host.is_none() && !single_site {
+        return Err(ConfigError::new(
+            "origin_host",
+            "origin_host at the top of the file applies to the single site of origin mode; set it in [[sites]] instead",
+        ));
+    }
+    let ignore: Vec<String> = args
+        .ignore
+        .iter()
+        .flatten()
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .collect();
+    let query_params: Vec<String> = args
+        .query_params
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    site::SingleSiteOptions::parse(
+        pick(args.origin_host.clone(), file_origin_host).as_deref(),
+        args.scheme.as_deref(),
+        &ignore,
+        &query_params,
+        args.mobile_variant,
+        args.strip_scripts,
+        args.on_render_failure.as_deref(),
+    )
+}
+
 fn resolve_sites(
     files: &[file::SiteFile],
     origin: Option<String>,
     domains: Option<Vec<String>>,
     single_plan: Option<String>,
     single_snapshot: site::SnapshotOptions,
+    single_options: &site::SingleSiteOptions,
     plans: &BTreeMap<String, Plan>,
 ) -> Result<SiteTable, ConfigError> {
     let mut sites = Vec::new();
@@ -757,6 +909,7 @@ fn resolve_sites(
             if domains.is_empty() {
                 sites.push(
                     Site::single(String::new(), origin.clone(), plan.clone())
+                        .with_options(single_options)
                         .with_snapshot(single_snapshot),
                 );
             }
@@ -766,6 +919,7 @@ fn resolve_sites(
                 })?;
                 sites.push(
                     Site::single(domain, origin.clone(), plan.clone())
+                        .with_options(single_options)
                         .with_snapshot(single_snapshot),
                 );
             }
@@ -1070,6 +1224,151 @@ mod tests {
         ] {
             assert_eq!(resolve(ServeArgs::default(), bad).unwrap_err().field, field);
         }
+    }
+
+    #[test]
+    fn every_sites_key_is_a_flag_and_an_env_variable_of_the_single_site() {
+        use clap::Parser;
+        // The one test that reads PRERENDER_IGNORE: one regex a line.
+        std::env::set_var("PRERENDER_IGNORE", "^/api/\n\n^/admin\n");
+        let cli = crate::cli::Cli::try_parse_from([
+            "prerender-proxy",
+            "--origin",
+            "https://shop.netlify.test",
+            "--origin-host",
+            "Shop.Netlify.test",
+            "--scheme",
+            "http",
+            "--query-params",
+            "sort, page",
+            "--mobile-variant",
+            "--strip-scripts=false",
+            "--on-render-failure",
+            "error",
+        ]);
+        let repeated = crate::cli::Cli::try_parse_from([
+            "prerender-proxy",
+            "--origin",
+            "http://127.0.0.1:9",
+            "--ignore",
+            "^/a",
+            "--ignore",
+            "^/b",
+            "--strip-scripts=off",
+            "--mobile-variant=1",
+        ]);
+        std::env::remove_var("PRERENDER_IGNORE");
+        let c = resolve(cli.unwrap().serve, "").unwrap();
+        let site = c.sites.lookup("www.example.test").unwrap();
+        assert_eq!(site.origin_host.as_deref(), Some("shop.netlify.test"));
+        assert!(site.origin_tls);
+        assert_eq!(site.scheme, "http");
+        assert_eq!(site.query_params, ["page", "sort"]);
+        assert!(site.mobile_variant);
+        assert!(!site.strip_scripts);
+        assert_eq!(site.on_render_failure, OnRenderFailure::Error);
+        assert!(site.ignore.is_match("/api/x") && site.ignore.is_match("/admin"));
+        assert!(!site.ignore.is_match("/products"));
+        // Settings that change renders change the settings hash.
+        let plain = resolve(
+            ServeArgs {
+                origin: Some("https://shop.netlify.test".into()),
+                ..Default::default()
+            },
+            "",
+        )
+        .unwrap();
+        assert_ne!(
+            plain.sites.lookup("x.test").unwrap().settings_hash,
+            site.settings_hash
+        );
+        let site = resolve(repeated.unwrap().serve, "").unwrap();
+        let site = site.sites.lookup("x.test").unwrap();
+        assert!(site.ignore.is_match("/a1") && site.ignore.is_match("/b1"));
+        assert!(!site.ignore.is_match("/c"));
+        // Booleans read as the environment writes them (1/0, yes/no, on/off).
+        assert!(!site.strip_scripts);
+        assert!(site.mobile_variant);
+    }
+
+    #[test]
+    fn single_site_keys_need_the_single_site_and_bad_values_are_named() {
+        let without_origin = ServeArgs {
+            scheme: Some("http".into()),
+            ..Default::default()
+        };
+        assert_eq!(resolve(without_origin, "").unwrap_err().field, "scheme");
+        let single = |f: fn(&mut ServeArgs)| {
+            let mut args = ServeArgs {
+                origin: Some("http://127.0.0.1:9".into()),
+                ..Default::default()
+            };
+            f(&mut args);
+            resolve(args, "").map(|_| ()).map_err(|e| e.field)
+        };
+        assert_eq!(
+            single(|a| a.scheme = Some("ftp".into())),
+            Err("scheme".into())
+        );
+        assert_eq!(
+            single(|a| a.ignore = Some(vec!["(".into()])),
+            Err("ignore".into())
+        );
+        assert_eq!(
+            single(|a| a.on_render_failure = Some("maybe".into())),
+            Err("on_render_failure".into())
+        );
+        assert_eq!(
+            single(|a| a.origin_host = Some("a b".into())),
+            Err("origin_host".into())
+        );
+        assert_eq!(
+            single(|a| a.origin_host = Some("user@host".into())),
+            Err("origin_host".into())
+        );
+        assert_eq!(
+            single(|a| a.origin_ca_file = Some("/nonexistent/ca.pem".into())),
+            Err("origin_ca_file".into())
+        );
+        assert_eq!(
+            single(|a| a.tls_cert = Some("/nonexistent/cert.pem".into())),
+            Err("tls_key".into())
+        );
+        assert_eq!(
+            single(|a| {
+                a.tls_cert = Some("/nonexistent/cert.pem".into());
+                a.tls_key = Some("/nonexistent/key.pem".into());
+            }),
+            Err("tls_cert".into())
+        );
+        assert_eq!(
+            single(|a| a.proxy_protocol = Some(true)),
+            Err("proxy_protocol".into())
+        );
+        assert_eq!(
+            single(|a| a.origin_host = Some("shop.test:8443".into())),
+            Ok(())
+        );
+        // In the file: a site's origin_host, and certificates that need
+        // the default one.
+        let file = |toml: &str| {
+            resolve(ServeArgs::default(), toml)
+                .map(|_| ())
+                .map_err(|e| e.field)
+        };
+        let c = resolve(
+            ServeArgs::default(),
+            "[[sites]]\ndomain = \"a.test\"\norigin = \"https://o.test\"\norigin_host = \"o.netlify.test\"",
+        )
+        .unwrap();
+        assert_eq!(
+            c.sites.lookup("a.test").unwrap().origin_host.as_deref(),
+            Some("o.netlify.test")
+        );
+        assert_eq!(
+            file("[[sites]]\ndomain = \"a.test\"\norigin = \"https://o.test\"\ntls_cert = \"/x.pem\""),
+            Err("sites[0].tls_key".into())
+        );
     }
 
     #[test]

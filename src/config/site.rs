@@ -112,6 +112,11 @@ pub struct Site {
     /// answers any host (its pages are rendered as the request's host).
     pub domain: String,
     pub origin: Url,
+    /// The origin is `https://`.
+    pub origin_tls: bool,
+    /// Host header sent to the origin (`origin_host`); `None`: the
+    /// request's own host.
+    pub origin_host: Option<String>,
     pub plan: Plan,
     /// Scheme of the public URL a page is rendered as.
     pub scheme: String,
@@ -159,6 +164,12 @@ impl Site {
             self.snapshot.max_render_height,
             self.snapshot.client_redirect_status,
         );
+        // Added only when set, so the hashes of sites without it stay as
+        // they were (their pages stay fresh across the upgrade).
+        let canonical = match &self.origin_host {
+            Some(host) => format!("{canonical}|origin_host={host}"),
+            None => canonical,
+        };
         self.settings_hash = hex::encode(&Sha256::digest(canonical.as_bytes())[..8]);
         self
     }
@@ -180,41 +191,18 @@ impl Site {
         let plan = plans.get(plan_name).cloned().ok_or_else(|| {
             ConfigError::new(field("plan"), format!("unknown plan {plan_name:?}"))
         })?;
-        let scheme = match f.scheme.as_deref().unwrap_or("https") {
-            s @ ("http" | "https") => s.to_string(),
-            other => {
-                return Err(ConfigError::new(
-                    field("scheme"),
-                    format!("{other:?} is not http or https"),
-                ))
-            }
-        };
-        let ignore = RegexSet::new(&f.ignore)
-            .map_err(|e| ConfigError::new(field("ignore"), e.to_string().replace('\n', " ")))?;
+        let options = SingleSiteOptions::parse_named(
+            f.origin_host.as_deref(),
+            f.scheme.as_deref(),
+            &f.ignore,
+            &f.query_params,
+            f.mobile_variant,
+            f.strip_scripts,
+            f.on_render_failure.as_deref(),
+            &field,
+        )?;
         let only = RegexSet::new(&f.only)
             .map_err(|e| ConfigError::new(field("only"), e.to_string().replace('\n', " ")))?;
-        let on_render_failure = match f.on_render_failure.as_deref().unwrap_or("passthrough") {
-            "passthrough" => OnRenderFailure::Passthrough,
-            "error" => OnRenderFailure::Error,
-            other => {
-                return Err(ConfigError::new(
-                    field("on_render_failure"),
-                    format!("{other:?} is not \"passthrough\" or \"error\""),
-                ))
-            }
-        };
-        let mut query_params = f.query_params.clone();
-        if let Some(bad) = query_params
-            .iter()
-            .find(|p| p.is_empty() || p.contains(['&', '=', '#']))
-        {
-            return Err(ConfigError::new(
-                field("query_params"),
-                format!("{bad:?} is not a parameter name"),
-            ));
-        }
-        query_params.sort();
-        query_params.dedup();
         let snapshot = SnapshotOptions::parse(
             f.shadow_dom.as_deref(),
             f.keep_noscript,
@@ -224,26 +212,30 @@ impl Site {
         )?;
         Ok(Site {
             domain,
+            origin_tls: origin.scheme() == "https",
             origin,
+            origin_host: None,
             plan,
-            scheme,
-            ignore,
+            scheme: "https".to_string(),
+            ignore: RegexSet::empty(),
             only,
-            strip_scripts: f.strip_scripts.unwrap_or(true),
-            on_render_failure,
-            query_params,
-            mobile_variant: f.mobile_variant.unwrap_or(false),
+            strip_scripts: true,
+            on_render_failure: OnRenderFailure::Passthrough,
+            query_params: Vec::new(),
+            mobile_variant: false,
             snapshot,
             settings_hash: String::new(),
         }
-        .with_settings_hash())
+        .with_options(&options))
     }
 
     /// The single site of `--origin` mode, for one domain or (empty) any host.
     pub fn single(domain: String, origin: Url, plan: Plan) -> Site {
         Site {
             domain,
+            origin_tls: origin.scheme() == "https",
             origin,
+            origin_host: None,
             plan,
             scheme: "https".to_string(),
             ignore: RegexSet::empty(),
@@ -258,10 +250,118 @@ impl Site {
         .with_settings_hash()
     }
 
+    /// The site with the `[[sites]]` keys of `options` (its settings hash
+    /// follows).
+    pub fn with_options(mut self, options: &SingleSiteOptions) -> Site {
+        self.origin_host = options.origin_host.clone();
+        self.scheme = options.scheme.clone();
+        self.ignore = options.ignore.clone();
+        self.query_params = options.query_params.clone();
+        self.mobile_variant = options.mobile_variant;
+        self.strip_scripts = options.strip_scripts;
+        self.on_render_failure = options.on_render_failure;
+        self.with_settings_hash()
+    }
+
     /// The site with other snapshot options (its settings hash follows).
     pub fn with_snapshot(mut self, snapshot: SnapshotOptions) -> Site {
         self.snapshot = snapshot;
         self.with_settings_hash()
+    }
+}
+
+/// The `[[sites]]` keys beside a site's domain, origin, plan and snapshot
+/// options, validated: read from a `[[sites]]` entry or, for the single
+/// site of `--origin` mode, from flags and environment variables.
+#[derive(Debug, Clone)]
+pub struct SingleSiteOptions {
+    pub origin_host: Option<String>,
+    pub scheme: String,
+    pub ignore: RegexSet,
+    /// Sorted, without repeats.
+    pub query_params: Vec<String>,
+    pub mobile_variant: bool,
+    pub strip_scripts: bool,
+    pub on_render_failure: OnRenderFailure,
+}
+
+impl SingleSiteOptions {
+    /// Validates the single site's options; errors name the option.
+    pub fn parse(
+        origin_host: Option<&str>,
+        scheme: Option<&str>,
+        ignore: &[String],
+        query_params: &[String],
+        mobile_variant: Option<bool>,
+        strip_scripts: Option<bool>,
+        on_render_failure: Option<&str>,
+    ) -> Result<SingleSiteOptions, ConfigError> {
+        Self::parse_named(
+            origin_host,
+            scheme,
+            ignore,
+            query_params,
+            mobile_variant,
+            strip_scripts,
+            on_render_failure,
+            &str::to_string,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn parse_named(
+        origin_host: Option<&str>,
+        scheme: Option<&str>,
+        ignore: &[String],
+        query_params: &[String],
+        mobile_variant: Option<bool>,
+        strip_scripts: Option<bool>,
+        on_render_failure: Option<&str>,
+        field: &dyn Fn(&str) -> String,
+    ) -> Result<SingleSiteOptions, ConfigError> {
+        let origin_host = parse_origin_host(origin_host, &field("origin_host"))?;
+        let scheme = match scheme.unwrap_or("https") {
+            s @ ("http" | "https") => s.to_string(),
+            other => {
+                return Err(ConfigError::new(
+                    field("scheme"),
+                    format!("{other:?} is not http or https"),
+                ))
+            }
+        };
+        let ignore = RegexSet::new(ignore)
+            .map_err(|e| ConfigError::new(field("ignore"), e.to_string().replace('\n', " ")))?;
+        let on_render_failure = match on_render_failure.unwrap_or("passthrough") {
+            "passthrough" => OnRenderFailure::Passthrough,
+            "error" => OnRenderFailure::Error,
+            other => {
+                return Err(ConfigError::new(
+                    field("on_render_failure"),
+                    format!("{other:?} is not \"passthrough\" or \"error\""),
+                ))
+            }
+        };
+        let mut query_params = query_params.to_vec();
+        if let Some(bad) = query_params
+            .iter()
+            .find(|p| p.is_empty() || p.contains(['&', '=', '#']))
+        {
+            return Err(ConfigError::new(
+                field("query_params"),
+                format!("{bad:?} is not a parameter name"),
+            ));
+        }
+        query_params.sort();
+        query_params.dedup();
+        Ok(SingleSiteOptions {
+            origin_host,
+            scheme,
+            ignore,
+            query_params,
+            mobile_variant: mobile_variant.unwrap_or(false),
+            strip_scripts: strip_scripts.unwrap_or(true),
+            on_render_failure,
+        })
     }
 }
 
@@ -319,6 +419,24 @@ impl SiteTable {
 /// cache key's domain.
 pub fn normalise_domain(raw: &str) -> Option<String> {
     Domain::parse(raw.trim()).ok().map(String::from)
+}
+
+/// `origin_host`: a host name, optionally with a port, as a Host header
+/// carries it.
+pub fn parse_origin_host(raw: Option<&str>, field: &str) -> Result<Option<String>, ConfigError> {
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    let valid = raw.parse::<http::uri::Authority>().is_ok_and(|a| {
+        a.as_str() == raw && !raw.contains('@') && http::HeaderValue::from_str(raw).is_ok()
+    });
+    if !valid {
+        return Err(ConfigError::new(
+            field,
+            format!("{raw:?} is not a host name (with an optional :port)"),
+        ));
+    }
+    Ok(Some(raw.to_ascii_lowercase()))
 }
 
 pub fn parse_origin(raw: &str, field: &str) -> Result<Url, ConfigError> {

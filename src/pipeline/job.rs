@@ -47,6 +47,7 @@ const REMOTE_REASONS: &[&str] = &[
     "timeout",
     "navigation",
     "origin-error",
+    "origin-tls",
     "browser-crash",
     "renderer",
     "shutdown",
@@ -559,6 +560,7 @@ impl Prerenderer {
         let job = RenderJob {
             public_url,
             origin: site.origin.clone(),
+            origin_host: site.origin_host.clone(),
             strip_scripts: site.strip_scripts,
             mobile: key.is_mobile(),
             shadow_dom: site.snapshot.shadow_dom,

@@ -659,7 +659,10 @@ impl ContentPoller {
             .map_err(|e: hyper::http::uri::InvalidUri| PollError::Request(e.to_string()))?;
         let uri = origin_uri(&site.origin, &path)?;
         let mut req = Request::get(uri)
-            .header(header::HOST, key.domain())
+            .header(
+                header::HOST,
+                site.origin_host.as_deref().unwrap_or(key.domain()),
+            )
             .header("x-prerender", "1")
             .header(header::USER_AGENT, POLL_USER_AGENT)
             .header(header::ACCEPT, "text/html,application/xhtml+xml")

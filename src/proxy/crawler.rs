@@ -3,7 +3,6 @@
 //! `X-Prerender-Cache: ERROR`) or answers 503, as the site chooses.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
@@ -23,7 +22,7 @@ use crate::http::respond;
 use crate::http::Body;
 use crate::pipeline::job::{Prerenderer, RenderFailure};
 use crate::pipeline::queue::Priority;
-use crate::proxy::forward::OriginClient;
+use crate::proxy::forward::{ClientHop, OriginClient};
 use crate::proxy::prepared::PreparedPages;
 use crate::proxy::request::Target;
 use crate::verify::{budget, Admission, RenderGate, Standing};
@@ -116,17 +115,15 @@ impl CrawlerRequest {
         self,
         origin: &OriginClient,
         target: &Target,
-        peer: SocketAddr,
+        hop: ClientHop,
     ) -> Response<Body> {
         match self {
             CrawlerRequest::Proxy(req) => {
-                origin
-                    .forward(req, &target.site.origin, &target.host, peer)
-                    .await
+                origin.forward(req, &target.site, &target.host, hop).await
             }
             CrawlerRequest::Service(req) => {
                 origin
-                    .fetch_page(&req, &target.site.origin, &target.host, peer)
+                    .fetch_page(&req, &target.site, &target.host, hop)
                     .await
             }
         }
@@ -316,9 +313,10 @@ impl CrawlerPath {
         &self,
         req: CrawlerRequest,
         target: &Target,
-        peer: SocketAddr,
+        hop: ClientHop,
         standing: Standing,
     ) -> (Response<Body>, CacheResult) {
+        let peer = hop.peer;
         let site = &target.site;
         let key = match request_key(req.headers(), req.uri(), target) {
             Ok(k) => k,
@@ -387,7 +385,7 @@ impl CrawlerPath {
                         Admission::Render => {}
                         Admission::AsPerson => {
                             tracing::info!(%peer, host = %target.host, path = req.uri().path(), "crawler claim not verified; answered like a person");
-                            let resp = req.origin_answer(&self.origin, target, peer).await;
+                            let resp = req.origin_answer(&self.origin, target, hop).await;
                             return (resp, CacheResult::Passed);
                         }
                         Admission::RateLimited => {
@@ -396,7 +394,7 @@ impl CrawlerPath {
                                 detail: "unverified_renders_per_minute used up".to_string(),
                             };
                             return (
-                                self.fail(req, target, peer, failure).await,
+                                self.fail(req, target, hop, failure).await,
                                 CacheResult::Error("rate-limited"),
                             );
                         }
@@ -439,7 +437,7 @@ impl CrawlerPath {
                     Err(failure) => {
                         let reason = failure.reason;
                         (
-                            self.fail(req, target, peer, failure).await,
+                            self.fail(req, target, hop, failure).await,
                             CacheResult::Error(reason),
                         )
                     }
@@ -483,7 +481,7 @@ impl CrawlerPath {
         &self,
         req: CrawlerRequest,
         target: &Target,
-        peer: SocketAddr,
+        hop: ClientHop,
         failure: RenderFailure,
     ) -> Response<Body> {
         if failure.reason == "rate-limited" {
@@ -506,7 +504,7 @@ impl CrawlerPath {
                 );
                 r
             }
-            OnRenderFailure::Passthrough => req.origin_answer(&self.origin, target, peer).await,
+            OnRenderFailure::Passthrough => req.origin_answer(&self.origin, target, hop).await,
         };
         resp.headers_mut()
             .insert("x-prerender-cache", HeaderValue::from_static("ERROR"));

@@ -11,13 +11,14 @@ use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use crate::config::Site;
 use crate::http::respond;
 use crate::http::{Body, BoxError};
-use crate::proxy::origin_pool::{OriginPool, PoolLimits};
+use crate::proxy::origin_pool::{OriginPool, PoolError, PoolLimits};
+use crate::upstream::{ConnectError, OriginConnector};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 pub const HOP_BY_HOP: [HeaderName; 8] = [
@@ -40,6 +41,9 @@ pub enum OriginError {
     Timeout(Duration),
     #[error("bad origin URL: {0}")]
     BadUrl(String),
+    /// The origin's certificate could not be verified for its host.
+    #[error("origin certificate of {host} could not be verified: {detail}")]
+    Tls { host: String, detail: String },
 }
 
 impl OriginError {
@@ -61,8 +65,77 @@ impl OriginError {
 
     /// The answer a client gets, after the details were logged.
     fn answer(&self, origin: &url::Url) -> Response<Body> {
-        tracing::warn!(origin = %origin, error = %self, "passthrough failed");
+        self.log(origin);
         respond::error(self.status(), self.public_message())
+    }
+
+    /// The one log line of a failed exchange with an origin; a certificate
+    /// that cannot be verified names the origin host on its own line.
+    pub fn log(&self, origin: &url::Url) {
+        match self {
+            OriginError::Tls { host, detail } => tracing::warn!(
+                origin_host = %host,
+                error = %detail,
+                "origin TLS certificate could not be verified; check origin_ca_file or the origin's certificate"
+            ),
+            _ => tracing::warn!(origin = %origin, error = %self, "passthrough failed"),
+        }
+    }
+
+    /// The error of a failed request on a pooled connection.
+    pub fn from_pool(e: PoolError) -> OriginError {
+        match e {
+            PoolError::Upstream(ConnectError::Tls { host, detail }) => {
+                OriginError::Tls { host, detail }
+            }
+            PoolError::Upstream(ConnectError::Timeout(origin)) => {
+                OriginError::Unreachable(format!("connect to {origin} timed out"))
+            }
+            other => OriginError::Unreachable(error_chain(&other)),
+        }
+    }
+
+    /// The error of a failed request of hyper's pooled client to `origin`.
+    fn from_client(e: &hyper_util::client::legacy::Error, origin_host: &str) -> OriginError {
+        if crate::upstream::is_certificate_error(e) {
+            OriginError::Tls {
+                host: origin_host.to_string(),
+                detail: error_chain(e),
+            }
+        } else {
+            OriginError::Unreachable(error_chain(e))
+        }
+    }
+
+    /// Whether this is a certificate the proxy cannot verify.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, OriginError::Tls { .. })
+    }
+}
+
+/// Who sent a request, as the headers the origin gets tell it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientHop {
+    /// The connection's peer (for PROXY protocol connections, the source
+    /// address the header gave).
+    pub peer: SocketAddr,
+    /// The peer is one of `trusted_proxies`: its `X-Forwarded-For` is
+    /// appended to and its `X-Forwarded-Proto` passed on. From any other
+    /// peer both are replaced.
+    pub trusted: bool,
+    /// The scheme the client used to reach this listener: `http`, or
+    /// `https` on a TLS listener.
+    pub proto: &'static str,
+}
+
+impl ClientHop {
+    /// A peer of the plain listener.
+    pub fn plain(peer: SocketAddr, trusted: bool) -> ClientHop {
+        ClientHop {
+            peer,
+            trusted,
+            proto: "http",
+        }
     }
 }
 
@@ -91,7 +164,7 @@ pub fn connection_may_remove(name: &str) -> bool {
 /// client.
 #[derive(Clone)]
 pub struct OriginClient {
-    client: Client<HttpConnector, Body>,
+    client: Client<OriginConnector, Body>,
     timeout: Duration,
     pool: PoolLimits,
 }
@@ -118,9 +191,7 @@ impl OriginClient {
     /// most `idle_timeout`, and each new one established within
     /// `connect_timeout`.
     pub fn with_limits(timeout: Duration, pool: PoolLimits) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(pool.connect_timeout));
+        let connector = crate::upstream::connector(pool.connect_timeout);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(pool.idle_timeout)
@@ -146,9 +217,10 @@ impl OriginClient {
     /// Sends a prepared request; the deadline covers the response head only,
     /// so long downloads stream on.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, OriginError> {
+        let host = req.uri().host().unwrap_or_default().to_string();
         match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Err(_) => Err(OriginError::Timeout(self.timeout)),
-            Ok(Err(e)) => Err(OriginError::Unreachable(error_chain(&e))),
+            Ok(Err(e)) => Err(OriginError::from_client(&e, &host)),
             Ok(Ok(resp)) => Ok(resp),
         }
     }
@@ -157,13 +229,14 @@ impl OriginClient {
     pub async fn forward(
         &self,
         mut req: Request<Incoming>,
-        origin: &url::Url,
+        site: &Site,
         public_host: &str,
-        peer: SocketAddr,
+        hop: ClientHop,
     ) -> Response<Body> {
+        let origin = &site.origin;
         let upgrade = upgrade_protocol(&req);
         if upgrade.is_none() {
-            return self.relay(req, origin, public_host, peer).await;
+            return self.relay(req, site, public_host, hop).await;
         }
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
@@ -184,7 +257,7 @@ impl OriginClient {
         *out.headers_mut() = parts.headers;
         let headers = out.headers_mut();
         strip_hop_by_hop(headers);
-        set_forwarded(headers, public_host, peer);
+        set_forwarded(headers, public_host, hop);
         if let Some(proto) = &upgrade {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, proto.clone());
@@ -194,6 +267,7 @@ impl OriginClient {
                 headers.insert(header::HOST, v);
             }
         }
+        set_origin_host(headers, site);
 
         let mut resp = match self.send(out).await {
             Ok(r) => r,
@@ -228,10 +302,11 @@ impl OriginClient {
     pub async fn fetch_page(
         &self,
         req: &Request<()>,
-        origin: &url::Url,
+        site: &Site,
         public_host: &str,
-        peer: SocketAddr,
+        hop: ClientHop,
     ) -> Response<Body> {
+        let origin = &site.origin;
         let uri = match origin_uri(origin, req.uri()) {
             Ok(u) => u,
             Err(e) => return e.answer(origin),
@@ -243,7 +318,8 @@ impl OriginClient {
         let headers = out.headers_mut();
         strip_hop_by_hop(headers);
         headers.remove(header::UPGRADE);
-        set_forwarded(headers, public_host, peer);
+        set_forwarded(headers, public_host, hop);
+        set_origin_host(headers, site);
         headers.insert(
             crate::bot::request::LOOP_GUARD_HEADER,
             HeaderValue::from_static(crate::bot::request::LOOP_GUARD_VALUE),
@@ -259,10 +335,11 @@ impl OriginClient {
     async fn relay(
         &self,
         req: Request<Incoming>,
-        origin: &url::Url,
+        site: &Site,
         public_host: &str,
-        peer: SocketAddr,
+        hop: ClientHop,
     ) -> Response<Body> {
+        let origin = &site.origin;
         let (mut parts, body) = req.into_parts();
         let path_and_query = match origin_path_and_query(origin, &parts.uri) {
             Ok(pq) => pq,
@@ -272,7 +349,7 @@ impl OriginClient {
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers);
         headers.remove(header::UPGRADE);
-        set_forwarded(headers, public_host, peer);
+        set_forwarded(headers, public_host, hop);
         if !headers.contains_key(header::HOST) {
             // HTTP/2 clients send :authority instead of Host; the origin gets it as Host.
             if let Some(v) = parts
@@ -283,6 +360,7 @@ impl OriginClient {
                 headers.insert(header::HOST, v);
             }
         }
+        set_origin_host(headers, site);
         parts.uri = Uri::from(path_and_query);
         parts.version = Version::HTTP_11;
         let out = Request::from_parts(parts, body);
@@ -296,7 +374,7 @@ impl OriginClient {
         .await;
         let resp = match sent {
             Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => return OriginError::Unreachable(error_chain(&e)).answer(origin),
+            Ok(Err(e)) => return OriginError::from_pool(e).answer(origin),
             Err(_) => return OriginError::Timeout(self.timeout).answer(origin),
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -556,20 +634,37 @@ fn forwarded_values(
     })
 }
 
-/// X-Forwarded-For gets the peer appended; -Proto and -Host are ours alone
-/// (the listener speaks plain HTTP, the host is the validated public host).
-fn set_forwarded(headers: &mut HeaderMap, public_host: &str, peer: SocketAddr) {
-    let (peer_value, host_value) = forwarded_values(peer.ip(), public_host);
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => {
-            HeaderValue::from_str(&format!("{prev}, {}", peer.ip())).ok()
-        }
-        _ => Some(peer_value),
+/// X-Forwarded-For and -Proto (SPEC §1 `trusted_proxies`): from a trusted
+/// peer the peer is appended to its X-Forwarded-For and its
+/// X-Forwarded-Proto is passed on (set to the listener's scheme when it
+/// sent none); from any other peer both are replaced by what this
+/// connection shows. X-Forwarded-Host is ours alone (the validated public
+/// host).
+pub fn set_forwarded(headers: &mut HeaderMap, public_host: &str, hop: ClientHop) {
+    let (peer_value, host_value) = forwarded_values(hop.peer.ip(), public_host);
+    let earlier = hop
+        .trusted
+        .then(|| forwarded_for_list(headers))
+        .filter(|list| !list.is_empty());
+    let xff = match earlier {
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", hop.peer.ip())).ok(),
+        None => Some(peer_value),
     };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
+    match xff {
+        Some(v) => {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+        None => {
+            headers.remove(X_FORWARDED_FOR);
+        }
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let passed_on = hop.trusted
+        && headers
+            .get(&X_FORWARDED_PROTO)
+            .is_some_and(|v| matches!(v.as_bytes(), b"http" | b"https"));
+    if !passed_on {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(hop.proto));
+    }
     match host_value {
         Some(v) => {
             headers.insert(X_FORWARDED_HOST, v);
@@ -577,6 +672,34 @@ fn set_forwarded(headers: &mut HeaderMap, public_host: &str, peer: SocketAddr) {
         None => {
             headers.remove(X_FORWARDED_HOST);
         }
+    }
+}
+
+/// Every `X-Forwarded-For` line of a request as one list, in order.
+fn forwarded_for_list(headers: &HeaderMap) -> String {
+    let mut list = String::new();
+    for value in headers.get_all(&X_FORWARDED_FOR) {
+        let Ok(text) = value.to_str() else { continue };
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        if !list.is_empty() {
+            list.push_str(", ");
+        }
+        list.push_str(text);
+    }
+    list
+}
+
+/// The Host the origin gets when the site sets `origin_host`.
+fn set_origin_host(headers: &mut HeaderMap, site: &Site) {
+    if let Some(host) = site
+        .origin_host
+        .as_deref()
+        .and_then(|h| HeaderValue::from_str(h).ok())
+    {
+        headers.insert(header::HOST, host);
     }
 }
 

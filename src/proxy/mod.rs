@@ -28,7 +28,7 @@ use crate::state::stats::DomainStats;
 use crate::verify::{CrawlerVerifier, Standing, VerifyMode};
 use client_addr::TrustedProxies;
 use crawler::{CacheResult, CrawlerPath, CrawlerRequest};
-use forward::OriginClient;
+use forward::{ClientHop, OriginClient};
 
 /// Shared state of the public listener.
 pub struct PublicProxy {
@@ -51,7 +51,7 @@ pub struct PublicProxy {
     /// Crawler verification (`None`: off) and whose `X-Forwarded-For` it
     /// believes.
     verifier: Option<Arc<CrawlerVerifier>>,
-    trusted_proxies: TrustedProxies,
+    pub(crate) trusted_proxies: TrustedProxies,
 }
 
 impl PublicProxy {
@@ -87,6 +87,16 @@ impl PublicProxy {
         self.verifier = Some(verifier);
         self.trusted_proxies = trusted_proxies;
         self
+    }
+
+    /// How the origin is told who sent a request from `peer`: `https`
+    /// for requests that came over the TLS listener.
+    fn hop<B>(&self, req: &Request<B>, peer: SocketAddr) -> ClientHop {
+        let mut hop = ClientHop::plain(peer, self.trusted_proxies.contains(peer.ip()));
+        if req.extensions().get::<crate::listener::OverTls>().is_some() {
+            hop.proto = "https";
+        }
+        hop
     }
 
     /// What is known of the request's crawler claim; starts a check in
@@ -150,8 +160,11 @@ impl PublicProxy {
         match decision {
             RenderDecision::Render { rule } => {
                 let standing = self.standing(&req, peer);
+                // Who the crawler is, for the log: the peer, or behind
+                // trusted proxies the address they name.
+                let client = self.trusted_proxies.client_addr(peer.ip(), req.headers());
                 if self.crawler.answers_as_person(&standing) {
-                    tracing::info!(%peer, host = %target.host, path = req.uri().path(), verified = standing.label(), "crawler claim not verified; answered like a person");
+                    tracing::info!(%client, %peer, host = %target.host, path = req.uri().path(), verified = standing.label(), "crawler claim not verified; answered like a person");
                     return self.pass_through(req, &target, peer, started).await;
                 }
                 // A hit on a recently confirmed copy is answered right here;
@@ -162,7 +175,7 @@ impl PublicProxy {
                         resp,
                         CacheResult::Hit,
                         &target,
-                        peer,
+                        client,
                         &path,
                         &rule,
                         standing.label(),
@@ -189,9 +202,10 @@ impl PublicProxy {
                     RequestKind::Human
                 };
                 tracing::debug!(%peer, method = %req.method(), host = %target.host, path = req.uri().path(), kind = RequestKind::as_str(kind), "passthrough");
+                let hop = self.hop(&req, peer);
                 let resp = self
                     .origin
-                    .forward(req, &target.site.origin, &target.host, peer)
+                    .forward(req, &target.site, &target.host, hop)
                     .await;
                 self.metrics.observe_request(
                     kind,
@@ -214,9 +228,10 @@ impl PublicProxy {
         peer: SocketAddr,
         started: std::time::Instant,
     ) -> Response<Body> {
+        let hop = self.hop(&req, peer);
         let resp = self
             .origin
-            .forward(req, &target.site.origin, &target.host, peer)
+            .forward(req, &target.site, &target.host, hop)
             .await;
         self.metrics.observe_request(
             RequestKind::Human,
@@ -244,11 +259,15 @@ impl PublicProxy {
     ) -> Response<Body> {
         let path = req.uri().path().to_string();
         let verified = standing.label();
+        let hop = self.hop(&req, peer);
+        let client = self.trusted_proxies.client_addr(peer.ip(), req.headers());
         let (resp, result) = self
             .crawler
-            .serve(CrawlerRequest::Proxy(req), &target, peer, standing)
+            .serve(CrawlerRequest::Proxy(req), &target, hop, standing)
             .await;
-        self.crawler_answered(resp, result, &target, peer, &path, &rule, verified, started)
+        self.crawler_answered(
+            resp, result, &target, client, &path, &rule, verified, started,
+        )
     }
 
     /// Records a crawler's answer in the statistics, metrics and log.
@@ -258,7 +277,7 @@ impl PublicProxy {
         resp: Response<Body>,
         result: CacheResult,
         target: &request::Target,
-        peer: SocketAddr,
+        client: std::net::IpAddr,
         path: &str,
         rule: &str,
         verified: &str,
@@ -267,7 +286,7 @@ impl PublicProxy {
         let answer = CrawlerAnswer {
             result,
             target,
-            peer,
+            client,
             path,
             rule,
             verified,
@@ -283,7 +302,8 @@ impl PublicProxy {
 pub(crate) struct CrawlerAnswer<'a> {
     pub result: CacheResult,
     pub target: &'a request::Target,
-    pub peer: SocketAddr,
+    /// The client: the peer, or the address trusted proxies name.
+    pub client: std::net::IpAddr,
     pub path: &'a str,
     pub rule: &'a str,
     pub verified: &'a str,
@@ -299,7 +319,7 @@ impl CrawlerAnswer<'_> {
         let CrawlerAnswer {
             result,
             target,
-            peer,
+            client,
             path,
             rule,
             verified,
@@ -309,7 +329,7 @@ impl CrawlerAnswer<'_> {
         let metric = match result {
             CacheResult::Passed => {
                 // Answered like a person: counted as one, not in the stats.
-                tracing::info!(%peer, host = %target.host, %path, family = rule_family(rule), %rule, %verified, cache = result.label(), status, ms = started.elapsed().as_millis() as u64, via, "crawler");
+                tracing::info!(%client, host = %target.host, %path, family = rule_family(rule), %rule, %verified, cache = result.label(), status, ms = started.elapsed().as_millis() as u64, via, "crawler");
                 metrics.observe_request(RequestKind::Human, CacheMetric::None, NO_FAMILY, status);
                 metrics.observe_request_duration(
                     RequestKind::Human,
@@ -343,7 +363,7 @@ impl CrawlerAnswer<'_> {
         // wait for a render, on misses only.
         let ms = started.elapsed().as_millis() as u64;
         let render_ms = matches!(result, CacheResult::Miss).then_some(ms);
-        tracing::info!(%peer, host = %target.host, %path, family = rule_family(rule), %rule, %verified, cache = result.label(), status, ms, render_ms, via, "crawler");
+        tracing::info!(%client, host = %target.host, %path, family = rule_family(rule), %rule, %verified, cache = result.label(), status, ms, render_ms, via, "crawler");
     }
 }
 

@@ -28,13 +28,14 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use std::error::Error as StdError;
-use std::os::fd::{AsRawFd, RawFd};
-use tokio::net::TcpStream;
+use std::os::fd::RawFd;
 use tokio::time::Instant;
+
+use crate::upstream::{ConnectError, OriginStream};
 
 /// An origin connection carrying requests whose bodies are `B` (the
 /// client's own body, streamed on).
-type Connection<B> = http1::Connection<TokioIo<TcpStream>, B>;
+type Connection<B> = http1::Connection<TokioIo<OriginStream>, B>;
 type Sender<B> = http1::SendRequest<B>;
 
 /// What a request body must be to be sent on a pooled connection.
@@ -57,10 +58,8 @@ where
 pub enum PoolError {
     #[error("connect to {origin}: {detail}")]
     Connect { origin: String, detail: String },
-    #[error("connect to {0} timed out")]
-    ConnectTimeout(String),
-    #[error("origin URL has no host: {0}")]
-    NoHost(String),
+    #[error(transparent)]
+    Upstream(#[from] ConnectError),
     #[error(transparent)]
     Http(#[from] hyper::Error),
 }
@@ -215,38 +214,13 @@ impl<B: RequestBody> OriginPool<B> {
     }
 
     async fn connect(&self, origin: &url::Url) -> Result<Box<Conn<B>>, PoolError> {
-        let stream = connect_tcp(origin, self.inner.limits.connect_timeout).await?;
-        let fd = stream.as_raw_fd();
+        let stream = crate::upstream::connect(origin, self.inner.limits.connect_timeout).await?;
+        let fd = stream.raw_fd();
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await?;
         Ok(Box::new(Conn { sender, conn, fd }))
     }
-}
-
-/// A new TCP connection to `origin`'s host and port, without Nagle's delay.
-pub async fn connect_tcp(origin: &url::Url, timeout: Duration) -> Result<TcpStream, PoolError> {
-    let port = origin.port_or_known_default().unwrap_or(80);
-    let connect = async {
-        match origin.host() {
-            Some(url::Host::Domain(name)) => TcpStream::connect((name, port)).await,
-            Some(url::Host::Ipv4(ip)) => TcpStream::connect((ip, port)).await,
-            Some(url::Host::Ipv6(ip)) => TcpStream::connect((ip, port)).await,
-            None => Err(std::io::Error::other("no host")),
-        }
-    };
-    if origin.host().is_none() {
-        return Err(PoolError::NoHost(origin.to_string()));
-    }
-    let stream = tokio::time::timeout(timeout, connect)
-        .await
-        .map_err(|_| PoolError::ConnectTimeout(origin.as_str().to_string()))?
-        .map_err(|e| PoolError::Connect {
-            origin: origin.as_str().to_string(),
-            detail: e.to_string(),
-        })?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
 }
 
 impl<B: RequestBody> PoolInner<B> {
@@ -396,9 +370,10 @@ impl<B: RequestBody> Drop for OriginBody<B> {
 mod tests {
     use super::*;
     use http_body_util::{BodyExt, Empty, Full};
+    use std::os::fd::AsRawFd;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     fn limits() -> PoolLimits {
         PoolLimits {
@@ -693,7 +668,7 @@ mod tests {
         let pool = OriginPool::new(limits());
         assert!(matches!(
             pool.send(&url, get("/")).await,
-            Err(PoolError::Connect { .. })
+            Err(PoolError::Upstream(ConnectError::Connect { .. }))
         ));
     }
 }

@@ -38,11 +38,12 @@ use crate::domain::Domain;
 use crate::listener::{Front, Rewound, MAX_HEADERS, MAX_HEAD_BYTES};
 use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind, NO_FAMILY};
 use crate::proxy::forward::{connection_may_remove, OriginError, HOP_BY_HOP};
-use crate::proxy::origin_pool::{connect_tcp, is_open_and_quiet, PoolLimits};
+use crate::proxy::origin_pool::{is_open_and_quiet, PoolLimits};
 use crate::proxy::request::{
     parse_host, validate_path, validate_query, MAX_HEADER_BLOCK_BYTES, MAX_TARGET_BYTES,
 };
 use crate::proxy::PublicProxy;
+use crate::upstream::connect_tcp;
 
 /// Bytes asked of the kernel per read, from either side.
 const READ_CHUNK: usize = 16 * 1024;
@@ -94,6 +95,7 @@ async fn serve_connection(
     // Taken once the client sends something: idle connections hold no buffer.
     let mut buf: Vec<u8> = Vec::new();
     let peer_ip = peer.ip().to_string();
+    let trusted = proxy.trusted_proxies.contains(peer.ip());
     // One timer per connection for request heads and one for the origin,
     // each moved to a later deadline per request: moving a timer later
     // costs no timer-wheel work until it would have fired.
@@ -137,6 +139,7 @@ async fn serve_connection(
             Peer {
                 addr: peer,
                 ip: &peer_ip,
+                trusted,
             },
             &buf[..head_len],
             closing,
@@ -156,11 +159,14 @@ async fn serve_connection(
     }
 }
 
-/// The client's address, and its IP as X-Forwarded-For gets it.
+/// The client's address, its IP as X-Forwarded-For gets it, and whether
+/// it is one of `trusted_proxies` (whose X-Forwarded-For is appended to and
+/// whose X-Forwarded-Proto is passed on).
 #[derive(Clone, Copy)]
 struct Peer<'a> {
     addr: SocketAddr,
     ip: &'a str,
+    trusted: bool,
 }
 
 async fn handle_request(
@@ -326,6 +332,12 @@ fn plan<'r, 'p>(
         validate_query(q).ok()?;
     }
     let site: &Site = sites.lookup(&host)?;
+    // The relay speaks plain HTTP/1.1 to origins: an `https://` origin is
+    // reached through hyper and `upstream`'s TLS connections, which are
+    // pooled the same way.
+    if site.origin_tls {
+        return None;
+    }
     let kind = match bots.decide_request(
         true,
         loop_guard,
@@ -420,11 +432,13 @@ fn is_hop_by_hop(name: &str, connection_named: &[&str]) -> bool {
             .any(|n| name.eq_ignore_ascii_case(n))
 }
 
-/// The request head sent to the origin.
+/// The request head sent to the origin. X-Forwarded-For and -Proto follow
+/// `proxy::forward::set_forwarded`: kept and appended to from a trusted
+/// peer, replaced from any other.
 fn origin_request_head(
     req: &httparse::Request<'_, '_>,
     plan: &Plan<'_, '_>,
-    peer_ip: &str,
+    peer: Peer<'_>,
     out: &mut Vec<u8>,
 ) {
     out.extend_from_slice(req.method.unwrap_or("GET").as_bytes());
@@ -433,16 +447,30 @@ fn origin_request_head(
     out.extend_from_slice(req.path.unwrap_or("/").as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut forwarded_for: Vec<&[u8]> = Vec::new();
+    let mut forwarded_proto: Option<&[u8]> = None;
     for h in req.headers.iter() {
         if is_hop_by_hop(h.name, &plan.connection_named)
-            || h.name.eq_ignore_ascii_case("x-forwarded-proto")
             || h.name.eq_ignore_ascii_case("x-forwarded-host")
         {
             continue;
         }
+        if h.name.eq_ignore_ascii_case("host") {
+            if let Some(host) = &plan.site.origin_host {
+                // `origin_host`: the Host the origin sees.
+                push_header(out, b"host", host.as_bytes());
+                continue;
+            }
+        }
+        if h.name.eq_ignore_ascii_case("x-forwarded-proto") {
+            let value = h.value.trim_ascii();
+            if peer.trusted && forwarded_proto.is_none() && matches!(value, b"http" | b"https") {
+                forwarded_proto = Some(value);
+            }
+            continue;
+        }
         if h.name.eq_ignore_ascii_case("x-forwarded-for") {
-            if !h.value.trim_ascii().is_empty() {
-                forwarded_for.push(h.value);
+            if peer.trusted && !h.value.trim_ascii().is_empty() {
+                forwarded_for.push(h.value.trim_ascii());
             }
             continue;
         }
@@ -453,8 +481,10 @@ fn origin_request_head(
         out.extend_from_slice(earlier);
         out.extend_from_slice(b", ");
     }
-    out.extend_from_slice(peer_ip.as_bytes());
-    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    out.extend_from_slice(peer.ip.as_bytes());
+    out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+    out.extend_from_slice(forwarded_proto.unwrap_or(b"http"));
+    out.extend_from_slice(b"\r\n");
     push_header(out, b"x-forwarded-host", plan.host.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
@@ -483,7 +513,7 @@ async fn relay(
     let client_close = plan.close || closing;
     let origin = &plan.site.origin;
     let mut request_head = spare_buffer();
-    origin_request_head(req, &plan, peer.ip, &mut request_head);
+    origin_request_head(req, &plan, peer, &mut request_head);
     let timeout = proxy.origin.timeout();
     let limits = proxy.origin.pool_limits();
 

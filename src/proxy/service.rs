@@ -34,7 +34,7 @@ use crate::http::respond;
 use crate::http::Body;
 use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind, NO_FAMILY};
 use crate::proxy::crawler::{CrawlerPath, CrawlerRequest};
-use crate::proxy::forward::OriginClient;
+use crate::proxy::forward::{ClientHop, OriginClient};
 use crate::proxy::request::{self, MAX_TARGET_BYTES};
 use crate::proxy::CrawlerAnswer;
 use crate::state::stats::DomainStats;
@@ -132,7 +132,12 @@ impl ServiceEndpoint {
             tracing::debug!(%peer, host = %target.host, %path, "service: not rendered, answered from the origin");
             let resp = self
                 .origin
-                .fetch_page(&page, &target.site.origin, &target.host, peer)
+                .fetch_page(
+                    &page,
+                    &target.site,
+                    &target.host,
+                    ClientHop::plain(peer, false),
+                )
                 .await;
             self.metrics.observe_request(
                 kind,
@@ -157,12 +162,17 @@ impl ServiceEndpoint {
         let verified = standing.label();
         let (resp, result) = self
             .crawler
-            .serve(CrawlerRequest::Service(page), &target, peer, standing)
+            .serve(
+                CrawlerRequest::Service(page),
+                &target,
+                ClientHop::plain(peer, false),
+                standing,
+            )
             .await;
         CrawlerAnswer {
             result,
             target: &target,
-            peer,
+            client: peer.ip(),
             path: &path,
             rule: &rule,
             verified,

@@ -78,6 +78,8 @@ pub(crate) enum DocumentOutcome {
     ServerError(u16),
     /// The origin could not be reached.
     Unreachable(String),
+    /// The origin's certificate could not be verified.
+    TlsFailure(String),
     /// The origin did not answer before the render's deadline.
     TimedOut,
 }
@@ -510,7 +512,11 @@ fn origin_request(
         target.set_path(url.path());
         target.set_query(url.query());
         target.set_fragment(None);
-        (target, host_header(&job.public_url))
+        let host = job
+            .origin_host
+            .clone()
+            .unwrap_or_else(|| host_header(&job.public_url));
+        (target, host)
     } else {
         (url.clone(), host_header(url))
     };
@@ -596,6 +602,10 @@ async fn fetch_document(
         Err(OriginError::Timeout) => (
             DocumentOutcome::TimedOut,
             Answer::Fail(ErrorReason::TimedOut),
+        ),
+        Err(e @ OriginError::Tls(..)) => (
+            DocumentOutcome::TlsFailure(e.to_string()),
+            Answer::Fail(ErrorReason::ConnectionFailed),
         ),
         Err(e) => (
             DocumentOutcome::Unreachable(e.to_string()),

@@ -153,9 +153,13 @@ fn is_shell_script(path: &Path) -> bool {
 pub struct RenderJob {
     /// The URL the page is rendered as (`location`, relative URLs, cookies).
     pub public_url: url::Url,
-    /// Where requests for the public URL's host are fetched from (http only;
-    /// its path is ignored: the public path is appended to its scheme, host and port).
+    /// Where requests for the public URL's host are fetched from (http or
+    /// https; its path is ignored: the public path is appended to its
+    /// scheme, host and port).
     pub origin: url::Url,
+    /// Host header of requests to the origin (`origin_host`); `None`: the
+    /// public URL's host.
+    pub origin_host: Option<String>,
     /// Remove `<script>` elements (except JSON-LD) from the snapshot.
     pub strip_scripts: bool,
     /// Render with a mobile viewport and a smartphone crawler's User-Agent.
@@ -181,6 +185,7 @@ impl RenderJob {
         Self {
             public_url,
             origin,
+            origin_host: None,
             strip_scripts: true,
             mobile: false,
             shadow_dom: ShadowDom::default(),
@@ -252,6 +257,10 @@ pub enum RenderError {
     /// The origin could not be reached for the document.
     #[error("origin unreachable: {0}")]
     OriginUnreachable(String),
+    /// The origin's certificate could not be verified (not retried: the
+    /// next attempt meets the same certificate).
+    #[error("origin TLS: {0}")]
+    OriginTls(String),
     /// The origin answered the document with a server error.
     #[error("origin answered {0}")]
     OriginStatus(u16),
@@ -298,6 +307,7 @@ impl RenderError {
             RenderError::PoolShutdown => "shutdown",
             RenderError::LaunchFailed(_) => "launch-failed",
             RenderError::InvalidJob(_) => "invalid-url",
+            RenderError::OriginTls(_) => "origin-tls",
             RenderError::TooLarge(_) => "too-large",
         }
     }

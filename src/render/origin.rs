@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
@@ -87,19 +86,20 @@ pub(crate) enum OriginError {
     TooLarge,
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The origin's certificate could not be verified for its host.
+    #[error("origin certificate of {0} could not be verified: {1}")]
+    Tls(String, String),
 }
 
 /// Shared client with connection reuse.
 #[derive(Clone)]
 pub(crate) struct OriginClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<crate::upstream::OriginConnector, Full<Bytes>>,
 }
 
 impl OriginClient {
     pub(crate) fn new(connect_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
+        let connector = crate::upstream::connector(connect_timeout);
         let client = Client::builder(TokioExecutor::new()).build(connector);
         Self { client }
     }
@@ -130,12 +130,15 @@ impl OriginClient {
             .body(Full::new(req.body))
             .map_err(|e| OriginError::BadRequest(e.to_string()))?;
 
+        let origin_host = req.url.host_str().unwrap_or_default().to_string();
         let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| OriginError::Transport(error_chain(&e)))?;
+            let response = self.client.request(request).await.map_err(|e| {
+                if crate::upstream::is_certificate_error(&e) {
+                    OriginError::Tls(origin_host, error_chain(&e))
+                } else {
+                    OriginError::Transport(error_chain(&e))
+                }
+            })?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_ORIGIN_BODY_BYTES)
                 .collect()

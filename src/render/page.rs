@@ -705,6 +705,7 @@ impl Tab {
                 Some(DocumentOutcome::Unreachable(msg)) => {
                     return Err(RenderError::OriginUnreachable(msg))
                 }
+                Some(DocumentOutcome::TlsFailure(msg)) => return Err(RenderError::OriginTls(msg)),
                 Some(DocumentOutcome::TimedOut) => return Err(RenderError::Timeout),
                 None => {}
             }

@@ -470,9 +470,9 @@ fn validate_job(job: &RenderJob) -> Result<(), RenderError> {
             job.public_url
         )));
     }
-    if job.origin.scheme() != "http" || job.origin.host_str().is_none() {
+    if !matches!(job.origin.scheme(), "http" | "https") || job.origin.host_str().is_none() {
         return Err(RenderError::InvalidJob(format!(
-            "origin must be an http URL with a host: {}",
+            "origin must be an http(s) URL with a host: {}",
             job.origin
         )));
     }
@@ -1040,7 +1040,7 @@ mod tests {
     }
 
     #[test]
-    fn jobs_need_http_urls_with_hosts() {
+    fn jobs_need_http_or_https_urls_with_hosts() {
         let job = |public: &str, origin: &str| {
             RenderJob::new(
                 url::Url::parse(public).unwrap(),
@@ -1049,7 +1049,8 @@ mod tests {
         };
         assert!(validate_job(&job("https://www.example.com/p", "http://10.0.0.5:8080")).is_ok());
         assert!(validate_job(&job("file:///etc/passwd", "http://10.0.0.5:8080")).is_err());
-        assert!(validate_job(&job("https://www.example.com/", "https://10.0.0.5")).is_err());
+        assert!(validate_job(&job("https://www.example.com/", "https://10.0.0.5")).is_ok());
+        assert!(validate_job(&job("https://www.example.com/", "ftp://10.0.0.5")).is_err());
         assert_eq!(
             site_key(&job(
                 "https://www.example.com/a?b",

@@ -12,6 +12,7 @@ pub mod proxy;
 pub mod redis;
 pub mod redis_cluster;
 pub mod spa;
+pub mod tls;
 
 pub use ports::free_port;
 use std::path::PathBuf;

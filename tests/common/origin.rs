@@ -72,6 +72,10 @@ pub struct Seen {
 
 pub struct TestOrigin {
     pub addr: SocketAddr,
+    /// `https` when the origin speaks TLS.
+    scheme: &'static str,
+    /// Connections accepted (TLS ones once their handshake completed).
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     seen: Arc<Mutex<Vec<Seen>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -91,6 +95,22 @@ impl TestOrigin {
     /// Serves `routes`, then the files under `dir` (`/x/y.js` is
     /// `dir/x/y.js`; paths with `..` are 404).
     pub async fn start_with_files(routes: Vec<(&str, Route)>, dir: Option<PathBuf>) -> Self {
+        Self::start_inner(routes, dir, None).await
+    }
+
+    /// Serves `routes` over TLS with the given server configuration.
+    pub async fn start_tls(routes: Vec<(&str, Route)>, tls: Arc<rustls::ServerConfig>) -> Self {
+        Self::start_inner(routes, None, Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn start_inner(
+        routes: Vec<(&str, Route)>,
+        dir: Option<PathBuf>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Self {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
         let dir = Arc::new(dir);
         let routes: Arc<HashMap<String, Route>> = Arc::new(
             routes
@@ -110,6 +130,8 @@ impl TestOrigin {
                 let routes = routes.clone();
                 let seen = seen2.clone();
                 let dir = dir.clone();
+                let tls = tls.clone();
+                let counted = counted.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let routes = routes.clone();
@@ -145,17 +167,50 @@ impl TestOrigin {
                             Ok::<_, Infallible>(resp.body(Full::new(route.body)).unwrap())
                         }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            // A handshake the client gives up (an unknown CA) is no connection.
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
                 });
             }
         });
-        Self { addr, seen, task }
+        Self {
+            addr,
+            scheme,
+            connections,
+            seen,
+            task,
+        }
     }
 
     pub fn url(&self) -> url::Url {
-        url::Url::parse(&format!("http://{}/", self.addr)).unwrap()
+        url::Url::parse(&format!("{}://{}/", self.scheme, self.addr)).unwrap()
+    }
+
+    /// The origin's URL with `host` in place of its address (the name its
+    /// certificate carries).
+    pub fn url_named(&self, host: &str) -> url::Url {
+        url::Url::parse(&format!("{}://{host}:{}/", self.scheme, self.addr.port())).unwrap()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn hits(&self, path: &str) -> usize {

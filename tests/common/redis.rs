@@ -122,3 +122,106 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// A real `redis-server` speaking TLS only (`--port 0 --tls-port`), its
+/// certificate (for `localhost`, in PEM files) signed by a test CA, with
+/// one ACL user (`default` is off).
+pub struct TlsRedisServer {
+    port: u16,
+    child: Child,
+    ca_pem: String,
+    user: String,
+    password: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsRedisServer {
+    pub fn start(
+        ca_pem: &str,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        user: &str,
+        password: &str,
+    ) -> TlsRedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca_pem).unwrap();
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--tls-cert-file")
+            .arg(cert)
+            .arg("--tls-key-file")
+            .arg(key)
+            .arg("--tls-ca-cert-file")
+            .arg(&ca_file)
+            .args(["--tls-auth-clients", "no"])
+            .args(["--user", "default", "off"])
+            .args([
+                "--user",
+                user,
+                "on",
+                &format!(">{password}"),
+                "~*",
+                "&*",
+                "+@all",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt install redis-server)");
+        let server = TlsRedisServer {
+            port,
+            child,
+            ca_pem: ca_pem.to_string(),
+            user: user.to_string(),
+            password: password.to_string(),
+            _dir: dir,
+        };
+        let started = Instant::now();
+        loop {
+            if let Ok(mut conn) = server.try_raw() {
+                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                    return server;
+                }
+            }
+            assert!(
+                started.elapsed() < STARTUP_DEADLINE,
+                "redis-server did not start TLS on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `rediss://user:password@localhost:port/`.
+    pub fn url(&self) -> String {
+        format!(
+            "rediss://{}:{}@localhost:{}/",
+            self.user, self.password, self.port
+        )
+    }
+
+    fn try_raw(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::build_with_tls(
+            self.url(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(self.ca_pem.clone().into_bytes()),
+            },
+        )?
+        .get_connection()
+    }
+
+    /// A synchronous TLS connection as the ACL user, for inspecting keys.
+    pub fn raw(&self) -> redis::Connection {
+        self.try_raw().expect("connect to test redis over TLS")
+    }
+}
+
+impl Drop for TlsRedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -18,6 +18,17 @@ pub struct RedisCluster {
     ports: Vec<u16>,
     nodes: Vec<Option<Child>>,
     dir: tempfile::TempDir,
+    tls: Option<ClusterTls>,
+}
+
+/// PEM files of a cluster that speaks TLS only (clients, replication and
+/// the cluster bus): the CA, and the nodes' certificate (for 127.0.0.1,
+/// the address nodes announce) and key.
+#[derive(Clone)]
+pub struct ClusterTls {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 impl RedisCluster {
@@ -35,18 +46,27 @@ impl RedisCluster {
             nodes: ports.iter().map(|_| None).collect(),
             ports,
             dir: tempfile::tempdir().expect("a temporary directory"),
+            tls: None,
         }
+    }
+
+    /// A cluster that speaks TLS only.
+    pub fn start_tls(tls: ClusterTls) -> RedisCluster {
+        let mut cluster = RedisCluster::unstarted();
+        cluster.tls = Some(tls);
+        cluster.create();
+        cluster
     }
 
     /// Starts the nodes, joins them into a cluster and waits until every
     /// node reports `cluster_state:ok`.
     pub fn create(&mut self) {
         for (node, &port) in self.nodes.iter_mut().zip(&self.ports) {
-            *node = Some(start_node(port, self.dir.path()));
+            *node = Some(start_node(port, self.dir.path(), self.tls.as_ref()));
         }
         for &port in &self.ports {
             wait_until(port, "answers PING", || {
-                cli(port, &["PING"]).is_some_and(|out| out.trim() == "PONG")
+                cli(port, self.tls.as_ref(), &["PING"]).is_some_and(|out| out.trim() == "PONG")
             });
         }
         let addresses: Vec<String> = self
@@ -55,6 +75,7 @@ impl RedisCluster {
             .map(|port| format!("127.0.0.1:{port}"))
             .collect();
         let created = Command::new("redis-cli")
+            .args(tls_args(self.tls.as_ref()))
             .args(["--cluster", "create"])
             .args(&addresses)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
@@ -65,7 +86,8 @@ impl RedisCluster {
         assert!(created.success(), "redis-cli --cluster create failed");
         for &port in &self.ports {
             wait_until(port, "reports cluster_state:ok", || {
-                cli(port, &["CLUSTER", "INFO"]).is_some_and(|out| out.contains("cluster_state:ok"))
+                cli(port, self.tls.as_ref(), &["CLUSTER", "INFO"])
+                    .is_some_and(|out| out.contains("cluster_state:ok"))
             });
         }
     }
@@ -74,18 +96,32 @@ impl RedisCluster {
         &self.ports
     }
 
-    /// One `redis://127.0.0.1:P` URL per node, as `--redis` lists them.
+    /// One `redis://127.0.0.1:P` URL per node (`rediss://` on a TLS
+    /// cluster), as `--redis` lists them.
     pub fn urls(&self) -> Vec<String> {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         self.ports
             .iter()
-            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .map(|port| format!("{scheme}://127.0.0.1:{port}"))
             .collect()
     }
 
     /// A plain synchronous cluster connection, for inspecting the raw
     /// layout.
     pub fn raw(&self) -> redis::cluster::ClusterConnection {
-        redis::cluster::ClusterClient::new(self.urls())
+        let mut builder = redis::cluster::ClusterClientBuilder::new(self.urls());
+        if let Some(tls) = &self.tls {
+            builder = builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(&tls.ca).expect("the CA file")),
+            });
+        }
+        builder
+            .build()
             .expect("cluster urls")
             .get_connection()
             .expect("connect to the test cluster")
@@ -108,10 +144,23 @@ impl Drop for RedisCluster {
     }
 }
 
-fn start_node(port: u16, dir: &std::path::Path) -> Child {
+fn start_node(port: u16, dir: &std::path::Path, tls: Option<&ClusterTls>) -> Child {
     let config = dir.join(format!("nodes-{port}.conf"));
-    Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+    let mut cmd = Command::new("redis-server");
+    match tls {
+        None => cmd.args(["--port", &port.to_string()]),
+        Some(tls) => cmd
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+            .args(["--tls-auth-clients", "no"])
+            .arg("--tls-cert-file")
+            .arg(&tls.cert)
+            .arg("--tls-key-file")
+            .arg(&tls.key)
+            .arg("--tls-ca-cert-file")
+            .arg(&tls.ca),
+    };
+    cmd.args(["--bind", "127.0.0.1"])
         .args(["--cluster-enabled", "yes", "--cluster-config-file"])
         .arg(&config)
         .arg("--dir")
@@ -123,9 +172,22 @@ fn start_node(port: u16, dir: &std::path::Path) -> Child {
         .expect("redis-server must be installed (apt install redis-server)")
 }
 
+/// redis-cli's TLS arguments for a TLS cluster.
+fn tls_args(tls: Option<&ClusterTls>) -> Vec<String> {
+    match tls {
+        None => Vec::new(),
+        Some(tls) => vec![
+            "--tls".into(),
+            "--cacert".into(),
+            tls.ca.display().to_string(),
+        ],
+    }
+}
+
 /// `redis-cli -p PORT ARGS…`'s output, `None` if it failed.
-fn cli(port: u16, args: &[&str]) -> Option<String> {
+fn cli(port: u16, tls: Option<&ClusterTls>, args: &[&str]) -> Option<String> {
     let out = Command::new("redis-cli")
+        .args(tls_args(tls))
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
         .stderr(Stdio::null())

@@ -105,14 +105,22 @@ impl RedisStore {
                 "a redis cluster needs at least one node URL".to_owned(),
             ));
         }
-        let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+        let tls_roots = options.tls_roots.as_deref().map(Vec::as_slice);
+        let mut builder = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
             .connection_timeout(options.connect_timeout)
             .response_timeout(options.response_timeout)
-            .retries(CLUSTER_RETRIES)
-            .build()?;
+            .retries(CLUSTER_RETRIES);
+        if let Some(roots) = tls_roots.filter(|_| nodes.iter().any(|n| n.starts_with("rediss://")))
+        {
+            builder = builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(roots.to_vec()),
+            });
+        }
+        let client = builder.build()?;
         let notice_nodes = nodes
             .iter()
-            .map(|node| redis::Client::open(node.as_str()))
+            .map(|node| super::redis_client(node, tls_roots))
             .collect::<Result<Vec<_>, _>>()?;
         let cluster = LazyCluster {
             client,
