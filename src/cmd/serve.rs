@@ -314,7 +314,7 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         },
     );
     let refresher = Refresher::runs_in(config.role)
-        .then(|| Refresher::new(config.clone(), prerender.clone(), origin.clone()));
+        .then(|| Refresher::new(config.clone(), prerender.clone(), origin.upstream().clone()));
     if let Some(refresher) = refresher.clone() {
         metrics.on_scrape(move |m| m.sync_refreshes(refresher.refreshes()));
     }

@@ -71,7 +71,7 @@ use crate::config::{Config, Plan, Role, Site};
 use crate::http::respond;
 use crate::pipeline::job::{OnStored, Prerenderer, RenderObserver, RenderOutcome};
 use crate::pipeline::queue::{Priority, Waiter};
-use crate::proxy::forward::{origin_uri, OriginClient};
+use crate::upstream::{origin_uri, OriginError, UpstreamClient};
 
 /// How often the refresher looks for due pages.
 pub const REFRESH_TICK: Duration = Duration::from_secs(1);
@@ -152,7 +152,7 @@ impl Refresher {
     pub fn new(
         config: Arc<Config>,
         prerender: Arc<Prerenderer>,
-        origin: OriginClient,
+        origin: UpstreamClient,
     ) -> Arc<Refresher> {
         let poller = ContentPoller::new(origin, config.origin_timeout, MAX_POLL_BASELINES);
         prerender.set_observer(poller.clone());
@@ -525,7 +525,7 @@ pub enum PollOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
     #[error("origin: {0}")]
-    Origin(#[from] crate::proxy::forward::OriginError),
+    Origin(#[from] OriginError),
     #[error("origin document unreadable: {0}")]
     Body(String),
     #[error("origin document larger than {MAX_POLL_BODY_BYTES} bytes")]
@@ -561,7 +561,7 @@ enum Fetched {
 /// baseline predates another instance's render may re-render once more
 /// than needed; it never misses a change it saw.
 pub struct ContentPoller {
-    origin: OriginClient,
+    origin: UpstreamClient,
     timeout: Duration,
     baselines: Arc<Mutex<LruCache<String, Baseline>>>,
 }
@@ -569,7 +569,7 @@ pub struct ContentPoller {
 impl ContentPoller {
     /// A poller using `origin`, each poll bounded by `timeout`, keeping
     /// at most `capacity` baselines.
-    pub fn new(origin: OriginClient, timeout: Duration, capacity: usize) -> Arc<ContentPoller> {
+    pub fn new(origin: UpstreamClient, timeout: Duration, capacity: usize) -> Arc<ContentPoller> {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
         Arc::new(ContentPoller {
             origin,
@@ -715,9 +715,7 @@ impl ContentPoller {
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(r) => r,
-            Err(_) => Err(PollError::Origin(
-                crate::proxy::forward::OriginError::Timeout(self.timeout),
-            )),
+            Err(_) => Err(PollError::Origin(OriginError::Timeout(self.timeout))),
         }
     }
 }
@@ -869,9 +867,13 @@ mod tests {
         CacheKey::new("a.test", path, &[], false).unwrap()
     }
 
+    fn test_client(timeout: Duration) -> UpstreamClient {
+        UpstreamClient::new(timeout, timeout, Duration::from_secs(60), 8)
+    }
+
     fn poller() -> Arc<ContentPoller> {
         ContentPoller::new(
-            OriginClient::new(Duration::from_secs(5)),
+            test_client(Duration::from_secs(5)),
             Duration::from_secs(5),
             4,
         )
@@ -1083,7 +1085,7 @@ mod tests {
         let refresher = Refresher::new(
             config,
             prerender.clone(),
-            OriginClient::new(Duration::from_secs(1)),
+            test_client(Duration::from_secs(1)),
         );
         Rig {
             refresher,

@@ -11,14 +11,13 @@ use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 
 use crate::config::Site;
 use crate::http::respond;
 use crate::http::{Body, BoxError};
 use crate::proxy::origin_pool::{OriginPool, PoolError, PoolLimits};
-use crate::upstream::{ConnectError, OriginConnector};
+use crate::upstream::{error_chain, origin_uri, ConnectError, OriginError, UpstreamClient};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 pub const HOP_BY_HOP: [HeaderName; 8] = [
@@ -32,84 +31,29 @@ pub const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// Why an origin could not answer.
-#[derive(Debug, thiserror::Error)]
-pub enum OriginError {
-    #[error("origin unreachable: {0}")]
-    Unreachable(String),
-    #[error("origin did not answer within {0:?}")]
-    Timeout(Duration),
-    #[error("bad origin URL: {0}")]
-    BadUrl(String),
-    /// The origin's certificate could not be verified for its host.
-    #[error("origin certificate of {host} could not be verified: {detail}")]
-    Tls { host: String, detail: String },
+/// How a failed exchange reaches the client of the passthrough paths.
+pub(crate) trait AnswerOriginError {
+    /// The answer a client gets, after the details were logged.
+    fn answer(&self, origin: &url::Url) -> Response<Body>;
 }
 
-impl OriginError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            OriginError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            _ => StatusCode::BAD_GATEWAY,
-        }
-    }
-
-    /// What the client is told: never the origin's URL, address or system
-    /// error, which go to the log only (SPEC §2 "Humans").
-    pub fn public_message(&self) -> &'static str {
-        match self {
-            OriginError::Timeout(_) => "origin timeout",
-            _ => "origin unreachable",
-        }
-    }
-
-    /// The answer a client gets, after the details were logged.
+impl AnswerOriginError for OriginError {
     fn answer(&self, origin: &url::Url) -> Response<Body> {
         self.log(origin);
         respond::error(self.status(), self.public_message())
     }
+}
 
-    /// The one log line of a failed exchange with an origin; a certificate
-    /// that cannot be verified names the origin host on its own line.
-    pub fn log(&self, origin: &url::Url) {
-        match self {
-            OriginError::Tls { host, detail } => tracing::warn!(
-                origin_host = %host,
-                error = %detail,
-                "origin TLS certificate could not be verified; check origin_ca_file or the origin's certificate"
-            ),
-            _ => tracing::warn!(origin = %origin, error = %self, "passthrough failed"),
+/// The error of a failed request on a pooled connection.
+pub fn from_pool(e: PoolError) -> OriginError {
+    match e {
+        PoolError::Upstream(ConnectError::Tls { host, detail }) => {
+            OriginError::Tls { host, detail }
         }
-    }
-
-    /// The error of a failed request on a pooled connection.
-    pub fn from_pool(e: PoolError) -> OriginError {
-        match e {
-            PoolError::Upstream(ConnectError::Tls { host, detail }) => {
-                OriginError::Tls { host, detail }
-            }
-            PoolError::Upstream(ConnectError::Timeout(origin)) => {
-                OriginError::Unreachable(format!("connect to {origin} timed out"))
-            }
-            other => OriginError::Unreachable(error_chain(&other)),
+        PoolError::Upstream(ConnectError::Timeout(origin)) => {
+            OriginError::Unreachable(format!("connect to {origin} timed out"))
         }
-    }
-
-    /// The error of a failed request of hyper's pooled client to `origin`.
-    fn from_client(e: &hyper_util::client::legacy::Error, origin_host: &str) -> OriginError {
-        if crate::upstream::is_certificate_error(e) {
-            OriginError::Tls {
-                host: origin_host.to_string(),
-                detail: error_chain(e),
-            }
-        } else {
-            OriginError::Unreachable(error_chain(e))
-        }
-    }
-
-    /// Whether this is a certificate the proxy cannot verify.
-    pub fn is_tls(&self) -> bool {
-        matches!(self, OriginError::Tls { .. })
+        other => OriginError::Unreachable(error_chain(&other)),
     }
 }
 
@@ -164,7 +108,7 @@ pub fn connection_may_remove(name: &str) -> bool {
 /// client.
 #[derive(Clone)]
 pub struct OriginClient {
-    client: Client<OriginConnector, Body>,
+    upstream: UpstreamClient,
     timeout: Duration,
     pool: PoolLimits,
 }
@@ -191,14 +135,14 @@ impl OriginClient {
     /// most `idle_timeout`, and each new one established within
     /// `connect_timeout`.
     pub fn with_limits(timeout: Duration, pool: PoolLimits) -> Self {
-        let connector = crate::upstream::connector(pool.connect_timeout);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(pool.idle_timeout)
-            .pool_max_idle_per_host(pool.max_idle_per_origin)
-            .build(connector);
+        let upstream = UpstreamClient::new(
+            timeout,
+            pool.connect_timeout,
+            pool.idle_timeout,
+            pool.max_idle_per_origin,
+        );
         OriginClient {
-            client,
+            upstream,
             timeout,
             pool,
         }
@@ -217,12 +161,12 @@ impl OriginClient {
     /// Sends a prepared request; the deadline covers the response head only,
     /// so long downloads stream on.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, OriginError> {
-        let host = req.uri().host().unwrap_or_default().to_string();
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
-            Err(_) => Err(OriginError::Timeout(self.timeout)),
-            Ok(Err(e)) => Err(OriginError::from_client(&e, &host)),
-            Ok(Ok(resp)) => Ok(resp),
-        }
+        self.upstream.send(req).await
+    }
+
+    /// The pooled client underneath, for the proxy's own requests.
+    pub fn upstream(&self) -> &UpstreamClient {
+        &self.upstream
     }
 
     /// Relays a human request to `origin` and its answer back.
@@ -374,7 +318,7 @@ impl OriginClient {
         .await;
         let resp = match sent {
             Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => return OriginError::from_pool(e).answer(origin),
+            Ok(Err(e)) => return from_pool(e).answer(origin),
             Err(_) => return OriginError::Timeout(self.timeout).answer(origin),
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -472,16 +416,6 @@ where
         }
         hint
     }
-}
-
-/// The origin URL for a request: the origin's scheme, authority and path
-/// prefix followed by the request's path and query.
-pub fn origin_uri(origin: &url::Url, request: &Uri) -> Result<Uri, OriginError> {
-    let base = origin.as_str().trim_end_matches('/');
-    let pq = request.path_and_query().map_or("/", |pq| pq.as_str());
-    format!("{base}{pq}")
-        .parse()
-        .map_err(|e| OriginError::BadUrl(format!("{e}")))
 }
 
 /// The origin-form target for a request: the origin's path prefix followed
@@ -701,17 +635,6 @@ fn set_origin_host(headers: &mut HeaderMap, site: &Site) {
     {
         headers.insert(header::HOST, host);
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 #[cfg(test)]

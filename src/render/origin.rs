@@ -134,9 +134,9 @@ impl OriginClient {
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| {
                 if crate::upstream::is_certificate_error(&e) {
-                    OriginError::Tls(origin_host, error_chain(&e))
+                    OriginError::Tls(origin_host, crate::upstream::error_chain(&e))
                 } else {
-                    OriginError::Transport(error_chain(&e))
+                    OriginError::Transport(crate::upstream::error_chain(&e))
                 }
             })?;
             let (parts, body) = response.into_parts();
@@ -210,15 +210,4 @@ fn decode(encoding: &str, body: &[u8]) -> Result<Bytes, OriginError> {
         return Err(OriginError::TooLarge);
     }
     Ok(Bytes::from(out))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -14,6 +14,10 @@
 //! SNI and the certificate check always use the origin URL's host;
 //! `origin_host` only changes the `Host` header the origin sees.
 
+pub mod client;
+
+pub use client::{error_chain, origin_uri, OriginError, UpstreamClient};
+
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
