@@ -227,6 +227,15 @@ pub struct ServeArgs {
         value_delimiter = '\n'
     )]
     pub ignore: Option<Vec<String>>,
+    /// Single site: render only paths matching one of these regexes (repeatable;
+    /// PRERENDER_ONLY holds one regex a line) [default: every path].
+    #[arg(
+        long = "only",
+        env = "PRERENDER_ONLY",
+        value_name = "REGEX",
+        value_delimiter = '\n'
+    )]
+    pub only: Option<Vec<String>>,
     /// Single site: significant query parameters kept in cache keys, comma-separated
     /// [default: none].
     #[arg(long, env = "PRERENDER_QUERY_PARAMS", value_name = "LIST")]

@@ -827,6 +827,7 @@ fn single_site_options(
         ("origin_host", args.origin_host.is_some()),
         ("scheme", args.scheme.is_some()),
         ("ignore", args.ignore.is_some()),
+        ("only", args.only.is_some()),
         ("query_params", args.query_params.is_some()),
         ("mobile_variant", args.mobile_variant.is_some()),
         ("strip_scripts", args.strip_scripts.is_some()),
@@ -858,6 +859,13 @@ fn single_site_options(
         .map(|r| r.trim().to_string())
         .filter(|r| !r.is_empty())
         .collect();
+    let only: Vec<String> = args
+        .only
+        .iter()
+        .flatten()
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .collect();
     let query_params: Vec<String> = args
         .query_params
         .as_deref()
@@ -871,6 +879,7 @@ fn single_site_options(
         pick(args.origin_host.clone(), file_origin_host).as_deref(),
         args.scheme.as_deref(),
         &ignore,
+        &only,
         &query_params,
         args.mobile_variant,
         args.strip_scripts,
@@ -1254,6 +1263,10 @@ mod tests {
             "^/a",
             "--ignore",
             "^/b",
+            "--only",
+            "^/products/",
+            "--only",
+            "^/blog/",
             "--strip-scripts=off",
             "--mobile-variant=1",
         ]);
@@ -1286,6 +1299,8 @@ mod tests {
         let site = site.sites.lookup("x.test").unwrap();
         assert!(site.ignore.is_match("/a1") && site.ignore.is_match("/b1"));
         assert!(!site.ignore.is_match("/c"));
+        assert!(site.only.is_match("/products/1") && site.only.is_match("/blog/x"));
+        assert!(!site.only.is_match("/about"));
         // Booleans read as the environment writes them (1/0, yes/no, on/off).
         assert!(!site.strip_scripts);
         assert!(site.mobile_variant);
@@ -1313,6 +1328,10 @@ mod tests {
         assert_eq!(
             single(|a| a.ignore = Some(vec!["(".into()])),
             Err("ignore".into())
+        );
+        assert_eq!(
+            single(|a| a.only = Some(vec!["[".into()])),
+            Err("only".into())
         );
         assert_eq!(
             single(|a| a.on_render_failure = Some("maybe".into())),

@@ -195,14 +195,13 @@ impl Site {
             f.origin_host.as_deref(),
             f.scheme.as_deref(),
             &f.ignore,
+            &f.only,
             &f.query_params,
             f.mobile_variant,
             f.strip_scripts,
             f.on_render_failure.as_deref(),
             &field,
         )?;
-        let only = RegexSet::new(&f.only)
-            .map_err(|e| ConfigError::new(field("only"), e.to_string().replace('\n', " ")))?;
         let snapshot = SnapshotOptions::parse(
             f.shadow_dom.as_deref(),
             f.keep_noscript,
@@ -218,7 +217,7 @@ impl Site {
             plan,
             scheme: "https".to_string(),
             ignore: RegexSet::empty(),
-            only,
+            only: RegexSet::empty(),
             strip_scripts: true,
             on_render_failure: OnRenderFailure::Passthrough,
             query_params: Vec::new(),
@@ -256,6 +255,7 @@ impl Site {
         self.origin_host = options.origin_host.clone();
         self.scheme = options.scheme.clone();
         self.ignore = options.ignore.clone();
+        self.only = options.only.clone();
         self.query_params = options.query_params.clone();
         self.mobile_variant = options.mobile_variant;
         self.strip_scripts = options.strip_scripts;
@@ -278,6 +278,8 @@ pub struct SingleSiteOptions {
     pub origin_host: Option<String>,
     pub scheme: String,
     pub ignore: RegexSet,
+    /// Path regexes that limit rendering; empty: every path.
+    pub only: RegexSet,
     /// Sorted, without repeats.
     pub query_params: Vec<String>,
     pub mobile_variant: bool,
@@ -287,10 +289,12 @@ pub struct SingleSiteOptions {
 
 impl SingleSiteOptions {
     /// Validates the single site's options; errors name the option.
+    #[allow(clippy::too_many_arguments)]
     pub fn parse(
         origin_host: Option<&str>,
         scheme: Option<&str>,
         ignore: &[String],
+        only: &[String],
         query_params: &[String],
         mobile_variant: Option<bool>,
         strip_scripts: Option<bool>,
@@ -300,6 +304,7 @@ impl SingleSiteOptions {
             origin_host,
             scheme,
             ignore,
+            only,
             query_params,
             mobile_variant,
             strip_scripts,
@@ -313,6 +318,7 @@ impl SingleSiteOptions {
         origin_host: Option<&str>,
         scheme: Option<&str>,
         ignore: &[String],
+        only: &[String],
         query_params: &[String],
         mobile_variant: Option<bool>,
         strip_scripts: Option<bool>,
@@ -331,6 +337,8 @@ impl SingleSiteOptions {
         };
         let ignore = RegexSet::new(ignore)
             .map_err(|e| ConfigError::new(field("ignore"), e.to_string().replace('\n', " ")))?;
+        let only = RegexSet::new(only)
+            .map_err(|e| ConfigError::new(field("only"), e.to_string().replace('\n', " ")))?;
         let on_render_failure = match on_render_failure.unwrap_or("passthrough") {
             "passthrough" => OnRenderFailure::Passthrough,
             "error" => OnRenderFailure::Error,
@@ -357,6 +365,7 @@ impl SingleSiteOptions {
             origin_host,
             scheme,
             ignore,
+            only,
             query_params,
             mobile_variant: mobile_variant.unwrap_or(false),
             strip_scripts: strip_scripts.unwrap_or(true),
