@@ -59,17 +59,17 @@ pub struct ServeArgs {
     )]
     pub domains: Option<Vec<String>>,
     /// Redis: one redis:// or rediss:// URL, or several comma-separated node URLs for a
-    /// Redis Cluster [default: the embedded in-process store].
+    /// Redis Cluster; without it, the embedded in-process store [default: none].
     #[arg(long, env = "REDIS_URL", value_name = "URL[,URL…]")]
     pub redis: Option<String>,
     /// Prepended to every Redis key and channel the proxy uses, so several
-    /// deployments can share one Redis (e.g. `shop-a:`) [default: none].
+    /// deployments can share one Redis (e.g. `shop-a:`) [default: empty].
     #[arg(long, env = "PRERENDER_KEY_PREFIX", value_name = "STR")]
     pub key_prefix: Option<String>,
     /// all | proxy | renderer [default: all].
     #[arg(long, env = "PRERENDER_ROLE", value_name = "ROLE")]
     pub role: Option<String>,
-    /// Bearer token for /api/v1/* [default: none, the API answers 403].
+    /// Bearer token for /api/v1/*; without it the API answers 403 [default: none].
     #[arg(
         long,
         env = "PRERENDER_ADMIN_TOKEN",
@@ -81,8 +81,8 @@ pub struct ServeArgs {
     /// address, for edge middleware such as prerender-node [default: off].
     #[arg(long, env = "PRERENDER_SERVICE_LISTEN", value_name = "ADDR")]
     pub service_listen: Option<String>,
-    /// Comma list of tokens the service listener accepts in X-Prerender-Token
-    /// [default: none, every request is served].
+    /// Comma list of tokens the service listener accepts in X-Prerender-Token;
+    /// without them every request is served [default: none].
     #[arg(
         long,
         env = "PRERENDER_SERVICE_TOKENS",
@@ -93,8 +93,8 @@ pub struct ServeArgs {
     /// Browser binary [default: first of chromium, chromium-browser, google-chrome on PATH].
     #[arg(long, env = "CHROME_PATH", value_name = "PATH")]
     pub chrome: Option<PathBuf>,
-    /// User-Agent of every render [default: the browser's own, with the token
-    /// "Prerender (compatible; prerender-proxy)"].
+    /// User-Agent of every render [default: the browser's own, with
+    /// Prerender (compatible; prerender-proxy)].
     #[arg(long, env = "PRERENDER_RENDER_USER_AGENT", value_name = "UA")]
     pub render_user_agent: Option<String>,
     /// Browser processes in the pool [default: 2].
