@@ -22,7 +22,7 @@ use prerender_proxy::cache::CacheKey;
 use prerender_proxy::cli::ServeArgs;
 use prerender_proxy::config::file::FileConfig;
 use prerender_proxy::config::{Config, ConfigError, Plan, Site, SiteTable};
-use prerender_proxy::proxy::passthrough::{fuzzing, Framing};
+use prerender_proxy::proxy::relay::{fuzzing, Framing};
 use prerender_proxy::proxy::request::resolve;
 
 /// Longest error text an admin API client is sent for a bad body.

@@ -10,8 +10,8 @@ pub mod client_addr;
 pub mod crawler;
 pub mod forward;
 pub mod origin_pool;
-pub mod passthrough;
 pub mod prepared;
+pub mod relay;
 pub mod request;
 pub mod service;
 
@@ -44,7 +44,7 @@ pub struct PublicProxy {
     /// start (renders, store connections, tabs) lives as long as the
     /// process, not as long as one listener thread.
     shared: tokio::runtime::Handle,
-    /// Whether `passthrough` relays plain requests itself (else hyper
+    /// Whether `relay` relays plain requests itself (else hyper
     /// serves every request). `PRERENDER_PASSTHROUGH_RELAY=off` turns it
     /// off, for `bench/relay.sh` to compare the two on one binary.
     raw_relay: bool,

@@ -7,7 +7,7 @@
 //! (`proxy::forward`, `proxy::origin_pool`), the renderer's intercepted
 //! fetches (`render::origin`), the refresher's conditional polls and the
 //! sitemap fetches of `POST /api/v1/warm`. The raw relay
-//! (`proxy::passthrough`) speaks plain HTTP/1.1 only: a request for a site
+//! (`proxy::relay`) speaks plain HTTP/1.1 only: a request for a site
 //! whose origin is `https://` goes to the hyper path, which uses the TLS
 //! connections made here (pooled and kept alive like plain ones).
 //!
