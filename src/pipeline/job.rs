@@ -102,7 +102,9 @@ impl RenderFailure {
     }
 }
 
-pub type RenderOutcome = Result<Arc<Rendered>, RenderFailure>;
+/// What a render job hands everyone waiting on it: the stored (or uncached)
+/// page, or why there is none.
+pub type JobResult = Result<Arc<Rendered>, RenderFailure>;
 
 /// Work to run once a render's page is stored, given that page (dropped
 /// unrun otherwise).
@@ -139,7 +141,7 @@ pub struct Prerenderer {
     config: Arc<Config>,
     store: Arc<dyn CacheStore>,
     executor: Executor,
-    queue: RenderQueue<RenderOutcome>,
+    queue: RenderQueue<JobResult>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     stats: Arc<DomainStats>,
@@ -278,7 +280,7 @@ impl Prerenderer {
         key: &CacheKey,
         site: &Arc<Site>,
         priority: Priority,
-    ) -> RenderOutcome {
+    ) -> JobResult {
         let waiter = match self.submit(key, site, priority) {
             Ok(w) => w,
             Err(full) => {
@@ -310,7 +312,7 @@ impl Prerenderer {
         key: &CacheKey,
         site: &Arc<Site>,
         priority: Priority,
-    ) -> Result<Waiter<RenderOutcome>, QueueFull> {
+    ) -> Result<Waiter<JobResult>, QueueFull> {
         self.submit(key, site, priority)
     }
 
@@ -319,12 +321,12 @@ impl Prerenderer {
         key: &CacheKey,
         site: &Arc<Site>,
         priority: Priority,
-    ) -> Result<Waiter<RenderOutcome>, QueueFull> {
+    ) -> Result<Waiter<JobResult>, QueueFull> {
         let name = key.to_string();
         if let Some(w) = self.queue.join(&name) {
             return Ok(w);
         }
-        let job: BoxFuture<'static, RenderOutcome> = match &self.executor {
+        let job: BoxFuture<'static, JobResult> = match &self.executor {
             Executor::Local(_) => Box::pin(self.clone().job(key.clone(), site.clone())),
             Executor::Shared(jobs) => {
                 Box::pin(self.clone().dispatch(jobs.clone(), key.clone(), priority))
@@ -342,7 +344,7 @@ impl Prerenderer {
         jobs: Arc<dyn JobQueue>,
         key: CacheKey,
         priority: Priority,
-    ) -> RenderOutcome {
+    ) -> JobResult {
         let lane = match priority {
             Priority::Live => JobLane::Live,
             Priority::Background => JobLane::Background,
@@ -443,7 +445,7 @@ impl Prerenderer {
         self.health.set_degraded("store", true);
     }
 
-    async fn job(self: Arc<Self>, key: CacheKey, site: Arc<Site>) -> RenderOutcome {
+    async fn job(self: Arc<Self>, key: CacheKey, site: Arc<Site>) -> JobResult {
         let public_url = Self::public_url(&site, &key)?;
         let ttl = self.config.ttl_for(&site);
         let mut use_store = true;
@@ -535,7 +537,7 @@ impl Prerenderer {
         public_url: url::Url,
         ttl: Duration,
         mut use_store: bool,
-    ) -> RenderOutcome {
+    ) -> JobResult {
         let domain = key.domain();
         let month = quota_month(SystemTime::now());
         if let (true, Some(quota)) = (use_store, site.plan.monthly_renders) {

@@ -69,7 +69,7 @@ use crate::cache::store_call;
 use crate::cache::{is_error_status, quota_month, CacheKey, CacheStore, StoredPage};
 use crate::config::{Config, Plan, Role, Site};
 use crate::http::respond;
-use crate::pipeline::job::{OnStored, Prerenderer, RenderObserver, RenderOutcome};
+use crate::pipeline::job::{JobResult, OnStored, Prerenderer, RenderObserver};
 use crate::pipeline::queue::{Priority, Waiter};
 use crate::upstream::{origin_uri, OriginError, UpstreamClient};
 
@@ -418,7 +418,7 @@ impl Refresher {
         }
     }
 
-    async fn follow(&self, key: CacheKey, waiter: Waiter<RenderOutcome>, every: Duration) {
+    async fn follow(&self, key: CacheKey, waiter: Waiter<JobResult>, every: Duration) {
         let retry = every.min(FAILED_REFRESH_RETRY);
         let due = match waiter.wait().await {
             // The job that stored it scheduled the next refresh…

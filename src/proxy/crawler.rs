@@ -149,9 +149,10 @@ fn cache_control(config: &Config, site: &Site, status: u16) -> HeaderValue {
         .unwrap_or(HeaderValue::from_static("private, max-age=0"))
 }
 
-/// How a crawler request ended, for logs, metrics and stats.
+/// How a crawler request was served, for logs, metrics and stats (the
+/// metric label is `metrics::CacheResult`, which has no reason or pass).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheResult {
+pub enum Served {
     Hit,
     Miss,
     Stale,
@@ -161,14 +162,14 @@ pub enum CacheResult {
     Passed,
 }
 
-impl CacheResult {
+impl Served {
     pub fn label(self) -> &'static str {
         match self {
-            CacheResult::Hit => "hit",
-            CacheResult::Miss => "miss",
-            CacheResult::Stale => "stale",
-            CacheResult::Error(_) => "error",
-            CacheResult::Passed => "pass",
+            Served::Hit => "hit",
+            Served::Miss => "miss",
+            Served::Stale => "stale",
+            Served::Error(_) => "error",
+            Served::Passed => "pass",
         }
     }
 }
@@ -315,7 +316,7 @@ impl CrawlerPath {
         target: &Target,
         hop: ClientHop,
         standing: Standing,
-    ) -> (Response<Body>, CacheResult) {
+    ) -> (Response<Body>, Served) {
         let peer = hop.peer;
         let site = &target.site;
         let key = match request_key(req.headers(), req.uri(), target) {
@@ -324,7 +325,7 @@ impl CrawlerPath {
                 tracing::warn!(%peer, error = %e, "crawler request with an unusable path");
                 return (
                     respond::error(StatusCode::BAD_REQUEST, &e.to_string()),
-                    CacheResult::Error("bad-request"),
+                    Served::Error("bad-request"),
                 );
             }
         };
@@ -332,7 +333,7 @@ impl CrawlerPath {
         let name = key.to_string();
         if !ttl.is_zero() {
             if let Some(resp) = self.recent_hit(req.method(), req.headers(), &key, &name, site) {
-                return (resp, CacheResult::Hit);
+                return (resp, Served::Hit);
             }
         }
         let cache_control = |status: u16| cache_control(&self.config, site, status);
@@ -352,7 +353,7 @@ impl CrawlerPath {
                         "HIT",
                         &cache_control(page.status),
                     ),
-                    CacheResult::Hit,
+                    Served::Hit,
                 )
             }
             Lookup::Stale(page) => {
@@ -370,7 +371,7 @@ impl CrawlerPath {
                         "STALE",
                         &cache_control(page.status),
                     ),
-                    CacheResult::Stale,
+                    Served::Stale,
                 )
             }
             Lookup::Missing | Lookup::StoreDown => {
@@ -386,7 +387,7 @@ impl CrawlerPath {
                         Admission::AsPerson => {
                             tracing::info!(%peer, host = %target.host, path = req.uri().path(), "crawler claim not verified; answered like a person");
                             let resp = req.origin_answer(&self.origin, target, hop).await;
-                            return (resp, CacheResult::Passed);
+                            return (resp, Served::Passed);
                         }
                         Admission::RateLimited => {
                             let failure = RenderFailure {
@@ -395,7 +396,7 @@ impl CrawlerPath {
                             };
                             return (
                                 self.fail(req, target, hop, failure).await,
-                                CacheResult::Error("rate-limited"),
+                                Served::Error("rate-limited"),
                             );
                         }
                     }
@@ -432,13 +433,13 @@ impl CrawlerPath {
                             resp.headers_mut()
                                 .insert("x-prerender-error", HeaderValue::from_static("store"));
                         }
-                        (resp, CacheResult::Miss)
+                        (resp, Served::Miss)
                     }
                     Err(failure) => {
                         let reason = failure.reason;
                         (
                             self.fail(req, target, hop, failure).await,
-                            CacheResult::Error(reason),
+                            Served::Error(reason),
                         )
                     }
                 }

@@ -27,7 +27,7 @@ use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind, NO_FAMILY
 use crate::state::stats::DomainStats;
 use crate::verify::{CrawlerVerifier, Standing, VerifyMode};
 use client_addr::TrustedProxies;
-use crawler::{CacheResult, CrawlerPath, CrawlerRequest};
+use crawler::{CrawlerPath, CrawlerRequest, Served};
 use forward::{ClientHop, OriginClient};
 
 /// Shared state of the public listener.
@@ -173,7 +173,7 @@ impl PublicProxy {
                     let path = req.uri().path().to_string();
                     return self.crawler_answered(
                         resp,
-                        CacheResult::Hit,
+                        Served::Hit,
                         &target,
                         client,
                         &path,
@@ -275,7 +275,7 @@ impl PublicProxy {
     fn crawler_answered(
         &self,
         resp: Response<Body>,
-        result: CacheResult,
+        result: Served,
         target: &request::Target,
         client: std::net::IpAddr,
         path: &str,
@@ -300,7 +300,7 @@ impl PublicProxy {
 
 /// A crawler's answer, as the statistics, metrics and log record it.
 pub(crate) struct CrawlerAnswer<'a> {
-    pub result: CacheResult,
+    pub result: Served,
     pub target: &'a request::Target,
     /// The client: the peer, or the address trusted proxies name.
     pub client: std::net::IpAddr,
@@ -327,7 +327,7 @@ impl CrawlerAnswer<'_> {
             via,
         } = *self;
         let metric = match result {
-            CacheResult::Passed => {
+            Served::Passed => {
                 // Answered like a person: counted as one, not in the stats.
                 tracing::info!(%client, host = %target.host, %path, family = rule_family(rule), %rule, %verified, cache = result.label(), status, ms = started.elapsed().as_millis() as u64, via, "crawler");
                 metrics.observe_request(RequestKind::Human, CacheMetric::None, NO_FAMILY, status);
@@ -338,20 +338,20 @@ impl CrawlerAnswer<'_> {
                 );
                 return;
             }
-            CacheResult::Hit => {
+            Served::Hit => {
                 stats.record_hit(&target.host);
                 CacheMetric::Hit
             }
-            CacheResult::Error(reason) => {
+            Served::Error(reason) => {
                 stats.record_error(&target.host);
                 stats.record_failure(&target.host, path, reason);
                 CacheMetric::Error
             }
-            CacheResult::Miss => {
+            Served::Miss => {
                 stats.record_miss(&target.host);
                 CacheMetric::Miss
             }
-            CacheResult::Stale => {
+            Served::Stale => {
                 stats.record_stale(&target.host);
                 CacheMetric::Stale
             }
@@ -362,7 +362,7 @@ impl CrawlerAnswer<'_> {
         // One line per crawler request at info (SPEC §5); `render_ms` is the
         // wait for a render, on misses only.
         let ms = started.elapsed().as_millis() as u64;
-        let render_ms = matches!(result, CacheResult::Miss).then_some(ms);
+        let render_ms = matches!(result, Served::Miss).then_some(ms);
         tracing::info!(%client, host = %target.host, %path, family = rule_family(rule), %rule, %verified, cache = result.label(), status, ms, render_ms, via, "crawler");
     }
 }
