@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -108,19 +109,19 @@ pub struct ServeArgs {
     pub renders_per_browser: Option<u64>,
     /// A browser is recycled after this long [default: 3600].
     #[arg(long, env = "PRERENDER_BROWSER_MAX_AGE", value_name = "SECS")]
-    pub browser_max_age: Option<u64>,
+    pub browser_max_age: Option<DurationValue>,
     /// A browser is recycled when its process tree's RSS exceeds this [default: 1024].
     #[arg(long, env = "PRERENDER_BROWSER_MAX_RSS", value_name = "MB")]
     pub browser_max_rss: Option<u64>,
     /// Hard deadline of one render [default: 20].
     #[arg(long, env = "PRERENDER_RENDER_TIMEOUT", value_name = "SECS")]
-    pub render_timeout: Option<u64>,
+    pub render_timeout: Option<DurationValue>,
     /// Snapshot a loaded page whose network never settles after this [default: 10].
     #[arg(long, env = "PRERENDER_READY_TIMEOUT", value_name = "SECS")]
-    pub ready_timeout: Option<u64>,
+    pub ready_timeout: Option<DurationValue>,
     /// How long a cached page is fresh; past it, it is served STALE for its plan's stale window [default: 3600].
     #[arg(long, env = "PRERENDER_CACHE_TTL", value_name = "SECS")]
-    pub cache_ttl: Option<u64>,
+    pub cache_ttl: Option<DurationValue>,
     /// Pending renders before new misses are refused [default: 1000].
     #[arg(long, env = "PRERENDER_QUEUE_CAPACITY", value_name = "N")]
     pub queue_capacity: Option<u64>,
@@ -142,19 +143,19 @@ pub struct ServeArgs {
     pub log_format: Option<String>,
     /// Origin response-header deadline for passthrough; past it the client gets 504 [default: 30].
     #[arg(long, env = "PRERENDER_ORIGIN_TIMEOUT", value_name = "SECS")]
-    pub origin_timeout: Option<u64>,
+    pub origin_timeout: Option<DurationValue>,
     /// A new origin connection must be established within this, or the request gets 502 [default: 5].
     #[arg(long, env = "PRERENDER_ORIGIN_CONNECT_TIMEOUT", value_name = "SECS")]
-    pub origin_connect_timeout: Option<u64>,
+    pub origin_connect_timeout: Option<DurationValue>,
     /// Idle keep-alive connections kept per origin (per public thread) [default: 256].
     #[arg(long, env = "PRERENDER_ORIGIN_MAX_IDLE", value_name = "N")]
     pub origin_max_idle: Option<u64>,
     /// An idle origin connection is closed after this [default: 60].
     #[arg(long, env = "PRERENDER_ORIGIN_IDLE_TIMEOUT", value_name = "SECS")]
-    pub origin_idle_timeout: Option<u64>,
+    pub origin_idle_timeout: Option<DurationValue>,
     /// A client must send its request head within this (slowloris guard) [default: 10].
     #[arg(long, env = "PRERENDER_HEADER_READ_TIMEOUT", value_name = "SECS")]
-    pub header_read_timeout: Option<u64>,
+    pub header_read_timeout: Option<DurationValue>,
     /// Open client connections on the public listener before new ones wait [default: 20000].
     #[arg(long, env = "PRERENDER_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<u64>,
@@ -166,7 +167,7 @@ pub struct ServeArgs {
     pub public_scheduling: Option<String>,
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish [default: 25].
     #[arg(long, env = "PRERENDER_SHUTDOWN_TIMEOUT", value_name = "SECS")]
-    pub shutdown_timeout: Option<u64>,
+    pub shutdown_timeout: Option<DurationValue>,
     /// Peers (CDN, load balancer) whose X-Forwarded-For is appended to and whose
     /// X-Forwarded-Proto is passed on (from any other peer both are replaced): CIDRs or
     /// addresses, comma-separated [default: none].
@@ -349,4 +350,25 @@ pub struct CheckConfigArgs {
     /// The TOML file to validate.
     #[arg(long, env = "PRERENDER_CONFIG", value_name = "FILE")]
     pub config: PathBuf,
+}
+
+/// A duration option: a number of seconds, or a duration such as `90s`,
+/// `15m`, `24h` (flags, environment and the config file alike). Checked when
+/// the config is resolved, so an error names the option.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum DurationValue {
+    Secs(u64),
+    Text(String),
+}
+
+impl std::str::FromStr for DurationValue {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.trim().parse::<u64>() {
+            Ok(secs) => DurationValue::Secs(secs),
+            Err(_) => DurationValue::Text(s.to_string()),
+        })
+    }
 }

@@ -27,10 +27,10 @@ pub struct FileConfig {
     pub browsers: Option<u64>,
     pub tabs_per_browser: Option<u64>,
     pub renders_per_browser: Option<u64>,
-    pub browser_max_age: Option<u64>,
+    pub browser_max_age: Option<DurationValue>,
     pub browser_max_rss: Option<u64>,
-    pub render_timeout: Option<u64>,
-    pub ready_timeout: Option<u64>,
+    pub render_timeout: Option<DurationValue>,
+    pub ready_timeout: Option<DurationValue>,
     /// Seconds, or a duration string (`"1h"`).
     pub cache_ttl: Option<DurationValue>,
     pub queue_capacity: Option<u64>,
@@ -39,15 +39,15 @@ pub struct FileConfig {
     pub plan: Option<String>,
     pub bot_patterns: Option<String>,
     pub log_format: Option<String>,
-    pub origin_timeout: Option<u64>,
-    pub origin_connect_timeout: Option<u64>,
+    pub origin_timeout: Option<DurationValue>,
+    pub origin_connect_timeout: Option<DurationValue>,
     pub origin_max_idle: Option<u64>,
-    pub origin_idle_timeout: Option<u64>,
-    pub header_read_timeout: Option<u64>,
+    pub origin_idle_timeout: Option<DurationValue>,
+    pub header_read_timeout: Option<DurationValue>,
     pub max_connections: Option<u64>,
     pub public_threads: Option<u64>,
     pub public_scheduling: Option<String>,
-    pub shutdown_timeout: Option<u64>,
+    pub shutdown_timeout: Option<DurationValue>,
     pub trusted_proxies: Option<StringList>,
     pub verify_crawlers: Option<String>,
     pub dns_resolver: Option<String>,
@@ -146,13 +146,7 @@ pub enum MaxEntriesValue {
     Text(String),
 }
 
-/// A duration written as `"90s"`, `"15m"`, `"24h"` (or a bare number of seconds).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum DurationValue {
-    Secs(u64),
-    Text(String),
-}
+pub use crate::cli::DurationValue;
 
 impl FileConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::bot::Family;
-use crate::cli::ServeArgs;
+use crate::cli::{DurationValue, ServeArgs};
 use crate::verify::VerifyMode;
 use file::FileConfig;
 pub use plan::Plan;
@@ -332,14 +332,20 @@ impl Config {
                 }
                 Ok(v)
             };
-        let secs =
-            |field: &str, v: Option<u64>, default: Duration| -> Result<Duration, ConfigError> {
-                match v {
-                    None => Ok(default),
-                    Some(0) => Err(ConfigError::new(field, "must be at least 1 second")),
-                    Some(s) => check_duration(field, Duration::from_secs(s)),
-                }
-            };
+        let secs = |field: &str,
+                    v: Option<DurationValue>,
+                    default: Duration|
+         -> Result<Duration, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(v) => match plan::parse_duration(&v, field)? {
+                    d if d < Duration::from_secs(1) => {
+                        Err(ConfigError::new(field, "must be at least 1 second"))
+                    }
+                    d => Ok(d),
+                },
+            }
+        };
         let browsers = count(
             "browsers",
             args.browsers.or(file.browsers),
@@ -360,7 +366,7 @@ impl Config {
         )? as u32;
         let browser_max_age = secs(
             "browser_max_age",
-            args.browser_max_age.or(file.browser_max_age),
+            args.browser_max_age.clone().or(file.browser_max_age),
             DEFAULT_BROWSER_MAX_AGE,
         )?;
         let browser_max_rss_mb = count(
@@ -371,18 +377,17 @@ impl Config {
         )?;
         let render_timeout = secs(
             "render_timeout",
-            args.render_timeout.or(file.render_timeout),
+            args.render_timeout.clone().or(file.render_timeout),
             DEFAULT_RENDER_TIMEOUT,
         )?;
         let ready_timeout = secs(
             "ready_timeout",
-            args.ready_timeout.or(file.ready_timeout),
+            args.ready_timeout.clone().or(file.ready_timeout),
             DEFAULT_READY_TIMEOUT,
         )?;
         // cache_ttl = 0 is meaningful: store nothing.
-        let cache_ttl = match (args.cache_ttl, &file.cache_ttl) {
-            (Some(secs), _) => check_duration("cache_ttl", Duration::from_secs(secs))?,
-            (None, Some(v)) => plan::parse_duration(v, "cache_ttl")?,
+        let cache_ttl = match (&args.cache_ttl, &file.cache_ttl) {
+            (Some(v), _) | (None, Some(v)) => plan::parse_duration(v, "cache_ttl")?,
             (None, None) => DEFAULT_CACHE_TTL,
         };
         let queue_capacity = count(
@@ -421,12 +426,14 @@ impl Config {
         )?;
         let origin_timeout = secs(
             "origin_timeout",
-            args.origin_timeout.or(file.origin_timeout),
+            args.origin_timeout.clone().or(file.origin_timeout),
             DEFAULT_ORIGIN_TIMEOUT,
         )?;
         let origin_connect_timeout = secs(
             "origin_connect_timeout",
-            args.origin_connect_timeout.or(file.origin_connect_timeout),
+            args.origin_connect_timeout
+                .clone()
+                .or(file.origin_connect_timeout),
             DEFAULT_ORIGIN_CONNECT_TIMEOUT,
         )?;
         let origin_max_idle = count(
@@ -437,12 +444,16 @@ impl Config {
         )? as usize;
         let origin_idle_timeout = secs(
             "origin_idle_timeout",
-            args.origin_idle_timeout.or(file.origin_idle_timeout),
+            args.origin_idle_timeout
+                .clone()
+                .or(file.origin_idle_timeout),
             DEFAULT_ORIGIN_IDLE_TIMEOUT,
         )?;
         let header_read_timeout = secs(
             "header_read_timeout",
-            args.header_read_timeout.or(file.header_read_timeout),
+            args.header_read_timeout
+                .clone()
+                .or(file.header_read_timeout),
             DEFAULT_HEADER_READ_TIMEOUT,
         )?;
         let max_connections = count(
@@ -466,7 +477,7 @@ impl Config {
         )?;
         let shutdown_timeout = secs(
             "shutdown_timeout",
-            args.shutdown_timeout.or(file.shutdown_timeout),
+            args.shutdown_timeout.clone().or(file.shutdown_timeout),
             DEFAULT_SHUTDOWN_TIMEOUT,
         )?;
         let trusted_proxies = match pick(
@@ -981,6 +992,10 @@ pub fn parse_nets<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Vec<
 mod tests {
     use super::*;
 
+    /// Held by tests that parse the command line (which reads the
+    /// environment) or set environment variables.
+    static ENV: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
     fn resolve(args: ServeArgs, toml: &str) -> Result<Config, ConfigError> {
         Config::from_parts(&args, FileConfig::parse(toml)?)
     }
@@ -1078,13 +1093,69 @@ mod tests {
         assert_eq!(e.field, "cache_ttl");
         // The flag (seconds) wins over the file.
         let args = ServeArgs {
-            cache_ttl: Some(5),
+            cache_ttl: Some(DurationValue::Secs(5)),
             ..Default::default()
         };
         assert_eq!(
             resolve(args, "cache_ttl = \"1h\"").unwrap().cache_ttl,
             Duration::from_secs(5)
         );
+    }
+
+    #[test]
+    fn every_duration_option_takes_seconds_or_a_duration_on_flags_env_and_file() {
+        use clap::Parser;
+        let fields = [
+            "browser_max_age",
+            "render_timeout",
+            "ready_timeout",
+            "cache_ttl",
+            "origin_timeout",
+            "origin_connect_timeout",
+            "origin_idle_timeout",
+            "header_read_timeout",
+            "shutdown_timeout",
+        ];
+        let value = |c: &Config, field: &str| match field {
+            "browser_max_age" => c.browser_max_age,
+            "render_timeout" => c.render_timeout,
+            "ready_timeout" => c.ready_timeout,
+            "cache_ttl" => c.cache_ttl,
+            "origin_timeout" => c.origin_timeout,
+            "origin_connect_timeout" => c.origin_connect_timeout,
+            "origin_idle_timeout" => c.origin_idle_timeout,
+            "header_read_timeout" => c.header_read_timeout,
+            "shutdown_timeout" => c.shutdown_timeout,
+            other => panic!("{other}"),
+        };
+        for field in fields {
+            for (toml, secs) in [("\"90s\"", 90), ("\"2m\"", 120), ("45", 45)] {
+                let c = resolve(ServeArgs::default(), &format!("{field} = {toml}")).unwrap();
+                assert_eq!(
+                    value(&c, field),
+                    Duration::from_secs(secs),
+                    "{field} = {toml}"
+                );
+            }
+            let flag = format!("--{}", field.replace('_', "-"));
+            let _env = ENV.lock();
+            for (given, secs) in [("1m", 60), ("30", 30)] {
+                let cli =
+                    crate::cli::Cli::try_parse_from(["prerender-proxy", flag.as_str(), given])
+                        .unwrap();
+                let c = resolve(cli.serve, "").unwrap();
+                assert_eq!(
+                    value(&c, field),
+                    Duration::from_secs(secs),
+                    "{flag} {given}"
+                );
+            }
+            let e = resolve(ServeArgs::default(), &format!("{field} = \"soon\"")).unwrap_err();
+            assert_eq!(e.field, field);
+        }
+        // Below a second is refused where zero is (every option but cache_ttl).
+        let e = resolve(ServeArgs::default(), "render_timeout = \"500ms\"").unwrap_err();
+        assert_eq!(e.field, "render_timeout");
     }
 
     #[test]
@@ -1239,6 +1310,7 @@ mod tests {
     fn every_sites_key_is_a_flag_and_an_env_variable_of_the_single_site() {
         use clap::Parser;
         // The one test that reads PRERENDER_IGNORE: one regex a line.
+        let _env = ENV.lock();
         std::env::set_var("PRERENDER_IGNORE", "^/api/\n\n^/admin\n");
         let cli = crate::cli::Cli::try_parse_from([
             "prerender-proxy",
