@@ -12,15 +12,14 @@ use std::collections::HashSet;
 use std::io::Read;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, HOST, USER_AGENT};
 use hyper::Request;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use quick_xml::events::Event;
 use quick_xml::Reader;
 use url::Url;
+
+use crate::upstream::UpstreamClient;
 
 /// Nesting followed: a sitemap index (depth 1) and the sitemaps it lists
 /// (depth 2), as the sitemaps.org protocol allows; an index listed by an
@@ -124,19 +123,22 @@ impl From<Url> for FetchTarget {
 
 /// Fetches and reads sitemaps from origins (`http://` or `https://`).
 pub struct SitemapFetcher {
-    client: Client<crate::upstream::OriginConnector, Empty<Bytes>>,
+    client: UpstreamClient,
     limits: SitemapLimits,
 }
 
 impl SitemapFetcher {
     pub fn new(limits: SitemapLimits) -> Self {
-        let connector = crate::upstream::connector(limits.connect_timeout);
-        let client = Client::builder(TokioExecutor::new())
-            // One walk is a burst of fetches to one origin; idle connections
-            // are not worth keeping after it.
-            .pool_idle_timeout(Duration::from_secs(5))
-            .pool_max_idle_per_host(2)
-            .build(connector);
+        // One walk is a burst of fetches to one origin; idle connections
+        // are not worth keeping after it. `fetch_timeout` bounds each whole
+        // fetch (head and body, in `read_one`); the client's own head
+        // deadline is set past it so it never decides first.
+        let client = UpstreamClient::new(
+            limits.fetch_timeout.saturating_add(Duration::from_secs(1)),
+            limits.connect_timeout,
+            Duration::from_secs(5),
+            2,
+        );
         SitemapFetcher { client, limits }
     }
 
@@ -271,7 +273,7 @@ impl SitemapFetcher {
     async fn fetch(&self, public: &Url, target: &FetchTarget) -> Result<Vec<u8>, String> {
         let max = self.limits.max_bytes;
         let mut req = Request::get(target.url.as_str())
-            .body(Empty::<Bytes>::new())
+            .body(crate::http::respond::empty())
             .map_err(|e| e.to_string())?;
         let headers = req.headers_mut();
         if let Some(host) = target.host.clone().or_else(|| authority(public)) {
@@ -287,15 +289,7 @@ impl SitemapFetcher {
         // this request through instead of rendering it.
         headers.insert("x-prerender", HeaderValue::from_static("1"));
 
-        let resp = self.client.request(req).await.map_err(|e| {
-            let mut msg = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg = format!("{msg}: {s}");
-                source = s.source();
-            }
-            msg
-        })?;
+        let resp = self.client.send(req).await.map_err(|e| e.to_string())?;
         let status = resp.status();
         if !status.is_success() {
             return Err(format!("the origin answered {status}"));
@@ -512,6 +506,7 @@ fn authority(url: &Url) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use std::collections::HashMap;
     use std::convert::Infallible;
     use std::io::Write;
