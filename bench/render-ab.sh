@@ -21,28 +21,15 @@ THROUGHPUT_PAGES=40
 IN_FLIGHT=4
 PRODUCTS=20
 
-work="$(mktemp -d "${TMPDIR:-/tmp}/prerender-render-ab.XXXXXX")"
+BENCH_NAME=render-ab
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+make_workdir
+nginx_pidfiles+=("$work/nginx.pid")
 proxy_pid=""
-cleanup() {
-  [ -n "$proxy_pid" ] && kill "$proxy_pid" 2>/dev/null && wait "$proxy_pid" 2>/dev/null
-  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
-# A free port below the ephemeral range (see bench/README.md).
-free_port() {
-  python3 -c 'import random, socket
-for _ in range(1000):
-    p = random.randint(20000, 31999)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p)); print(p); break
-    except OSError: pass
-    finally: s.close()'
-}
-
-origin_port="$(free_port)"
+origin_port=""
+free_port origin_port
 mkdir -p "$work/nginx-tmp"
 cat >"$work/nginx.conf" <<EOF
 worker_processes 1;
@@ -84,14 +71,13 @@ median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]
 
 run() { # LABEL BIN TAG → "LABEL MEDIAN_MS PAGES_PER_S WRONG LOAD"
   local label="$1" bin="$2" tag="$3" port admin load
-  port="$(free_port)"; admin="$(free_port)"
+  free_port port
+  free_port admin
   setsid "$bin" serve --origin "http://127.0.0.1:$origin_port" \
     --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" >"$work/$tag.log" 2>&1 &
   proxy_pid=$!
-  for _ in $(seq 1 300); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/readyz")" = 200 ] && break
-    sleep 0.1
-  done
+  pids+=("$proxy_pid")
+  wait_http "http://127.0.0.1:$admin/readyz" 30 "$proxy_pid" || die "$tag: proxy not ready"
   local base="http://127.0.0.1:$port"
   "$work/fetch.sh" "$base" "/p/1/warm-$tag" 1 >/dev/null
   load="$(cut -d' ' -f1 /proc/loadavg)"
