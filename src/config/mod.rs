@@ -863,20 +863,17 @@ fn single_site_options(
             "origin_host at the top of the file applies to the single site of origin mode; set it in [[sites]] instead",
         ));
     }
-    let ignore: Vec<String> = args
-        .ignore
-        .iter()
-        .flatten()
-        .map(|r| r.trim().to_string())
-        .filter(|r| !r.is_empty())
-        .collect();
-    let only: Vec<String> = args
-        .only
-        .iter()
-        .flatten()
-        .map(|r| r.trim().to_string())
-        .filter(|r| !r.is_empty())
-        .collect();
+    // One regex a line in the environment: blank lines are no pattern.
+    let patterns = |given: &Option<Vec<String>>| -> Vec<String> {
+        given
+            .iter()
+            .flatten()
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+            .collect()
+    };
+    let ignore = patterns(&args.ignore);
+    let only = patterns(&args.only);
     let query_params: Vec<String> = args
         .query_params
         .as_deref()

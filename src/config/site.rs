@@ -209,23 +209,9 @@ impl Site {
             f.client_redirect_status,
             field,
         )?;
-        Ok(Site {
-            domain,
-            origin_tls: origin.scheme() == "https",
-            origin,
-            origin_host: None,
-            plan,
-            scheme: "https".to_string(),
-            ignore: RegexSet::empty(),
-            only: RegexSet::empty(),
-            strip_scripts: true,
-            on_render_failure: OnRenderFailure::Passthrough,
-            query_params: Vec::new(),
-            mobile_variant: false,
-            snapshot,
-            settings_hash: String::new(),
-        }
-        .with_options(&options))
+        Ok(Site::single(domain, origin, plan)
+            .with_snapshot(snapshot)
+            .with_options(&options))
     }
 
     /// The single site of `--origin` mode, for one domain or (empty) any host.
