@@ -735,6 +735,13 @@ impl Metrics {
             .inc();
     }
 
+    /// A request refused before any other handling (a 4xx of the request
+    /// checks): counted and timed as `rejected`.
+    pub fn observe_rejected(&self, status: u16, elapsed: Duration) {
+        self.observe_request(RequestKind::Rejected, CacheResult::None, NO_FAMILY, status);
+        self.observe_request_duration(RequestKind::Rejected, CacheResult::None, elapsed);
+    }
+
     /// The proxy's time for one public request (see
     /// `prerender_request_duration_seconds`).
     pub fn observe_request_duration(&self, kind: RequestKind, cache: CacheResult, took: Duration) {

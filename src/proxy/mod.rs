@@ -135,19 +135,9 @@ impl PublicProxy {
                     method = %req.method(),
                     "request refused"
                 );
-                self.metrics.observe_request(
-                    RequestKind::Rejected,
-                    CacheMetric::None,
-                    NO_FAMILY,
-                    rejection.status.as_u16(),
-                );
-                let resp = respond::error(rejection.status, rejection.reason);
-                self.metrics.observe_request_duration(
-                    RequestKind::Rejected,
-                    CacheMetric::None,
-                    started.elapsed(),
-                );
-                return resp;
+                self.metrics
+                    .observe_rejected(rejection.status.as_u16(), started.elapsed());
+                return respond::error(rejection.status, rejection.reason);
             }
         };
         let decision = self.bots.decide(

@@ -198,22 +198,13 @@ impl ServiceEndpoint {
             method = %req.method(),
             "service request refused"
         );
-        self.metrics.observe_request(
-            RequestKind::Rejected,
-            CacheMetric::None,
-            NO_FAMILY,
-            refusal.status.as_u16(),
-        );
         let mut resp = respond::error(refusal.status, refusal.reason);
         if refusal.status == StatusCode::METHOD_NOT_ALLOWED {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         }
-        self.metrics.observe_request_duration(
-            RequestKind::Rejected,
-            CacheMetric::None,
-            started.elapsed(),
-        );
+        self.metrics
+            .observe_rejected(refusal.status.as_u16(), started.elapsed());
         resp
     }
 
