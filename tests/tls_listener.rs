@@ -153,6 +153,9 @@ async fn sni_picks_each_sites_certificate_alpn_picks_the_protocol_and_sighup_rel
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
     assert_eq!(seen.headers["host"], A);
     // The plain listener's refusals hold: an unknown host is 421.
+    // (hyper hands back the connection asynchronously after a response: wait
+    // for it rather than race it.)
+    h1.ready().await.unwrap();
     let resp = h1
         .send_request(request("unknown.test", "/", FIREFOX))
         .await
@@ -174,6 +177,7 @@ async fn sni_picks_each_sites_certificate_alpn_picks_the_protocol_and_sighup_rel
     assert_eq!(resp.version(), hyper::Version::HTTP_2);
     assert_eq!(text(resp).await, "hello");
     // The bot path over h2: rendered.
+    h2.ready().await.unwrap();
     let mut req = request(B, "/page", GOOGLEBOT);
     req.headers_mut().remove("host");
     let resp = h2.send_request(req).await.unwrap();

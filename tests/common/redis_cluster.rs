@@ -33,9 +33,27 @@ pub struct ClusterTls {
 
 impl RedisCluster {
     pub fn start() -> RedisCluster {
-        let mut cluster = RedisCluster::unstarted();
-        cluster.create();
-        cluster
+        RedisCluster::start_with(None)
+    }
+
+    /// Starts a cluster on fresh ports, trying again on other ports when a
+    /// node cannot bind: a port found free can be taken (by another test's
+    /// process or an outgoing connection on the bus port) before
+    /// redis-server binds it.
+    fn start_with(tls: Option<ClusterTls>) -> RedisCluster {
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            let mut cluster = RedisCluster::unstarted();
+            cluster.tls = tls.clone();
+            match cluster.try_create() {
+                Ok(()) => return cluster,
+                Err(why) if attempt < ATTEMPTS => {
+                    eprintln!("test cluster: {why}; trying again on other ports")
+                }
+                Err(why) => panic!("test cluster: {why}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// A cluster on reserved ports that is not running yet ([`create`]
@@ -52,22 +70,48 @@ impl RedisCluster {
 
     /// A cluster that speaks TLS only.
     pub fn start_tls(tls: ClusterTls) -> RedisCluster {
-        let mut cluster = RedisCluster::unstarted();
-        cluster.tls = Some(tls);
-        cluster.create();
-        cluster
+        RedisCluster::start_with(Some(tls))
     }
 
     /// Starts the nodes, joins them into a cluster and waits until every
     /// node reports `cluster_state:ok`.
     pub fn create(&mut self) {
+        if let Err(why) = self.try_create() {
+            panic!("test cluster: {why}");
+        }
+    }
+
+    /// [`create`], or why a node could not start (it exited: most likely
+    /// its port or bus port was taken after it was found free).
+    fn try_create(&mut self) -> Result<(), String> {
         for (node, &port) in self.nodes.iter_mut().zip(&self.ports) {
             *node = Some(start_node(port, self.dir.path(), self.tls.as_ref()));
         }
-        for &port in &self.ports {
-            wait_until(port, "answers PING", || {
-                cli(port, self.tls.as_ref(), &["PING"]).is_some_and(|out| out.trim() == "PONG")
-            });
+        for index in 0..self.ports.len() {
+            let port = self.ports[index];
+            let started = Instant::now();
+            loop {
+                if cli(port, self.tls.as_ref(), &["PING"]).is_some_and(|out| out.trim() == "PONG") {
+                    break;
+                }
+                let exited = self.nodes[index]
+                    .as_mut()
+                    .and_then(|child| child.try_wait().ok().flatten());
+                if let Some(status) = exited {
+                    self.nodes[index] = None;
+                    for node in 0..self.nodes.len() {
+                        self.kill(node);
+                    }
+                    return Err(format!(
+                        "the node on port {port} exited at start ({status})"
+                    ));
+                }
+                assert!(
+                    started.elapsed() < STARTUP_DEADLINE,
+                    "cluster node on port {port} never answers PING"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         let addresses: Vec<String> = self
             .ports
@@ -90,6 +134,7 @@ impl RedisCluster {
                     .is_some_and(|out| out.contains("cluster_state:ok"))
             });
         }
+        Ok(())
     }
 
     pub fn ports(&self) -> &[u16] {
