@@ -18,6 +18,7 @@
 //! - `verify`: crawler verification (reverse DNS, published IP ranges) and
 //!   the render budget of unverified bots.
 
+pub mod address;
 pub mod admin;
 pub mod bot;
 pub mod cache;

@@ -7,7 +7,7 @@
 //! loopback/private/link-local/metadata addresses and non-http(s) schemes are
 //! refused so a page cannot use the renderer to reach internal services.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use chromiumoxide::cdp::browser_protocol::network::ResourceType;
@@ -150,59 +150,11 @@ pub(crate) async fn decide(url: &Url) -> Decision {
 }
 
 fn decide_ip(ip: IpAddr) -> Decision {
-    if is_internal_ip(ip) {
+    if crate::address::is_internal(ip) {
         Decision::Block("internal-address")
     } else {
         Decision::Allow
     }
-}
-
-/// Loopback, private, link-local (cloud metadata), carrier-grade NAT,
-/// unspecified, multicast, broadcast and reserved ranges.
-pub(crate) fn is_internal_ip(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_internal_v4(v4),
-        IpAddr::V6(v6) => is_internal_v6(v6),
-    }
-}
-
-fn is_internal_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, c, _] = ip.octets();
-    ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
-        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments (incl. 192.0.0.192 metadata)
-        || (a == 198 && (b == 18 || b == 19)) // benchmarking
-        || a >= 240 // reserved
-}
-
-fn is_internal_v6(ip: Ipv6Addr) -> bool {
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return is_internal_v4(v4);
-    }
-    let seg = ip.segments();
-    // NAT64 (64:ff9b::/96) embeds an IPv4 address.
-    if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
-        let v4 = Ipv4Addr::new(
-            (seg[6] >> 8) as u8,
-            seg[6] as u8,
-            (seg[7] >> 8) as u8,
-            seg[7] as u8,
-        );
-        return is_internal_v4(v4);
-    }
-    ip.is_loopback()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        || (seg[0] & 0xfe00) == 0xfc00 // unique local (incl. fd00:ec2::254 metadata)
-        || (seg[0] & 0xffc0) == 0xfe80 // link-local
-        || (seg[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
-        || (seg[0..6] == [0, 0, 0, 0, 0, 0]) // IPv4-compatible
 }
 
 #[cfg(test)]

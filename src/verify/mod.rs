@@ -155,27 +155,7 @@ impl Standing {
 /// are whatever the local network says), so claims from them fail without
 /// a lookup — which also means no lookup ever leaves for a local client.
 pub fn is_public(ip: IpAddr) -> bool {
-    match ip.to_canonical() {
-        IpAddr::V4(a) => {
-            let [first, second, ..] = a.octets();
-            !(a.is_private()
-                || a.is_loopback()
-                || a.is_link_local()
-                || a.is_unspecified()
-                || a.is_broadcast()
-                || a.is_multicast()
-                || first == 0
-                || (first == 100 && (64..128).contains(&second)))
-        }
-        IpAddr::V6(a) => {
-            let head = a.segments()[0];
-            !(a.is_loopback()
-                || a.is_unspecified()
-                || a.is_multicast()
-                || head & 0xfe00 == 0xfc00
-                || head & 0xffc0 == 0xfe80)
-        }
-    }
+    !crate::address::is_internal(ip)
 }
 
 type CheckKey = (usize, IpAddr);
