@@ -40,12 +40,14 @@ find_nginx() {
   command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || return 1
 }
 
-# The shop fixture (../shared/fixtures/shop next to the repo by default),
-# as an absolute path; dies when DIR is not it.
+bench_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+# The shop fixture (bench/fixtures/shop by default), as an absolute path;
+# dies when DIR is not it.
 shop_fixture() { # [DIR]
-  local dir="${1:-$repo_root/../shared/fixtures/shop}"
-  if [ ! -f "$dir/index.html" ] || [ ! -d "$dir/api" ]; then
-    die "$dir is not the shop fixture (index.html, api/)"
+  local dir="${1:-$bench_dir/fixtures/shop}"
+  if [ ! -f "$dir/index.html" ] || [ ! -f "$dir/static-rendered.html" ] || [ ! -d "$dir/api" ]; then
+    die "$dir is not the shop fixture (index.html, static-rendered.html, api/)"
   fi
   (cd "$dir" && pwd)
 }

@@ -11,9 +11,13 @@
 #   ROUNDS=6 bench/render-ab.sh …
 set -euo pipefail
 
+BENCH_NAME=render-ab
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+help_if_asked "$@"
+
 before="${1:?usage: render-ab.sh BEFORE_BIN AFTER_BIN [FIXTURE_DIR]}"
 after="${2:?usage: render-ab.sh BEFORE_BIN AFTER_BIN [FIXTURE_DIR]}"
-fixture="$(cd "${3:-$(dirname "$0")/../../shared/fixtures/shop}" && pwd)"
 ROUNDS="${ROUNDS:-4}"
 BOT_UA='Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
 SERIAL_PAGES=20
@@ -21,9 +25,7 @@ THROUGHPUT_PAGES=40
 IN_FLIGHT=4
 PRODUCTS=20
 
-BENCH_NAME=render-ab
-# shellcheck source=bench/lib.sh
-. "$(dirname "$0")/lib.sh"
+fixture="$(shop_fixture "${3:-}")"
 make_workdir
 nginx_pidfiles+=("$work/nginx.pid")
 proxy_pid=""

@@ -5,10 +5,10 @@
 #   bench/run.sh [--redis] [FIXTURE_DIR]     full run (≈ 9 min; ≈ 18 min with --redis)
 #   bench/run.sh --check [FIXTURE_DIR]       only write the nginx configs and `nginx -t` them
 #
-# FIXTURE_DIR is the shop fixture (default: ../shared/fixtures/shop next to
-# the repo). --redis adds a second pass with the proxy on a local
-# redis-server. Installs wrk, nginx, curl and Chromium (and redis-server for
-# --redis) with apt when missing.
+# FIXTURE_DIR is the shop fixture (default: bench/fixtures/shop). --redis
+# adds a second pass with the proxy on a local redis-server. Installs wrk,
+# nginx, curl and Chromium (and redis-server for --redis) with apt when
+# missing.
 #
 # Environment: BENCH_DURATION (10s), BENCH_CONNECTIONS (64), BENCH_THREADS (2),
 # BENCH_SETTLE (3, idle seconds before each wrk run), BENCH_PASSTHROUGH_ROUNDS
@@ -68,12 +68,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-fixture="${fixture:-$repo_root/../shared/fixtures/shop}"
-
-if [ ! -f "$fixture/index.html" ] || [ ! -f "$fixture/static-rendered.html" ] || [ ! -d "$fixture/api" ]; then
-  die "$fixture is not the shop fixture (index.html, static-rendered.html, api/)"
-fi
-fixture="$(cd "$fixture" && pwd)"
+fixture="$(shop_fixture "$fixture")"
 
 # --- tools --------------------------------------------------------------------
 
