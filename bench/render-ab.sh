@@ -46,13 +46,7 @@ http {
   fastcgi_temp_path $work/nginx-tmp;
   uwsgi_temp_path $work/nginx-tmp;
   scgi_temp_path $work/nginx-tmp;
-  server {
-    listen 127.0.0.1:$origin_port;
-    root $fixture;
-    location ^~ /api/ { try_files \$uri =404; }
-    location ^~ /assets/ { try_files \$uri =404; }
-    location / { try_files \$uri /index.html; }
-  }
+$(origin_site)
 }
 EOF
 nginx -e "$work/nginx-error.log" -c "$work/nginx.conf"
@@ -68,8 +62,6 @@ echo "$3 $code $secs $ok"
 EOF
 chmod +x "$work/fetch.sh"
 export BOT_UA
-
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 run() { # LABEL BIN TAG → "LABEL MEDIAN_MS PAGES_PER_S WRONG LOAD"
   local label="$1" bin="$2" tag="$3" port admin load
