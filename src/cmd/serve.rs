@@ -19,7 +19,7 @@ use crate::cache::store_call;
 use crate::cache::{CacheStore, MemoryStore, PurgeEvent, RedisOptions, RedisStore};
 use crate::config::{Config, Role, StoreTarget, DEFAULT_PUBLIC_THREADS_PER_CORE};
 use crate::listener::{self, ListenerLimits};
-use crate::metrics::{Metrics, PoolFigures};
+use crate::metrics::Metrics;
 use crate::pipeline::consumer::{spawn_backlog_watch, JobConsumer, SharedQueueFigures};
 use crate::pipeline::job::Prerenderer;
 use crate::pipeline::refresh::Refresher;
@@ -296,7 +296,7 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         let shared_queue = jobs.as_ref().map(|_| shared_queue.clone());
         metrics.on_scrape(move |m| {
             if let Some(pool) = &pool {
-                m.sync_pool(&PoolFigures::from(&pool.stats()));
+                m.sync_pool(&pool.stats());
             }
             m.sync_queue(&(&prerender.queue_stats()).into());
             if let Some(shared) = &shared_queue {
