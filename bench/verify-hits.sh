@@ -60,7 +60,7 @@ for mode in off log; do
   free_port "port[$mode]"
   free_port "admin[$mode]"
   # setsid: each proxy in a session of its own, as a service runs (see
-  # docs/PERFORMANCE.md, "Autogroup scheduling").
+  # bench/HISTORY.md, "Autogroup scheduling").
   setsid "$proxy_bin" serve --listen "127.0.0.1:${port[$mode]}" --admin-listen "127.0.0.1:${admin[$mode]}" \
     --origin "http://127.0.0.1:$origin_port" --domain "$HOST" --browsers 1 --tabs-per-browser 1 \
     --trusted-proxies 127.0.0.1 --dns-resolver "127.0.0.1:$dns_port" --verify-crawlers "$mode" \

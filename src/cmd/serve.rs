@@ -68,7 +68,7 @@ pub struct Running {
 /// Listener threads when `public_threads` is not set: one per core. With
 /// the proxy in a session of its own (as a service runs), two per core
 /// gave both fewer requests per second and a longer tail on 2 shared
-/// cores (docs/PERFORMANCE.md, "Autogroup scheduling").
+/// cores (bench/HISTORY.md, "Autogroup scheduling").
 fn default_public_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()) * DEFAULT_PUBLIC_THREADS_PER_CORE
 }
