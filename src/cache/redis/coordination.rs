@@ -119,6 +119,29 @@ impl Scripts {
 }
 
 impl RedisStore {
+    /// Sets the time (Unix ms) of `key`'s page in the sorted set `set` (an
+    /// index or a schedule); with `only_members`, only if it is one already
+    /// (`ZADD XX`).
+    async fn set_time(
+        &self,
+        set: String,
+        only_members: bool,
+        key: &CacheKey,
+        at: SystemTime,
+    ) -> StoreResult<()> {
+        let mut conn = self.conn().await?;
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(set);
+        if only_members {
+            zadd.arg("XX");
+        }
+        zadd.arg(unix_millis(at))
+            .arg(self.names.page(key))
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     /// Adds one to the counter `name` and sets its lifetime to `ttl`, in
     /// one MULTI/EXEC (one key, so one slot on a cluster too); the new count.
     async fn count(&self, name: String, ttl: Duration) -> StoreResult<u64> {
@@ -208,18 +231,8 @@ impl Coordination for RedisStore {
     }
 
     fn touch<'a>(&'a self, key: &'a CacheKey, at: SystemTime) -> BoxFuture<'a, StoreResult<()>> {
-        async move {
-            let mut conn = self.conn().await?;
-            redis::cmd("ZADD")
-                .arg(self.names.index(key.domain()))
-                .arg("XX")
-                .arg(unix_millis(at))
-                .arg(self.names.page(key))
-                .query_async::<()>(&mut conn)
-                .await?;
-            Ok(())
-        }
-        .boxed()
+        self.set_time(self.names.index(key.domain()), true, key, at)
+            .boxed()
     }
 
     fn evict_over<'a>(
@@ -275,17 +288,8 @@ impl Coordination for RedisStore {
         key: &'a CacheKey,
         due: SystemTime,
     ) -> BoxFuture<'a, StoreResult<()>> {
-        async move {
-            let mut conn = self.conn().await?;
-            redis::cmd("ZADD")
-                .arg(self.names.due(key.domain()))
-                .arg(unix_millis(due))
-                .arg(self.names.page(key))
-                .query_async::<()>(&mut conn)
-                .await?;
-            Ok(())
-        }
-        .boxed()
+        self.set_time(self.names.due(key.domain()), false, key, due)
+            .boxed()
     }
 
     fn claim_due<'a>(
