@@ -40,12 +40,15 @@ find_nginx() {
   command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || return 1
 }
 
-# The shop fixture (../shared/fixtures/shop next to the repo by default),
-# as an absolute path; dies when DIR is not it.
+bench_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo_root="$(cd "$bench_dir/.." && pwd)"
+
+# The shop fixture (bench/fixtures/shop by default), as an absolute path;
+# dies when DIR is not it.
 shop_fixture() { # [DIR]
-  local dir="${1:-$repo_root/../shared/fixtures/shop}"
-  if [ ! -f "$dir/index.html" ] || [ ! -d "$dir/api" ]; then
-    die "$dir is not the shop fixture (index.html, api/)"
+  local dir="${1:-$bench_dir/fixtures/shop}"
+  if [ ! -f "$dir/index.html" ] || [ ! -f "$dir/static-rendered.html" ] || [ ! -d "$dir/api" ]; then
+    die "$dir is not the shop fixture (index.html, static-rendered.html, api/)"
   fi
   (cd "$dir" && pwd)
 }
@@ -124,4 +127,123 @@ wait_http() { # URL SECONDS [PID]: until URL answers 2xx; fails when PID exits
 temp_paths() { # DIR
   local kind
   for kind in client_body proxy fastcgi uwsgi scgi; do printf '  %s_temp_path %s/%s;\n' "$kind" "$1" "${kind#client_}"; done
+}
+
+# --- binaries -------------------------------------------------------------------
+
+# Sets proxy_bin: PRERENDER_BIN, or a release build of this checkout. With
+# "origin", also origin_bin: ORIGIN_BIN, or the example origin of that build.
+release_binaries() { # [origin]
+  local target="${CARGO_TARGET_DIR:-$repo_root/target}" build=(--bin prerender-proxy) need_origin=0
+  if [ "${1:-}" = origin ]; then need_origin=1; build+=(--example origin); fi
+  if [ -z "${PRERENDER_BIN:-}" ] || { [ "$need_origin" -eq 1 ] && [ -z "${ORIGIN_BIN:-}" ]; }; then
+    log "building (release)"
+    (cd "$repo_root" && cargo build --release --locked "${build[@]}" >&2)
+  fi
+  proxy_bin="${PRERENDER_BIN:-$target/release/prerender-proxy}"
+  # shellcheck disable=SC2034  # read by the sourcing script
+  origin_bin="${ORIGIN_BIN:-$target/release/examples/origin}"
+  [ -x "$proxy_bin" ] || die "$proxy_bin is not executable"
+}
+
+# --- nginx sites ------------------------------------------------------------------
+
+# The shop's origin (http-level): $fixture on $origin_port with the
+# single-page-app fallback; EXTRA goes inside the server block.
+# shellcheck disable=SC2154  # fixture and origin_port: set by the sourcing script
+origin_site() { # [EXTRA]
+  cat <<EOF
+  server {
+    listen 127.0.0.1:$origin_port;
+    root $fixture;${1:+
+    $1}
+    location ^~ /api/ { try_files \$uri =404; }
+    location ^~ /assets/ { try_files \$uri =404; }
+    location / { try_files \$uri /index.html; }
+  }
+EOF
+}
+
+# The reverse-proxy reference (http-level): nginx proxy_pass to the origin
+# over a keepalive upstream, listening on PORT.
+reverse_proxy_site() { # PORT
+  cat <<EOF
+  upstream bench_origin {
+    server 127.0.0.1:$origin_port;
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:$1;
+    location / {
+      proxy_pass http://bench_origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_max_temp_file_size 0;
+    }
+  }
+EOF
+}
+
+# --- wrk and figures --------------------------------------------------------------
+
+# wrk's output on stdin as "REQ_PER_SEC P99_MS ERRORS".
+wrk_summary() {
+  awk '
+    function ms(v) {
+      if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
+      if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
+      if (v ~ /s$/)  return substr(v, 1, length(v) - 1) * 1000
+      return v + 0
+    }
+    $1 == "99%" { p99 = ms($2) }
+    $1 == "Requests/sec:" { rps = $2 }
+    /Non-2xx or 3xx responses:/ { bad += $NF }
+    /Socket errors:/ { bad += 1 }
+    END { printf "%.0f %.2f %d\n", rps, p99, bad }'
+}
+
+# wrk with latency percentiles after SETTLE_SECS idle seconds (the output
+# appended to $work/wrk.log); prints "REQ_PER_SEC P99_MS ERRORS".
+run_wrk() { # URL [wrk header args...]
+  local url="$1" out
+  shift
+  sleep "$SETTLE_SECS"
+  out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url" 2>&1)" || {
+    printf '%s\n' "$out" >&2
+    echo "0 0 wrk-failed"
+    return 0
+  }
+  printf '%s\n' "$out" >>"$work/wrk.log"
+  printf '%s\n' "$out" | wrk_summary
+}
+
+# The median of the numbers on stdin (0 for none).
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# A ÷ B as "1.23×" ("n/a" when B is 0).
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f×\n", a / b }'; }
+
+# The same reverse proxy in an nginx of its own, on PORT, whose workers do
+# not also serve the origin (the shape of a deployment, where the proxy and
+# the origin are different processes or machines): writes
+# $work/nginx-own.conf (pid $work/nginx-own.pid, log
+# $work/nginx-own-error.log).
+write_own_reverse_proxy_conf() { # PORT
+  mkdir -p "$work/nginx-own-tmp"
+  cat >"$work/nginx-own.conf" <<EOF
+# Written by bench/$(basename "$0").
+worker_processes auto;
+pid $work/nginx-own.pid;
+error_log $work/nginx-own-error.log warn;
+events { worker_connections 4096; }
+http {
+  keepalive_requests 100000;
+  server_tokens off;
+$(temp_paths "$work/nginx-own-tmp")
+  access_log off;
+$(reverse_proxy_site "$1")
+}
+EOF
 }

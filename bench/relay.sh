@@ -43,24 +43,7 @@ free_port origin_port
 free_port reverse_port
 free_port own_port
 
-reverse_site() { # PORT
-  cat <<EOF
-  upstream bench_origin { server 127.0.0.1:$origin_port; keepalive 64; }
-  server {
-    listen 127.0.0.1:$1;
-    location / {
-      proxy_pass http://bench_origin;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$remote_addr;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_max_temp_file_size 0;
-    }
-  }
-EOF
-}
-mkdir -p "$work/tmp" "$work/tmp-own"
+mkdir -p "$work/tmp"
 cat >"$work/nginx.conf" <<EOF
 worker_processes auto;
 pid $work/nginx.pid;
@@ -74,41 +57,17 @@ http {
   server_tokens off;
   access_log off;
 $(temp_paths "$work/tmp")
-  server {
-    listen 127.0.0.1:$origin_port;
-    root $fixture;
-    location ^~ /api/ { try_files \$uri =404; }
-    location ^~ /assets/ { try_files \$uri =404; }
-    location / { try_files \$uri /index.html; }
-  }
-$(reverse_site "$reverse_port")
+$(origin_site)
+$(reverse_proxy_site "$reverse_port")
 }
 EOF
-cat >"$work/nginx-own.conf" <<EOF
-worker_processes auto;
-pid $work/nginx-own.pid;
-error_log $work/nginx-own-error.log warn;
-events { worker_connections 4096; }
-http {
-  keepalive_requests 100000;
-  server_tokens off;
-  access_log off;
-$(temp_paths "$work/tmp-own")
-$(reverse_site "$own_port")
-}
-EOF
+write_own_reverse_proxy_conf "$own_port"
 "$NGINX" -e "$work/nginx-error.log" -c "$work/nginx.conf"
 "$NGINX" -e "$work/nginx-own-error.log" -c "$work/nginx-own.conf"
 wait_http "http://127.0.0.1:$origin_port/" 10 || die "nginx did not start"
 wait_http "http://127.0.0.1:$own_port/" 10 || die "nginx (own) did not start"
 
-if [ -n "${PRERENDER_BIN:-}" ]; then
-  proxy_bin="$PRERENDER_BIN"
-else
-  log "building prerender-proxy (release)"
-  (cd "$repo_root" && cargo build --release --locked --bin prerender-proxy >&2)
-  proxy_bin="${CARGO_TARGET_DIR:-$repo_root/target}/release/prerender-proxy"
-fi
+release_binaries
 
 # Starts a proxy in a session of its own (as bench/run.sh does); sets
 # PORT_VAR to its public port.
@@ -127,27 +86,6 @@ relay_port="" hyper_port=""
 start_proxy relay relay_port on
 start_proxy hyper hyper_port off
 
-# wrk; prints "REQ_PER_SEC P99_MS ERRORS".
-run_wrk() { # URL
-  local out
-  sleep "$SETTLE_SECS"
-  out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$1" 2>&1)" || { echo "0 0 wrk-failed"; return 0; }
-  printf '%s\n' "$out" >>"$work/wrk.log"
-  printf '%s\n' "$out" | awk '
-    function ms(v) {
-      if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
-      if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
-      if (v ~ /s$/)  return substr(v, 1, length(v) - 1) * 1000
-      return v + 0
-    }
-    $1 == "99%" { p99 = ms($2) }
-    $1 == "Requests/sec:" { rps = $2 }
-    /Non-2xx or 3xx responses:/ { bad += $NF }
-    /Socket errors:/ { bad += 1 }
-    END { printf "%.0f %.2f %d\n", rps, p99, bad }'
-}
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f×\n", a / b }'; }
 column_median() { awk -v c="$2" '{ print $c }' "$1" | median; }
 
 # Both proxies must answer the origin's shell to people.

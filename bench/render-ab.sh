@@ -11,9 +11,13 @@
 #   ROUNDS=6 bench/render-ab.sh …
 set -euo pipefail
 
+BENCH_NAME=render-ab
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+help_if_asked "$@"
+
 before="${1:?usage: render-ab.sh BEFORE_BIN AFTER_BIN [FIXTURE_DIR]}"
 after="${2:?usage: render-ab.sh BEFORE_BIN AFTER_BIN [FIXTURE_DIR]}"
-fixture="$(cd "${3:-$(dirname "$0")/../../shared/fixtures/shop}" && pwd)"
 ROUNDS="${ROUNDS:-4}"
 BOT_UA='Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
 SERIAL_PAGES=20
@@ -21,9 +25,7 @@ THROUGHPUT_PAGES=40
 IN_FLIGHT=4
 PRODUCTS=20
 
-BENCH_NAME=render-ab
-# shellcheck source=bench/lib.sh
-. "$(dirname "$0")/lib.sh"
+fixture="$(shop_fixture "${3:-}")"
 make_workdir
 nginx_pidfiles+=("$work/nginx.pid")
 proxy_pid=""
@@ -44,13 +46,7 @@ http {
   fastcgi_temp_path $work/nginx-tmp;
   uwsgi_temp_path $work/nginx-tmp;
   scgi_temp_path $work/nginx-tmp;
-  server {
-    listen 127.0.0.1:$origin_port;
-    root $fixture;
-    location ^~ /api/ { try_files \$uri =404; }
-    location ^~ /assets/ { try_files \$uri =404; }
-    location / { try_files \$uri /index.html; }
-  }
+$(origin_site)
 }
 EOF
 nginx -e "$work/nginx-error.log" -c "$work/nginx.conf"
@@ -66,8 +62,6 @@ echo "$3 $code $secs $ok"
 EOF
 chmod +x "$work/fetch.sh"
 export BOT_UA
-
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 run() { # LABEL BIN TAG → "LABEL MEDIAN_MS PAGES_PER_S WRONG LOAD"
   local label="$1" bin="$2" tag="$3" port admin load

@@ -5,10 +5,10 @@
 #   bench/run.sh [--redis] [FIXTURE_DIR]     full run (≈ 9 min; ≈ 18 min with --redis)
 #   bench/run.sh --check [FIXTURE_DIR]       only write the nginx configs and `nginx -t` them
 #
-# FIXTURE_DIR is the shop fixture (default: ../shared/fixtures/shop next to
-# the repo). --redis adds a second pass with the proxy on a local
-# redis-server. Installs wrk, nginx, curl and Chromium (and redis-server for
-# --redis) with apt when missing.
+# FIXTURE_DIR is the shop fixture (default: bench/fixtures/shop). --redis
+# adds a second pass with the proxy on a local redis-server. Installs wrk,
+# nginx, curl and Chromium (and redis-server for --redis) with apt when
+# missing.
 #
 # Environment: BENCH_DURATION (10s), BENCH_CONNECTIONS (64), BENCH_THREADS (2),
 # BENCH_SETTLE (3, idle seconds before each wrk run), BENCH_PASSTHROUGH_ROUNDS
@@ -68,12 +68,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-fixture="${fixture:-$repo_root/../shared/fixtures/shop}"
-
-if [ ! -f "$fixture/index.html" ] || [ ! -f "$fixture/static-rendered.html" ] || [ ! -d "$fixture/api" ]; then
-  die "$fixture is not the shop fixture (index.html, static-rendered.html, api/)"
-fi
-fixture="$(cd "$fixture" && pwd)"
+fixture="$(shop_fixture "$fixture")"
 
 # --- tools --------------------------------------------------------------------
 
@@ -114,29 +109,6 @@ free_port own_reverse_port
 
 # --- nginx: origin, static reference, reverse-proxy references ------------------
 
-# The reverse-proxy reference: nginx proxy_pass to the origin over a
-# keepalive upstream, listening on PORT (http-level directives).
-reverse_proxy_site() { # PORT
-  cat <<EOF
-  upstream bench_origin {
-    server 127.0.0.1:$origin_port;
-    keepalive 64;
-  }
-  server {
-    listen 127.0.0.1:$1;
-    location / {
-      proxy_pass http://bench_origin;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$remote_addr;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_max_temp_file_size 0;
-    }
-  }
-EOF
-}
-
 write_nginx_config() {
   cat >"$work/nginx.conf" <<EOF
 # Written by bench/run.sh.
@@ -157,14 +129,7 @@ $(temp_paths "$work/nginx-tmp")
   log_format origin '\$request_uri|\$http_x_prerender|\$status';
 
   # The site's origin: the fixture with a single-page-app fallback.
-  server {
-    listen 127.0.0.1:$origin_port;
-    root $fixture;
-    access_log $work/origin-access.log origin;
-    location ^~ /api/ { try_files \$uri =404; }
-    location ^~ /assets/ { try_files \$uri =404; }
-    location / { try_files \$uri /index.html; }
-  }
+$(origin_site "access_log $work/origin-access.log origin;")
 
   # Reference for cache hits: a web server sending the rendered page from disk.
   server {
@@ -178,24 +143,8 @@ $(temp_paths "$work/nginx-tmp")
 $(reverse_proxy_site "$reverse_port")
 }
 EOF
-  # The same reverse proxy in an nginx of its own, whose workers do not
-  # also serve the origin (the shape of a deployment, where the proxy and
-  # the origin are different processes or machines).
-  cat >"$work/nginx-own.conf" <<EOF
-# Written by bench/run.sh.
-worker_processes auto;
-pid $work/nginx-own.pid;
-error_log $work/nginx-own-error.log warn;
-events { worker_connections 4096; }
-http {
-  keepalive_requests 100000;
-  server_tokens off;
-$(temp_paths "$work/nginx-own-tmp")
-  access_log off;
-$(reverse_proxy_site "$own_reverse_port")
-}
-EOF
-  mkdir -p "$work/nginx-tmp" "$work/nginx-own-tmp"
+  write_own_reverse_proxy_conf "$own_reverse_port"
+  mkdir -p "$work/nginx-tmp"
 }
 
 write_nginx_config
@@ -217,14 +166,7 @@ wait_http "http://127.0.0.1:$own_reverse_port/" 10 || die "nginx reverse proxy o
 
 CHROME_PATH="$(find_chrome)" || die "no Chromium found; set CHROME_PATH"
 export CHROME_PATH
-if [ -n "${PRERENDER_BIN:-}" ]; then
-  proxy_bin="$PRERENDER_BIN"
-else
-  log "building prerender-proxy (release)"
-  (cd "$repo_root" && cargo build --release --bin prerender-proxy >&2)
-  proxy_bin="${CARGO_TARGET_DIR:-$repo_root/target}/release/prerender-proxy"
-fi
-[ -x "$proxy_bin" ] || die "$proxy_bin is not executable"
+release_binaries
 
 # The proxy and redis-server run in sessions of their own, as the nginx
 # daemons do (and as a service does): with autogroup scheduling
@@ -305,33 +247,6 @@ fetch_many() { # BASE IN_FLIGHT
   xargs -P "$2" -L 1 "$work/fetch.sh" "$1"
 }
 
-# wrk with latency percentiles; prints "REQ_PER_SEC P99_MS ERRORS".
-run_wrk() { # URL [wrk header args...]
-  local url="$1" out
-  shift
-  sleep "$SETTLE_SECS"
-  out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url" 2>&1)" || {
-    printf '%s\n' "$out" >&2
-    echo "0 0 wrk-failed"
-    return 0
-  }
-  printf '%s\n' "$out" >>"$work/wrk.log"
-  printf '%s\n' "$out" | awk '
-    function ms(v) {
-      if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
-      if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
-      if (v ~ /s$/)  return substr(v, 1, length(v) - 1) * 1000
-      return v + 0
-    }
-    $1 == "99%" { p99 = ms($2) }
-    $1 == "Requests/sec:" { rps = $2 }
-    /Non-2xx or 3xx responses:/ { bad += $NF }
-    /Socket errors:/ { bad += 1 }
-    END { printf "%.0f %.2f %d\n", rps, p99, bad }'
-}
-
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f×\n", a / b }'; }
 now() { date +%s.%N; }
 
 # Medians over the "RPS P99 ERRORS [PROXY_P99]" lines of FILE, column by

@@ -24,43 +24,25 @@ BOT_UA='Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)
 PAGE=/products/1
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-log() { printf '[tls-bench] %s\n' "$*" >&2; }
-die() { printf '[tls-bench] error: %s\n' "$*" >&2; exit 1; }
-[ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ] && {
-  awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"
-  exit 0
-}
+BENCH_NAME=tls-bench
+# shellcheck source=bench/lib.sh
+. "$repo_root/bench/lib.sh"
+help_if_asked "$@"
 
 "$repo_root/.ci/install-deps" --all
 command -v wrk >/dev/null || die "wrk is missing"
 command -v openssl >/dev/null || die "openssl is missing"
-nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
+nginx_bin="$(find_nginx)" || die "nginx not found"
 
-target="${CARGO_TARGET_DIR:-$repo_root/target}"
-if [ -z "${PRERENDER_BIN:-}" ] || [ -z "${ORIGIN_BIN:-}" ]; then
-  log "building (release)"
-  (cd "$repo_root" && cargo build --release --locked --bin prerender-proxy --example origin >&2)
-fi
-proxy_bin="${PRERENDER_BIN:-$target/release/prerender-proxy}"
-origin_bin="${ORIGIN_BIN:-$target/release/examples/origin}"
+release_binaries origin
 
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  if [ -f "$work/nginx.pid" ]; then kill "$(cat "$work/nginx.pid")" 2>/dev/null || true; fi
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-origin_port="$(free_port)"
-proxy_port="$(free_port)"
-admin_port="$(free_port)"
-nginx_port="$(free_port)"
+make_workdir
+nginx_pidfiles+=("$work/nginx.pid")
+origin_port="" proxy_port="" admin_port="" nginx_port=""
+free_port origin_port
+free_port proxy_port
+free_port admin_port
+free_port nginx_port
 
 log "certificate"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
@@ -74,11 +56,7 @@ RUST_LOG=warn "$proxy_bin" serve --listen "127.0.0.1:$proxy_port" --admin-listen
   --origin "http://127.0.0.1:$origin_port" --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" \
   --browsers 1 --tabs-per-browser 1 >/dev/null 2>"$work/proxy.log" &
 pids+=($!)
-for _ in $(seq 1 300); do
-  curl -fsS -o /dev/null "http://127.0.0.1:$admin_port/readyz" 2>/dev/null && break
-  sleep 0.1
-done
-curl -fsS -o /dev/null "http://127.0.0.1:$admin_port/readyz" || die "proxy not ready"
+wait_http "http://127.0.0.1:$admin_port/readyz" 30 || die "proxy not ready"
 
 log "rendering $PAGE once"
 mkdir -p "$work/html/products"
@@ -123,9 +101,8 @@ for round in $(seq 1 "$ROUNDS"); do
   fi
   log "round $round: proxy ${proxy_runs[-1]} req/s, nginx ${nginx_runs[-1]} req/s"
 done
-median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-p="$(median "${proxy_runs[@]}")"
-n="$(median "${nginx_runs[@]}")"
+p="$(printf '%s\n' "${proxy_runs[@]}" | median)"
+n="$(printf '%s\n' "${nginx_runs[@]}" | median)"
 ratio="$(awk -v p="$p" -v n="$n" 'BEGIN { printf "%.2f", p / n }')"
 
 cat <<EOF

@@ -37,13 +37,7 @@ help_if_asked "$@"
 command -v wrk >/dev/null || die "wrk is missing"
 dnsmasq_bin="$(command -v dnsmasq || echo /usr/sbin/dnsmasq)"
 
-target="${CARGO_TARGET_DIR:-$repo_root/target}"
-if [ -z "${PRERENDER_BIN:-}" ] || [ -z "${ORIGIN_BIN:-}" ]; then
-  log "building (release)"
-  (cd "$repo_root" && cargo build --release --locked --bin prerender-proxy --example origin >&2)
-fi
-proxy_bin="${PRERENDER_BIN:-$target/release/prerender-proxy}"
-origin_bin="${ORIGIN_BIN:-$target/release/examples/origin}"
+release_binaries origin
 
 make_workdir
 
@@ -66,7 +60,7 @@ for mode in off log; do
   free_port "port[$mode]"
   free_port "admin[$mode]"
   # setsid: each proxy in a session of its own, as a service runs (see
-  # docs/PERFORMANCE.md, "Autogroup scheduling").
+  # bench/HISTORY.md, "Autogroup scheduling").
   setsid "$proxy_bin" serve --listen "127.0.0.1:${port[$mode]}" --admin-listen "127.0.0.1:${admin[$mode]}" \
     --origin "http://127.0.0.1:$origin_port" --domain "$HOST" --browsers 1 --tabs-per-browser 1 \
     --trusted-proxies 127.0.0.1 --dns-resolver "127.0.0.1:$dns_port" --verify-crawlers "$mode" \
@@ -102,17 +96,7 @@ run() { # MODE -> "RPS P99_MS ERRORS PROXY_MEAN_US"
   after="$(hit_totals "$mode")"
   printf '%s\n' "$out" >>"$work/wrk-$mode.log"
   local wrk_line proxy_mean
-  wrk_line="$(printf '%s\n' "$out" | awk '
-    function ms(v) {
-      if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
-      if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
-      if (v ~ /s$/)  return substr(v, 1, length(v) - 1) * 1000
-      return v + 0 }
-    $1 == "99%" { p99 = ms($2) }
-    $1 == "Requests/sec:" { rps = $2 }
-    /Non-2xx or 3xx responses:/ { bad += $NF }
-    /Socket errors:/ { bad += 1 }
-    END { printf "%.0f %.2f %d", rps, p99, bad }')"
+  wrk_line="$(printf '%s\n' "$out" | wrk_summary)"
   proxy_mean="$(awk -v b="$before" -v a="$after" 'BEGIN {
     split(b, x, " "); split(a, y, " ")
     n = y[1] - x[1]; if (n <= 0) { print 0; exit }
@@ -130,7 +114,6 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 col() { awk -v c="$2" '{ print $c }' "$work/runs-$1" | median; }
 errors() { awk '{ s += $3 } END { print s + 0 }' "$work/runs-$1"; }
 claims="$(curl -fs "http://127.0.0.1:${admin[log]}/metrics" |

@@ -7,13 +7,15 @@
 //! create a new series, and every known label combination is registered at
 //! zero up front so `rate()` works from the first scrape.
 //!
+//! The label vocabularies are in `labels`; every metric's name, help and
+//! reading are here.
+//!
 //! Some figures are owned elsewhere as plain cumulative numbers (the browser
 //! pool's recycle and crash counts, the render queue's dedup joins). They are
 //! copied in at scrape time by [`Metrics::sync_pool`] and
 //! [`Metrics::sync_queue`], usually from a hook added with
 //! [`Metrics::on_scrape`].
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -26,6 +28,14 @@ use prometheus::{
 };
 
 use crate::render::PoolStats;
+
+mod labels;
+
+use labels::{family_index, status_class_index, DomainLabels, REQUEST_OUTCOMES};
+pub use labels::{
+    CacheResult, RenderOutcome, RequestKind, DEFAULT_MAX_DOMAIN_LABELS, FAMILY_LABELS, NO_FAMILY,
+    OTHER_DOMAIN_LABEL, STATUS_CLASSES,
+};
 
 /// Content type of [`Metrics::render_text`] for the `/metrics` response.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -47,224 +57,6 @@ pub const REQUEST_DURATION_BUCKETS: &[f64] = &[
     0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
 ];
 
-/// The `(kind, cache)` pairs a public request can end with; their
-/// request-duration series are exported from the start.
-const REQUEST_OUTCOMES: [(RequestKind, CacheResult); 7] = [
-    (RequestKind::Bot, CacheResult::Hit),
-    (RequestKind::Bot, CacheResult::Miss),
-    (RequestKind::Bot, CacheResult::Stale),
-    (RequestKind::Bot, CacheResult::Error),
-    (RequestKind::Human, CacheResult::None),
-    (RequestKind::Asset, CacheResult::None),
-    (RequestKind::Rejected, CacheResult::None),
-];
-
-/// The `family` label values of `prerender_requests_total`: the
-/// `bot-patterns/` families, then the rules that name no family (woothee's
-/// crawler list, `_escaped_fragment_`), `other` (a service request whose
-/// User-Agent matches no rendered pattern, or a pattern file of another
-/// name) and `none` (every request that is not a rendered crawler's). A
-/// fixed list, so the label's cardinality is bounded.
-pub const FAMILY_LABELS: [&str; 13] = [
-    "search-engines",
-    "social-previews",
-    "ai-training",
-    "ai-search",
-    "ai-user-fetch",
-    "seo-tools",
-    "feed-readers",
-    "monitoring",
-    "http-libraries",
-    "woothee",
-    "escaped-fragment",
-    "other",
-    "none",
-];
-
-/// The `family` label of requests that are not a rendered crawler's.
-pub const NO_FAMILY: &str = "none";
-
-/// The `status_class` label values, by the answer's first digit.
-pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-fn family_index(family: &str) -> usize {
-    FAMILY_LABELS
-        .iter()
-        .position(|f| *f == family)
-        .unwrap_or(FAMILY_LABELS.len() - 2)
-}
-
-fn status_class_index(status: u16) -> usize {
-    usize::from(status / 100).clamp(1, 5) - 1
-}
-
-/// Most distinct `domain` label values kept per metric. Domains come from the
-/// Host header of allowed requests, which in "any host" mode is unbounded;
-/// past this, counters fold new domains into [`OTHER_DOMAIN_LABEL`] and
-/// per-domain gauges are not exported for them.
-pub const DEFAULT_MAX_DOMAIN_LABELS: usize = 1000;
-
-/// The `domain` label of counter samples for domains past the label bound.
-pub const OTHER_DOMAIN_LABEL: &str = "_other";
-
-/// What a public request was, for `prerender_requests_total{kind}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RequestKind {
-    /// A crawler whose request takes the render path.
-    Bot,
-    /// Passed through to the origin.
-    Human,
-    /// A crawler asking for a static asset: passed through.
-    Asset,
-    /// Refused before routing (421, 400, 414, 431).
-    Rejected,
-}
-
-impl RequestKind {
-    fn index(self) -> usize {
-        match self {
-            RequestKind::Bot => 0,
-            RequestKind::Human => 1,
-            RequestKind::Asset => 2,
-            RequestKind::Rejected => 3,
-        }
-    }
-
-    pub const ALL: [RequestKind; 4] = [
-        RequestKind::Bot,
-        RequestKind::Human,
-        RequestKind::Asset,
-        RequestKind::Rejected,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RequestKind::Bot => "bot",
-            RequestKind::Human => "human",
-            RequestKind::Asset => "asset",
-            RequestKind::Rejected => "rejected",
-        }
-    }
-}
-
-/// What the cache did for a request, for `prerender_requests_total{cache}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CacheResult {
-    Hit,
-    Miss,
-    Stale,
-    /// The render failed and the request failed open (or got a 503).
-    Error,
-    /// The cache was not consulted (humans, assets, rejected requests).
-    None,
-}
-
-impl CacheResult {
-    fn index(self) -> usize {
-        match self {
-            CacheResult::Hit => 0,
-            CacheResult::Miss => 1,
-            CacheResult::Stale => 2,
-            CacheResult::Error => 3,
-            CacheResult::None => 4,
-        }
-    }
-
-    pub const ALL: [CacheResult; 5] = [
-        CacheResult::Hit,
-        CacheResult::Miss,
-        CacheResult::Stale,
-        CacheResult::Error,
-        CacheResult::None,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheResult::Hit => "hit",
-            CacheResult::Miss => "miss",
-            CacheResult::Stale => "stale",
-            CacheResult::Error => "error",
-            CacheResult::None => "none",
-        }
-    }
-}
-
-/// How a render ended, for `prerender_renders_total{outcome}`. The failure
-/// names are the `X-Prerender-Error` reasons of the fail-open answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RenderOutcome {
-    Ok,
-    Timeout,
-    BrowserCrash,
-    OriginError,
-    /// The origin's certificate could not be verified.
-    OriginTls,
-    QueueFull,
-    Quota,
-    Store,
-    LaunchFailed,
-    Navigation,
-    TooLarge,
-    Refused,
-    Renderer,
-    InvalidUrl,
-    Shutdown,
-    /// A reason not listed above.
-    Error,
-}
-
-impl RenderOutcome {
-    pub const ALL: [RenderOutcome; 16] = [
-        RenderOutcome::Ok,
-        RenderOutcome::Timeout,
-        RenderOutcome::BrowserCrash,
-        RenderOutcome::OriginError,
-        RenderOutcome::OriginTls,
-        RenderOutcome::QueueFull,
-        RenderOutcome::Quota,
-        RenderOutcome::Store,
-        RenderOutcome::LaunchFailed,
-        RenderOutcome::Navigation,
-        RenderOutcome::TooLarge,
-        RenderOutcome::Refused,
-        RenderOutcome::Renderer,
-        RenderOutcome::InvalidUrl,
-        RenderOutcome::Shutdown,
-        RenderOutcome::Error,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RenderOutcome::Ok => "ok",
-            RenderOutcome::Timeout => "timeout",
-            RenderOutcome::BrowserCrash => "browser-crash",
-            RenderOutcome::OriginError => "origin-error",
-            RenderOutcome::OriginTls => "origin-tls",
-            RenderOutcome::QueueFull => "queue-full",
-            RenderOutcome::Quota => "quota",
-            RenderOutcome::Store => "store",
-            RenderOutcome::LaunchFailed => "launch-failed",
-            RenderOutcome::Navigation => "navigation",
-            RenderOutcome::TooLarge => "too-large",
-            RenderOutcome::Refused => "refused",
-            RenderOutcome::Renderer => "renderer",
-            RenderOutcome::InvalidUrl => "invalid-url",
-            RenderOutcome::Shutdown => "shutdown",
-            RenderOutcome::Error => "error",
-        }
-    }
-
-    /// The outcome of an `X-Prerender-Error` reason (`RenderFailure::reason`);
-    /// an unknown reason is [`RenderOutcome::Error`], so the label set stays
-    /// fixed.
-    pub fn from_reason(reason: &str) -> RenderOutcome {
-        RenderOutcome::ALL
-            .into_iter()
-            .find(|o| *o != RenderOutcome::Ok && o.as_str() == reason)
-            .unwrap_or(RenderOutcome::Error)
-    }
-}
-
 /// The in-process render queue's figures, copied in at scrape time
 /// (`dedup_joins` cumulative).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -272,39 +64,6 @@ pub struct QueueFigures {
     pub live_pending: usize,
     pub background_pending: usize,
     pub dedup_joins: u64,
-}
-
-/// The browser pool's cumulative figures, copied in at scrape time. Every
-/// count must be cumulative over the life of the pool (never reset).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PoolFigures {
-    pub browsers_alive: u64,
-    pub recycles_renders: u64,
-    pub recycles_age: u64,
-    pub recycles_rss: u64,
-    pub crashes: u64,
-    pub tabs_reused: u64,
-    pub tabs_discarded: u64,
-    pub tall_layouts: u64,
-    pub tall_layouts_capped: u64,
-    pub client_redirects: u64,
-}
-
-impl From<&PoolStats> for PoolFigures {
-    fn from(s: &PoolStats) -> Self {
-        PoolFigures {
-            browsers_alive: s.browsers_alive as u64,
-            recycles_renders: s.recycles_renders,
-            recycles_age: s.recycles_age,
-            recycles_rss: s.recycles_rss,
-            crashes: s.crashes,
-            tabs_reused: s.tabs_reused,
-            tabs_discarded: s.tabs_discarded,
-            tall_layouts: s.tall_layouts,
-            tall_layouts_capped: s.tall_layouts_capped,
-            client_redirects: s.client_redirects,
-        }
-    }
 }
 
 /// A counter fed from a cumulative number owned elsewhere. Remembers the
@@ -328,32 +87,6 @@ impl SyncedCounter {
         if cumulative > previous {
             self.counter.inc_by(cumulative - previous);
         }
-    }
-}
-
-/// The set of `domain` label values in use, bounded.
-struct DomainLabels {
-    max: usize,
-    known: Mutex<HashSet<String>>,
-}
-
-impl DomainLabels {
-    /// The label to use for `domain`, or `None` when the bound is reached and
-    /// `domain` is not already known.
-    fn admit(&self, domain: &str) -> Option<String> {
-        let mut known = self.known.lock();
-        if known.contains(domain) {
-            return Some(domain.to_owned());
-        }
-        if known.len() >= self.max {
-            return None;
-        }
-        known.insert(domain.to_owned());
-        Some(domain.to_owned())
-    }
-
-    fn forget(&self, domain: &str) {
-        self.known.lock().remove(domain);
     }
 }
 
@@ -669,10 +402,7 @@ impl Metrics {
         Arc::new(Metrics {
             registry,
             scrape_hooks: Mutex::new(Vec::new()),
-            domain_labels: DomainLabels {
-                max: max_domain_labels,
-                known: Mutex::new(HashSet::new()),
-            },
+            domain_labels: DomainLabels::new(max_domain_labels),
             requests_total,
             request_series,
             request_duration_seconds,
@@ -853,9 +583,11 @@ impl Metrics {
         self.origin_idle_connections.add(change);
     }
 
-    /// Copies the browser pool's figures.
-    pub fn sync_pool(&self, pool: &PoolFigures) {
-        self.browsers_alive.set(clamp_i64(pool.browsers_alive));
+    /// Copies the browser pool's figures (every count in [`PoolStats`] is
+    /// cumulative over the life of the pool, never reset).
+    pub fn sync_pool(&self, pool: &PoolStats) {
+        self.browsers_alive
+            .set(clamp_i64(pool.browsers_alive as u64));
         self.browser_recycles_renders.sync(pool.recycles_renders);
         self.browser_recycles_age.sync(pool.recycles_age);
         self.browser_recycles_rss.sync(pool.recycles_rss);
@@ -905,6 +637,8 @@ fn clamp_i64(v: u64) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     /// The metric names of SPEC §5, with the `prerender_` prefix.
@@ -949,7 +683,7 @@ mod tests {
             background_pending: 7,
             dedup_joins: 5,
         });
-        m.sync_pool(&PoolFigures {
+        m.sync_pool(&PoolStats {
             browsers_alive: 2,
             recycles_renders: 4,
             recycles_age: 1,
@@ -960,6 +694,7 @@ mod tests {
             tall_layouts: 3,
             tall_layouts_capped: 1,
             client_redirects: 1,
+            ..PoolStats::default()
         });
     }
 
@@ -1199,9 +934,9 @@ mod tests {
     #[test]
     fn synced_counters_add_only_growth_and_never_go_down() {
         let m = Metrics::new();
-        let pool = |crashes| PoolFigures {
+        let pool = |crashes| PoolStats {
             crashes,
-            ..PoolFigures::default()
+            ..PoolStats::default()
         };
         m.sync_pool(&pool(3));
         m.sync_pool(&pool(3));
@@ -1306,7 +1041,7 @@ mod tests {
     }
 
     #[test]
-    fn pool_stats_convert_to_figures() {
+    fn pool_stats_land_in_their_series() {
         let stats = PoolStats {
             browsers_alive: 2,
             recycles_renders: 5,
@@ -1320,24 +1055,20 @@ mod tests {
             client_redirects: 3,
             ..PoolStats::default()
         };
-        assert_eq!(
-            PoolFigures::from(&stats),
-            PoolFigures {
-                browsers_alive: 2,
-                recycles_renders: 5,
-                recycles_age: 1,
-                recycles_rss: 3,
-                crashes: 4,
-                tabs_reused: 7,
-                tabs_discarded: 2,
-                tall_layouts: 5,
-                tall_layouts_capped: 2,
-                client_redirects: 3,
-            }
-        );
         let m = Metrics::new();
-        m.sync_pool(&PoolFigures::from(&stats));
+        m.sync_pool(&stats);
         let text = m.render_text();
+        for (series, value) in [
+            ("prerender_browsers_alive", 2.0),
+            (r#"prerender_browser_recycles_total{reason="renders"}"#, 5.0),
+            (r#"prerender_browser_recycles_total{reason="age"}"#, 1.0),
+            (r#"prerender_browser_recycles_total{reason="rss"}"#, 3.0),
+            ("prerender_browser_crashes_total", 4.0),
+            (r#"prerender_browser_tabs_total{outcome="reused"}"#, 7.0),
+            (r#"prerender_browser_tabs_total{outcome="discarded"}"#, 2.0),
+        ] {
+            assert_eq!(sample(&text, series), Some(value), "{series}");
+        }
         assert_eq!(
             sample(&text, r#"prerender_tall_layouts_total{capped="false"}"#),
             Some(3.0)

@@ -74,42 +74,34 @@ impl Shard {
     }
 }
 
+/// Keys with a time each (Unix ms), also ordered by that time.
 #[derive(Default)]
-struct DomainIndex {
-    /// key -> last access (Unix ms); with `by_access` for LRU order.
-    access: HashMap<CacheKey, u64>,
-    by_access: BTreeSet<(u64, CacheKey)>,
-    /// key -> due (Unix ms); with `by_due` for the schedule.
-    due: HashMap<CacheKey, u64>,
-    by_due: BTreeSet<(u64, CacheKey)>,
+struct Timeline {
+    at: HashMap<CacheKey, u64>,
+    order: BTreeSet<(u64, CacheKey)>,
 }
 
-impl DomainIndex {
-    fn set_access(&mut self, key: &CacheKey, at: u64) {
-        if let Some(old) = self.access.insert(key.clone(), at) {
-            self.by_access.remove(&(old, key.clone()));
+impl Timeline {
+    fn set(&mut self, key: &CacheKey, at: u64) {
+        if let Some(old) = self.at.insert(key.clone(), at) {
+            self.order.remove(&(old, key.clone()));
         }
-        self.by_access.insert((at, key.clone()));
+        self.order.insert((at, key.clone()));
     }
 
-    fn remove_access(&mut self, key: &CacheKey) {
-        if let Some(old) = self.access.remove(key) {
-            self.by_access.remove(&(old, key.clone()));
+    fn remove(&mut self, key: &CacheKey) {
+        if let Some(old) = self.at.remove(key) {
+            self.order.remove(&(old, key.clone()));
         }
     }
+}
 
-    fn set_due(&mut self, key: &CacheKey, at: u64) {
-        if let Some(old) = self.due.insert(key.clone(), at) {
-            self.by_due.remove(&(old, key.clone()));
-        }
-        self.by_due.insert((at, key.clone()));
-    }
-
-    fn remove_due(&mut self, key: &CacheKey) {
-        if let Some(old) = self.due.remove(key) {
-            self.by_due.remove(&(old, key.clone()));
-        }
-    }
+#[derive(Default)]
+struct DomainIndex {
+    /// Last access of each page: LRU order.
+    access: Timeline,
+    /// When each page is next due for a refresh: the schedule.
+    due: Timeline,
 }
 
 /// In-process page store (used when no Redis is configured).
@@ -245,7 +237,8 @@ impl MemoryStore {
         index
             .entry(key.domain().to_owned())
             .or_default()
-            .set_access(key, unix_millis(SystemTime::now()));
+            .access
+            .set(key, unix_millis(SystemTime::now()));
         drop(index);
         self.domains.lock().insert(key.domain().to_owned());
         Ok(())
@@ -254,8 +247,8 @@ impl MemoryStore {
     fn forget(&self, key: &CacheKey) {
         let mut index = self.index.lock();
         if let Some(d) = index.get_mut(key.domain()) {
-            d.remove_access(key);
-            d.remove_due(key);
+            d.access.remove(key);
+            d.due.remove(key);
         }
     }
 
@@ -287,7 +280,7 @@ impl MemoryStore {
     fn prune(&self, d: &mut DomainIndex) -> Vec<CacheKey> {
         let mut live = Vec::new();
         let mut dead = Vec::new();
-        for (_, key) in &d.by_access {
+        for (_, key) in &d.access.order {
             if self.page_exists(key) {
                 live.push(key.clone());
             } else {
@@ -295,7 +288,7 @@ impl MemoryStore {
             }
         }
         for key in &dead {
-            d.remove_access(key);
+            d.access.remove(key);
         }
         live
     }
@@ -383,6 +376,7 @@ impl PageStore for MemoryStore {
                     .get(&domain)
                     .map(|d| {
                         d.access
+                            .at
                             .iter()
                             .map(|(k, at)| (k.clone(), from_unix_millis(*at)))
                             .collect()
@@ -487,8 +481,8 @@ impl Coordination for MemoryStore {
     fn touch<'a>(&'a self, key: &'a CacheKey, at: SystemTime) -> BoxFuture<'a, StoreResult<()>> {
         let mut index = self.index.lock();
         if let Some(d) = index.get_mut(key.domain()) {
-            if d.access.contains_key(key) {
-                d.set_access(key, unix_millis(at));
+            if d.access.at.contains_key(key) {
+                d.access.set(key, unix_millis(at));
             }
         }
         futures::future::ready(Ok(())).boxed()
@@ -514,20 +508,20 @@ impl Coordination for MemoryStore {
                 }
                 for key in live.into_iter().take(over) {
                     self.remove_page(&key);
-                    d.remove_access(&key);
-                    d.remove_due(&key);
+                    d.access.remove(&key);
+                    d.due.remove(&key);
                     evicted.push(key);
                 }
-                let mut extra = (d.due.len() as u64).saturating_sub(max_entries);
+                let mut extra = (d.due.at.len() as u64).saturating_sub(max_entries);
                 if extra > 0 {
                     let scheduled: Vec<CacheKey> =
-                        d.by_due.iter().map(|(_, k)| k.clone()).collect();
+                        d.due.order.iter().map(|(_, k)| k.clone()).collect();
                     for key in scheduled {
                         if extra == 0 {
                             break;
                         }
                         if !self.page_exists(&key) {
-                            d.remove_due(&key);
+                            d.due.remove(&key);
                             extra -= 1;
                         }
                     }
@@ -564,7 +558,8 @@ impl Coordination for MemoryStore {
             .lock()
             .entry(key.domain().to_owned())
             .or_default()
-            .set_due(key, unix_millis(due));
+            .due
+            .set(key, unix_millis(due));
         futures::future::ready(Ok(())).boxed()
     }
 
@@ -580,14 +575,15 @@ impl Coordination for MemoryStore {
             let mut claimed = Vec::new();
             if let Some(d) = self.index.lock().get_mut(domain) {
                 let due: Vec<CacheKey> = d
-                    .by_due
+                    .due
+                    .order
                     .iter()
                     .take_while(|(at, _)| *at <= now)
                     .take(limit)
                     .map(|(_, k)| k.clone())
                     .collect();
                 for key in due {
-                    d.remove_due(&key);
+                    d.due.remove(&key);
                     claimed.push(key);
                 }
             }
@@ -599,11 +595,12 @@ impl Coordination for MemoryStore {
     fn next_due<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, StoreResult<Option<SystemTime>>> {
         async move {
             let domain = &normalize_host(domain)?;
-            let next = self
-                .index
-                .lock()
-                .get(domain)
-                .and_then(|d| d.by_due.first().map(|(at, _)| super::from_unix_millis(*at)));
+            let next = self.index.lock().get(domain).and_then(|d| {
+                d.due
+                    .order
+                    .first()
+                    .map(|(at, _)| super::from_unix_millis(*at))
+            });
             Ok(next)
         }
         .boxed()

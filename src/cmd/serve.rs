@@ -19,7 +19,7 @@ use crate::cache::store_call;
 use crate::cache::{CacheStore, MemoryStore, PurgeEvent, RedisOptions, RedisStore};
 use crate::config::{Config, Role, StoreTarget, DEFAULT_PUBLIC_THREADS_PER_CORE};
 use crate::listener::{self, ListenerLimits};
-use crate::metrics::{Metrics, PoolFigures};
+use crate::metrics::Metrics;
 use crate::pipeline::consumer::{spawn_backlog_watch, JobConsumer, SharedQueueFigures};
 use crate::pipeline::job::Prerenderer;
 use crate::pipeline::refresh::Refresher;
@@ -68,7 +68,7 @@ pub struct Running {
 /// Listener threads when `public_threads` is not set: one per core. With
 /// the proxy in a session of its own (as a service runs), two per core
 /// gave both fewer requests per second and a longer tail on 2 shared
-/// cores (docs/PERFORMANCE.md, "Autogroup scheduling").
+/// cores (bench/HISTORY.md, "Autogroup scheduling").
 fn default_public_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()) * DEFAULT_PUBLIC_THREADS_PER_CORE
 }
@@ -296,7 +296,7 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         let shared_queue = jobs.as_ref().map(|_| shared_queue.clone());
         metrics.on_scrape(move |m| {
             if let Some(pool) = &pool {
-                m.sync_pool(&PoolFigures::from(&pool.stats()));
+                m.sync_pool(&pool.stats());
             }
             m.sync_queue(&(&prerender.queue_stats()).into());
             if let Some(shared) = &shared_queue {

@@ -5,7 +5,7 @@
 //! A visible page is styled, laid out, painted and rastered whenever it
 //! changes; a hidden one never unless a script asks for layout. For the
 //! shop fixture, which needs no frame, that was ≈ 40 ms of CPU and +37 ms
-//! per miss (docs/PERFORMANCE.md). A page that does — through
+//! per miss (bench/HISTORY.md). A page that does — through
 //! `requestAnimationFrame`, an IntersectionObserver or ResizeObserver, Web
 //! Animations, scroll, animation or transition events, or by reading its
 //! visibility — calls a binding from the script added before any of its
