@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A cache hit over the proxy's TLS listener against nginx serving the same
-# page over TLS with the same certificate (issue #17: ≥ 0.8× nginx).
+# page over TLS with the same certificate (the target: ≥ 0.8× nginx).
 # Prints a markdown report on stdout (progress on stderr).
 #
 #   bench/tls-hits.sh
