@@ -193,6 +193,26 @@ fn classify(reply: &Reply, path: &str) -> Result<Answer, String> {
     }
 }
 
+/// The answer to each of `paths` (the crawls of [`spawn_crawls`]), each
+/// one a render or the origin's own 200 page (fail-open), never anything
+/// else.
+async fn answers_of(
+    paths: &[String],
+    requests: Vec<tokio::task::JoinHandle<Result<Reply, String>>>,
+) -> BTreeMap<String, Answer> {
+    let mut answers = BTreeMap::new();
+    for (path, request) in paths.iter().zip(requests) {
+        let reply = request.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+        let answer = classify(&reply, path).unwrap_or_else(|e| panic!("{e}"));
+        if let Answer::FailOpen { status, .. } = &answer {
+            assert_eq!(*status, 200, "{path}: fail-open is the origin's own 200");
+            assert!(reply.text().contains(SHELL), "{path}: the origin's shell");
+        }
+        answers.insert(path.clone(), answer);
+    }
+    answers
+}
+
 /// One crawler request per path, all at once, each bounded by
 /// `ANSWER_DEADLINE`.
 fn spawn_crawls(
@@ -376,16 +396,7 @@ async fn chromium_killed_under_load_fails_open_recovers_and_stores_nothing_broke
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     }
 
-    let mut answers = BTreeMap::new();
-    for (path, request) in paths.iter().zip(requests) {
-        let reply = request.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
-        let answer = classify(&reply, path).unwrap_or_else(|e| panic!("{e}"));
-        if let Answer::FailOpen { status, .. } = &answer {
-            assert_eq!(*status, 200, "{path}: fail-open is the origin's own 200");
-            assert!(reply.text().contains(SHELL), "{path}: the origin's shell");
-        }
-        answers.insert(path.clone(), answer);
-    }
+    let answers = answers_of(&paths, requests).await;
     eprintln!("in flight at the kill: {in_flight:?}; answers: {answers:?}");
 
     let mut proxy = proxy;
@@ -920,16 +931,7 @@ async fn sigterm_with_renders_in_flight_answers_them_exits_and_leaves_no_browser
     unsafe { libc::kill(proxy.pid() as i32, libc::SIGTERM) };
     let signalled = Instant::now();
 
-    let mut answers = BTreeMap::new();
-    for (path, request) in paths.iter().zip(requests) {
-        let reply = request.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
-        let answer = classify(&reply, path).unwrap_or_else(|e| panic!("{e}"));
-        if let Answer::FailOpen { status, .. } = &answer {
-            assert_eq!(*status, 200, "{path}: fail-open is the origin's own 200");
-            assert!(reply.text().contains(SHELL), "{path}: the origin's shell");
-        }
-        answers.insert(path.clone(), answer);
-    }
+    let answers = answers_of(&paths, requests).await;
     eprintln!("in flight at SIGTERM: {in_flight:?}; answers: {answers:?}");
     // Renders already running are finished, not cut off.
     for path in &in_flight {

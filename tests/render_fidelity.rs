@@ -66,18 +66,21 @@ impl Site {
     }
 }
 
-/// Every render of `browsers × tabs_per_browser` at once gets animation
-/// frames and intersection checks, as a render alone does.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_concurrent_render_gets_frames_and_intersections() {
+/// Renders twice `browsers × tabs_per_browser` copies of `page` (under
+/// `/<prefix>/<n>`) all at once on a pool of 2 × 4 tabs, twice (so on
+/// reused tabs), and asserts every render holds `<what> text <path>` for
+/// each of `texts`.
+async fn every_render_of_a_full_pool_holds(prefix: &str, page: &str, texts: &[&str]) {
     let mut cfg = common::small_pool_config();
     cfg.browsers = 2;
     cfg.tabs_per_browser = 4;
     let capacity = cfg.browsers * cfg.tabs_per_browser;
-    let paths: Vec<String> = (0..capacity * 2).map(|i| format!("/frames/{i}")).collect();
+    let paths: Vec<String> = (0..capacity * 2)
+        .map(|i| format!("/{prefix}/{i}"))
+        .collect();
     let routes = paths
         .iter()
-        .map(|p| (p.as_str(), Route::html(FRAMES_PAGE)))
+        .map(|p| (p.as_str(), Route::html(page)))
         .collect();
     let site = Site::start(cfg, routes).await;
     for round in 0..2 {
@@ -86,20 +89,28 @@ async fn every_concurrent_render_gets_frames_and_intersections() {
             .iter()
             .zip(&pages)
             .filter(|(path, page)| {
-                !page.html.contains(&format!("frame text {path}"))
-                    || !page.html.contains(&format!("intersection text {path}"))
-                    || !page.html.contains(&format!("timer text {path}"))
+                texts
+                    .iter()
+                    .any(|what| !page.html.contains(&format!("{what} text {path}")))
             })
             .map(|(path, _)| path)
             .collect();
         assert!(
             incomplete.is_empty(),
-            "round {round}: {} of {} renders lacked frame, intersection or timer text: {incomplete:?}",
+            "round {round}: {} of {} renders lacked one of {texts:?}: {incomplete:?}",
             incomplete.len(),
             paths.len()
         );
     }
     site.pool.shutdown().await;
+}
+
+/// Every render of `browsers × tabs_per_browser` at once gets animation
+/// frames and intersection checks, as a render alone does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_concurrent_render_gets_frames_and_intersections() {
+    every_render_of_a_full_pool_holds("frames", FRAMES_PAGE, &["frame", "intersection", "timer"])
+        .await;
 }
 
 /// Pages that need frames only later, or only in a visible tab: an
@@ -139,36 +150,12 @@ document.getElementById('animated')
 /// gets them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_that_ask_for_frames_late_or_wait_to_be_visible_get_them() {
-    let mut cfg = common::small_pool_config();
-    cfg.browsers = 2;
-    cfg.tabs_per_browser = 4;
-    let capacity = cfg.browsers * cfg.tabs_per_browser;
-    let paths: Vec<String> = (0..capacity * 2).map(|i| format!("/late/{i}")).collect();
-    let routes = paths
-        .iter()
-        .map(|p| (p.as_str(), Route::html(LATE_FRAMES_PAGE)))
-        .collect();
-    let site = Site::start(cfg, routes).await;
-    for round in 0..2 {
-        let pages = futures::future::join_all(paths.iter().map(|p| site.render(p.as_str()))).await;
-        let incomplete: Vec<&String> = paths
-            .iter()
-            .zip(&pages)
-            .filter(|(path, page)| {
-                ["late frame", "visible", "resize", "animation"]
-                    .iter()
-                    .any(|what| !page.html.contains(&format!("{what} text {path}")))
-            })
-            .map(|(path, _)| path)
-            .collect();
-        assert!(
-            incomplete.is_empty(),
-            "round {round}: {} of {} renders lacked a late frame, visibility, resize or animation text: {incomplete:?}",
-            incomplete.len(),
-            paths.len()
-        );
-    }
-    site.pool.shutdown().await;
+    every_render_of_a_full_pool_holds(
+        "late",
+        LATE_FRAMES_PAGE,
+        &["late frame", "visible", "resize", "animation"],
+    )
+    .await;
 }
 
 /// A product card whose text lives in an open shadow root, with a slotted
