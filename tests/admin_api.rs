@@ -177,6 +177,15 @@ async fn entries_can_be_inspected_and_purged() {
     served(&proxy, "/b", "MISS").await;
 }
 
+/// `POST /api/v1/warm` with `body`, accepted: how many pages it queued.
+async fn warm(proxy: &ProxyProcess, body: &serde_json::Value) -> u64 {
+    let r = api(proxy, "POST", "/api/v1/warm", &body.to_string()).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["queued"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no count of queued pages: {}", r.text()))
+}
+
 #[tokio::test]
 async fn warm_by_list_and_sitemap_and_refresh_now() {
     let spa = Spa::start().await;
@@ -184,50 +193,23 @@ async fn warm_by_list_and_sitemap_and_refresh_now() {
     let body = serde_json::json!({"urls": [
         format!("https://{HOST}/w/1"), format!("https://{HOST}/w/2"), format!("https://{HOST}/w/3")
     ]});
-    let r = api(&proxy, "POST", "/api/v1/warm", &body.to_string()).await;
-    assert_eq!(r.status, 202, "{}", r.text());
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["queued"],
-        3
-    );
+    assert_eq!(warm(&proxy, &body).await, 3);
     for p in ["/w/1", "/w/2", "/w/3"] {
         wait_cached(&proxy, p).await;
-        assert_eq!(
-            bot(&proxy, p).await.header("x-prerender-cache"),
-            Some("HIT"),
-            "{p}"
-        );
+        served(&proxy, p, "HIT").await;
     }
 
     let body = serde_json::json!({"sitemap": format!("http://{HOST}/sitemap.xml")});
-    let r = api(&proxy, "POST", "/api/v1/warm", &body.to_string()).await;
-    assert_eq!(r.status, 202, "{}", r.text());
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["queued"],
-        3
-    );
+    assert_eq!(warm(&proxy, &body).await, 3);
     for p in ["/from-sitemap/1", "/from-sitemap/2", "/from-sitemap/3"] {
         wait_cached(&proxy, p).await;
     }
     assert_eq!(spa.documents("/not-ours"), 0);
 
-    assert_eq!(
-        api(&proxy, "POST", "/api/v1/warm", "{not json")
-            .await
-            .status,
-        400
-    );
-    assert_eq!(
-        api(
-            &proxy,
-            "POST",
-            "/api/v1/warm",
-            r#"{"urls": ["https://other.test/x"]}"#
-        )
-        .await
-        .status,
-        400
-    );
+    for refused in ["{not json", r#"{"urls": ["https://other.test/x"]}"#] {
+        let r = api(&proxy, "POST", "/api/v1/warm", refused).await;
+        assert_eq!(r.status, 400, "{refused}");
+    }
 
     // Refresh: the origin changes, a refresh re-renders, the next hit has it.
     spa.set_title("Fresh from the CMS");

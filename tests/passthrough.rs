@@ -981,6 +981,20 @@ async fn answer_via(proxy: &ProxyProcess, via: Via, path: &str) -> (String, Vec<
         .remove(0)
 }
 
+/// The answer to `GET path` sent `via` one path, followed on the same
+/// client connection by `GET /after`, whose answer must be its own: the
+/// first answer's framing swallowed nothing of the next.
+async fn answer_then_next(proxy: &ProxyProcess, via: Via, path: &str) -> (String, Vec<u8>) {
+    let requests = [
+        request_via(via, "GET", path, ""),
+        request_via(via, "GET", "/after", ""),
+    ]
+    .concat();
+    let mut answers = raw_exchange(proxy.port, requests.as_bytes(), 2).await;
+    assert_eq!(answers[1].1, b"/after", "{via:?} after {path}");
+    answers.remove(0)
+}
+
 /// An answer the proxy wrote itself: `status`, with `body` (the public
 /// message, `origin unreachable` or `origin timeout`) when given.
 fn assert_proxy_error(answer: &(String, Vec<u8>), status: u16, body: Option<&str>, via: Via) {
@@ -1043,16 +1057,10 @@ async fn connection_never_removes_framing_host_or_forwarding_headers() {
         // The origin's `Connection: content-length` keeps the length: the
         // next answer on the same client connection is not merged into
         // this body.
-        let requests = [
-            request_via(via, "GET", "/connection-content-length", ""),
-            request_via(via, "GET", "/after", ""),
-        ]
-        .concat();
-        let answers = raw_exchange(proxy.port, requests.as_bytes(), 2).await;
-        let head = answers[0].0.to_ascii_lowercase();
+        let (head, body) = answer_then_next(&proxy, via, "/connection-content-length").await;
+        let head = head.to_ascii_lowercase();
         assert!(head.contains("content-length: 5\r\n"), "{via:?}: {head}");
-        assert_eq!(answers[0].1, b"hello", "{via:?}");
-        assert_eq!(answers[1].1, b"/after", "{via:?}");
+        assert_eq!(body, b"hello", "{via:?}");
 
         // A client's `Connection` cannot take Host or X-Forwarded-* away
         // from the origin.
@@ -1113,9 +1121,8 @@ async fn repeated_lengths_become_one_and_unequal_lengths_are_a_502() {
     let proxy = one_thread_proxy(&origin);
     for via in BOTH {
         for path in ["/length-list", "/length-twice"] {
-            let answers =
-                raw_exchange(proxy.port, request_via(via, "GET", path, "").as_bytes(), 1).await;
-            let head = answers[0].0.to_ascii_lowercase();
+            let (head, body) = answer_via(&proxy, via, path).await;
+            let head = head.to_ascii_lowercase();
             assert_eq!(
                 head.matches("content-length").count(),
                 1,
@@ -1125,7 +1132,7 @@ async fn repeated_lengths_become_one_and_unequal_lengths_are_a_502() {
                 head.contains("content-length: 5\r\n"),
                 "{via:?} {path}: {head}"
             );
-            assert_eq!(answers[0].1, b"hello", "{via:?} {path}");
+            assert_eq!(body, b"hello", "{via:?} {path}");
         }
         let answer = answer_via(&proxy, via, "/length-unequal").await;
         assert_proxy_error(&answer, 502, Some("origin unreachable"), via);
@@ -1137,16 +1144,10 @@ async fn trailers_are_dropped_on_both_paths() {
     let origin = ScriptedOrigin::start(misbehaving).await;
     let proxy = one_thread_proxy(&origin);
     for via in BOTH {
-        let requests = [
-            request_via(via, "GET", "/trailers", ""),
-            request_via(via, "GET", "/after", ""),
-        ]
-        .concat();
-        let answers = raw_exchange(proxy.port, requests.as_bytes(), 2).await;
-        let head = answers[0].0.to_ascii_lowercase();
+        let (head, body) = answer_then_next(&proxy, via, "/trailers").await;
+        let head = head.to_ascii_lowercase();
         assert!(!head.contains("trailer"), "{via:?}: {head}");
-        assert_eq!(answers[0].1, b"hello", "{via:?}");
-        assert_eq!(answers[1].1, b"/after", "{via:?}");
+        assert_eq!(body, b"hello", "{via:?}");
     }
     // Raw: nothing of the trailer section reaches the client.
     for via in BOTH {
