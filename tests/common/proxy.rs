@@ -152,13 +152,16 @@ pub struct ProxyArgs {
 impl ProxyArgs {
     /// `--origin origin --domain domain --browsers 1 --tabs-per-browser 2`.
     pub fn small_pool(origin: &str, domain: &str) -> ProxyArgs {
-        ProxyArgs {
-            args: ["--origin", origin, "--domain", domain, "--browsers", "1"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        }
-        .flag("--tabs-per-browser", "2")
+        Self::any_host(origin).flag("--domain", domain)
+    }
+
+    /// [`ProxyArgs::small_pool`] without `--domain`: the single site
+    /// answers any host.
+    pub fn any_host(origin: &str) -> ProxyArgs {
+        ProxyArgs { args: Vec::new() }
+            .flag("--origin", origin)
+            .flag("--browsers", "1")
+            .flag("--tabs-per-browser", "2")
     }
 
     /// Sets `name` to `value`, replacing an earlier value of the same flag
@@ -197,6 +200,11 @@ impl ProxyArgs {
     /// [`ProxyProcess::start_ready`] with these arguments.
     pub fn start_ready(&self) -> ProxyProcess {
         ProxyProcess::start_ready(&self.as_strs())
+    }
+
+    /// [`ProxyProcess::start_with_env`] with these arguments.
+    pub fn start_with_env(&self, env: &[(&str, &str)]) -> ProxyProcess {
+        ProxyProcess::start_with_env(&self.as_strs(), env)
     }
 
     /// [`ProxyProcess::start_with_stderr`] with these arguments.
