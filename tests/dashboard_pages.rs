@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::dashboard::{eval, goto, page_route, wait_until, DashboardBrowser};
 use common::origin::{Route, TestOrigin};
 use common::proxy::{get, send, ProxyArgs};
@@ -111,8 +109,19 @@ async fn families_failures_and_a_purge_button_per_page() {
     };
     assert_eq!(cached("/p/1").await, 404, "purged");
     assert_eq!(cached("/p/2").await, 200, "kept");
-    // Cards are redrawn every 5 s; the list stays.
-    tokio::time::sleep(Duration::from_millis(5500)).await;
+    // Cards are redrawn at every poll (5 s); the list stays. The card
+    // drawn now is marked, so a card without the mark is a redrawn one.
+    eval::<bool>(
+        &page,
+        "document.querySelector('#domains .card').dataset.drawn = 'before'; true",
+    )
+    .await;
+    wait_until(
+        &page,
+        "document.querySelector('#domains .card') !== null
+         && document.querySelector('#domains .card').dataset.drawn === undefined",
+    )
+    .await;
     assert_eq!(
         eval::<u32>(&page, "document.querySelectorAll('#pages-body tr').length").await,
         1
