@@ -599,7 +599,7 @@ pub fn relay_plan(data: &[u8]) {
 /// bounds; any prefix of a complete header is incomplete (never another
 /// header), and bytes after a header do not change it.
 pub fn proxy_header(data: &[u8]) {
-    use prerender_proxy::proxy_protocol::{parse, Parsed};
+    use prerender_proxy::listener::proxy_protocol::{parse, Parsed};
     let parsed = parse(data);
     if let Parsed::Header { len, source } = parsed {
         assert!(len <= data.len(), "header of {len} bytes in {}", data.len());

@@ -6,28 +6,25 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::proxy::{get, send, ProxyProcess};
+use common::proxy::{get, send, ProxyArgs, ProxyProcess};
 use common::spa::Spa;
 
 const HOST: &str = "www.example.test";
 const TOKEN: &str = "test-admin-token-0123456789";
 
 fn start(spa: &Spa, token: Option<&str>) -> ProxyProcess {
-    let origin = spa.url();
-    let mut args = vec![
-        "--origin",
-        &origin,
-        "--domain",
-        HOST,
-        "--browsers",
-        "1",
-        "--tabs-per-browser",
-        "2",
-    ];
+    let mut args = ProxyArgs::small_pool(&spa.url(), HOST);
     if let Some(t) = token {
-        args.extend(["--admin-token", t]);
+        args = args.flag("--admin-token", t);
     }
-    ProxyProcess::start_ready(&args)
+    args.start_ready()
+}
+
+/// Asks for `path` as Googlebot and asserts how it was served
+/// (`X-Prerender-Cache`).
+async fn served(proxy: &ProxyProcess, path: &str, how: &str) {
+    let r = bot(proxy, path).await;
+    assert_eq!(r.header("x-prerender-cache"), Some(how), "{path}");
 }
 
 async fn bot(proxy: &ProxyProcess, path: &str) -> common::proxy::Reply {
@@ -109,10 +106,7 @@ async fn entries_can_be_inspected_and_purged() {
     let spa = Spa::start().await;
     let proxy = start(&spa, Some(TOKEN));
     for p in ["/a", "/b", "/c"] {
-        assert_eq!(
-            bot(&proxy, p).await.header("x-prerender-cache"),
-            Some("MISS")
-        );
+        served(&proxy, p, "MISS").await;
     }
     let r = api(
         &proxy,
@@ -159,14 +153,8 @@ async fn entries_can_be_inspected_and_purged() {
     )
     .await;
     assert_eq!(r.status, 200);
-    assert_eq!(
-        bot(&proxy, "/a").await.header("x-prerender-cache"),
-        Some("MISS")
-    );
-    assert_eq!(
-        bot(&proxy, "/b").await.header("x-prerender-cache"),
-        Some("HIT")
-    );
+    served(&proxy, "/a", "MISS").await;
+    served(&proxy, "/b", "HIT").await;
 
     let r = api(
         &proxy,
@@ -176,10 +164,7 @@ async fn entries_can_be_inspected_and_purged() {
     )
     .await;
     assert_eq!(r.status, 200);
-    assert_eq!(
-        bot(&proxy, "/b").await.header("x-prerender-cache"),
-        Some("MISS")
-    );
+    served(&proxy, "/b", "MISS").await;
     assert_eq!(
         api(&proxy, "DELETE", "/api/v1/cache/domain/other.test", "")
             .await
@@ -189,10 +174,16 @@ async fn entries_can_be_inspected_and_purged() {
 
     let r = api(&proxy, "DELETE", "/api/v1/cache", "").await;
     assert_eq!(r.status, 200);
-    assert_eq!(
-        bot(&proxy, "/b").await.header("x-prerender-cache"),
-        Some("MISS")
-    );
+    served(&proxy, "/b", "MISS").await;
+}
+
+/// `POST /api/v1/warm` with `body`, accepted: how many pages it queued.
+async fn warm(proxy: &ProxyProcess, body: &serde_json::Value) -> u64 {
+    let r = api(proxy, "POST", "/api/v1/warm", &body.to_string()).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["queued"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no count of queued pages: {}", r.text()))
 }
 
 #[tokio::test]
@@ -202,50 +193,23 @@ async fn warm_by_list_and_sitemap_and_refresh_now() {
     let body = serde_json::json!({"urls": [
         format!("https://{HOST}/w/1"), format!("https://{HOST}/w/2"), format!("https://{HOST}/w/3")
     ]});
-    let r = api(&proxy, "POST", "/api/v1/warm", &body.to_string()).await;
-    assert_eq!(r.status, 202, "{}", r.text());
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["queued"],
-        3
-    );
+    assert_eq!(warm(&proxy, &body).await, 3);
     for p in ["/w/1", "/w/2", "/w/3"] {
         wait_cached(&proxy, p).await;
-        assert_eq!(
-            bot(&proxy, p).await.header("x-prerender-cache"),
-            Some("HIT"),
-            "{p}"
-        );
+        served(&proxy, p, "HIT").await;
     }
 
     let body = serde_json::json!({"sitemap": format!("http://{HOST}/sitemap.xml")});
-    let r = api(&proxy, "POST", "/api/v1/warm", &body.to_string()).await;
-    assert_eq!(r.status, 202, "{}", r.text());
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["queued"],
-        3
-    );
+    assert_eq!(warm(&proxy, &body).await, 3);
     for p in ["/from-sitemap/1", "/from-sitemap/2", "/from-sitemap/3"] {
         wait_cached(&proxy, p).await;
     }
     assert_eq!(spa.documents("/not-ours"), 0);
 
-    assert_eq!(
-        api(&proxy, "POST", "/api/v1/warm", "{not json")
-            .await
-            .status,
-        400
-    );
-    assert_eq!(
-        api(
-            &proxy,
-            "POST",
-            "/api/v1/warm",
-            r#"{"urls": ["https://other.test/x"]}"#
-        )
-        .await
-        .status,
-        400
-    );
+    for refused in ["{not json", r#"{"urls": ["https://other.test/x"]}"#] {
+        let r = api(&proxy, "POST", "/api/v1/warm", refused).await;
+        assert_eq!(r.status, 400, "{refused}");
+    }
 
     // Refresh: the origin changes, a refresh re-renders, the next hit has it.
     spa.set_title("Fresh from the CMS");
@@ -381,25 +345,12 @@ async fn recycles_write_no_error_line_and_each_crawler_request_one_info_line() {
     let spa = Spa::start().await;
     let log_path = std::env::temp_dir().join(format!("prerender-quiet-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).unwrap();
-    let origin = spa.url();
     // RUST_LOG as an operator sets it: a level that does not name
     // chromiumoxide must still keep its recycle noise out.
-    let mut proxy = ProxyProcess::start_with_stderr(
-        &[
-            "--origin",
-            &origin,
-            "--domain",
-            HOST,
-            "--browsers",
-            "1",
-            "--tabs-per-browser",
-            "1",
-            "--renders-per-browser",
-            "1",
-        ],
-        &[("RUST_LOG", "info")],
-        log,
-    );
+    let mut proxy = ProxyArgs::small_pool(&spa.url(), HOST)
+        .flag("--tabs-per-browser", "1")
+        .flag("--renders-per-browser", "1")
+        .start_with_stderr(&[("RUST_LOG", "info")], log);
     proxy.wait_until("/readyz", Duration::from_secs(30));
     for path in ["/products/1", "/products/2", "/products/3"] {
         let r = bot(&proxy, path).await;
@@ -447,23 +398,10 @@ async fn recycles_write_no_error_line_and_each_crawler_request_one_info_line() {
 async fn pages_are_listed_and_purged_by_prefix_on_redis() {
     let spa = Spa::start().await;
     let redis = common::redis::RedisServer::start();
-    let origin = spa.url();
-    let redis_url = redis.url();
-    let args = [
-        "--origin",
-        &origin,
-        "--domain",
-        HOST,
-        "--browsers",
-        "1",
-        "--tabs-per-browser",
-        "2",
-        "--admin-token",
-        TOKEN,
-        "--redis",
-        &redis_url,
-    ];
-    let proxy = ProxyProcess::start_ready(&args);
+    let args = ProxyArgs::small_pool(&spa.url(), HOST)
+        .flag("--admin-token", TOKEN)
+        .flag("--redis", &redis.url());
+    let proxy = args.start_ready();
     let paths = ["/blog/1", "/blog/2", "/blog/3", "/blogroll", "/shop/1"];
     for path in paths {
         assert_eq!(bot(&proxy, path).await.status, 200, "{path}");
@@ -550,11 +488,8 @@ async fn pages_are_listed_and_purged_by_prefix_on_redis() {
 
     // A second instance on the same Redis serves the blog from its
     // in-process copy until the purge reaches it.
-    let other = ProxyProcess::start_ready(&args);
-    assert_eq!(
-        bot(&other, "/blog/1").await.header("x-prerender-cache"),
-        Some("HIT")
-    );
+    let other = args.start_ready();
+    served(&other, "/blog/1", "HIT").await;
     let purge = api(
         &proxy,
         "DELETE",
@@ -580,10 +515,7 @@ async fn pages_are_listed_and_purged_by_prefix_on_redis() {
             .query(&mut conn)
             .unwrap();
         assert!(exists, "{path} purged with the blog");
-        assert_eq!(
-            bot(&other, path).await.header("x-prerender-cache"),
-            Some("HIT")
-        );
+        served(&other, path, "HIT").await;
     }
     assert_eq!(
         bot(&other, "/blog/1").await.header("x-prerender-cache"),

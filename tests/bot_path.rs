@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::proxy::{get, ProxyProcess, FIREFOX, GOOGLEBOT};
+use common::proxy::{get, ProxyArgs, ProxyProcess, FIREFOX, GOOGLEBOT};
 use common::redis::RedisServer;
 use common::spa::Spa;
 use futures::future::join_all;
@@ -13,28 +13,9 @@ use futures::future::join_all;
 const HOST: &str = "www.example.test";
 const GOOGLEBOT_SMARTPHONE: &str = "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.6723.116 Mobile Safari/537.36 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 
-/// Flags for a small pool on a shared 2-core machine.
-fn small(origin: &str) -> Vec<String> {
-    [
-        "--origin",
-        origin,
-        "--domain",
-        HOST,
-        "--browsers",
-        "1",
-        "--tabs-per-browser",
-        "2",
-        "--ready-timeout",
-        "5",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-fn start(args: &[String]) -> ProxyProcess {
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    ProxyProcess::start_ready(&refs)
+/// A small pool on a shared 2-core machine, for `origin`.
+fn small(origin: &str) -> ProxyArgs {
+    ProxyArgs::small_pool(origin, HOST).quick_ready()
 }
 
 async fn bot(proxy: &ProxyProcess, path: &str) -> common::proxy::Reply {
@@ -51,9 +32,9 @@ fn config_file(toml: &str) -> tempfile::TempPath {
 async fn miss_then_hit_stored_in_redis_under_the_spec_key() {
     let spa = Spa::start().await;
     let redis = RedisServer::start();
-    let mut args = small(&spa.url());
-    args.extend(["--redis".to_string(), redis.url()]);
-    let proxy = start(&args);
+    let proxy = small(&spa.url())
+        .flag("--redis", &redis.url())
+        .start_ready();
 
     let first = bot(&proxy, "/app/x").await;
     assert_eq!(first.status, 200, "{}", first.text());
@@ -119,7 +100,7 @@ async fn miss_then_hit_stored_in_redis_under_the_spec_key() {
 #[tokio::test]
 async fn query_strings_share_one_key_and_concurrent_misses_render_once() {
     let spa = Spa::start().await;
-    let proxy = start(&small(&spa.url()));
+    let proxy = small(&spa.url()).start_ready();
     let a = bot(&proxy, "/products?page=2").await;
     assert_eq!(a.header("x-prerender-cache"), Some("MISS"));
     let b = bot(&proxy, "/products?page=3").await;
@@ -137,10 +118,9 @@ async fn query_strings_share_one_key_and_concurrent_misses_render_once() {
 async fn two_instances_on_one_redis_render_a_page_once() {
     let spa = Spa::start().await;
     let redis = RedisServer::start();
-    let mut args = small(&spa.url());
-    args.extend(["--redis".to_string(), redis.url()]);
-    let a = start(&args);
-    let b = start(&args);
+    let args = small(&spa.url()).flag("--redis", &redis.url());
+    let a = args.start_ready();
+    let b = args.start_ready();
     let replies = join_all((0..10).flat_map(|_| [bot(&a, "/shared"), bot(&b, "/shared")])).await;
     for r in &replies {
         assert_eq!(r.status, 200);
@@ -161,7 +141,7 @@ async fn two_instances_on_one_redis_render_a_page_once() {
 #[tokio::test]
 async fn validators_compression_head_and_statuses() {
     let spa = Spa::start().await;
-    let proxy = start(&small(&spa.url()));
+    let proxy = small(&spa.url()).start_ready();
     let page = bot(&proxy, "/v").await;
     let etag = page.header("etag").unwrap().to_string();
     let r = get(
@@ -243,7 +223,7 @@ async fn failed_renders_fail_open_or_answer_503_as_the_site_chooses() {
         origin = spa.url()
     );
     let cfg = config_file(&toml);
-    let proxy = start(&["--config".to_string(), cfg.to_str().unwrap().to_string()]);
+    let proxy = ProxyProcess::start_ready(&["--config", cfg.to_str().unwrap()]);
     let started = Instant::now();
     let r = bot(&proxy, "/hang").await;
     assert!(
@@ -286,7 +266,7 @@ async fn query_params_and_mobile_variants_get_their_own_keys() {
         redis = redis.url(),
     );
     let cfg = config_file(&toml);
-    let proxy = start(&["--config".to_string(), cfg.to_str().unwrap().to_string()]);
+    let proxy = ProxyProcess::start_ready(&["--config", cfg.to_str().unwrap()]);
     assert_eq!(
         bot(&proxy, "/list?page=2&utm=x")
             .await
@@ -325,9 +305,9 @@ async fn query_params_and_mobile_variants_get_their_own_keys() {
 async fn a_redis_outage_degrades_and_caching_resumes_by_itself() {
     let spa = Spa::start().await;
     let mut redis = RedisServer::start();
-    let mut args = small(&spa.url());
-    args.extend(["--redis".to_string(), redis.url()]);
-    let proxy = start(&args);
+    let proxy = small(&spa.url())
+        .flag("--redis", &redis.url())
+        .start_ready();
     assert_eq!(
         bot(&proxy, "/before").await.header("x-prerender-cache"),
         Some("MISS")
@@ -378,7 +358,7 @@ async fn a_redis_outage_degrades_and_caching_resumes_by_itself() {
 #[tokio::test]
 async fn the_embedded_store_serves_hits_without_redis() {
     let spa = Spa::start().await;
-    let proxy = start(&small(&spa.url()));
+    let proxy = small(&spa.url()).start_ready();
     assert_eq!(
         bot(&proxy, "/e").await.header("x-prerender-cache"),
         Some("MISS")
@@ -400,14 +380,10 @@ async fn the_embedded_store_serves_hits_without_redis() {
 async fn a_key_prefix_keeps_every_redis_key_of_the_deployment_under_it() {
     let spa = Spa::start().await;
     let redis = RedisServer::start();
-    let mut args = small(&spa.url());
-    args.extend([
-        "--redis".to_string(),
-        redis.url(),
-        "--key-prefix".to_string(),
-        "shop-a:".to_string(),
-    ]);
-    let proxy = start(&args);
+    let proxy = small(&spa.url())
+        .flag("--redis", &redis.url())
+        .flag("--key-prefix", "shop-a:")
+        .start_ready();
     let first = bot(&proxy, "/app/x").await;
     assert_eq!(first.header("x-prerender-cache"), Some("MISS"));
     assert_eq!(

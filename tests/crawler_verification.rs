@@ -12,7 +12,7 @@ mod common;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::dns::DnsServer;
-use common::proxy::{get, ProxyProcess, Reply, GOOGLEBOT};
+use common::proxy::{get, ProxyArgs, ProxyProcess, Reply, GOOGLEBOT};
 use common::redis::RedisServer;
 use common::spa::Spa;
 
@@ -55,25 +55,12 @@ fn start_trusting(trusted: &str, spa: &Spa, dns: &DnsServer, extra: &[&str]) -> 
 }
 
 fn start_with(trusted: &str, dns: &str, spa: &Spa, extra: &[&str]) -> ProxyProcess {
-    let origin = spa.url();
-    let mut args = vec![
-        "--origin",
-        &origin,
-        "--domain",
-        HOST,
-        "--browsers",
-        "1",
-        "--tabs-per-browser",
-        "2",
-        "--ready-timeout",
-        "5",
-        "--trusted-proxies",
-        trusted,
-        "--dns-resolver",
-        dns,
-    ];
-    args.extend_from_slice(extra);
-    ProxyProcess::start_ready(&args)
+    ProxyArgs::small_pool(&spa.url(), HOST)
+        .quick_ready()
+        .flag("--trusted-proxies", trusted)
+        .flag("--dns-resolver", dns)
+        .arg(extra)
+        .start_ready()
 }
 
 /// `GET path` with `user_agent`, forwarded for `client` by a trusted proxy.

@@ -5,60 +5,14 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
-
-use chromiumoxide::browser::{Browser, BrowserConfig};
-use chromiumoxide::cdp::browser_protocol::log::{EventEntryAdded, LogEntryLevel};
-use chromiumoxide::cdp::js_protocol::runtime::EventExceptionThrown;
-use chromiumoxide::Page;
-use futures::StreamExt;
-use parking_lot::Mutex;
-
+use common::dashboard::{eval, goto, page_route, wait_until, DashboardBrowser};
 use common::origin::{Route, TestOrigin};
-use common::proxy::{get, send, ProxyProcess};
+use common::proxy::{get, send, ProxyArgs};
 
 const HOST: &str = "www.example.test";
 const TOKEN: &str = "dashboard-token-0123456789";
 const GPTBOT: &str =
     "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)";
-const HANG: Duration = Duration::from_secs(30);
-
-fn chrome_path() -> PathBuf {
-    std::env::var_os("CHROME_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/chromium/chromium"))
-}
-
-async fn eval<T: serde::de::DeserializeOwned>(page: &Page, js: &str) -> T {
-    tokio::time::timeout(HANG, page.evaluate(js))
-        .await
-        .expect("evaluate hung")
-        .unwrap_or_else(|e| panic!("{js}: {e}"))
-        .into_value()
-        .unwrap_or_else(|e| panic!("{js}: {e}"))
-}
-
-async fn wait_until(page: &Page, js: &str) {
-    let deadline = tokio::time::Instant::now() + HANG;
-    loop {
-        if eval::<bool>(page, js).await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never became true: {js}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn page_route(text: &str) -> Route {
-    Route::html(&format!(
-        "<!DOCTYPE html><html><head><title>t</title></head><body><div id=\"app\"></div><script>document.getElementById('app').textContent = '{text}';</script></body></html>"
-    ))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn families_failures_and_a_purge_button_per_page() {
@@ -68,19 +22,10 @@ async fn families_failures_and_a_purge_button_per_page() {
         ("/broken", Route::html("<h1>down</h1>").status(500)),
     ])
     .await;
-    let origin_url = origin.url().to_string();
-    let mut proxy = ProxyProcess::start_ready(&[
-        "--origin",
-        &origin_url,
-        "--domain",
-        HOST,
-        "--browsers",
-        "1",
-        "--admin-token",
-        TOKEN,
-        "--verify-crawlers",
-        "off",
-    ]);
+    let mut proxy = ProxyArgs::small_pool(origin.url().as_str(), HOST)
+        .flag("--admin-token", TOKEN)
+        .flag("--verify-crawlers", "off")
+        .start_ready();
     for path in ["/p/1", "/p/2", "/p/1"] {
         assert_eq!(proxy.crawl(HOST, path).await.status, 200, "{path}");
     }
@@ -93,55 +38,9 @@ async fn families_failures_and_a_purge_button_per_page() {
     let broken = proxy.crawl(HOST, "/broken").await;
     assert_eq!(broken.header("x-prerender-error"), Some("origin-error"));
 
-    let profile = tempfile::tempdir().unwrap();
-    let config = BrowserConfig::builder()
-        .chrome_executable(chrome_path())
-        .no_sandbox()
-        .new_headless_mode()
-        .user_data_dir(profile.path())
-        .args(["disable-gpu", "disable-component-update"])
-        .build()
-        .unwrap();
-    let (mut browser, mut handler) = Browser::launch(config).await.expect("launch chromium");
-    let handler_task = tokio::spawn(async move {
-        while let Some(event) = handler.next().await {
-            if event.is_err() {
-                break;
-            }
-        }
-    });
-    let page = browser.new_page("about:blank").await.unwrap();
-    let problems: Arc<Mutex<Vec<String>>> = Arc::default();
-    {
-        use chromiumoxide::cdp::browser_protocol::log::EnableParams as LogEnable;
-        use chromiumoxide::cdp::js_protocol::runtime::EnableParams as RuntimeEnable;
-        let mut log = page.event_listener::<EventEntryAdded>().await.unwrap();
-        let mut exceptions = page.event_listener::<EventExceptionThrown>().await.unwrap();
-        page.execute(LogEnable::default()).await.unwrap();
-        page.execute(RuntimeEnable::default()).await.unwrap();
-        let sink = problems.clone();
-        tokio::spawn(async move {
-            while let Some(e) = log.next().await {
-                if matches!(e.entry.level, LogEntryLevel::Error) {
-                    sink.lock().push(format!("log: {}", e.entry.text));
-                }
-            }
-        });
-        let sink = problems.clone();
-        tokio::spawn(async move {
-            while let Some(e) = exceptions.next().await {
-                sink.lock()
-                    .push(format!("exception: {}", e.exception_details.text));
-            }
-        });
-    }
-    tokio::time::timeout(
-        HANG,
-        page.goto(proxy.admin_url(&format!("/#token={TOKEN}"))),
-    )
-    .await
-    .expect("navigation hung")
-    .unwrap();
+    let browser = DashboardBrowser::launch().await;
+    let (page, problems) = browser.tab().await;
+    goto(&page, &proxy.admin_url(&format!("/#token={TOKEN}"))).await;
     wait_until(
         &page,
         "document.querySelectorAll('#domains .card').length === 1",
@@ -210,8 +109,19 @@ async fn families_failures_and_a_purge_button_per_page() {
     };
     assert_eq!(cached("/p/1").await, 404, "purged");
     assert_eq!(cached("/p/2").await, 200, "kept");
-    // Cards are redrawn every 5 s; the list stays.
-    tokio::time::sleep(Duration::from_millis(5500)).await;
+    // Cards are redrawn at every poll (5 s); the list stays. The card
+    // drawn now is marked, so a card without the mark is a redrawn one.
+    eval::<bool>(
+        &page,
+        "document.querySelector('#domains .card').dataset.drawn = 'before'; true",
+    )
+    .await;
+    wait_until(
+        &page,
+        "document.querySelector('#domains .card') !== null
+         && document.querySelector('#domains .card').dataset.drawn === undefined",
+    )
+    .await;
     assert_eq!(
         eval::<u32>(&page, "document.querySelectorAll('#pages-body tr').length").await,
         1
@@ -219,8 +129,6 @@ async fn families_failures_and_a_purge_button_per_page() {
     let seen = problems.lock().clone();
     assert!(seen.is_empty(), "console problems: {seen:#?}");
 
-    browser.close().await.unwrap();
-    let _ = browser.wait().await;
-    handler_task.abort();
+    browser.close().await;
     proxy.stop();
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::handler_origin::{full, Origin};
-use common::proxy::{get, ProxyProcess, Reply, FIREFOX, GOOGLEBOT};
+use common::proxy::{get, ProxyArgs, ProxyProcess, Reply, FIREFOX, GOOGLEBOT};
 use common::redis::RedisServer;
 use common::spa::{Spa, SHELL as SLOW_SHELL};
 use http_body_util::{BodyExt, Empty};
@@ -193,6 +193,26 @@ fn classify(reply: &Reply, path: &str) -> Result<Answer, String> {
     }
 }
 
+/// The answer to each of `paths` (the crawls of [`spawn_crawls`]), each
+/// one a render or the origin's own 200 page (fail-open), never anything
+/// else.
+async fn answers_of(
+    paths: &[String],
+    requests: Vec<tokio::task::JoinHandle<Result<Reply, String>>>,
+) -> BTreeMap<String, Answer> {
+    let mut answers = BTreeMap::new();
+    for (path, request) in paths.iter().zip(requests) {
+        let reply = request.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+        let answer = classify(&reply, path).unwrap_or_else(|e| panic!("{e}"));
+        if let Answer::FailOpen { status, .. } = &answer {
+            assert_eq!(*status, 200, "{path}: fail-open is the origin's own 200");
+            assert!(reply.text().contains(SHELL), "{path}: the origin's shell");
+        }
+        answers.insert(path.clone(), answer);
+    }
+    answers
+}
+
 /// One crawler request per path, all at once, each bounded by
 /// `ANSWER_DEADLINE`.
 fn spawn_crawls(
@@ -321,29 +341,17 @@ fn accepted_connections(pid: u32, port: u16) -> usize {
         .unwrap_or(0)
 }
 
-fn small_pool(origin: &str, tabs: &str) -> Vec<String> {
-    [
-        "--origin",
-        origin,
-        "--domain",
-        HOST,
-        "--browsers",
-        "1",
-        "--tabs-per-browser",
-        tabs,
-        "--ready-timeout",
-        "5",
-        "--render-timeout",
-        "20",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+/// One browser with `tabs` tabs, renders bounded at 20 s.
+fn small_pool(origin: &str, tabs: &str) -> ProxyArgs {
+    ProxyArgs::small_pool(origin, HOST)
+        .flag("--tabs-per-browser", tabs)
+        .quick_ready()
+        .flag("--render-timeout", "20")
 }
 
-fn start_ready(args: &[String], env: &[(&str, &str)]) -> ProxyProcess {
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut proxy = ProxyProcess::start_with_env(&refs, env);
+/// Started with `env`, and ready (a browser up) within a minute.
+fn start_ready(args: &ProxyArgs, env: &[(&str, &str)]) -> ProxyProcess {
+    let mut proxy = args.start_with_env(env);
     proxy.wait_until("/readyz", Duration::from_secs(60));
     proxy
 }
@@ -356,8 +364,7 @@ async fn chromium_killed_under_load_fails_open_recovers_and_stores_nothing_broke
     let site = SlowSite::start(Duration::from_millis(1500)).await;
     let redis = RedisServer::start();
     let (_tmp, marker) = browser_tmpdir();
-    let mut args = small_pool(&site.url(), "4");
-    args.extend(["--redis".into(), redis.url()]);
+    let args = small_pool(&site.url(), "4").flag("--redis", &redis.url());
     let proxy = start_ready(&args, &[("TMPDIR", marker.as_str())]);
 
     let paths: Vec<String> = (0..8).map(|i| format!("/under-load/{i}")).collect();
@@ -376,16 +383,7 @@ async fn chromium_killed_under_load_fails_open_recovers_and_stores_nothing_broke
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     }
 
-    let mut answers = BTreeMap::new();
-    for (path, request) in paths.iter().zip(requests) {
-        let reply = request.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
-        let answer = classify(&reply, path).unwrap_or_else(|e| panic!("{e}"));
-        if let Answer::FailOpen { status, .. } = &answer {
-            assert_eq!(*status, 200, "{path}: fail-open is the origin's own 200");
-            assert!(reply.text().contains(SHELL), "{path}: the origin's shell");
-        }
-        answers.insert(path.clone(), answer);
-    }
+    let answers = answers_of(&paths, requests).await;
     eprintln!("in flight at the kill: {in_flight:?}; answers: {answers:?}");
 
     let mut proxy = proxy;
@@ -532,13 +530,9 @@ async fn origin_down_fails_open_caches_nothing_and_recovers_on_the_same_port() {
     let spa = Spa::start().await;
     let mut relay = Relay::start(spa.origin.addr).await;
     let redis = RedisServer::start();
-    let mut args = small_pool(&relay.url(), "2");
-    args.extend([
-        "--redis".into(),
-        redis.url(),
-        "--origin-timeout".into(),
-        "5".into(),
-    ]);
+    let args = small_pool(&relay.url(), "2")
+        .flag("--redis", &redis.url())
+        .flag("--origin-timeout", "5");
     let proxy = start_ready(&args, &[]);
 
     // Up: a warm-up page renders, so pooled origin connections exist that
@@ -684,14 +678,10 @@ async fn human_on(sender: &mut hyper::client::conn::http1::SendRequest<Empty<Byt
 async fn ten_thousand_idle_connections_cost_bounded_memory_and_new_requests_are_served() {
     raise_fd_limit(IDLE_CONNECTIONS);
     let spa = Spa::start().await;
-    let mut args = small_pool(&spa.url(), "2");
     // Connections are held for the whole test, not closed as slow heads.
-    args.extend([
-        "--max-connections".into(),
-        (IDLE_CONNECTIONS + 1_000).to_string(),
-        "--header-read-timeout".into(),
-        "600".into(),
-    ]);
+    let args = small_pool(&spa.url(), "2")
+        .flag("--max-connections", &(IDLE_CONNECTIONS + 1_000).to_string())
+        .flag("--header-read-timeout", "600");
     let proxy = start_ready(&args, &[]);
     let pid = proxy.pid();
     let warm = crawl_within(proxy.port, "/warm", ANSWER_DEADLINE)
@@ -795,8 +785,7 @@ fn closed_within(conns: &mut [TcpStream], deadline: Duration) -> Vec<bool> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_never_send_a_request_are_closed_after_the_header_timeout() {
     let spa = Spa::start().await;
-    let mut args = small_pool(&spa.url(), "1");
-    args.extend(["--header-read-timeout".into(), "2".into()]);
+    let args = small_pool(&spa.url(), "1").flag("--header-read-timeout", "2");
     let proxy = start_ready(&args, &[]);
     let port = proxy.port;
     let closed = tokio::task::spawn_blocking(move || {
@@ -831,13 +820,9 @@ async fn connections_that_never_send_a_request_are_closed_after_the_header_timeo
 async fn the_connection_bound_defers_extra_connections_until_one_closes() {
     const BOUND: usize = 50;
     let spa = Spa::start().await;
-    let mut args = small_pool(&spa.url(), "1");
-    args.extend([
-        "--max-connections".into(),
-        BOUND.to_string(),
-        "--header-read-timeout".into(),
-        "120".into(),
-    ]);
+    let args = small_pool(&spa.url(), "1")
+        .flag("--max-connections", &BOUND.to_string())
+        .flag("--header-read-timeout", "120");
     let proxy = start_ready(&args, &[]);
     let (port, pid) = (proxy.port, proxy.pid());
     let mut held: Vec<TcpStream> = (0..BOUND)
@@ -899,13 +884,9 @@ async fn sigterm_with_renders_in_flight_answers_them_exits_and_leaves_no_browser
     let site = SlowSite::start(Duration::from_secs(2)).await;
     let redis = RedisServer::start();
     let (_tmp, marker) = browser_tmpdir();
-    let mut args = small_pool(&site.url(), "2");
-    args.extend([
-        "--redis".into(),
-        redis.url(),
-        "--shutdown-timeout".into(),
-        SHUTDOWN_TIMEOUT.to_string(),
-    ]);
+    let args = small_pool(&site.url(), "2")
+        .flag("--redis", &redis.url())
+        .flag("--shutdown-timeout", &SHUTDOWN_TIMEOUT.to_string());
     let mut proxy = start_ready(&args, &[("TMPDIR", marker.as_str())]);
     assert!(
         !common::processes_with(&marker).is_empty(),
@@ -920,16 +901,7 @@ async fn sigterm_with_renders_in_flight_answers_them_exits_and_leaves_no_browser
     unsafe { libc::kill(proxy.pid() as i32, libc::SIGTERM) };
     let signalled = Instant::now();
 
-    let mut answers = BTreeMap::new();
-    for (path, request) in paths.iter().zip(requests) {
-        let reply = request.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
-        let answer = classify(&reply, path).unwrap_or_else(|e| panic!("{e}"));
-        if let Answer::FailOpen { status, .. } = &answer {
-            assert_eq!(*status, 200, "{path}: fail-open is the origin's own 200");
-            assert!(reply.text().contains(SHELL), "{path}: the origin's shell");
-        }
-        answers.insert(path.clone(), answer);
-    }
+    let answers = answers_of(&paths, requests).await;
     eprintln!("in flight at SIGTERM: {in_flight:?}; answers: {answers:?}");
     // Renders already running are finished, not cut off.
     for path in &in_flight {

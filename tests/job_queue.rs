@@ -69,14 +69,21 @@ async fn queue_contract(jobs: Arc<RedisStore>) {
     assert!(!jobs.renew_job(&first, "r2").await.unwrap());
 
     // A lapsed job is taken over, once; the old holder can no longer renew it.
+    // r2 renews its job each round, so only r1's can lapse; polled until
+    // it has, however long Redis takes to count the idle time.
     let lease = Duration::from_millis(300);
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(jobs.renew_job(&second, "r2").await.unwrap(), "r2 is alive");
-    let taken = jobs
-        .reclaim_job(JobLane::Live, "r3", lease)
-        .await
-        .unwrap()
-        .expect("r1's lapsed job");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let taken = loop {
+        assert!(jobs.renew_job(&second, "r2").await.unwrap(), "r2 is alive");
+        if let Some(taken) = jobs.reclaim_job(JobLane::Live, "r3", lease).await.unwrap() {
+            break taken;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "r1's lapsed job was never taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(taken.id, first.id);
     assert_eq!(taken.deliveries, 2);
     assert_eq!(

@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::origin::{Route, TestOrigin};
-use common::proxy::{get, send, ProxyProcess, FIREFOX, GOOGLEBOT};
+use common::proxy::{get, send, ProxyArgs, ProxyProcess, FIREFOX, GOOGLEBOT};
 use common::tls::TestCa;
 
 const HOST: &str = "www.example.test";
@@ -176,22 +176,14 @@ async fn an_origin_certificate_from_an_unknown_ca_is_a_502_for_people_and_origin
     let ca_file = other.write(dir.path(), "other.pem");
     let log = dir.path().join("proxy.log");
     let origin_url = origin.url_named("localhost");
-    let mut proxy = ProxyProcess::start_with_stderr(
-        &[
-            "--origin",
-            origin_url.as_str(),
-            "--origin-ca-file",
-            ca_file.to_str().unwrap(),
-            "--browsers",
-            "1",
-            "--tabs-per-browser",
-            "1",
-            "--ready-timeout",
-            "5",
-        ],
-        &[("RUST_LOG", "warn")],
-        std::fs::File::create(&log).unwrap(),
-    );
+    let mut proxy = ProxyArgs::any_host(origin_url.as_str())
+        .flag("--origin-ca-file", ca_file.to_str().unwrap())
+        .flag("--tabs-per-browser", "1")
+        .quick_ready()
+        .start_with_stderr(
+            &[("RUST_LOG", "warn")],
+            std::fs::File::create(&log).unwrap(),
+        );
     proxy.wait_until("/readyz", Duration::from_secs(30));
 
     let r = get(&proxy.url("/"), &[("host", HOST), ("user-agent", FIREFOX)]).await;
@@ -244,24 +236,14 @@ async fn origin_host_is_the_host_the_origin_sees_and_cache_keys_keep_the_public_
         (origin.url_named("localhost"), &origin),
         (plain.url(), &plain),
     ] {
-        let mut proxy = ProxyProcess::start_with_env(
-            &[
-                "--origin",
-                origin_url.as_str(),
-                "--browsers",
-                "1",
-                "--tabs-per-browser",
-                "1",
-                "--ready-timeout",
-                "5",
-                "--admin-token",
-                TOKEN,
-            ],
-            &[
+        let mut proxy = ProxyArgs::any_host(origin_url.as_str())
+            .flag("--tabs-per-browser", "1")
+            .quick_ready()
+            .flag("--admin-token", TOKEN)
+            .start_with_env(&[
                 ("PRERENDER_ORIGIN_HOST", "shop.netlify.test"),
                 ("PRERENDER_ORIGIN_CA_FILE", ca_file.to_str().unwrap()),
-            ],
-        );
+            ]);
         proxy.wait_until("/readyz", Duration::from_secs(30));
         let r = get(&proxy.url("/"), &[("host", HOST), ("user-agent", FIREFOX)]).await;
         assert_eq!(r.status, 200, "{origin_url}");

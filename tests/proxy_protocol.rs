@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::origin::{Route, TestOrigin};
-use common::proxy::{ProxyProcess, FIREFOX};
+use common::proxy::{ProxyArgs, ProxyProcess, FIREFOX};
 
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
 
@@ -161,23 +161,15 @@ async fn crawler_log_lines_name_the_client_behind_trusted_proxies() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("proxy.log");
-    let mut proxy = ProxyProcess::start_with_stderr(
-        &[
-            "--origin",
-            origin.url().as_str(),
-            "--trusted-proxies",
-            "127.0.0.1",
-            "--proxy-protocol",
-            "--browsers",
-            "1",
-            "--tabs-per-browser",
-            "1",
-            "--verify-crawlers",
-            "off",
-        ],
-        &[("RUST_LOG", "info")],
-        std::fs::File::create(&log).unwrap(),
-    );
+    let mut proxy = ProxyArgs::any_host(origin.url().as_str())
+        .flag("--tabs-per-browser", "1")
+        .flag("--trusted-proxies", "127.0.0.1")
+        .arg(&["--proxy-protocol"])
+        .flag("--verify-crawlers", "off")
+        .start_with_stderr(
+            &[("RUST_LOG", "info")],
+            std::fs::File::create(&log).unwrap(),
+        );
     proxy.wait_until("/readyz", Duration::from_secs(30));
     let port = proxy.port;
     let googlebot = common::proxy::GOOGLEBOT;

@@ -15,33 +15,61 @@ use futures::future::join_all;
 
 const HOST: &str = "www.example.test";
 
-/// A config file with a small pool, one site on `plan`, the given plan
-/// table, and Redis.
-fn config(spa: &Spa, redis: &RedisServer, plan: &str, plans: &str) -> tempfile::TempPath {
-    let toml = format!(
-        r#"
-        browsers = 1
-        tabs_per_browser = 2
-        ready_timeout = 5
-        redis = "{redis}"
-        [[sites]]
-        domain = "{HOST}"
-        origin = "{origin}"
-        plan = "{plan}"
-        {plans}
-        "#,
-        redis = redis.url(),
-        origin = spa.url(),
-    );
-    let f = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(f.path(), toml).unwrap();
-    f.into_temp_path()
+/// A local JavaScript origin, a real redis-server and a config file with
+/// a small pool and one site on `plan`, whose table holds `settings`.
+struct Deployment {
+    spa: Spa,
+    redis: RedisServer,
+    cfg: tempfile::TempPath,
+}
+
+impl Deployment {
+    async fn new(plan: &str, settings: &str) -> Deployment {
+        let spa = Spa::start().await;
+        let redis = RedisServer::start();
+        let toml = format!(
+            r#"
+            browsers = 1
+            tabs_per_browser = 2
+            ready_timeout = 5
+            redis = "{redis}"
+            [[sites]]
+            domain = "{HOST}"
+            origin = "{origin}"
+            plan = "{plan}"
+            [plans.{plan}]
+            {settings}
+            "#,
+            redis = redis.url(),
+            origin = spa.url(),
+        );
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), toml).unwrap();
+        Deployment {
+            spa,
+            redis,
+            cfg: f.into_temp_path(),
+        }
+    }
 }
 
 fn start(cfg: &tempfile::TempPath) -> ProxyProcess {
     let mut p = ProxyProcess::start(&["--config", cfg.to_str().unwrap()]);
     p.wait_until("/readyz", Duration::from_secs(30));
     p
+}
+
+/// Asks for `path` as Googlebot and asserts how it was served
+/// (`X-Prerender-Cache`); the answer, for more checks.
+async fn served(proxy: &ProxyProcess, path: &str, how: &str) -> common::proxy::Reply {
+    let r = bot(proxy, path).await;
+    assert_eq!(
+        r.header("x-prerender-cache"),
+        Some(how),
+        "{path}: {:?}",
+        r.headers
+    );
+    r
 }
 
 async fn bot(proxy: &ProxyProcess, path: &str) -> common::proxy::Reply {
@@ -87,13 +115,10 @@ async fn eventually(deadline: Duration, what: &str, mut check: impl FnMut() -> b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_refresh_swaps_new_content_in_without_a_bot_request() {
-    let spa = Spa::start().await;
-    let redis = RedisServer::start();
-    let cfg = config(&spa, &redis, "fast", "[plans.fast]\nrefresh_every = \"3s\"");
+    let Deployment { spa, redis, cfg } = Deployment::new("fast", "refresh_every = \"3s\"").await;
     let proxy = start(&cfg);
 
-    let first = bot(&proxy, "/news").await;
-    assert_eq!(first.header("x-prerender-cache"), Some("MISS"));
+    let first = served(&proxy, "/news", "MISS").await;
     assert!(first.text().contains("Rendered by JavaScript at /news"));
 
     spa.set_title("Fresh headline");
@@ -111,8 +136,7 @@ async fn a_scheduled_refresh_swaps_new_content_in_without_a_bot_request() {
     );
     assert!(spa.documents("/news") >= 2);
 
-    let hit = bot(&proxy, "/news").await;
-    assert_eq!(hit.header("x-prerender-cache"), Some("HIT"));
+    let hit = served(&proxy, "/news", "HIT").await;
     assert!(
         hit.text().contains("Fresh headline at /news"),
         "{}",
@@ -122,23 +146,35 @@ async fn a_scheduled_refresh_swaps_new_content_in_without_a_bot_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_while_revalidate_serves_the_old_page_at_once_then_the_new_one() {
-    let spa = Spa::start().await;
-    let redis = RedisServer::start();
-    let cfg = config(
-        &spa,
-        &redis,
+    let Deployment {
+        spa,
+        redis: _redis,
+        cfg,
+    } = Deployment::new(
         "swr",
-        "[plans.swr]\ncache_ttl = \"2s\"\nstale_while_revalidate = \"30s\"",
-    );
+        "cache_ttl = \"2s\"\nstale_while_revalidate = \"30s\"",
+    )
+    .await;
     let proxy = start(&cfg);
 
-    let first = bot(&proxy, "/s").await;
-    assert_eq!(first.header("x-prerender-cache"), Some("MISS"));
+    let first = served(&proxy, "/s", "MISS").await;
     assert!(first.text().contains("Rendered by JavaScript at /s"));
     spa.set_title("Second edition");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
 
-    let stale = bot(&proxy, "/s").await;
+    // Hits until the 2 s TTL runs out (a hit starts no re-render), then the
+    // first answer past it is the stale page.
+    let started = Instant::now();
+    let stale = loop {
+        let r = bot(&proxy, "/s").await;
+        if r.header("x-prerender-cache") != Some("HIT") {
+            break r;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "still a HIT long after the TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(stale.header("x-prerender-cache"), Some("STALE"));
     assert_eq!(stale.body, first.body, "the old page, at once");
 
@@ -170,19 +206,12 @@ async fn stale_while_revalidate_serves_the_old_page_at_once_then_the_new_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agency_plus_polls_the_origin_and_re_renders_only_on_change() {
-    let spa = Spa::start().await;
+    let Deployment { spa, redis, cfg } =
+        Deployment::new("agency_plus", "poll_every = \"2s\"").await;
     spa.set_validators(true);
-    let redis = RedisServer::start();
-    let cfg = config(
-        &spa,
-        &redis,
-        "agency_plus",
-        "[plans.agency_plus]\npoll_every = \"2s\"",
-    );
     let proxy = start(&cfg);
 
-    let first = bot(&proxy, "/article").await;
-    assert_eq!(first.header("x-prerender-cache"), Some("MISS"));
+    served(&proxy, "/article", "MISS").await;
     let unconditional = spa.unconditional_documents("/article");
     let rendered = rendered_at(&redis, "/article");
     assert!(rendered.is_some());
@@ -214,8 +243,7 @@ async fn agency_plus_polls_the_origin_and_re_renders_only_on_change() {
     )
     .await;
     assert!(spa.unconditional_documents("/article") > unconditional);
-    let hit = bot(&proxy, "/article").await;
-    assert_eq!(hit.header("x-prerender-cache"), Some("HIT"));
+    let hit = served(&proxy, "/article", "HIT").await;
     assert!(hit.text().contains("edition-2"));
 
     // And the new baseline holds: no further renders while unchanged again.
@@ -232,20 +260,11 @@ async fn agency_plus_polls_the_origin_and_re_renders_only_on_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unchanged_polled_page_is_re_rendered_before_it_expires() {
-    let spa = Spa::start().await;
+    let Deployment { spa, redis, cfg } =
+        Deployment::new("agency_plus", "poll_every = \"2s\"\ncache_ttl = \"8s\"").await;
     spa.set_validators(true);
-    let redis = RedisServer::start();
-    let cfg = config(
-        &spa,
-        &redis,
-        "agency_plus",
-        "[plans.agency_plus]\npoll_every = \"2s\"\ncache_ttl = \"8s\"",
-    );
     let proxy = start(&cfg);
-    assert_eq!(
-        bot(&proxy, "/evergreen").await.header("x-prerender-cache"),
-        Some("MISS")
-    );
+    served(&proxy, "/evergreen", "MISS").await;
     let rendered = rendered_at(&redis, "/evergreen");
     // Twice the TTL later, crawlers have been served from the cache all along.
     let started = Instant::now();
@@ -264,21 +283,28 @@ async fn an_unchanged_polled_page_is_re_rendered_before_it_expires() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_refresh_each_due_page_once_per_period() {
-    let spa = Spa::start().await;
-    let redis = RedisServer::start();
-    let cfg = config(&spa, &redis, "fast", "[plans.fast]\nrefresh_every = \"3s\"");
+    let Deployment {
+        spa,
+        redis: _redis,
+        cfg,
+    } = Deployment::new("fast", "refresh_every = \"3s\"").await;
     let a = start(&cfg);
     let b = start(&cfg);
-    assert_eq!(
-        bot(&a, "/one").await.header("x-prerender-cache"),
-        Some("MISS")
-    );
-    assert_eq!(
-        bot(&b, "/two").await.header("x-prerender-cache"),
-        Some("MISS")
-    );
-    let window = Duration::from_secs(12);
-    tokio::time::sleep(window).await;
+    served(&a, "/one", "MISS").await;
+    served(&b, "/two", "MISS").await;
+    // Until each page has been refreshed twice (three document fetches).
+    let started = Instant::now();
+    eventually(
+        Duration::from_secs(30),
+        "two refreshes of each page",
+        || {
+            ["/one", "/two"]
+                .iter()
+                .all(|p| spa.document_requests(p).len() >= 3)
+        },
+    )
+    .await;
+    let window = started.elapsed() + Duration::from_secs(1);
 
     for path in ["/one", "/two"] {
         let requests = spa.document_requests(path);
@@ -302,21 +328,17 @@ async fn two_instances_refresh_each_due_page_once_per_period() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_entries_evicts_the_least_recently_used_pages() {
-    let spa = Spa::start().await;
-    let redis = RedisServer::start();
-    let cfg = config(&spa, &redis, "small", "[plans.small]\nmax_entries = 3");
+    let Deployment {
+        spa: _spa,
+        redis,
+        cfg,
+    } = Deployment::new("small", "max_entries = 3").await;
     let proxy = start(&cfg);
     for path in ["/e1", "/e2", "/e3"] {
-        assert_eq!(
-            bot(&proxy, path).await.header("x-prerender-cache"),
-            Some("MISS")
-        );
+        served(&proxy, path, "MISS").await;
     }
     // Reading /e1 makes it the most recently used.
-    assert_eq!(
-        bot(&proxy, "/e1").await.header("x-prerender-cache"),
-        Some("HIT")
-    );
+    served(&proxy, "/e1", "HIT").await;
     let index = format!("render-index:{HOST}");
     let score = |path: &str| -> Option<f64> {
         redis::cmd("ZSCORE")
@@ -332,10 +354,7 @@ async fn max_entries_evicts_the_least_recently_used_pages() {
     )
     .await;
     for path in ["/e4", "/e5"] {
-        assert_eq!(
-            bot(&proxy, path).await.header("x-prerender-cache"),
-            Some("MISS")
-        );
+        served(&proxy, path, "MISS").await;
     }
 
     for gone in ["/e2", "/e3"] {
@@ -368,22 +387,13 @@ async fn max_entries_evicts_the_least_recently_used_pages() {
         .unwrap();
     assert_eq!(due.len(), 3, "evicted pages are not refreshed: {due:?}");
     // An evicted page renders again on demand.
-    assert_eq!(
-        bot(&proxy, "/e2").await.header("x-prerender-cache"),
-        Some("MISS")
-    );
+    served(&proxy, "/e2", "MISS").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_used_up_quota_fails_open_keeps_hits_and_pauses_the_refresher() {
-    let spa = Spa::start().await;
-    let redis = RedisServer::start();
-    let cfg = config(
-        &spa,
-        &redis,
-        "metered",
-        "[plans.metered]\nmonthly_renders = 3\nrefresh_every = \"5s\"",
-    );
+    let Deployment { spa, redis, cfg } =
+        Deployment::new("metered", "monthly_renders = 3\nrefresh_every = \"5s\"").await;
     let proxy = start(&cfg);
     let pages = ["/q1", "/q2", "/q3"];
     // Together, so all three are rendered well before their first refresh is due.
@@ -402,14 +412,39 @@ async fn a_used_up_quota_fails_open_keeps_hits_and_pauses_the_refresher() {
     assert_eq!(over.header("x-prerender-error"), Some("quota"));
     assert!(over.text().contains("Loading…"), "the origin's own page");
     for p in pages {
-        assert_eq!(
-            bot(&proxy, p).await.header("x-prerender-cache"),
-            Some("HIT")
-        );
+        served(&proxy, p, "HIT").await;
     }
 
-    // Their refreshes come due, but the quota is used up: nothing is fetched.
-    tokio::time::sleep(Duration::from_secs(9)).await;
+    // Their refreshes come due, but the quota is used up: nothing is
+    // fetched. Waits until all three have been due for two refresher ticks
+    // (a claimed page would have left the due set or moved into the future).
+    let due_ms = || -> Vec<f64> {
+        redis::cmd("ZRANGE")
+            .arg(format!("render-due:{HOST}"))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query::<Vec<(String, f64)>>(&mut redis.raw())
+            .unwrap()
+            .into_iter()
+            .map(|(_, at)| at)
+            .collect()
+    };
+    let two_ticks_ago_ms = || {
+        (SystemTime::now() - 2 * prerender_proxy::pipeline::refresh::REFRESH_TICK)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as f64
+    };
+    eventually(
+        Duration::from_secs(20),
+        "all three refreshes due for two ticks",
+        || {
+            let due = due_ms();
+            due.len() == 3 && due.iter().all(|&at| at <= two_ticks_ago_ms())
+        },
+    )
+    .await;
     let counts: HashMap<&str, usize> = pages.iter().map(|p| (*p, spa.documents(p))).collect();
     assert!(counts.values().all(|&n| n == 1), "{counts:?}");
     let month = prerender_proxy::cache::quota_month(SystemTime::now());

@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use common::origin::{Route, TestOrigin};
-use common::proxy::ProxyProcess;
+use common::proxy::ProxyArgs;
 use prerender_proxy::render::{BrowserPool, PoolConfig, RenderJob, RenderedPage, ShadowDom};
 
 const PUBLIC: &str = "https://www.example.test";
@@ -66,18 +66,21 @@ impl Site {
     }
 }
 
-/// Every render of `browsers × tabs_per_browser` at once gets animation
-/// frames and intersection checks, as a render alone does.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_concurrent_render_gets_frames_and_intersections() {
+/// Renders twice `browsers × tabs_per_browser` copies of `page` (under
+/// `/<prefix>/<n>`) all at once on a pool of 2 × 4 tabs, twice (so on
+/// reused tabs), and asserts every render holds `<what> text <path>` for
+/// each of `texts`.
+async fn every_render_of_a_full_pool_holds(prefix: &str, page: &str, texts: &[&str]) {
     let mut cfg = common::small_pool_config();
     cfg.browsers = 2;
     cfg.tabs_per_browser = 4;
     let capacity = cfg.browsers * cfg.tabs_per_browser;
-    let paths: Vec<String> = (0..capacity * 2).map(|i| format!("/frames/{i}")).collect();
+    let paths: Vec<String> = (0..capacity * 2)
+        .map(|i| format!("/{prefix}/{i}"))
+        .collect();
     let routes = paths
         .iter()
-        .map(|p| (p.as_str(), Route::html(FRAMES_PAGE)))
+        .map(|p| (p.as_str(), Route::html(page)))
         .collect();
     let site = Site::start(cfg, routes).await;
     for round in 0..2 {
@@ -86,20 +89,28 @@ async fn every_concurrent_render_gets_frames_and_intersections() {
             .iter()
             .zip(&pages)
             .filter(|(path, page)| {
-                !page.html.contains(&format!("frame text {path}"))
-                    || !page.html.contains(&format!("intersection text {path}"))
-                    || !page.html.contains(&format!("timer text {path}"))
+                texts
+                    .iter()
+                    .any(|what| !page.html.contains(&format!("{what} text {path}")))
             })
             .map(|(path, _)| path)
             .collect();
         assert!(
             incomplete.is_empty(),
-            "round {round}: {} of {} renders lacked frame, intersection or timer text: {incomplete:?}",
+            "round {round}: {} of {} renders lacked one of {texts:?}: {incomplete:?}",
             incomplete.len(),
             paths.len()
         );
     }
     site.pool.shutdown().await;
+}
+
+/// Every render of `browsers × tabs_per_browser` at once gets animation
+/// frames and intersection checks, as a render alone does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_concurrent_render_gets_frames_and_intersections() {
+    every_render_of_a_full_pool_holds("frames", FRAMES_PAGE, &["frame", "intersection", "timer"])
+        .await;
 }
 
 /// Pages that need frames only later, or only in a visible tab: an
@@ -139,36 +150,12 @@ document.getElementById('animated')
 /// gets them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_that_ask_for_frames_late_or_wait_to_be_visible_get_them() {
-    let mut cfg = common::small_pool_config();
-    cfg.browsers = 2;
-    cfg.tabs_per_browser = 4;
-    let capacity = cfg.browsers * cfg.tabs_per_browser;
-    let paths: Vec<String> = (0..capacity * 2).map(|i| format!("/late/{i}")).collect();
-    let routes = paths
-        .iter()
-        .map(|p| (p.as_str(), Route::html(LATE_FRAMES_PAGE)))
-        .collect();
-    let site = Site::start(cfg, routes).await;
-    for round in 0..2 {
-        let pages = futures::future::join_all(paths.iter().map(|p| site.render(p.as_str()))).await;
-        let incomplete: Vec<&String> = paths
-            .iter()
-            .zip(&pages)
-            .filter(|(path, page)| {
-                ["late frame", "visible", "resize", "animation"]
-                    .iter()
-                    .any(|what| !page.html.contains(&format!("{what} text {path}")))
-            })
-            .map(|(path, _)| path)
-            .collect();
-        assert!(
-            incomplete.is_empty(),
-            "round {round}: {} of {} renders lacked a late frame, visibility, resize or animation text: {incomplete:?}",
-            incomplete.len(),
-            paths.len()
-        );
-    }
-    site.pool.shutdown().await;
+    every_render_of_a_full_pool_holds(
+        "late",
+        LATE_FRAMES_PAGE,
+        &["late frame", "visible", "resize", "animation"],
+    )
+    .await;
 }
 
 /// A product card whose text lives in an open shadow root, with a slotted
@@ -284,44 +271,65 @@ fn fidelity_routes() -> Vec<(&'static str, Route)> {
     ]
 }
 
+/// The texts of the shadow page ([`SHADOW_PAGE`]), each of which a
+/// render shows exactly once however it writes the roots.
+const SHADOW_TEXTS: &[&str] = &[
+    "Open card text",
+    "Nested badge text",
+    "Closed root text",
+    "slotted light text",
+    "EUR 12.50",
+];
+
+/// Each of `texts` stands exactly once in `html`.
+fn each_once(html: &str, texts: &[&str]) {
+    for text in texts {
+        assert_eq!(count(html, text), 1, "{text} once: {html}");
+    }
+}
+
+/// `html` holds each fragment; a missing one is named with why it matters.
+fn holds(html: &str, fragments: &[(&str, &str)]) {
+    for (fragment, why) in fragments {
+        assert!(
+            html.contains(fragment),
+            "{why}: {fragment} missing from {html}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadow_roots_are_written_as_declarative_shadow_dom() {
     let site = Site::start(common::small_pool_config(), fidelity_routes()).await;
     let html = site.render("/shadow").await.html;
     assert!(!html.contains("<script"), "{html}");
-    for text in [
-        "Open card text",
-        "Nested badge text",
-        "Closed root text",
-        "slotted light text",
-        "EUR 12.50",
-    ] {
-        assert_eq!(count(&html, text), 1, "{text} once: {html}");
-    }
-    assert!(
-        html.contains(r#"<product-card><template shadowrootmode="open"><style>h2 { color: rgb(4, 5, 6); }</style><h2>Open card text</h2>"#),
-        "{html}"
-    );
-    assert!(
-        html.contains(r#"<slot name="price">no price</slot>"#),
-        "slots are kept: {html}"
-    );
-    assert!(
-        html.contains(r#"<inner-badge><template shadowrootmode="open"><b>Nested badge text</b></template></inner-badge>"#),
-        "{html}"
-    );
-    assert!(
-        html.contains(r#"<closed-box><template shadowrootmode="closed"><p>Closed root text</p></template></closed-box>"#),
-        "{html}"
-    );
-    // Light content stays where it is: a child of its host, after the root.
-    assert!(
-        html.contains(r#"</template><span slot="price">EUR 12.50</span></product-card>"#),
-        "{html}"
-    );
-    assert!(
-        html.contains(r#"<div class="frame"><slot></slot></div></template><slot></slot></inner-frame></section></template><em>slotted light text</em></outer-panel>"#),
-        "{html}"
+    each_once(&html, SHADOW_TEXTS);
+    holds(
+        &html,
+        &[
+            (
+                r#"<product-card><template shadowrootmode="open"><style>h2 { color: rgb(4, 5, 6); }</style><h2>Open card text</h2>"#,
+                "an open root with its style",
+            ),
+            (r#"<slot name="price">no price</slot>"#, "slots are kept"),
+            (
+                r#"<inner-badge><template shadowrootmode="open"><b>Nested badge text</b></template></inner-badge>"#,
+                "a nested root",
+            ),
+            (
+                r#"<closed-box><template shadowrootmode="closed"><p>Closed root text</p></template></closed-box>"#,
+                "a closed root",
+            ),
+            // Light content stays where it is: a child of its host, after the root.
+            (
+                r#"</template><span slot="price">EUR 12.50</span></product-card>"#,
+                "light content after its host's root",
+            ),
+            (
+                r#"<div class="frame"><slot></slot></div></template><slot></slot></inner-frame></section></template><em>slotted light text</em></outer-panel>"#,
+                "light content passed on through a nested root's slot",
+            ),
+        ],
     );
     site.pool.shutdown().await;
 }
@@ -335,26 +343,23 @@ async fn flattened_shadow_roots_put_the_composed_tree_in_the_light_dom() {
     assert!(!html.contains("<template"), "{html}");
     assert!(!html.contains("<slot"), "{html}");
     assert!(!html.contains("<script"), "{html}");
-    for text in [
-        "Open card text",
-        "Nested badge text",
-        "Closed root text",
-        "slotted light text",
-        "EUR 12.50",
-    ] {
-        assert_eq!(count(&html, text), 1, "{text} once: {html}");
-    }
-    assert!(
-        html.contains(r#"<product-card><h2>Open card text</h2><p class="price-line">Price: <span slot="price">EUR 12.50</span></p><inner-badge><b>Nested badge text</b></inner-badge></product-card>"#),
-        "slotted content where its slot shows it; shadow styles left out: {html}"
-    );
-    assert!(
-        html.contains(r#"<outer-panel><section><inner-frame><div class="frame"><em>slotted light text</em></div></inner-frame></section></outer-panel>"#),
-        "content passed through two slots: {html}"
-    );
-    assert!(
-        html.contains(r#"<closed-box><p>Closed root text</p></closed-box>"#),
-        "{html}"
+    each_once(&html, SHADOW_TEXTS);
+    holds(
+        &html,
+        &[
+            (
+                r#"<product-card><h2>Open card text</h2><p class="price-line">Price: <span slot="price">EUR 12.50</span></p><inner-badge><b>Nested badge text</b></inner-badge></product-card>"#,
+                "slotted content where its slot shows it; shadow styles left out",
+            ),
+            (
+                r#"<outer-panel><section><inner-frame><div class="frame"><em>slotted light text</em></div></inner-frame></section></outer-panel>"#,
+                "content passed through two slots",
+            ),
+            (
+                r#"<closed-box><p>Closed root text</p></closed-box>"#,
+                "a closed root",
+            ),
+        ],
     );
     site.pool.shutdown().await;
 }
@@ -363,25 +368,30 @@ async fn flattened_shadow_roots_put_the_composed_tree_in_the_light_dom() {
 async fn styles_made_by_script_are_written_as_style_text() {
     let site = Site::start(common::small_pool_config(), fidelity_routes()).await;
     let html = site.render("/cssom").await.html;
-    assert!(
-        html.contains(r#".title { color: rgb(1, 2, 3); }</style>"#),
-        "inserted rules: {html}"
-    );
-    assert!(
-        html.contains("<style>/* written by hand */ .plain { color: red; }</style>"),
-        "a style nobody changed is kept as written: {html}"
-    );
-    assert!(
-        html.contains("<style>.adopted { margin-top: 7px; }</style></head>"),
-        "the document's adopted sheet: {html}"
-    );
-    assert!(
-        html.contains(r#"<styled-box><template shadowrootmode="open"><p class="inner">Box text</p><style>.inner { padding: 9px; }</style></template></styled-box>"#),
-        "a shadow root's adopted sheet: {html}"
-    );
-    assert!(
-        html.contains(r#"<style id="runtime">.sneaky::after { content: "<\/style><script>alert(1)</script>"; }"#),
-        "a rule cannot end its <style>: {html}"
+    holds(
+        &html,
+        &[
+            (
+                r#".title { color: rgb(1, 2, 3); }</style>"#,
+                "inserted rules",
+            ),
+            (
+                "<style>/* written by hand */ .plain { color: red; }</style>",
+                "a style nobody changed is kept as written",
+            ),
+            (
+                "<style>.adopted { margin-top: 7px; }</style></head>",
+                "the document's adopted sheet",
+            ),
+            (
+                r#"<styled-box><template shadowrootmode="open"><p class="inner">Box text</p><style>.inner { padding: 9px; }</style></template></styled-box>"#,
+                "a shadow root's adopted sheet",
+            ),
+            (
+                r#"<style id="runtime">.sneaky::after { content: "<\/style><script>alert(1)</script>"; }"#,
+                "a rule cannot end its <style>",
+            ),
+        ],
     );
     assert!(!html.contains("</style><script"), "{html}");
     site.pool.shutdown().await;
@@ -667,27 +677,13 @@ async fn the_proxy_answers_and_caches_client_redirects_and_takes_snapshot_flags(
     let mut routes = redirect_routes();
     routes.extend(fidelity_routes());
     let origin = TestOrigin::start(routes).await;
-    let origin_url = origin.url().to_string();
-    let mut proxy = ProxyProcess::start_with_env(
-        &[
-            "--origin",
-            &origin_url,
-            "--domain",
-            HOST,
-            "--browsers",
-            "1",
-            "--tabs-per-browser",
-            "2",
-            "--ready-timeout",
-            "5",
-            "--shadow-dom",
-            "flatten",
-        ],
-        &[
+    let mut proxy = ProxyArgs::small_pool(origin.url().as_str(), HOST)
+        .quick_ready()
+        .flag("--shadow-dom", "flatten")
+        .start_with_env(&[
             ("PRERENDER_KEEP_NOSCRIPT", "true"),
             ("PRERENDER_CLIENT_REDIRECT_STATUS", "307"),
-        ],
-    );
+        ]);
     proxy.wait_until("/readyz", std::time::Duration::from_secs(30));
     for (round, cache) in ["MISS", "HIT"].iter().enumerate() {
         let reply = proxy.crawl(HOST, "/old-route").await;

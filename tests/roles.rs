@@ -8,7 +8,7 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use common::proxy::{send, ProxyProcess, GOOGLEBOT};
+use common::proxy::{send, ProxyArgs, ProxyProcess, GOOGLEBOT};
 use common::redis::RedisServer;
 use common::spa::Spa;
 use futures::future::join_all;
@@ -19,28 +19,13 @@ const TOKEN: &str = "roles-admin-token-0123456789";
 const RENDER_TIMEOUT_SECS: u64 = 20;
 
 fn instance(spa: &Spa, redis: &RedisServer, role: &str, tabs: &str) -> ProxyProcess {
-    let origin = spa.url();
-    let redis = redis.url();
-    let timeout = RENDER_TIMEOUT_SECS.to_string();
-    let args = [
-        "--role",
-        role,
-        "--origin",
-        &origin,
-        "--domain",
-        HOST,
-        "--browsers",
-        "1",
-        "--tabs-per-browser",
-        tabs,
-        "--render-timeout",
-        &timeout,
-        "--redis",
-        &redis,
-        "--admin-token",
-        TOKEN,
-    ];
-    ProxyProcess::start_ready(&args)
+    ProxyArgs::small_pool(&spa.url(), HOST)
+        .flag("--role", role)
+        .flag("--tabs-per-browser", tabs)
+        .flag("--render-timeout", &RENDER_TIMEOUT_SECS.to_string())
+        .flag("--redis", &redis.url())
+        .flag("--admin-token", TOKEN)
+        .start_ready()
 }
 
 fn cached(redis: &RedisServer, path: &str) -> Option<String> {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::proxy::{send, ProxyProcess};
+use common::proxy::{send, ProxyArgs, ProxyProcess};
 use common::redis_cluster::RedisCluster;
 use common::spa::Spa;
 use futures::future::join_all;
@@ -12,22 +12,10 @@ const HOST: &str = "www.example.test";
 const TOKEN: &str = "scale-out-admin-token-0123";
 
 fn instance(spa: &Spa, redis: &str) -> ProxyProcess {
-    let origin = spa.url();
-    let args = [
-        "--origin",
-        &origin,
-        "--domain",
-        HOST,
-        "--browsers",
-        "1",
-        "--tabs-per-browser",
-        "2",
-        "--redis",
-        redis,
-        "--admin-token",
-        TOKEN,
-    ];
-    ProxyProcess::start_ready(&args)
+    ProxyArgs::small_pool(&spa.url(), HOST)
+        .flag("--redis", redis)
+        .flag("--admin-token", TOKEN)
+        .start_ready()
 }
 
 async fn bot(proxy: &ProxyProcess, path: &str) -> common::proxy::Reply {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::free_port;
 use common::origin::{Route, TestOrigin};
-use common::proxy::{get, send, ProxyProcess, GOOGLEBOT};
+use common::proxy::{get, send, ProxyArgs, ProxyProcess, GOOGLEBOT};
 use common::redis::RedisServer;
 
 const HOST: &str = "www.example.test";
@@ -314,16 +314,9 @@ async fn without_tokens_every_request_is_served_and_the_service_is_off_by_defaul
     let service_port = free_port();
     let listen = format!("127.0.0.1:{service_port}");
     let origin_url = origin.url().to_string();
-    let mut proxy = ProxyProcess::start(&[
-        "--origin",
-        &origin_url,
-        "--domain",
-        HOST,
-        "--browsers",
-        "1",
-        "--service-listen",
-        &listen,
-    ]);
+    let mut proxy = ProxyArgs::small_pool(&origin_url, HOST)
+        .flag("--service-listen", &listen)
+        .start();
     proxy.wait_until("/readyz", Duration::from_secs(30));
     let r = ask(service_port, &format!("/http://{HOST}/p/1"), None).await;
     assert_eq!(r.status, 200, "{}", r.text());

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::free_port;
-use common::proxy::{get, ProxyProcess, FIREFOX, GOOGLEBOT};
+use common::proxy::{get, ProxyArgs, FIREFOX, GOOGLEBOT};
 
 const HOST: &str = "www.example.test";
 const TOKEN: &str = "prerender-node-token-42";
@@ -78,28 +78,20 @@ impl Drop for ExpressApp {
     }
 }
 
+/// The proxy for `app`, with its service listener on `service_port`
+/// taking [`TOKEN`].
+fn service_proxy(app: &ExpressApp, service_port: u16) -> ProxyArgs {
+    ProxyArgs::small_pool(&app.url(""), HOST)
+        .quick_ready()
+        .flag("--service-listen", &format!("127.0.0.1:{service_port}"))
+        .flag("--service-tokens", TOKEN)
+}
+
 #[tokio::test]
 async fn prerender_node_in_express_serves_crawlers_from_the_service() {
     let service_port = free_port();
     let app = ExpressApp::start(&format!("http://127.0.0.1:{service_port}/"), TOKEN);
-    let origin = app.url("");
-    let listen = format!("127.0.0.1:{service_port}");
-    let mut proxy = ProxyProcess::start(&[
-        "--origin",
-        &origin,
-        "--domain",
-        HOST,
-        "--browsers",
-        "1",
-        "--tabs-per-browser",
-        "2",
-        "--ready-timeout",
-        "5",
-        "--service-listen",
-        &listen,
-        "--service-tokens",
-        TOKEN,
-    ]);
+    let mut proxy = service_proxy(&app, service_port).start();
     proxy.wait_until("/readyz", Duration::from_secs(30));
 
     // A person gets the app itself.
@@ -167,20 +159,7 @@ async fn a_wrong_token_in_the_middleware_is_refused() {
         &format!("http://127.0.0.1:{service_port}/"),
         "not-the-right-token",
     );
-    let origin = app.url("");
-    let listen = format!("127.0.0.1:{service_port}");
-    let mut proxy = ProxyProcess::start(&[
-        "--origin",
-        &origin,
-        "--domain",
-        HOST,
-        "--browsers",
-        "1",
-        "--service-listen",
-        &listen,
-        "--service-tokens",
-        TOKEN,
-    ]);
+    let mut proxy = service_proxy(&app, service_port).start();
     let crawler = get(&app.url("/products/1"), &[("user-agent", GOOGLEBOT)]).await;
     assert_eq!(crawler.status, 401, "{}", crawler.text());
     assert!(!crawler.text().contains(TOKEN));

@@ -98,6 +98,21 @@ fn page(html: &str) -> StoredPage {
 
 const HOUR: Duration = Duration::from_secs(3600);
 
+/// Polls `check` every 50 ms until it holds; panics naming `what` once
+/// [`DEADLINE`] has passed. For what a TTL or lease ends: the store (Redis
+/// or the embedded one) decides when, the test only waits for it.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < DEADLINE, "{what} within {DEADLINE:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 mod contract {
     use super::*;
 
@@ -155,8 +170,10 @@ mod contract {
             .await
             .unwrap();
         assert!(store.get(&k).await.unwrap().is_some());
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        assert_eq!(store.get(&k).await.unwrap(), None);
+        eventually("the page expired", || async {
+            store.get(&k).await.unwrap().is_none()
+        })
+        .await;
         // An expired page leaves the LRU index too.
         assert_eq!(store.entries("example.com").await.unwrap(), 0);
     }
@@ -243,7 +260,10 @@ mod contract {
             .put(&gone, &page("p"), Duration::from_millis(50))
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        eventually("the short-lived page expired", || async {
+            store.get(&gone).await.unwrap().is_none()
+        })
+        .await;
 
         let all = list_pages(&**store, "Example.COM", "/blog/", None, 1000)
             .await
@@ -407,8 +427,10 @@ mod contract {
             .try_lock(&k, "dead", Duration::from_millis(200))
             .await
             .unwrap());
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        assert!(!store.is_locked(&k).await.unwrap());
+        eventually("the lock expired", || async {
+            !store.is_locked(&k).await.unwrap()
+        })
+        .await;
         assert!(
             !store.unlock(&k, "dead").await.unwrap(),
             "an expired lock is not ours"
@@ -418,20 +440,24 @@ mod contract {
 
     pub async fn render_lock_lease_is_extended_only_by_its_owner(store: &Arc<dyn CacheStore>) {
         let k = key("example.com", "/lease");
+        // Taken after `k` with the same lease and never extended: once it
+        // is gone, `k`'s original lease has run out too.
+        let gone = key("example.com", "/gone");
         let lease = Duration::from_millis(600);
         assert!(store.try_lock(&k, "one", lease).await.unwrap());
+        assert!(store.try_lock(&gone, "one", lease).await.unwrap());
         assert!(!store.extend_lock(&k, "two", HOUR).await.unwrap());
         assert!(store.extend_lock(&k, "one", HOUR).await.unwrap());
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        eventually("the lease that was not extended ran out", || async {
+            !store.is_locked(&gone).await.unwrap()
+        })
+        .await;
         assert!(
             store.is_locked(&k).await.unwrap(),
             "the extended lease holds"
         );
         assert!(!store.try_lock(&k, "two", HOUR).await.unwrap());
         // A lease that ran out is not extended: someone else may hold it now.
-        let gone = key("example.com", "/gone");
-        assert!(store.try_lock(&gone, "one", lease).await.unwrap());
-        tokio::time::sleep(Duration::from_millis(1200)).await;
         assert!(!store.extend_lock(&gone, "one", HOUR).await.unwrap());
         assert!(!store.is_locked(&gone).await.unwrap());
     }
@@ -640,7 +666,10 @@ mod contract {
             .await
             .unwrap();
         store.schedule(&k, at_ms(1)).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        eventually("the page expired", || async {
+            store.get(&k).await.unwrap().is_none()
+        })
+        .await;
         assert_eq!(store.entries("example.com").await.unwrap(), 0);
         assert_eq!(
             store

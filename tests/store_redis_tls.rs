@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::origin::{Route, TestOrigin};
-use common::proxy::{get, send, ProxyProcess, GOOGLEBOT};
+use common::proxy::{get, send, ProxyArgs, GOOGLEBOT};
 use common::redis::TlsRedisServer;
 use common::tls::TestCa;
 use futures::future::join_all;
@@ -48,26 +48,17 @@ async fn cache_dedup_and_purge_work_over_rediss_and_the_password_is_never_shown(
     .await;
     let ca_file = ca.write(dir.path(), "ca.pem");
     let log = dir.path().join("proxy.log");
-    let mut proxy = ProxyProcess::start_with_stderr(
-        &[
-            "--origin",
-            origin.url().as_str(),
-            "--browsers",
-            "1",
-            "--tabs-per-browser",
-            "2",
-            "--ready-timeout",
-            "5",
-            "--admin-token",
-            TOKEN,
-        ],
-        &[
-            ("REDIS_URL", redis.url().as_str()),
-            ("PRERENDER_ORIGIN_CA_FILE", ca_file.to_str().unwrap()),
-            ("RUST_LOG", "debug"),
-        ],
-        std::fs::File::create(&log).unwrap(),
-    );
+    let mut proxy = ProxyArgs::any_host(origin.url().as_str())
+        .quick_ready()
+        .flag("--admin-token", TOKEN)
+        .start_with_stderr(
+            &[
+                ("REDIS_URL", redis.url().as_str()),
+                ("PRERENDER_ORIGIN_CA_FILE", ca_file.to_str().unwrap()),
+                ("RUST_LOG", "debug"),
+            ],
+            std::fs::File::create(&log).unwrap(),
+        );
     proxy.wait_until("/readyz", Duration::from_secs(30));
 
     // Cache: a miss renders and stores in the TLS Redis, then a hit.
@@ -150,24 +141,14 @@ async fn cache_and_purge_work_on_a_redis_cluster_over_tls() {
     let origin = TestOrigin::start(vec![("/page", page("cached in a TLS cluster"))]).await;
     // One node is enough: the others are discovered.
     let first = cluster.urls()[0].clone();
-    let mut proxy = ProxyProcess::start_with_env(
-        &[
-            "--origin",
-            origin.url().as_str(),
-            "--browsers",
-            "1",
-            "--tabs-per-browser",
-            "1",
-            "--ready-timeout",
-            "5",
-            "--admin-token",
-            TOKEN,
-        ],
-        &[
+    let mut proxy = ProxyArgs::any_host(origin.url().as_str())
+        .flag("--tabs-per-browser", "1")
+        .quick_ready()
+        .flag("--admin-token", TOKEN)
+        .start_with_env(&[
             ("REDIS_URL", format!("{first},{first}").as_str()),
             ("PRERENDER_ORIGIN_CA_FILE", ca_file.to_str().unwrap()),
-        ],
-    );
+        ]);
     proxy.wait_until("/readyz", Duration::from_secs(30));
     let miss = proxy.crawl(HOST, "/page").await;
     assert_eq!(

@@ -2,14 +2,13 @@
 //! and `{"error": …}` answers for bodies that do not fit.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::header::{HeaderMap, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::http::respond;
-use crate::http::{Body, BoxError};
+use crate::http::{collect_bounded, Body, BoxError, CollectError};
 
 /// Largest admin request body. A warm request of 10,000 URLs of ~100 bytes
 /// fits with room to spare.
@@ -90,20 +89,12 @@ where
             return Err(BodyError::TooLarge);
         }
     }
-    let bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
-            return Err(
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    BodyError::TooLarge
-                } else {
-                    BodyError::Read(bounded_detail(e.to_string()))
-                },
-            )
-        }
-    };
+    let bytes = collect_bounded(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| match e {
+            CollectError::TooLarge { .. } => BodyError::TooLarge,
+            CollectError::Read(detail) => BodyError::Read(bounded_detail(detail)),
+        })?;
     serde_json::from_slice(&bytes).map_err(|e| BodyError::Json(bounded_detail(e.to_string())))
 }
 
@@ -208,7 +199,7 @@ fn check_url(url: &str, field: &str) -> Result<(), BodyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::{Full, StreamBody};
+    use http_body_util::{BodyExt, Full, StreamBody};
     use hyper::body::Frame;
     use hyper::header::HeaderValue;
 

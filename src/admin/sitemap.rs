@@ -12,13 +12,13 @@ use std::collections::HashSet;
 use std::io::Read;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Limited};
 use hyper::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, HOST, USER_AGENT};
 use hyper::Request;
 use quick_xml::events::Event;
 use quick_xml::Reader;
 use url::Url;
 
+use crate::http::{collect_bounded, CollectError};
 use crate::upstream::UpstreamClient;
 
 /// Nesting followed: a sitemap index (depth 1) and the sitemaps it lists
@@ -299,19 +299,12 @@ impl SitemapFetcher {
             .get(CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
-        let raw = Limited::new(resp.into_body(), max)
-            .collect()
+        let raw = collect_bounded(resp.into_body(), max)
             .await
-            .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    format!("larger than {max} bytes")
-                } else {
-                    e.to_string()
-                }
-            })?
-            .to_bytes();
+            .map_err(|e| match e {
+                CollectError::TooLarge { .. } => format!("larger than {max} bytes"),
+                CollectError::Read(detail) => detail,
+            })?;
         decode_sitemap_body(&raw, gzip_encoded, max)
     }
 }

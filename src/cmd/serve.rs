@@ -381,7 +381,7 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     let certificates = match &config.tls {
         None => None,
         Some(plan) => Some(
-            crate::listener_tls::SniCertificates::load(plan.clone())
+            crate::listener::tls::SniCertificates::load(plan.clone())
                 .map_err(|e| anyhow::anyhow!("tls_cert: {e}"))?,
         ),
     };
@@ -476,7 +476,7 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
 /// Without TLS a SIGHUP (`systemctl reload`) changes nothing and does not
 /// end the process.
 async fn reload_certificates_on_sighup(
-    certificates: Option<Arc<crate::listener_tls::SniCertificates>>,
+    certificates: Option<Arc<crate::listener::tls::SniCertificates>>,
     mut stop: watch::Receiver<bool>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};

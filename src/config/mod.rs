@@ -230,7 +230,7 @@ pub struct Config {
     pub origin_ca_file: Option<PathBuf>,
     /// TLS on the public listener: the default certificate and the
     /// sites' own (checked at start); `None`: plain HTTP.
-    pub tls: Option<crate::listener_tls::CertPlan>,
+    pub tls: Option<crate::certificates::CertPlan>,
     /// Connections from `trusted_proxies` start with a PROXY protocol header.
     pub proxy_protocol: bool,
     pub plans: BTreeMap<String, Plan>,
@@ -783,8 +783,8 @@ fn resolve_tls(
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     sites: &[file::SiteFile],
-) -> Result<Option<crate::listener_tls::CertPlan>, ConfigError> {
-    use crate::listener_tls::{load_pair, CertFiles, CertPlan};
+) -> Result<Option<crate::certificates::CertPlan>, ConfigError> {
+    use crate::certificates::{load_pair, CertFiles, CertPlan};
     let mut site_certs = Vec::new();
     for (i, site) in sites.iter().enumerate() {
         let field = |name: &str| format!("sites[{i}].{name}");

@@ -60,7 +60,6 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use http_body_util::{BodyExt, Limited};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, StatusCode};
 use lru::LruCache;
@@ -72,7 +71,7 @@ use tokio::task::JoinSet;
 use crate::cache::store_call;
 use crate::cache::{is_error_status, quota_month, CacheKey, CacheStore, StoredPage};
 use crate::config::{Config, Plan, Role, Site};
-use crate::http::respond;
+use crate::http::{collect_bounded, respond, CollectError};
 use crate::pipeline::job::{JobResult, OnStored, Prerenderer, RenderObserver};
 use crate::pipeline::queue::{Priority, Waiter};
 use crate::upstream::{origin_uri, OriginError, UpstreamClient};
@@ -692,17 +691,12 @@ impl ContentPoller {
                 return Err(PollError::ServerError(status));
             }
             let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, MAX_POLL_BODY_BYTES)
-                .collect()
+            let body = collect_bounded(body, MAX_POLL_BODY_BYTES)
                 .await
-                .map_err(|e| {
-                    if e.is::<http_body_util::LengthLimitError>() {
-                        PollError::TooLarge
-                    } else {
-                        PollError::Body(e.to_string())
-                    }
-                })?
-                .to_bytes();
+                .map_err(|e| match e {
+                    CollectError::TooLarge { .. } => PollError::TooLarge,
+                    CollectError::Read(detail) => PollError::Body(detail),
+                })?;
             let text = |name: header::HeaderName| {
                 parts
                     .headers

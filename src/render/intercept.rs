@@ -34,10 +34,11 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::frames::{self, Frames};
-use super::origin::{OriginClient, OriginError, OriginRequest, OriginResponse};
+use super::origin::{OriginClient, OriginRequest, OriginResponse};
 use super::policy::{self, Decision};
 use super::subresources::{StaticKind, SubresourceCache};
 use super::RenderJob;
+use crate::upstream::OriginError;
 
 /// Bound of one CDP command; a command whose answer never comes (a crashed
 /// renderer, an unparsable response) must not hold a render. Generous: on a
@@ -599,16 +600,16 @@ async fn fetch_document(
             },
             Answer::Fulfil(resp),
         ),
-        Err(OriginError::Timeout) => (
+        Err(OriginError::Timeout(_)) => (
             DocumentOutcome::TimedOut,
             Answer::Fail(ErrorReason::TimedOut),
         ),
-        Err(e @ OriginError::Tls(..)) => (
+        Err(e @ OriginError::Tls { .. }) => (
             DocumentOutcome::TlsFailure(e.to_string()),
             Answer::Fail(ErrorReason::ConnectionFailed),
         ),
         Err(e) => (
-            DocumentOutcome::Unreachable(e.to_string()),
+            DocumentOutcome::Unreachable(e.detail()),
             Answer::Fail(ErrorReason::ConnectionFailed),
         ),
     };
@@ -642,9 +643,9 @@ async fn fetch_subresource(
             }
             Answer::Fulfil(resp)
         }
-        Err(OriginError::Timeout) => Answer::Fail(ErrorReason::TimedOut),
+        Err(OriginError::Timeout(_)) => Answer::Fail(ErrorReason::TimedOut),
         Err(e) => {
-            tracing::debug!(url = %url, error = %e, "subresource fetch failed");
+            tracing::debug!(url = %url, error = %e.detail(), "subresource fetch failed");
             Answer::Fail(ErrorReason::Failed)
         }
     }

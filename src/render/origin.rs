@@ -1,13 +1,14 @@
 //! The HTTP client the renderer uses to fetch a site's bytes from its origin
-//! on behalf of the browser.
+//! on behalf of the browser: requests and answers as the browser sees them,
+//! over the one [`UpstreamClient`] and its [`OriginError`].
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
+
+use crate::http::collect_bounded;
+use crate::upstream::{OriginError, UpstreamClient};
 
 /// Largest response body accepted from the origin for one request.
 pub(crate) const MAX_ORIGIN_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -76,34 +77,32 @@ impl OriginResponse {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum OriginError {
-    #[error("origin request timed out")]
-    Timeout,
-    #[error("{0}")]
-    Transport(String),
-    #[error("origin body larger than {MAX_ORIGIN_BODY_BYTES} bytes")]
-    TooLarge,
-    #[error("bad request: {0}")]
-    BadRequest(String),
-    /// The origin's certificate could not be verified for its host.
-    #[error("origin certificate of {0} could not be verified: {1}")]
-    Tls(String, String),
-}
+/// How long an idle connection to an origin is kept for the next fetch
+/// (hyper-util's own default, which this client used before it shared
+/// [`UpstreamClient`]).
+const ORIGIN_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Shared client with connection reuse.
+/// Shared client with connection reuse: the one [`UpstreamClient`], each
+/// fetch bounded by its render's deadline rather than a timeout of its own.
 #[derive(Clone)]
 pub(crate) struct OriginClient {
-    client: Client<crate::upstream::OriginConnector, Full<Bytes>>,
+    client: UpstreamClient,
 }
 
 impl OriginClient {
-    pub(crate) fn new(connect_timeout: Duration) -> Self {
-        let connector = crate::upstream::connector(connect_timeout);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+    /// `render_timeout` only bounds a fetch made without a render's
+    /// deadline (none is: see [`OriginClient::fetch`]).
+    pub(crate) fn new(connect_timeout: Duration, render_timeout: Duration) -> Self {
+        let client = UpstreamClient::new(
+            render_timeout,
+            connect_timeout,
+            ORIGIN_IDLE_TIMEOUT,
+            usize::MAX,
+        );
         Self { client }
     }
 
+    /// The request, its answer's head and its whole body within `deadline`.
     pub(crate) async fn fetch(
         &self,
         req: OriginRequest,
@@ -127,35 +126,19 @@ impl OriginClient {
             .header("x-prerender", "1")
             .header(http::header::ACCEPT_ENCODING, "identity");
         let request = builder
-            .body(Full::new(req.body))
+            .body(crate::http::respond::full(req.body))
             .map_err(|e| OriginError::BadRequest(e.to_string()))?;
 
-        let origin_host = req.url.host_str().unwrap_or_default().to_string();
+        let budget = deadline.saturating_duration_since(Instant::now());
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| {
-                if crate::upstream::is_certificate_error(&e) {
-                    OriginError::Tls(origin_host, crate::upstream::error_chain(&e))
-                } else {
-                    OriginError::Transport(crate::upstream::error_chain(&e))
-                }
-            })?;
+            let response = self.client.send_by(request, deadline).await?;
             let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_ORIGIN_BODY_BYTES)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.is::<http_body_util::LengthLimitError>() {
-                        OriginError::TooLarge
-                    } else {
-                        OriginError::Transport(e.to_string())
-                    }
-                })?
-                .to_bytes();
+            let body = collect_bounded(body, MAX_ORIGIN_BODY_BYTES).await?;
             Ok::<_, OriginError>((parts, body))
         };
         let (parts, body) = tokio::time::timeout_at(deadline, exchange)
             .await
-            .map_err(|_| OriginError::Timeout)??;
+            .map_err(|_| OriginError::Timeout(budget))??;
 
         let encoding = parts
             .headers
@@ -200,14 +183,14 @@ fn decode(encoding: &str, body: &[u8]) -> Result<Bytes, OriginError> {
             .take(limit)
             .read_to_end(&mut out),
         other => {
-            return Err(OriginError::Transport(format!(
+            return Err(OriginError::Unreachable(format!(
                 "unsupported content-encoding {other}"
             )))
         }
     };
-    result.map_err(|e| OriginError::Transport(format!("bad {encoding} body: {e}")))?;
+    result.map_err(|e| OriginError::Unreachable(format!("bad {encoding} body: {e}")))?;
     if out.len() > MAX_ORIGIN_BODY_BYTES {
-        return Err(OriginError::TooLarge);
+        return Err(OriginError::TooLarge(MAX_ORIGIN_BODY_BYTES));
     }
     Ok(Bytes::from(out))
 }

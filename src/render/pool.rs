@@ -234,7 +234,7 @@ impl BrowserPool {
         let root_path = root.path().to_path_buf();
         let inner = Arc::new(PoolInner {
             shared: Arc::new(Shared {
-                origin: OriginClient::new(cfg.origin_connect_timeout),
+                origin: OriginClient::new(cfg.origin_connect_timeout, cfg.render_timeout),
                 subresources: Mutex::new(SubresourceCache::new(cfg.subresource_cache_bytes)),
                 blocked: AtomicU64::new(0),
                 blocked_internal: AtomicU64::new(0),

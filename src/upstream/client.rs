@@ -1,6 +1,7 @@
 //! The one HTTP client for origins outside the raw relay: hyper-util's
 //! pooled client over [`connector`](super::connector), and the one
-//! [`OriginError`] of an exchange with an origin.
+//! [`OriginError`] of an exchange with an origin (the passthrough's, the
+//! renderer's, the refresher's poll and the sitemap fetches).
 
 use std::time::Duration;
 
@@ -8,9 +9,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Instant;
 
 use super::OriginConnector;
-use crate::http::Body;
+use crate::http::{Body, CollectError};
 
 /// Why an origin could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +26,21 @@ pub enum OriginError {
     /// The origin's certificate could not be verified for its host.
     #[error("origin certificate of {host} could not be verified: {detail}")]
     Tls { host: String, detail: String },
+    /// The answer's body is larger than its reader accepts.
+    #[error("origin body larger than {0} bytes")]
+    TooLarge(usize),
+    /// The request could not be built from what was asked for.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}
+
+impl From<CollectError> for OriginError {
+    fn from(e: CollectError) -> Self {
+        match e {
+            CollectError::TooLarge { limit } => OriginError::TooLarge(limit),
+            CollectError::Read(detail) => OriginError::Unreachable(detail),
+        }
+    }
 }
 
 impl OriginError {
@@ -72,6 +89,16 @@ impl OriginError {
     pub fn is_tls(&self) -> bool {
         matches!(self, OriginError::Tls { .. })
     }
+
+    /// What went wrong without the "origin unreachable" prefix of an
+    /// unreachable origin, for messages that say it themselves (the
+    /// renderer's `RenderError::OriginUnreachable`).
+    pub fn detail(&self) -> String {
+        match self {
+            OriginError::Unreachable(detail) => detail.clone(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// A pooled client for origins: every request answered within `timeout`.
@@ -103,11 +130,33 @@ impl UpstreamClient {
         self.timeout
     }
 
-    /// Sends `req` (an absolute URI) and waits for the answer's head.
+    /// Sends `req` (an absolute URI) and waits for the answer's head at
+    /// most the client's timeout.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, OriginError> {
+        self.send_within(req, Instant::now() + self.timeout, self.timeout)
+            .await
+    }
+
+    /// Sends `req` and waits for the answer's head until `deadline` (a
+    /// render's), whatever the client's own timeout.
+    pub async fn send_by(
+        &self,
+        req: Request<Body>,
+        deadline: Instant,
+    ) -> Result<Response<Incoming>, OriginError> {
+        let budget = deadline.saturating_duration_since(Instant::now());
+        self.send_within(req, deadline, budget).await
+    }
+
+    async fn send_within(
+        &self,
+        req: Request<Body>,
+        deadline: Instant,
+        budget: Duration,
+    ) -> Result<Response<Incoming>, OriginError> {
         let host = req.uri().host().unwrap_or_default().to_string();
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
-            Err(_) => Err(OriginError::Timeout(self.timeout)),
+        match tokio::time::timeout_at(deadline, self.client.request(req)).await {
+            Err(_) => Err(OriginError::Timeout(budget)),
             Ok(Err(e)) => Err(OriginError::from_client(&e, &host)),
             Ok(Ok(resp)) => Ok(resp),
         }

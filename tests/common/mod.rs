@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod claims;
+pub mod dashboard;
 pub mod dns;
 pub mod handler_origin;
 pub mod layout;

@@ -141,6 +141,82 @@ impl ProxyProcess {
     }
 }
 
+/// The command line of one test proxy: a single site (`--origin`,
+/// `--domain`) on a small pool — one browser with two tabs, as much as a
+/// shared 2-core machine takes — plus whatever a test adds.
+#[derive(Debug, Clone)]
+pub struct ProxyArgs {
+    args: Vec<String>,
+}
+
+impl ProxyArgs {
+    /// `--origin origin --domain domain --browsers 1 --tabs-per-browser 2`.
+    pub fn small_pool(origin: &str, domain: &str) -> ProxyArgs {
+        Self::any_host(origin).flag("--domain", domain)
+    }
+
+    /// [`ProxyArgs::small_pool`] without `--domain`: the single site
+    /// answers any host.
+    pub fn any_host(origin: &str) -> ProxyArgs {
+        ProxyArgs { args: Vec::new() }
+            .flag("--origin", origin)
+            .flag("--browsers", "1")
+            .flag("--tabs-per-browser", "2")
+    }
+
+    /// Sets `name` to `value`, replacing an earlier value of the same flag
+    /// (so `--tabs-per-browser` can be changed); repeatable flags such as
+    /// `--site` are added with [`ProxyArgs::arg`].
+    pub fn flag(mut self, name: &str, value: &str) -> ProxyArgs {
+        if let Some(i) = self.args.iter().position(|a| a == name) {
+            self.args[i + 1] = value.to_string();
+        } else {
+            self.args.extend([name.to_string(), value.to_string()]);
+        }
+        self
+    }
+
+    /// Adds arguments as they are.
+    pub fn arg(mut self, args: &[&str]) -> ProxyArgs {
+        self.args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// `--ready-timeout 5`: a browser that cannot start fails the test in
+    /// seconds rather than the default's minute.
+    pub fn quick_ready(self) -> ProxyArgs {
+        self.flag("--ready-timeout", "5")
+    }
+
+    pub fn as_strs(&self) -> Vec<&str> {
+        self.args.iter().map(String::as_str).collect()
+    }
+
+    /// [`ProxyProcess::start`] with these arguments.
+    pub fn start(&self) -> ProxyProcess {
+        ProxyProcess::start(&self.as_strs())
+    }
+
+    /// [`ProxyProcess::start_ready`] with these arguments.
+    pub fn start_ready(&self) -> ProxyProcess {
+        ProxyProcess::start_ready(&self.as_strs())
+    }
+
+    /// [`ProxyProcess::start_with_env`] with these arguments.
+    pub fn start_with_env(&self, env: &[(&str, &str)]) -> ProxyProcess {
+        ProxyProcess::start_with_env(&self.as_strs(), env)
+    }
+
+    /// [`ProxyProcess::start_with_stderr`] with these arguments.
+    pub fn start_with_stderr(
+        &self,
+        env: &[(&str, &str)],
+        stderr: impl Into<Stdio>,
+    ) -> ProxyProcess {
+        ProxyProcess::start_with_stderr(&self.as_strs(), env, stderr)
+    }
+}
+
 /// The status of `GET path` on a loopback port, over a raw socket.
 pub fn raw_status(port: u16, path: &str) -> Option<u16> {
     use std::io::{Read, Write};

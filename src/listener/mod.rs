@@ -32,6 +32,9 @@ use tokio::task::JoinSet;
 
 use crate::config::ThreadScheduling;
 
+pub mod proxy_protocol;
+pub mod tls;
+
 use crate::http::Body;
 
 /// Largest request head hyper buffers: the 8 KiB request-target limit plus the
@@ -500,7 +503,7 @@ where
                         // source is the client from here on.
                         let peer = match proxy_protocol.filter(|expects| expects(peer.ip())) {
                             None => Some(peer),
-                            Some(_) => match crate::proxy_protocol::read_header(&mut stream, timeout).await {
+                            Some(_) => match proxy_protocol::read_header(&mut stream, timeout).await {
                                 Ok(Some(source)) => Some(source),
                                 Ok(None) => Some(peer),
                                 Err(reason) => {
