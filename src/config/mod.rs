@@ -11,7 +11,7 @@ pub mod site;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -247,38 +247,23 @@ impl Config {
         Self::from_parts(args, file)
     }
 
+    /// Flags and environment variables (`args`, already merged by clap) over
+    /// the file's options over defaults, each option checked by name.
     pub fn from_parts(args: &ServeArgs, file: FileConfig) -> Result<Config, ConfigError> {
-        let listen = parse_addr(
-            "listen",
-            pick(args.listen.clone(), file.listen),
-            DEFAULT_LISTEN,
-        )?;
-        let admin_listen = parse_addr(
-            "admin_listen",
-            pick(args.admin_listen.clone(), file.admin_listen),
-            DEFAULT_ADMIN_LISTEN,
-        )?;
-        let store = parse_store(pick(args.redis.clone(), file.redis.map(|r| r.joined())))?;
-        let key_prefix = pick(args.key_prefix.clone(), file.key_prefix).unwrap_or_default();
-        if key_prefix.len() > 64
-            || key_prefix
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || !c.is_ascii())
-        {
-            return Err(ConfigError::new(
-                "key_prefix",
-                "use at most 64 printable ASCII characters without spaces",
-            ));
-        }
-        if !key_prefix.is_empty() && store == StoreTarget::Embedded {
-            return Err(ConfigError::new(
-                "key_prefix",
-                "applies to Redis keys: set --redis (the embedded store is this process's alone)",
-            ));
-        }
+        let FileConfig {
+            options,
+            sites: site_files,
+            plans,
+        } = file;
+        let single_site = args.origin.is_some() || options.origin.is_some();
+        refuse_single_site_options(args, options.origin_host.is_some(), single_site)?;
+        let o = args.clone().over(options);
+
+        let store = parse_store(o.redis.as_deref())?;
+        let key_prefix = check_key_prefix(o.key_prefix.clone().unwrap_or_default(), &store)?;
         let role = one_of(
             "role",
-            pick(args.role.clone(), file.role),
+            o.role.as_deref(),
             Role::All,
             &[
                 ("all", Role::All),
@@ -292,227 +277,17 @@ impl Config {
                 "roles proxy and renderer share work through Redis: set --redis",
             ));
         }
-        let admin_token =
-            pick(args.admin_token.clone(), file.admin_token).filter(|t| !t.is_empty());
-        if let Some(t) = &admin_token {
-            if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(ConfigError::new(
-                    "admin_token",
-                    "use at least 16 characters without spaces (e.g. `openssl rand -hex 24`)",
-                ));
-            }
+        let trusted_proxies = parse_nets(o.trusted_proxies.as_deref().unwrap_or("").split(','))
+            .map_err(|e| ConfigError::new("trusted_proxies", e))?;
+        let proxy_protocol = o.proxy_protocol.unwrap_or(false);
+        if proxy_protocol && trusted_proxies.is_empty() {
+            return Err(ConfigError::new(
+                "proxy_protocol",
+                "the PROXY header is read only from trusted_proxies: list your load balancers there",
+            ));
         }
-        let service = ServiceConfig::parse(
-            pick(args.service_listen.clone(), file.service_listen),
-            pick(
-                args.service_tokens.clone(),
-                file.service_tokens.map(|l| l.joined()),
-            ),
-        )?;
-        let chrome = pick(args.chrome.clone(), file.chrome.map(PathBuf::from));
-        let render_user_agent = match pick(args.render_user_agent.clone(), file.render_user_agent) {
-            None => None,
-            Some(ua) if ua.trim().is_empty() => None,
-            Some(ua) if ua.len() > 512 || ua.chars().any(|c| c.is_control() || !c.is_ascii()) => {
-                return Err(ConfigError::new(
-                    "render_user_agent",
-                    "use at most 512 printable ASCII characters",
-                ))
-            }
-            Some(ua) => Some(ua.trim().to_string()),
-        };
-        let count =
-            |field: &str, v: Option<u64>, default: u64, max: u64| -> Result<u64, ConfigError> {
-                let v = v.unwrap_or(default);
-                if v == 0 || v > max {
-                    return Err(ConfigError::new(
-                        field,
-                        format!("{v} is out of range 1..={max}"),
-                    ));
-                }
-                Ok(v)
-            };
-        let secs = |field: &str,
-                    v: Option<DurationValue>,
-                    default: Duration|
-         -> Result<Duration, ConfigError> {
-            match v {
-                None => Ok(default),
-                Some(v) => match plan::parse_duration(&v, field)? {
-                    d if d < Duration::from_secs(1) => {
-                        Err(ConfigError::new(field, "must be at least 1 second"))
-                    }
-                    d => Ok(d),
-                },
-            }
-        };
-        let browsers = count(
-            "browsers",
-            args.browsers.or(file.browsers),
-            DEFAULT_BROWSERS,
-            64,
-        )? as usize;
-        let tabs_per_browser = count(
-            "tabs_per_browser",
-            args.tabs_per_browser.or(file.tabs_per_browser),
-            DEFAULT_TABS_PER_BROWSER,
-            64,
-        )? as usize;
-        let renders_per_browser = count(
-            "renders_per_browser",
-            args.renders_per_browser.or(file.renders_per_browser),
-            DEFAULT_RENDERS_PER_BROWSER,
-            1_000_000,
-        )? as u32;
-        let browser_max_age = secs(
-            "browser_max_age",
-            args.browser_max_age.clone().or(file.browser_max_age),
-            DEFAULT_BROWSER_MAX_AGE,
-        )?;
-        let browser_max_rss_mb = count(
-            "browser_max_rss",
-            args.browser_max_rss.or(file.browser_max_rss),
-            DEFAULT_BROWSER_MAX_RSS_MB,
-            1 << 20,
-        )?;
-        let render_timeout = secs(
-            "render_timeout",
-            args.render_timeout.clone().or(file.render_timeout),
-            DEFAULT_RENDER_TIMEOUT,
-        )?;
-        let ready_timeout = secs(
-            "ready_timeout",
-            args.ready_timeout.clone().or(file.ready_timeout),
-            DEFAULT_READY_TIMEOUT,
-        )?;
-        // cache_ttl = 0 is meaningful: store nothing.
-        let cache_ttl = match (&args.cache_ttl, &file.cache_ttl) {
-            (Some(v), _) | (None, Some(v)) => plan::parse_duration(v, "cache_ttl")?,
-            (None, None) => DEFAULT_CACHE_TTL,
-        };
-        let queue_capacity = count(
-            "queue_capacity",
-            args.queue_capacity.or(file.queue_capacity),
-            DEFAULT_QUEUE_CAPACITY,
-            1 << 24,
-        )? as usize;
-        let cache_max_bytes = count(
-            "cache_max_bytes",
-            args.cache_max_bytes.or(file.cache_max_bytes),
-            DEFAULT_CACHE_MAX_BYTES,
-            u64::MAX,
-        )?;
-        let bot_families = parse_families(pick(
-            args.bot_families.clone(),
-            file.bot_families.map(|l| l.joined()),
-        ))?;
-        let bot_patterns = pick(
-            args.bot_patterns.clone(),
-            file.bot_patterns.map(PathBuf::from),
-        );
-        if let Some(dir) = &bot_patterns {
-            if !dir.is_dir() {
-                return Err(ConfigError::new(
-                    "bot_patterns",
-                    format!("{} is not a readable directory", dir.display()),
-                ));
-            }
-        }
-        let log_format = one_of(
-            "log_format",
-            pick(args.log_format.clone(), file.log_format),
-            LogFormat::Text,
-            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
-        )?;
-        let origin_timeout = secs(
-            "origin_timeout",
-            args.origin_timeout.clone().or(file.origin_timeout),
-            DEFAULT_ORIGIN_TIMEOUT,
-        )?;
-        let origin_connect_timeout = secs(
-            "origin_connect_timeout",
-            args.origin_connect_timeout
-                .clone()
-                .or(file.origin_connect_timeout),
-            DEFAULT_ORIGIN_CONNECT_TIMEOUT,
-        )?;
-        let origin_max_idle = count(
-            "origin_max_idle",
-            args.origin_max_idle.or(file.origin_max_idle),
-            DEFAULT_ORIGIN_MAX_IDLE,
-            MAX_ORIGIN_MAX_IDLE,
-        )? as usize;
-        let origin_idle_timeout = secs(
-            "origin_idle_timeout",
-            args.origin_idle_timeout
-                .clone()
-                .or(file.origin_idle_timeout),
-            DEFAULT_ORIGIN_IDLE_TIMEOUT,
-        )?;
-        let header_read_timeout = secs(
-            "header_read_timeout",
-            args.header_read_timeout
-                .clone()
-                .or(file.header_read_timeout),
-            DEFAULT_HEADER_READ_TIMEOUT,
-        )?;
-        let max_connections = count(
-            "max_connections",
-            args.max_connections.or(file.max_connections),
-            DEFAULT_MAX_CONNECTIONS,
-            1 << 24,
-        )? as usize;
-        let public_threads = match args.public_threads.or(file.public_threads) {
-            None => None,
-            threads => Some(count("public_threads", threads, 1, MAX_PUBLIC_THREADS)? as usize),
-        };
-        let public_scheduling = one_of(
-            "public_scheduling",
-            pick(args.public_scheduling.clone(), file.public_scheduling),
-            ThreadScheduling::Batch,
-            &[
-                ("batch", ThreadScheduling::Batch),
-                ("normal", ThreadScheduling::Normal),
-            ],
-        )?;
-        let shutdown_timeout = secs(
-            "shutdown_timeout",
-            args.shutdown_timeout.clone().or(file.shutdown_timeout),
-            DEFAULT_SHUTDOWN_TIMEOUT,
-        )?;
-        let trusted_proxies = match pick(
-            args.trusted_proxies.clone(),
-            file.trusted_proxies.map(|l| l.joined()),
-        ) {
-            None => Vec::new(),
-            Some(list) => {
-                parse_nets(list.split(',')).map_err(|e| ConfigError::new("trusted_proxies", e))?
-            }
-        };
-        let verify_crawlers = one_of(
-            "verify_crawlers",
-            pick(args.verify_crawlers.clone(), file.verify_crawlers),
-            VerifyMode::Log,
-            &[
-                ("off", VerifyMode::Off),
-                ("log", VerifyMode::Log),
-                ("enforce", VerifyMode::Enforce),
-            ],
-        )?;
-        let dns_resolver = match pick(args.dns_resolver.clone(), file.dns_resolver)
-            .filter(|s| !s.trim().is_empty())
-        {
-            None => None,
-            Some(raw) => Some(raw.trim().parse::<SocketAddr>().map_err(|_| {
-                ConfigError::new(
-                    "dns_resolver",
-                    format!("{raw:?} is not an address like 127.0.0.53:53"),
-                )
-            })?),
-        };
-        let unverified_renders_per_minute = args
+        let unverified_renders_per_minute = o
             .unverified_renders_per_minute
-            .or(file.unverified_renders_per_minute)
             .unwrap_or(crate::verify::budget::DEFAULT_UNVERIFIED_RENDERS_PER_MINUTE);
         if unverified_renders_per_minute > MAX_UNVERIFIED_RENDERS_PER_MINUTE {
             return Err(ConfigError::new(
@@ -522,92 +297,138 @@ impl Config {
                 ),
             ));
         }
-        let crawler_ip_ranges = pick(
-            args.crawler_ip_ranges.clone(),
-            file.crawler_ip_ranges.map(PathBuf::from),
-        );
-        if let Some(dir) = &crawler_ip_ranges {
-            crate::verify::ranges::IpRanges::load(Some(dir))
-                .map_err(|e| ConfigError::new("crawler_ip_ranges", e.to_string()))?;
-        }
-
-        let origin_ca_file = pick(
-            args.origin_ca_file.clone(),
-            file.origin_ca_file.map(PathBuf::from),
-        );
-        if let Some(path) = &origin_ca_file {
-            crate::upstream::load_ca_file(path)
-                .map_err(|e| ConfigError::new("origin_ca_file", e))?;
-        }
-
-        let tls = resolve_tls(
-            pick(args.tls_cert.clone(), file.tls_cert.map(PathBuf::from)),
-            pick(args.tls_key.clone(), file.tls_key.map(PathBuf::from)),
-            &file.sites,
-        )?;
-
-        let proxy_protocol = args.proxy_protocol.or(file.proxy_protocol).unwrap_or(false);
-        if proxy_protocol && trusted_proxies.is_empty() {
-            return Err(ConfigError::new(
-                "proxy_protocol",
-                "the PROXY header is read only from trusted_proxies: list your load balancers there",
-            ));
-        }
-
-        let plans = plan::resolve_plans(&file.plans)?;
-        let single_plan = pick(args.plan.clone(), file.plan);
-        let origin = pick(args.origin.clone(), file.origin);
-        let domains = pick(args.domains.clone(), file.domains);
-        let single_snapshot = single_site_snapshot(args, origin.is_some())?;
-        let single_options = single_site_options(args, file.origin_host, origin.is_some())?;
-        let sites = resolve_sites(
-            &file.sites,
-            origin,
-            domains,
-            single_plan,
-            single_snapshot,
-            &single_options,
-            &plans,
-        )?;
+        let tls = resolve_tls(o.tls_cert.clone(), o.tls_key.clone(), &site_files)?;
+        let plans = plan::resolve_plans(&plans)?;
+        let sites = resolve_sites(&site_files, &o, &plans)?;
 
         Ok(Config {
-            listen,
-            admin_listen,
+            listen: parse_addr("listen", o.listen, DEFAULT_LISTEN)?,
+            admin_listen: parse_addr("admin_listen", o.admin_listen, DEFAULT_ADMIN_LISTEN)?,
             store,
             key_prefix,
             role,
-            admin_token,
-            service,
-            chrome,
-            render_user_agent,
-            browsers,
-            tabs_per_browser,
-            renders_per_browser,
-            browser_max_age,
-            browser_max_rss_mb,
-            render_timeout,
-            ready_timeout,
-            cache_ttl,
-            queue_capacity,
-            cache_max_bytes,
-            bot_families,
-            bot_patterns,
-            log_format,
-            origin_timeout,
-            origin_connect_timeout,
-            origin_max_idle,
-            origin_idle_timeout,
-            header_read_timeout,
-            max_connections,
-            public_threads,
-            public_scheduling,
-            shutdown_timeout,
+            admin_token: check_admin_token(o.admin_token)?,
+            service: ServiceConfig::parse(o.service_listen, o.service_tokens)?,
+            chrome: o.chrome,
+            render_user_agent: check_user_agent(o.render_user_agent)?,
+            browsers: count("browsers", o.browsers, DEFAULT_BROWSERS, 64)? as usize,
+            tabs_per_browser: count(
+                "tabs_per_browser",
+                o.tabs_per_browser,
+                DEFAULT_TABS_PER_BROWSER,
+                64,
+            )? as usize,
+            renders_per_browser: count(
+                "renders_per_browser",
+                o.renders_per_browser,
+                DEFAULT_RENDERS_PER_BROWSER,
+                1_000_000,
+            )? as u32,
+            browser_max_age: secs(
+                "browser_max_age",
+                o.browser_max_age,
+                DEFAULT_BROWSER_MAX_AGE,
+            )?,
+            browser_max_rss_mb: count(
+                "browser_max_rss",
+                o.browser_max_rss,
+                DEFAULT_BROWSER_MAX_RSS_MB,
+                1 << 20,
+            )?,
+            render_timeout: secs("render_timeout", o.render_timeout, DEFAULT_RENDER_TIMEOUT)?,
+            ready_timeout: secs("ready_timeout", o.ready_timeout, DEFAULT_READY_TIMEOUT)?,
+            // cache_ttl = 0 is meaningful: store nothing.
+            cache_ttl: match &o.cache_ttl {
+                Some(v) => plan::parse_duration(v, "cache_ttl")?,
+                None => DEFAULT_CACHE_TTL,
+            },
+            queue_capacity: count(
+                "queue_capacity",
+                o.queue_capacity,
+                DEFAULT_QUEUE_CAPACITY,
+                1 << 24,
+            )? as usize,
+            cache_max_bytes: count(
+                "cache_max_bytes",
+                o.cache_max_bytes,
+                DEFAULT_CACHE_MAX_BYTES,
+                u64::MAX,
+            )?,
+            bot_families: parse_families(o.bot_families)?,
+            bot_patterns: check_dir("bot_patterns", o.bot_patterns)?,
+            log_format: one_of(
+                "log_format",
+                o.log_format.as_deref(),
+                LogFormat::Text,
+                &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+            )?,
+            origin_timeout: secs("origin_timeout", o.origin_timeout, DEFAULT_ORIGIN_TIMEOUT)?,
+            origin_connect_timeout: secs(
+                "origin_connect_timeout",
+                o.origin_connect_timeout,
+                DEFAULT_ORIGIN_CONNECT_TIMEOUT,
+            )?,
+            origin_max_idle: count(
+                "origin_max_idle",
+                o.origin_max_idle,
+                DEFAULT_ORIGIN_MAX_IDLE,
+                MAX_ORIGIN_MAX_IDLE,
+            )? as usize,
+            origin_idle_timeout: secs(
+                "origin_idle_timeout",
+                o.origin_idle_timeout,
+                DEFAULT_ORIGIN_IDLE_TIMEOUT,
+            )?,
+            header_read_timeout: secs(
+                "header_read_timeout",
+                o.header_read_timeout,
+                DEFAULT_HEADER_READ_TIMEOUT,
+            )?,
+            max_connections: count(
+                "max_connections",
+                o.max_connections,
+                DEFAULT_MAX_CONNECTIONS,
+                1 << 24,
+            )? as usize,
+            public_threads: match o.public_threads {
+                None => None,
+                threads => Some(count("public_threads", threads, 1, MAX_PUBLIC_THREADS)? as usize),
+            },
+            public_scheduling: one_of(
+                "public_scheduling",
+                o.public_scheduling.as_deref(),
+                ThreadScheduling::Batch,
+                &[
+                    ("batch", ThreadScheduling::Batch),
+                    ("normal", ThreadScheduling::Normal),
+                ],
+            )?,
+            shutdown_timeout: secs(
+                "shutdown_timeout",
+                o.shutdown_timeout,
+                DEFAULT_SHUTDOWN_TIMEOUT,
+            )?,
             trusted_proxies,
-            verify_crawlers,
-            dns_resolver,
+            verify_crawlers: one_of(
+                "verify_crawlers",
+                o.verify_crawlers.as_deref(),
+                VerifyMode::Log,
+                &[
+                    ("off", VerifyMode::Off),
+                    ("log", VerifyMode::Log),
+                    ("enforce", VerifyMode::Enforce),
+                ],
+            )?,
+            dns_resolver: parse_dns_resolver(o.dns_resolver)?,
             unverified_renders_per_minute,
-            crawler_ip_ranges,
-            origin_ca_file,
+            crawler_ip_ranges: check_with("crawler_ip_ranges", o.crawler_ip_ranges, |dir| {
+                crate::verify::ranges::IpRanges::load(Some(dir))
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })?,
+            origin_ca_file: check_with("origin_ca_file", o.origin_ca_file, |path| {
+                crate::upstream::load_ca_file(path).map(drop)
+            })?,
             tls,
             proxy_protocol,
             plans,
@@ -633,15 +454,118 @@ impl Config {
     }
 }
 
-fn pick<T>(flag_or_env: Option<T>, file: Option<T>) -> Option<T> {
-    flag_or_env.or(file)
+/// A count in `1..=max`, `default` when unset.
+fn count(field: &str, v: Option<u64>, default: u64, max: u64) -> Result<u64, ConfigError> {
+    let v = v.unwrap_or(default);
+    if v == 0 || v > max {
+        return Err(ConfigError::new(
+            field,
+            format!("{v} is out of range 1..={max}"),
+        ));
+    }
+    Ok(v)
+}
+
+/// A duration of at least a second, `default` when unset.
+fn secs(field: &str, v: Option<DurationValue>, default: Duration) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(v) => match plan::parse_duration(&v, field)? {
+            d if d < Duration::from_secs(1) => {
+                Err(ConfigError::new(field, "must be at least 1 second"))
+            }
+            d => Ok(d),
+        },
+    }
+}
+
+/// A path that `check` accepts (it reads the file or directory now, so a
+/// bad one stops the start with its field named).
+fn check_with(
+    field: &str,
+    path: Option<PathBuf>,
+    check: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<Option<PathBuf>, ConfigError> {
+    if let Some(path) = &path {
+        check(path).map_err(|e| ConfigError::new(field, e))?;
+    }
+    Ok(path)
+}
+
+fn check_dir(field: &str, dir: Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
+    check_with(field, dir, |dir| match dir.is_dir() {
+        true => Ok(()),
+        false => Err(format!("{} is not a readable directory", dir.display())),
+    })
+}
+
+fn check_key_prefix(prefix: String, store: &StoreTarget) -> Result<String, ConfigError> {
+    if prefix.len() > 64
+        || prefix
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || !c.is_ascii())
+    {
+        return Err(ConfigError::new(
+            "key_prefix",
+            "use at most 64 printable ASCII characters without spaces",
+        ));
+    }
+    if !prefix.is_empty() && *store == StoreTarget::Embedded {
+        return Err(ConfigError::new(
+            "key_prefix",
+            "applies to Redis keys: set --redis (the embedded store is this process's alone)",
+        ));
+    }
+    Ok(prefix)
+}
+
+/// An empty token is none.
+fn check_admin_token(token: Option<String>) -> Result<Option<String>, ConfigError> {
+    let token = token.filter(|t| !t.is_empty());
+    if let Some(t) = &token {
+        if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ConfigError::new(
+                "admin_token",
+                "use at least 16 characters without spaces (e.g. `openssl rand -hex 24`)",
+            ));
+        }
+    }
+    Ok(token)
+}
+
+/// A blank User-Agent is the default.
+fn check_user_agent(ua: Option<String>) -> Result<Option<String>, ConfigError> {
+    match ua {
+        None => Ok(None),
+        Some(ua) if ua.trim().is_empty() => Ok(None),
+        Some(ua) if ua.len() > 512 || ua.chars().any(|c| c.is_control() || !c.is_ascii()) => {
+            Err(ConfigError::new(
+                "render_user_agent",
+                "use at most 512 printable ASCII characters",
+            ))
+        }
+        Some(ua) => Ok(Some(ua.trim().to_string())),
+    }
+}
+
+/// A blank resolver is the system's.
+fn parse_dns_resolver(raw: Option<String>) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(raw) = raw.filter(|s| !s.trim().is_empty()) else {
+        return Ok(None);
+    };
+    raw.trim().parse().map(Some).map_err(|_| {
+        ConfigError::new(
+            "dns_resolver",
+            format!("{raw:?} is not an address like 127.0.0.53:53"),
+        )
+    })
 }
 
 /// The choice `raw` names, `default` when unset; anything else is refused
 /// with the names allowed.
 fn one_of<T: Copy>(
     field: &str,
-    raw: Option<String>,
+    raw: Option<&str>,
     default: T,
     choices: &[(&str, T)],
 ) -> Result<T, ConfigError> {
@@ -670,7 +594,7 @@ fn parse_addr(field: &str, v: Option<String>, default: &str) -> Result<SocketAdd
     })
 }
 
-fn parse_store(v: Option<String>) -> Result<StoreTarget, ConfigError> {
+fn parse_store(v: Option<&str>) -> Result<StoreTarget, ConfigError> {
     let Some(raw) = v.filter(|s| !s.trim().is_empty()) else {
         return Ok(StoreTarget::Embedded);
     };
@@ -737,44 +661,6 @@ pub fn parse_families(v: Option<String>) -> Result<Vec<Family>, ConfigError> {
     Ok(out)
 }
 
-/// The snapshot options of the single site of `--origin` mode, from their
-/// flags (and environment variables); refused without a single site, where
-/// they would silently do nothing.
-fn single_site_snapshot(
-    args: &ServeArgs,
-    single_site: bool,
-) -> Result<site::SnapshotOptions, ConfigError> {
-    let given = [
-        ("shadow_dom", args.shadow_dom.is_some()),
-        ("max_render_height", args.max_render_height.is_some()),
-        ("keep_noscript", args.keep_noscript),
-        (
-            "client_redirect_status",
-            args.client_redirect_status.is_some(),
-        ),
-    ];
-    if let Some((name, _)) = given
-        .iter()
-        .find(|(_, given)| *given)
-        .filter(|_| !single_site)
-    {
-        return Err(ConfigError::new(
-            *name,
-            format!(
-                "--{} applies to the single site of --origin mode; set {name} in [[sites]] instead",
-                name.replace('_', "-")
-            ),
-        ));
-    }
-    site::SnapshotOptions::parse(
-        args.shadow_dom.as_deref(),
-        Some(args.keep_noscript),
-        args.max_render_height,
-        args.client_redirect_status,
-        str::to_string,
-    )
-}
-
 /// The certificates of a TLS listener: `tls_cert` + `tls_key` (the
 /// default, for any name no site claims) and the sites' own, each file
 /// read and each key checked against its certificate now, so a bad file
@@ -827,14 +713,25 @@ fn resolve_tls(
     }))
 }
 
-/// The `[[sites]]` keys of the single site of `--origin` mode given as
-/// flags (and environment variables); `origin_host` also as a file key.
-fn single_site_options(
+/// The single site's options (flags and environment variables, and
+/// `origin_host` at the top of the file) apply to the single site of
+/// `--origin` mode; without one they would silently do nothing: refused.
+fn refuse_single_site_options(
     args: &ServeArgs,
-    file_origin_host: Option<String>,
+    file_origin_host: bool,
     single_site: bool,
-) -> Result<site::SingleSiteOptions, ConfigError> {
+) -> Result<(), ConfigError> {
+    if single_site {
+        return Ok(());
+    }
     let given = [
+        ("shadow_dom", args.shadow_dom.is_some()),
+        ("max_render_height", args.max_render_height.is_some()),
+        ("keep_noscript", args.keep_noscript),
+        (
+            "client_redirect_status",
+            args.client_redirect_status.is_some(),
+        ),
         ("origin_host", args.origin_host.is_some()),
         ("scheme", args.scheme.is_some()),
         ("ignore", args.ignore.is_some()),
@@ -844,11 +741,7 @@ fn single_site_options(
         ("strip_scripts", args.strip_scripts.is_some()),
         ("on_render_failure", args.on_render_failure.is_some()),
     ];
-    if let Some((name, _)) = given
-        .iter()
-        .find(|(_, given)| *given)
-        .filter(|_| !single_site)
-    {
+    if let Some((name, _)) = given.iter().find(|(_, given)| *given) {
         return Err(ConfigError::new(
             *name,
             format!(
@@ -857,12 +750,29 @@ fn single_site_options(
             ),
         ));
     }
-    if file_origin_host.is_some() && args.origin_host.is_none() && !single_site {
+    if file_origin_host {
         return Err(ConfigError::new(
             "origin_host",
             "origin_host at the top of the file applies to the single site of origin mode; set it in [[sites]] instead",
         ));
     }
+    Ok(())
+}
+
+/// The single site of `--origin` mode, one per listed domain (or one for
+/// any host), with its options from flags and environment variables.
+fn single_sites(
+    o: &ServeArgs,
+    origin: &str,
+    plans: &BTreeMap<String, Plan>,
+) -> Result<Vec<Site>, ConfigError> {
+    let snapshot = site::SnapshotOptions::parse(
+        o.shadow_dom.as_deref(),
+        Some(o.keep_noscript),
+        o.max_render_height,
+        o.client_redirect_status,
+        str::to_string,
+    )?;
     // One regex a line in the environment: blank lines are no pattern.
     let patterns = |given: &Option<Vec<String>>| -> Vec<String> {
         given
@@ -872,9 +782,7 @@ fn single_site_options(
             .filter(|r| !r.is_empty())
             .collect()
     };
-    let ignore = patterns(&args.ignore);
-    let only = patterns(&args.only);
-    let query_params: Vec<String> = args
+    let query_params: Vec<String> = o
         .query_params
         .as_deref()
         .unwrap_or("")
@@ -883,77 +791,69 @@ fn single_site_options(
         .filter(|p| !p.is_empty())
         .map(str::to_string)
         .collect();
-    site::SingleSiteOptions::parse(
-        pick(args.origin_host.clone(), file_origin_host).as_deref(),
-        args.scheme.as_deref(),
-        &ignore,
-        &only,
+    let options = site::SingleSiteOptions::parse(
+        o.origin_host.as_deref(),
+        o.scheme.as_deref(),
+        &patterns(&o.ignore),
+        &patterns(&o.only),
         &query_params,
-        args.mobile_variant,
-        args.strip_scripts,
-        args.on_render_failure.as_deref(),
-    )
+        o.mobile_variant,
+        o.strip_scripts,
+        o.on_render_failure.as_deref(),
+    )?;
+    let origin = site::parse_origin(origin, "origin")?;
+    let plan_name = o.plan.as_deref().unwrap_or(plan::DEFAULT_PLAN);
+    let plan = plans
+        .get(plan_name)
+        .ok_or_else(|| ConfigError::new("plan", format!("unknown plan {plan_name:?}")))?;
+    let site = |domain| {
+        Site::single(domain, origin.clone(), plan.clone())
+            .with_options(&options)
+            .with_snapshot(snapshot)
+    };
+    let domains = o.domains.as_deref().unwrap_or_default();
+    let mut sites = Vec::new();
+    if domains.is_empty() {
+        sites.push(site(String::new()));
+    }
+    for d in domains.iter().filter(|d| !d.trim().is_empty()) {
+        let domain = site::normalise_domain(d)
+            .ok_or_else(|| ConfigError::new("domain", format!("{d:?} is not a host name")))?;
+        sites.push(site(domain));
+    }
+    Ok(sites)
 }
 
+/// The `[[sites]]` entries, or the single site of `--origin` mode.
 fn resolve_sites(
     files: &[file::SiteFile],
-    origin: Option<String>,
-    domains: Option<Vec<String>>,
-    single_plan: Option<String>,
-    single_snapshot: site::SnapshotOptions,
-    single_options: &site::SingleSiteOptions,
+    o: &ServeArgs,
     plans: &BTreeMap<String, Plan>,
 ) -> Result<SiteTable, ConfigError> {
     let mut sites = Vec::new();
     for (i, f) in files.iter().enumerate() {
         sites.push(Site::from_file(i, f, plans)?);
     }
-    match origin {
-        Some(raw) => {
-            if !files.is_empty() {
-                return Err(ConfigError::new(
-                    "origin",
-                    "give either [[sites]] or a single-site origin, not both",
-                ));
-            }
-            let origin = site::parse_origin(&raw, "origin")?;
-            let plan_name = single_plan.unwrap_or_else(|| plan::DEFAULT_PLAN.to_string());
-            let plan = plans
-                .get(&plan_name)
-                .cloned()
-                .ok_or_else(|| ConfigError::new("plan", format!("unknown plan {plan_name:?}")))?;
-            let domains = domains.unwrap_or_default();
-            if domains.is_empty() {
-                sites.push(
-                    Site::single(String::new(), origin.clone(), plan.clone())
-                        .with_options(single_options)
-                        .with_snapshot(single_snapshot),
-                );
-            }
-            for d in domains.iter().filter(|d| !d.trim().is_empty()) {
-                let domain = site::normalise_domain(d).ok_or_else(|| {
-                    ConfigError::new("domain", format!("{d:?} is not a host name"))
-                })?;
-                sites.push(
-                    Site::single(domain, origin.clone(), plan.clone())
-                        .with_options(single_options)
-                        .with_snapshot(single_snapshot),
-                );
-            }
+    match &o.origin {
+        Some(_) if !files.is_empty() => {
+            return Err(ConfigError::new(
+                "origin",
+                "give either [[sites]] or a single-site origin, not both",
+            ))
         }
-        None => {
-            if domains.is_some_and(|d| !d.is_empty()) {
-                return Err(ConfigError::new(
-                    "domain",
-                    "--domain needs --origin (or use [[sites]])",
-                ));
-            }
-            if let Some(p) = single_plan {
-                if !plans.contains_key(&p) {
-                    return Err(ConfigError::new("plan", format!("unknown plan {p:?}")));
-                }
-            }
+        Some(origin) => sites = single_sites(o, origin, plans)?,
+        None if o.domains.as_ref().is_some_and(|d| !d.is_empty()) => {
+            return Err(ConfigError::new(
+                "domain",
+                "--domain needs --origin (or use [[sites]])",
+            ))
         }
+        None => match &o.plan {
+            Some(p) if !plans.contains_key(p) => {
+                return Err(ConfigError::new("plan", format!("unknown plan {p:?}")))
+            }
+            _ => {}
+        },
     }
     SiteTable::new(sites)
 }
