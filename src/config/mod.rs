@@ -8,21 +8,25 @@ pub mod plan;
 pub mod redact;
 pub mod service;
 pub mod site;
+mod value;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use ipnet::IpNet;
-
 use crate::bot::Family;
-use crate::cli::{DurationValue, ServeArgs};
+use crate::cli::ServeArgs;
 use crate::verify::VerifyMode;
 use file::FileConfig;
 pub use plan::Plan;
 pub use service::ServiceConfig;
 pub use site::{OnRenderFailure, Site, SiteTable};
+use value::{
+    check_admin_token, check_dir, check_key_prefix, check_user_agent, check_with, count, one_of,
+    parse_addr, parse_dns_resolver, parse_store, secs,
+};
+pub use value::{parse_families, parse_nets};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:3000";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:3001";
@@ -256,7 +260,7 @@ impl Config {
             plans,
         } = file;
         let single_site = args.origin.is_some() || options.origin.is_some();
-        refuse_single_site_options(args, options.origin_host.is_some(), single_site)?;
+        site::refuse_single_site_options(args, options.origin_host.is_some(), single_site)?;
         let o = args.clone().over(options);
 
         let store = parse_store(o.redis.as_deref())?;
@@ -299,7 +303,7 @@ impl Config {
         }
         let tls = resolve_tls(o.tls_cert.clone(), o.tls_key.clone(), &site_files)?;
         let plans = plan::resolve_plans(&plans)?;
-        let sites = resolve_sites(&site_files, &o, &plans)?;
+        let sites = site::resolve_sites(&site_files, &o, &plans)?;
 
         Ok(Config {
             listen: parse_addr("listen", o.listen, DEFAULT_LISTEN)?,
@@ -454,213 +458,6 @@ impl Config {
     }
 }
 
-/// A count in `1..=max`, `default` when unset.
-fn count(field: &str, v: Option<u64>, default: u64, max: u64) -> Result<u64, ConfigError> {
-    let v = v.unwrap_or(default);
-    if v == 0 || v > max {
-        return Err(ConfigError::new(
-            field,
-            format!("{v} is out of range 1..={max}"),
-        ));
-    }
-    Ok(v)
-}
-
-/// A duration of at least a second, `default` when unset.
-fn secs(field: &str, v: Option<DurationValue>, default: Duration) -> Result<Duration, ConfigError> {
-    match v {
-        None => Ok(default),
-        Some(v) => match plan::parse_duration(&v, field)? {
-            d if d < Duration::from_secs(1) => {
-                Err(ConfigError::new(field, "must be at least 1 second"))
-            }
-            d => Ok(d),
-        },
-    }
-}
-
-/// A path that `check` accepts (it reads the file or directory now, so a
-/// bad one stops the start with its field named).
-fn check_with(
-    field: &str,
-    path: Option<PathBuf>,
-    check: impl FnOnce(&Path) -> Result<(), String>,
-) -> Result<Option<PathBuf>, ConfigError> {
-    if let Some(path) = &path {
-        check(path).map_err(|e| ConfigError::new(field, e))?;
-    }
-    Ok(path)
-}
-
-fn check_dir(field: &str, dir: Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
-    check_with(field, dir, |dir| match dir.is_dir() {
-        true => Ok(()),
-        false => Err(format!("{} is not a readable directory", dir.display())),
-    })
-}
-
-fn check_key_prefix(prefix: String, store: &StoreTarget) -> Result<String, ConfigError> {
-    if prefix.len() > 64
-        || prefix
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || !c.is_ascii())
-    {
-        return Err(ConfigError::new(
-            "key_prefix",
-            "use at most 64 printable ASCII characters without spaces",
-        ));
-    }
-    if !prefix.is_empty() && *store == StoreTarget::Embedded {
-        return Err(ConfigError::new(
-            "key_prefix",
-            "applies to Redis keys: set --redis (the embedded store is this process's alone)",
-        ));
-    }
-    Ok(prefix)
-}
-
-/// An empty token is none.
-fn check_admin_token(token: Option<String>) -> Result<Option<String>, ConfigError> {
-    let token = token.filter(|t| !t.is_empty());
-    if let Some(t) = &token {
-        if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(ConfigError::new(
-                "admin_token",
-                "use at least 16 characters without spaces (e.g. `openssl rand -hex 24`)",
-            ));
-        }
-    }
-    Ok(token)
-}
-
-/// A blank User-Agent is the default.
-fn check_user_agent(ua: Option<String>) -> Result<Option<String>, ConfigError> {
-    match ua {
-        None => Ok(None),
-        Some(ua) if ua.trim().is_empty() => Ok(None),
-        Some(ua) if ua.len() > 512 || ua.chars().any(|c| c.is_control() || !c.is_ascii()) => {
-            Err(ConfigError::new(
-                "render_user_agent",
-                "use at most 512 printable ASCII characters",
-            ))
-        }
-        Some(ua) => Ok(Some(ua.trim().to_string())),
-    }
-}
-
-/// A blank resolver is the system's.
-fn parse_dns_resolver(raw: Option<String>) -> Result<Option<SocketAddr>, ConfigError> {
-    let Some(raw) = raw.filter(|s| !s.trim().is_empty()) else {
-        return Ok(None);
-    };
-    raw.trim().parse().map(Some).map_err(|_| {
-        ConfigError::new(
-            "dns_resolver",
-            format!("{raw:?} is not an address like 127.0.0.53:53"),
-        )
-    })
-}
-
-/// The choice `raw` names, `default` when unset; anything else is refused
-/// with the names allowed.
-fn one_of<T: Copy>(
-    field: &str,
-    raw: Option<&str>,
-    default: T,
-    choices: &[(&str, T)],
-) -> Result<T, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok(default);
-    };
-    if let Some((_, value)) = choices.iter().find(|(name, _)| *name == raw) {
-        return Ok(*value);
-    }
-    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
-    let allowed = match names.split_last() {
-        Some((last, [])) => last.to_string(),
-        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-        None => String::new(),
-    };
-    Err(ConfigError::new(field, format!("{raw:?} is not {allowed}")))
-}
-
-fn parse_addr(field: &str, v: Option<String>, default: &str) -> Result<SocketAddr, ConfigError> {
-    let raw = v.unwrap_or_else(|| default.to_string());
-    raw.parse().map_err(|_| {
-        ConfigError::new(
-            field,
-            format!("{raw:?} is not an address like 127.0.0.1:3000"),
-        )
-    })
-}
-
-fn parse_store(v: Option<&str>) -> Result<StoreTarget, ConfigError> {
-    let Some(raw) = v.filter(|s| !s.trim().is_empty()) else {
-        return Ok(StoreTarget::Embedded);
-    };
-    let urls: Vec<String> = raw
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    for u in &urls {
-        let parsed = url::Url::parse(u).map_err(|e| {
-            ConfigError::new(
-                "redis",
-                format!("{:?} is not a URL: {e}", redact::redact_url(u)),
-            )
-        })?;
-        if !matches!(
-            parsed.scheme(),
-            "redis" | "rediss" | "redis+cluster" | "rediss+cluster"
-        ) || parsed.host_str().is_none()
-        {
-            return Err(ConfigError::new(
-                "redis",
-                format!(
-                    "{:?} is not a redis:// or rediss:// URL",
-                    redact::redact_url(u)
-                ),
-            ));
-        }
-    }
-    let cluster_scheme = urls.iter().any(|u| u.contains("+cluster://"));
-    if urls.len() == 1 && !cluster_scheme {
-        Ok(StoreTarget::Redis(urls[0].clone()))
-    } else {
-        Ok(StoreTarget::RedisCluster(
-            urls.into_iter()
-                .map(|u| u.replacen("+cluster://", "://", 1))
-                .collect(),
-        ))
-    }
-}
-
-/// A comma list of family names (or `all`); default: every family but
-/// `monitoring` and `http-libraries` (see `bot::Family::DEFAULT_RENDERED`).
-pub fn parse_families(v: Option<String>) -> Result<Vec<Family>, ConfigError> {
-    let Some(raw) = v else {
-        return Ok(Family::default_rendered());
-    };
-    let mut out = Vec::new();
-    for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        if name == "all" {
-            return Ok(Family::ALL.to_vec());
-        }
-        let family = Family::from_name(name).ok_or_else(|| {
-            let known: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
-            ConfigError::new(
-                "bot_families",
-                format!("unknown family {name:?} (known: {})", known.join(", ")),
-            )
-        })?;
-        if !out.contains(&family) {
-            out.push(family);
-        }
-    }
-    Ok(out)
-}
-
 /// The certificates of a TLS listener: `tls_cert` + `tls_key` (the
 /// default, for any name no site claims) and the sites' own, each file
 /// read and each key checked against its certificate now, so a bad file
@@ -713,181 +510,10 @@ fn resolve_tls(
     }))
 }
 
-/// The single site's options (flags and environment variables, and
-/// `origin_host` at the top of the file) apply to the single site of
-/// `--origin` mode; without one they would silently do nothing: refused.
-fn refuse_single_site_options(
-    args: &ServeArgs,
-    file_origin_host: bool,
-    single_site: bool,
-) -> Result<(), ConfigError> {
-    if single_site {
-        return Ok(());
-    }
-    let given = [
-        ("shadow_dom", args.shadow_dom.is_some()),
-        ("max_render_height", args.max_render_height.is_some()),
-        ("keep_noscript", args.keep_noscript),
-        (
-            "client_redirect_status",
-            args.client_redirect_status.is_some(),
-        ),
-        ("origin_host", args.origin_host.is_some()),
-        ("scheme", args.scheme.is_some()),
-        ("ignore", args.ignore.is_some()),
-        ("only", args.only.is_some()),
-        ("query_params", args.query_params.is_some()),
-        ("mobile_variant", args.mobile_variant.is_some()),
-        ("strip_scripts", args.strip_scripts.is_some()),
-        ("on_render_failure", args.on_render_failure.is_some()),
-    ];
-    if let Some((name, _)) = given.iter().find(|(_, given)| *given) {
-        return Err(ConfigError::new(
-            *name,
-            format!(
-                "--{} applies to the single site of --origin mode; set {name} in [[sites]] instead",
-                name.replace('_', "-")
-            ),
-        ));
-    }
-    if file_origin_host {
-        return Err(ConfigError::new(
-            "origin_host",
-            "origin_host at the top of the file applies to the single site of origin mode; set it in [[sites]] instead",
-        ));
-    }
-    Ok(())
-}
-
-/// The single site of `--origin` mode, one per listed domain (or one for
-/// any host), with its options from flags and environment variables.
-fn single_sites(
-    o: &ServeArgs,
-    origin: &str,
-    plans: &BTreeMap<String, Plan>,
-) -> Result<Vec<Site>, ConfigError> {
-    let snapshot = site::SnapshotOptions::parse(
-        o.shadow_dom.as_deref(),
-        Some(o.keep_noscript),
-        o.max_render_height,
-        o.client_redirect_status,
-        str::to_string,
-    )?;
-    // One regex a line in the environment: blank lines are no pattern.
-    let patterns = |given: &Option<Vec<String>>| -> Vec<String> {
-        given
-            .iter()
-            .flatten()
-            .map(|r| r.trim().to_string())
-            .filter(|r| !r.is_empty())
-            .collect()
-    };
-    let query_params: Vec<String> = o
-        .query_params
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(str::to_string)
-        .collect();
-    let options = site::SingleSiteOptions::parse(
-        o.origin_host.as_deref(),
-        o.scheme.as_deref(),
-        &patterns(&o.ignore),
-        &patterns(&o.only),
-        &query_params,
-        o.mobile_variant,
-        o.strip_scripts,
-        o.on_render_failure.as_deref(),
-    )?;
-    let origin = site::parse_origin(origin, "origin")?;
-    let plan_name = o.plan.as_deref().unwrap_or(plan::DEFAULT_PLAN);
-    let plan = plans
-        .get(plan_name)
-        .ok_or_else(|| ConfigError::new("plan", format!("unknown plan {plan_name:?}")))?;
-    let site = |domain| {
-        Site::single(domain, origin.clone(), plan.clone())
-            .with_options(&options)
-            .with_snapshot(snapshot)
-    };
-    let domains = o.domains.as_deref().unwrap_or_default();
-    let mut sites = Vec::new();
-    if domains.is_empty() {
-        sites.push(site(String::new()));
-    }
-    for d in domains.iter().filter(|d| !d.trim().is_empty()) {
-        let domain = site::normalise_domain(d)
-            .ok_or_else(|| ConfigError::new("domain", format!("{d:?} is not a host name")))?;
-        sites.push(site(domain));
-    }
-    Ok(sites)
-}
-
-/// The `[[sites]]` entries, or the single site of `--origin` mode.
-fn resolve_sites(
-    files: &[file::SiteFile],
-    o: &ServeArgs,
-    plans: &BTreeMap<String, Plan>,
-) -> Result<SiteTable, ConfigError> {
-    let mut sites = Vec::new();
-    for (i, f) in files.iter().enumerate() {
-        sites.push(Site::from_file(i, f, plans)?);
-    }
-    match &o.origin {
-        Some(_) if !files.is_empty() => {
-            return Err(ConfigError::new(
-                "origin",
-                "give either [[sites]] or a single-site origin, not both",
-            ))
-        }
-        Some(origin) => sites = single_sites(o, origin, plans)?,
-        None if o.domains.as_ref().is_some_and(|d| !d.is_empty()) => {
-            return Err(ConfigError::new(
-                "domain",
-                "--domain needs --origin (or use [[sites]])",
-            ))
-        }
-        None => match &o.plan {
-            Some(p) if !plans.contains_key(p) => {
-                return Err(ConfigError::new("plan", format!("unknown plan {p:?}")))
-            }
-            _ => {}
-        },
-    }
-    SiteTable::new(sites)
-}
-
-/// Parses `trusted_proxies` entries: CIDRs (`10.0.0.0/8`, `2001:db8::/32`)
-/// or single addresses (a /32 or /128).
-pub fn parse_nets<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Vec<IpNet>, String> {
-    let mut nets = Vec::new();
-    for raw in entries {
-        let entry = raw.trim();
-        if entry.is_empty() {
-            continue;
-        }
-        let net = match entry.parse::<IpNet>() {
-            Ok(net) => net.trunc(),
-            Err(_) => match entry.parse::<IpAddr>() {
-                Ok(ip) => IpNet::from(ip.to_canonical()),
-                Err(_) => {
-                    return Err(format!(
-                        "{entry:?} is not a CIDR like 10.0.0.0/8 or an address"
-                    ))
-                }
-            },
-        };
-        if !nets.contains(&net) {
-            nets.push(net);
-        }
-    }
-    Ok(nets)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::DurationValue;
 
     /// Held by tests that parse the command line (which reads the
     /// environment) or set environment variables.
