@@ -693,6 +693,127 @@ mod tests {
     }
 
     #[test]
+    fn a_flag_beats_the_environment_beats_the_file_beats_the_default() {
+        use clap::{CommandFactory, Parser};
+        type Read = fn(&Config) -> String;
+        fn list(items: Vec<String>) -> String {
+            items.join(" ")
+        }
+        let nets: Read = |c| list(c.trusted_proxies.iter().map(|n| n.to_string()).collect());
+        let families: Read = |c| list(c.bot_families.iter().map(|f| f.name().into()).collect());
+        // An option; its value on the flag, in the environment and in the
+        // file (TOML, with what else it needs); how `Config` shows it; and
+        // what it is from the default, the file, the environment, the flag.
+        let cases: [(&str, [&str; 3], Read, [&str; 4]); 8] = [
+            ("browsers", ["3", "4", "5"], |c| c.browsers.to_string(), ["2", "5", "4", "3"]),
+            (
+                "listen",
+                ["127.0.0.1:1", "127.0.0.1:2", "\"127.0.0.1:3\""],
+                |c| c.listen.to_string(),
+                ["0.0.0.0:3000", "127.0.0.1:3", "127.0.0.1:2", "127.0.0.1:1"],
+            ),
+            (
+                "render_timeout",
+                ["1m", "30", "\"2m\""],
+                |c| c.render_timeout.as_secs().to_string(),
+                ["20", "120", "30", "60"],
+            ),
+            (
+                "cache_ttl",
+                ["45", "1h", "600"],
+                |c| c.cache_ttl.as_secs().to_string(),
+                ["3600", "600", "3600", "45"],
+            ),
+            (
+                "trusted_proxies",
+                ["10.0.0.0/8", "192.0.2.1, ::1", "[\"198.51.100.0/24\", \"198.51.100.7\"]"],
+                nets,
+                ["", "198.51.100.0/24 198.51.100.7/32", "192.0.2.1/32 ::1/128", "10.0.0.0/8"],
+            ),
+            (
+                "bot_families",
+                ["search-engines", "seo-tools,monitoring", "[\"ai-search\"]"],
+                families,
+                [
+                    "search-engines social-previews ai-training ai-search ai-user-fetch seo-tools feed-readers",
+                    "ai-search",
+                    "seo-tools monitoring",
+                    "search-engines",
+                ],
+            ),
+            (
+                "redis",
+                ["redis://f:1", "redis://e:1,redis://e:2", "[\"redis://t:1\", \"redis://t:2\"]"],
+                |c| format!("{:?}", c.store),
+                [
+                    "Embedded",
+                    "RedisCluster([\"redis://t:1\", \"redis://t:2\"])",
+                    "RedisCluster([\"redis://e:1\", \"redis://e:2\"])",
+                    "Redis(\"redis://f:1\")",
+                ],
+            ),
+            (
+                "proxy_protocol",
+                ["true", "off", "true\ntrusted_proxies = \"10.0.0.1\""],
+                |c| c.proxy_protocol.to_string(),
+                ["false", "true", "false", "true"],
+            ),
+        ];
+        let command = crate::cli::Cli::command();
+        let _env = ENV.lock();
+        for (option, [flag, env_value, file], read, expected) in cases {
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_id() == option)
+                .unwrap();
+            let env = arg.get_env().unwrap().to_owned();
+            let flag = format!("--{}={flag}", arg.get_long().unwrap());
+            let file = format!("{option} = {file}");
+            let resolved = |argv: &[&str], toml: &str| {
+                let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
+                read(&resolve(cli.serve, toml).unwrap())
+            };
+            std::env::remove_var(&env);
+            let default = resolved(&["prerender-proxy"], "");
+            let from_file = resolved(&["prerender-proxy"], &file);
+            std::env::set_var(&env, env_value);
+            let from_env = resolved(&["prerender-proxy"], &file);
+            let from_flag = resolved(&["prerender-proxy", &flag], &file);
+            std::env::remove_var(&env);
+            assert_eq!(
+                [default, from_file, from_env, from_flag],
+                expected,
+                "{option}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations_in_the_file_are_seconds_or_text_at_the_top_and_in_plans() {
+        for (value, secs) in [("3600", 3600), ("\"1h\"", 3600), ("\"90s\"", 90)] {
+            let c = resolve(
+                ServeArgs::default(),
+                &format!("cache_ttl = {value}\n[plans.x]\ncache_ttl = {value}"),
+            )
+            .unwrap();
+            assert_eq!(c.cache_ttl, Duration::from_secs(secs), "{value}");
+            assert_eq!(c.plans["x"].cache_ttl, Some(Duration::from_secs(secs)));
+        }
+    }
+
+    #[test]
+    fn keys_that_are_no_top_level_option_are_refused_by_name() {
+        // `config` names the file itself; the single site's flags belong in
+        // [[sites]] in a file.
+        for key in ["browserz", "config", "scheme", "keep_noscript", "site"] {
+            let e = FileConfig::parse(&format!("{key} = 1")).unwrap_err();
+            assert_eq!(e.field, key);
+            assert!(e.message.contains("unknown field"), "{e}");
+            assert!(e.message.contains("`sites`, `plans`"), "{e}");
+        }
+    }
+
+    #[test]
     fn public_threads_default_to_one_per_core_and_are_bounded() {
         assert_eq!(
             resolve(ServeArgs::default(), "").unwrap().public_threads,
@@ -908,61 +1029,48 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(resolve(without_origin, "").unwrap_err().field, "scheme");
-        let single = |f: fn(&mut ServeArgs)| {
+        // Each change to a single site's flags, and the field it makes bad.
+        type Change = fn(&mut ServeArgs);
+        let cases: [(Change, Result<(), &str>); 11] = [
+            (|a| a.scheme = Some("ftp".into()), Err("scheme")),
+            (|a| a.ignore = Some(vec!["(".into()]), Err("ignore")),
+            (|a| a.only = Some(vec!["[".into()]), Err("only")),
+            (
+                |a| a.on_render_failure = Some("maybe".into()),
+                Err("on_render_failure"),
+            ),
+            (|a| a.origin_host = Some("a b".into()), Err("origin_host")),
+            (
+                |a| a.origin_host = Some("user@host".into()),
+                Err("origin_host"),
+            ),
+            (
+                |a| a.origin_ca_file = Some("/nonexistent/ca.pem".into()),
+                Err("origin_ca_file"),
+            ),
+            (
+                |a| a.tls_cert = Some("/nonexistent/cert.pem".into()),
+                Err("tls_key"),
+            ),
+            (
+                |a| {
+                    a.tls_cert = Some("/nonexistent/cert.pem".into());
+                    a.tls_key = Some("/nonexistent/key.pem".into());
+                },
+                Err("tls_cert"),
+            ),
+            (|a| a.proxy_protocol = Some(true), Err("proxy_protocol")),
+            (|a| a.origin_host = Some("shop.test:8443".into()), Ok(())),
+        ];
+        for (i, (change, expected)) in cases.into_iter().enumerate() {
             let mut args = ServeArgs {
                 origin: Some("http://127.0.0.1:9".into()),
                 ..Default::default()
             };
-            f(&mut args);
-            resolve(args, "").map(|_| ()).map_err(|e| e.field)
-        };
-        assert_eq!(
-            single(|a| a.scheme = Some("ftp".into())),
-            Err("scheme".into())
-        );
-        assert_eq!(
-            single(|a| a.ignore = Some(vec!["(".into()])),
-            Err("ignore".into())
-        );
-        assert_eq!(
-            single(|a| a.only = Some(vec!["[".into()])),
-            Err("only".into())
-        );
-        assert_eq!(
-            single(|a| a.on_render_failure = Some("maybe".into())),
-            Err("on_render_failure".into())
-        );
-        assert_eq!(
-            single(|a| a.origin_host = Some("a b".into())),
-            Err("origin_host".into())
-        );
-        assert_eq!(
-            single(|a| a.origin_host = Some("user@host".into())),
-            Err("origin_host".into())
-        );
-        assert_eq!(
-            single(|a| a.origin_ca_file = Some("/nonexistent/ca.pem".into())),
-            Err("origin_ca_file".into())
-        );
-        assert_eq!(
-            single(|a| a.tls_cert = Some("/nonexistent/cert.pem".into())),
-            Err("tls_key".into())
-        );
-        assert_eq!(
-            single(|a| {
-                a.tls_cert = Some("/nonexistent/cert.pem".into());
-                a.tls_key = Some("/nonexistent/key.pem".into());
-            }),
-            Err("tls_cert".into())
-        );
-        assert_eq!(
-            single(|a| a.proxy_protocol = Some(true)),
-            Err("proxy_protocol".into())
-        );
-        assert_eq!(
-            single(|a| a.origin_host = Some("shop.test:8443".into())),
-            Ok(())
-        );
+            change(&mut args);
+            let got = resolve(args, "").map(|_| ()).map_err(|e| e.field);
+            assert_eq!(got, expected.map_err(str::to_string), "case {i}");
+        }
         // In the file: a site's origin_host, and certificates that need
         // the default one.
         let file = |toml: &str| {
