@@ -1,6 +1,7 @@
 //! The command line (SPEC §1). Every `serve` option is also an environment
-//! variable (clap's `env`) and a config-file key (see `config::file`); this
-//! module only declares them, `config` resolves the precedence.
+//! variable (clap's `env`) and a config-file key: this module declares each
+//! once, in `ServeArgs`, with the field-by-field precedence of the command
+//! line over the file; `config` reads the file and checks the values.
 
 use std::path::PathBuf;
 
