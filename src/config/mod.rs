@@ -241,6 +241,14 @@ pub struct Config {
     pub sites: SiteTable,
 }
 
+/// `named!(check(o.field, …))` is `check("field", o.field.clone(), …)`: the
+/// errors of a check name the option it was given.
+macro_rules! named {
+    ($check:ident($o:ident.$field:ident $(, $arg:expr)* $(,)?)) => {
+        $check(stringify!($field), $o.$field.clone() $(, $arg)*)
+    };
+}
+
 impl Config {
     /// Resolves flags/env (already merged by clap) over the config file over defaults.
     pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
@@ -265,16 +273,15 @@ impl Config {
 
         let store = parse_store(o.redis.as_deref())?;
         let key_prefix = check_key_prefix(o.key_prefix.clone().unwrap_or_default(), &store)?;
-        let role = one_of(
-            "role",
-            o.role.as_deref(),
+        let role = named!(one_of(
+            o.role,
             Role::All,
             &[
                 ("all", Role::All),
                 ("proxy", Role::Proxy),
                 ("renderer", Role::Renderer),
-            ],
-        )?;
+            ]
+        ))?;
         if role != Role::All && store == StoreTarget::Embedded {
             return Err(ConfigError::new(
                 "role",
@@ -306,8 +313,8 @@ impl Config {
         let sites = site::resolve_sites(&site_files, &o, &plans)?;
 
         Ok(Config {
-            listen: parse_addr("listen", o.listen, DEFAULT_LISTEN)?,
-            admin_listen: parse_addr("admin_listen", o.admin_listen, DEFAULT_ADMIN_LISTEN)?,
+            listen: named!(parse_addr(o.listen, DEFAULT_LISTEN))?,
+            admin_listen: named!(parse_addr(o.admin_listen, DEFAULT_ADMIN_LISTEN))?,
             store,
             key_prefix,
             role,
@@ -315,124 +322,84 @@ impl Config {
             service: ServiceConfig::parse(o.service_listen, o.service_tokens)?,
             chrome: o.chrome,
             render_user_agent: check_user_agent(o.render_user_agent)?,
-            browsers: count("browsers", o.browsers, DEFAULT_BROWSERS, 64)? as usize,
-            tabs_per_browser: count(
-                "tabs_per_browser",
-                o.tabs_per_browser,
-                DEFAULT_TABS_PER_BROWSER,
-                64,
-            )? as usize,
-            renders_per_browser: count(
-                "renders_per_browser",
+            browsers: named!(count(o.browsers, DEFAULT_BROWSERS, 64))? as usize,
+            tabs_per_browser: named!(count(o.tabs_per_browser, DEFAULT_TABS_PER_BROWSER, 64))?
+                as usize,
+            renders_per_browser: named!(count(
                 o.renders_per_browser,
                 DEFAULT_RENDERS_PER_BROWSER,
-                1_000_000,
-            )? as u32,
-            browser_max_age: secs(
-                "browser_max_age",
-                o.browser_max_age,
-                DEFAULT_BROWSER_MAX_AGE,
-            )?,
-            browser_max_rss_mb: count(
-                "browser_max_rss",
+                1_000_000
+            ))? as u32,
+            browser_max_age: named!(secs(o.browser_max_age, DEFAULT_BROWSER_MAX_AGE))?,
+            browser_max_rss_mb: named!(count(
                 o.browser_max_rss,
                 DEFAULT_BROWSER_MAX_RSS_MB,
-                1 << 20,
-            )?,
-            render_timeout: secs("render_timeout", o.render_timeout, DEFAULT_RENDER_TIMEOUT)?,
-            ready_timeout: secs("ready_timeout", o.ready_timeout, DEFAULT_READY_TIMEOUT)?,
+                1 << 20
+            ))?,
+            render_timeout: named!(secs(o.render_timeout, DEFAULT_RENDER_TIMEOUT))?,
+            ready_timeout: named!(secs(o.ready_timeout, DEFAULT_READY_TIMEOUT))?,
             // cache_ttl = 0 is meaningful: store nothing.
             cache_ttl: match &o.cache_ttl {
                 Some(v) => plan::parse_duration(v, "cache_ttl")?,
                 None => DEFAULT_CACHE_TTL,
             },
-            queue_capacity: count(
-                "queue_capacity",
-                o.queue_capacity,
-                DEFAULT_QUEUE_CAPACITY,
-                1 << 24,
-            )? as usize,
-            cache_max_bytes: count(
-                "cache_max_bytes",
-                o.cache_max_bytes,
-                DEFAULT_CACHE_MAX_BYTES,
-                u64::MAX,
-            )?,
+            queue_capacity: named!(count(o.queue_capacity, DEFAULT_QUEUE_CAPACITY, 1 << 24))?
+                as usize,
+            cache_max_bytes: named!(count(o.cache_max_bytes, DEFAULT_CACHE_MAX_BYTES, u64::MAX))?,
             bot_families: parse_families(o.bot_families)?,
-            bot_patterns: check_dir("bot_patterns", o.bot_patterns)?,
-            log_format: one_of(
-                "log_format",
-                o.log_format.as_deref(),
+            bot_patterns: named!(check_dir(o.bot_patterns))?,
+            log_format: named!(one_of(
+                o.log_format,
                 LogFormat::Text,
-                &[("text", LogFormat::Text), ("json", LogFormat::Json)],
-            )?,
-            origin_timeout: secs("origin_timeout", o.origin_timeout, DEFAULT_ORIGIN_TIMEOUT)?,
-            origin_connect_timeout: secs(
-                "origin_connect_timeout",
+                &[("text", LogFormat::Text), ("json", LogFormat::Json)]
+            ))?,
+            origin_timeout: named!(secs(o.origin_timeout, DEFAULT_ORIGIN_TIMEOUT))?,
+            origin_connect_timeout: named!(secs(
                 o.origin_connect_timeout,
-                DEFAULT_ORIGIN_CONNECT_TIMEOUT,
-            )?,
-            origin_max_idle: count(
-                "origin_max_idle",
+                DEFAULT_ORIGIN_CONNECT_TIMEOUT
+            ))?,
+            origin_max_idle: named!(count(
                 o.origin_max_idle,
                 DEFAULT_ORIGIN_MAX_IDLE,
-                MAX_ORIGIN_MAX_IDLE,
-            )? as usize,
-            origin_idle_timeout: secs(
-                "origin_idle_timeout",
-                o.origin_idle_timeout,
-                DEFAULT_ORIGIN_IDLE_TIMEOUT,
-            )?,
-            header_read_timeout: secs(
-                "header_read_timeout",
-                o.header_read_timeout,
-                DEFAULT_HEADER_READ_TIMEOUT,
-            )?,
-            max_connections: count(
-                "max_connections",
-                o.max_connections,
-                DEFAULT_MAX_CONNECTIONS,
-                1 << 24,
-            )? as usize,
+                MAX_ORIGIN_MAX_IDLE
+            ))? as usize,
+            origin_idle_timeout: named!(secs(o.origin_idle_timeout, DEFAULT_ORIGIN_IDLE_TIMEOUT))?,
+            header_read_timeout: named!(secs(o.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT))?,
+            max_connections: named!(count(o.max_connections, DEFAULT_MAX_CONNECTIONS, 1 << 24))?
+                as usize,
             public_threads: match o.public_threads {
                 None => None,
                 threads => Some(count("public_threads", threads, 1, MAX_PUBLIC_THREADS)? as usize),
             },
-            public_scheduling: one_of(
-                "public_scheduling",
-                o.public_scheduling.as_deref(),
+            public_scheduling: named!(one_of(
+                o.public_scheduling,
                 ThreadScheduling::Batch,
                 &[
                     ("batch", ThreadScheduling::Batch),
                     ("normal", ThreadScheduling::Normal),
-                ],
-            )?,
-            shutdown_timeout: secs(
-                "shutdown_timeout",
-                o.shutdown_timeout,
-                DEFAULT_SHUTDOWN_TIMEOUT,
-            )?,
+                ]
+            ))?,
+            shutdown_timeout: named!(secs(o.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT))?,
             trusted_proxies,
-            verify_crawlers: one_of(
-                "verify_crawlers",
-                o.verify_crawlers.as_deref(),
+            verify_crawlers: named!(one_of(
+                o.verify_crawlers,
                 VerifyMode::Log,
                 &[
                     ("off", VerifyMode::Off),
                     ("log", VerifyMode::Log),
                     ("enforce", VerifyMode::Enforce),
-                ],
-            )?,
+                ]
+            ))?,
             dns_resolver: parse_dns_resolver(o.dns_resolver)?,
             unverified_renders_per_minute,
-            crawler_ip_ranges: check_with("crawler_ip_ranges", o.crawler_ip_ranges, |dir| {
+            crawler_ip_ranges: named!(check_with(o.crawler_ip_ranges, |dir| {
                 crate::verify::ranges::IpRanges::load(Some(dir))
                     .map(drop)
                     .map_err(|e| e.to_string())
-            })?,
-            origin_ca_file: check_with("origin_ca_file", o.origin_ca_file, |path| {
+            }))?,
+            origin_ca_file: named!(check_with(o.origin_ca_file, |path| {
                 crate::upstream::load_ca_file(path).map(drop)
-            })?,
+            }))?,
             tls,
             proxy_protocol,
             plans,

@@ -132,7 +132,7 @@ pub(super) fn parse_dns_resolver(raw: Option<String>) -> Result<Option<SocketAdd
 /// with the names allowed.
 pub(super) fn one_of<T: Copy>(
     field: &str,
-    raw: Option<&str>,
+    raw: Option<String>,
     default: T,
     choices: &[(&str, T)],
 ) -> Result<T, ConfigError> {
