@@ -1,6 +1,7 @@
 //! The command line (SPEC §1). Every `serve` option is also an environment
-//! variable (clap's `env`) and a config-file key (see `config::file`); this
-//! module only declares them, `config` resolves the precedence.
+//! variable (clap's `env`) and a config-file key: this module declares each
+//! once, in `ServeArgs`, with the field-by-field precedence of the command
+//! line over the file; `config` reads the file and checks the values.
 
 use std::path::PathBuf;
 
@@ -35,12 +36,65 @@ pub enum Command {
     CheckConfig(CheckConfigArgs),
 }
 
-/// Every option of `serve`. All are optional here so that the config file
-/// can fill what neither a flag nor the environment set.
-#[derive(Debug, Default, Clone, Args)]
+/// Declares `ServeArgs` and [`ServeArgs::over`] from one list of fields, so
+/// an option is named in one place and the precedence cannot miss one.
+macro_rules! serve_options {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$field_meta:meta])* pub $field:ident: $ty:ty, )*
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $( $(#[$field_meta])* pub $field: $ty, )*
+        }
+
+        impl $name {
+            /// These options over `under`'s, field by field: a flag or an
+            /// environment variable (clap already put the flag first) over
+            /// the config file.
+            pub fn over(self, under: $name) -> $name {
+                $name {
+                    $( $field: Overlay::over(self.$field, under.$field), )*
+                }
+            }
+        }
+    };
+}
+
+/// One option's value laid over another's: the one that is set wins.
+trait Overlay {
+    fn over(self, under: Self) -> Self;
+}
+
+impl<T> Overlay for Option<T> {
+    fn over(self, under: Self) -> Self {
+        self.or(under)
+    }
+}
+
+/// A flag that is only ever switched on.
+impl Overlay for bool {
+    fn over(self, under: Self) -> Self {
+        self || under
+    }
+}
+
+serve_options! {
+/// Every option of `serve`, declared once: a flag with its environment
+/// variable, and the same key at the top of the config file (`config::file`
+/// reads the file's top level into this struct; `config` itself and the
+/// single site's options, marked `serde(skip)`, have no such key). All are
+/// optional so that the file can fill what neither a flag nor the
+/// environment set: [`ServeArgs::over`] lays one over the other.
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[command(mut_args(switch))]
+#[serde(deny_unknown_fields)]
 pub struct ServeArgs {
     /// TOML file: sites, plans and every option below.
     #[arg(long, env = "PRERENDER_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Public proxy listener [default: 0.0.0.0:3000].
     #[arg(long, env = "PRERENDER_LISTEN", value_name = "ADDR")]
@@ -52,16 +106,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PRERENDER_ORIGIN", value_name = "URL")]
     pub origin: Option<String>,
     /// Hosts allowed in single-site mode (repeatable) [default: any].
-    #[arg(
-        long = "domain",
-        env = "PRERENDER_DOMAINS",
-        value_name = "NAME",
-        value_delimiter = ','
-    )]
+    #[arg(long = "domain", env = "PRERENDER_DOMAINS", value_name = "NAME", value_delimiter = ',')]
     pub domains: Option<Vec<String>>,
     /// Redis: one redis:// or rediss:// URL, or several comma-separated node URLs for a
     /// Redis Cluster; without it, the embedded in-process store [default: none].
     #[arg(long, env = "REDIS_URL", value_name = "URL[,URL…]")]
+    #[serde(default, deserialize_with = "comma_list")]
     pub redis: Option<String>,
     /// Prepended to every Redis key and channel the proxy uses, so several
     /// deployments can share one Redis (e.g. `shop-a:`) [default: empty].
@@ -71,12 +121,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PRERENDER_ROLE", value_name = "ROLE")]
     pub role: Option<String>,
     /// Bearer token for /api/v1/*; without it the API answers 403 [default: none].
-    #[arg(
-        long,
-        env = "PRERENDER_ADMIN_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "PRERENDER_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Also serve prerender.io's protocol (`GET /<absolute URL>`, `GET /render?url=`) on this
     /// address, for edge middleware such as prerender-node [default: off].
@@ -84,12 +129,8 @@ pub struct ServeArgs {
     pub service_listen: Option<String>,
     /// Comma list of tokens the service listener accepts in X-Prerender-Token;
     /// without them every request is served [default: none].
-    #[arg(
-        long,
-        env = "PRERENDER_SERVICE_TOKENS",
-        value_name = "TOKEN[,…]",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "PRERENDER_SERVICE_TOKENS", value_name = "TOKEN[,…]", hide_env_values = true)]
+    #[serde(default, deserialize_with = "comma_list")]
     pub service_tokens: Option<String>,
     /// Browser binary [default: first of chromium, chromium-browser, google-chrome on PATH].
     #[arg(long, env = "CHROME_PATH", value_name = "PATH")]
@@ -131,6 +172,7 @@ pub struct ServeArgs {
     /// Comma list of bot-patterns families that are rendered
     /// [default: all but monitoring, http-libraries].
     #[arg(long, env = "PRERENDER_BOT_FAMILIES", value_name = "LIST")]
+    #[serde(default, deserialize_with = "comma_list")]
     pub bot_families: Option<String>,
     /// Plan of the single site [default: self-hosted].
     #[arg(long, env = "PRERENDER_PLAN", value_name = "NAME")]
@@ -172,6 +214,7 @@ pub struct ServeArgs {
     /// X-Forwarded-Proto is passed on (from any other peer both are replaced): CIDRs or
     /// addresses, comma-separated [default: none].
     #[arg(long, env = "PRERENDER_TRUSTED_PROXIES", value_name = "CIDR[,…]")]
+    #[serde(default, deserialize_with = "comma_list")]
     pub trusted_proxies: Option<String>,
     /// Check that requests claiming a major crawler come from it: off | log | enforce
     /// [default: log].
@@ -182,11 +225,7 @@ pub struct ServeArgs {
     pub dns_resolver: Option<String>,
     /// With verify_crawlers = enforce, per site: renders of new pages per minute for bots
     /// that are not verified crawlers [default: 60].
-    #[arg(
-        long,
-        env = "PRERENDER_UNVERIFIED_RENDERS_PER_MINUTE",
-        value_name = "N"
-    )]
+    #[arg(long, env = "PRERENDER_UNVERIFIED_RENDERS_PER_MINUTE", value_name = "N")]
     pub unverified_renders_per_minute: Option<u64>,
     /// Directory of crawler IP range files (<crawler>.json, as their operators publish them)
     /// replacing the built-in snapshots [default: built in].
@@ -195,17 +234,21 @@ pub struct ServeArgs {
     /// Single site: shadow roots as declarative shadow DOM, or the composed tree
     /// written into the light DOM: declarative | flatten [default: declarative].
     #[arg(long, env = "PRERENDER_SHADOW_DOM", value_name = "MODE")]
+    #[serde(skip)]
     pub shadow_dom: Option<String>,
     /// Single site: lay pages out up to this tall before the snapshot so content
     /// that loads when scrolled into view is loaded; 0 = off [default: 16000].
     #[arg(long, env = "PRERENDER_MAX_RENDER_HEIGHT", value_name = "PX")]
+    #[serde(skip)]
     pub max_render_height: Option<u64>,
     /// Single site: keep <noscript> elements in rendered pages.
     #[arg(long, env = "PRERENDER_KEEP_NOSCRIPT")]
+    #[serde(skip)]
     pub keep_noscript: bool,
     /// Single site: status of the answer when a page's script moves it to another
     /// path; 0 = off (the new route's content at the old URL) [default: 302].
     #[arg(long, env = "PRERENDER_CLIENT_REDIRECT_STATUS", value_name = "STATUS")]
+    #[serde(skip)]
     pub client_redirect_status: Option<u64>,
     /// Extra PEM CA certificates trusted for https:// origins and rediss:// Redis, added to
     /// the system roots [default: system roots only].
@@ -218,53 +261,36 @@ pub struct ServeArgs {
     /// Single site: scheme of the public URL pages are rendered as: http | https
     /// [default: https].
     #[arg(long, env = "PRERENDER_SCHEME", value_name = "SCHEME")]
+    #[serde(skip)]
     pub scheme: Option<String>,
     /// Single site: path regex never rendered (repeatable; PRERENDER_IGNORE holds one
     /// regex a line).
-    #[arg(
-        long = "ignore",
-        env = "PRERENDER_IGNORE",
-        value_name = "REGEX",
-        value_delimiter = '\n'
-    )]
+    #[arg(long = "ignore", env = "PRERENDER_IGNORE", value_name = "REGEX", value_delimiter = '\n')]
+    #[serde(skip)]
     pub ignore: Option<Vec<String>>,
     /// Single site: render only paths matching one of these regexes (repeatable;
     /// PRERENDER_ONLY holds one regex a line) [default: every path].
-    #[arg(
-        long = "only",
-        env = "PRERENDER_ONLY",
-        value_name = "REGEX",
-        value_delimiter = '\n'
-    )]
+    #[arg(long = "only", env = "PRERENDER_ONLY", value_name = "REGEX", value_delimiter = '\n')]
+    #[serde(skip)]
     pub only: Option<Vec<String>>,
     /// Single site: significant query parameters kept in cache keys, comma-separated
     /// [default: none].
     #[arg(long, env = "PRERENDER_QUERY_PARAMS", value_name = "LIST")]
+    #[serde(skip)]
     pub query_params: Option<String>,
     /// Single site: keep mobile crawlers' renders apart (true | false) [default: false].
-    #[arg(
-        long,
-        env = "PRERENDER_MOBILE_VARIANT",
-        value_name = "BOOL",
-        num_args = 0..=1,
-        default_missing_value = "true",
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
+    #[arg(long, env = "PRERENDER_MOBILE_VARIANT", value_name = "BOOL")]
+    #[serde(skip)]
     pub mobile_variant: Option<bool>,
     /// Single site: remove <script> elements (but JSON-LD) from rendered pages
     /// (true | false) [default: true].
-    #[arg(
-        long,
-        env = "PRERENDER_STRIP_SCRIPTS",
-        value_name = "BOOL",
-        num_args = 0..=1,
-        default_missing_value = "true",
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
+    #[arg(long, env = "PRERENDER_STRIP_SCRIPTS", value_name = "BOOL")]
+    #[serde(skip)]
     pub strip_scripts: Option<bool>,
     /// Single site: when a render fails, the origin's own answer or a 503:
     /// passthrough | error [default: passthrough].
     #[arg(long, env = "PRERENDER_ON_RENDER_FAILURE", value_name = "MODE")]
+    #[serde(skip)]
     pub on_render_failure: Option<String>,
     /// PEM certificate chain: the public listener speaks TLS (HTTP/1.1 and h2 by ALPN), with
     /// this as the default certificate; re-read on SIGHUP without dropping connections.
@@ -275,15 +301,36 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     /// Connections from trusted_proxies start with a PROXY protocol v1 or v2 header (TCP
     /// load balancers); its source address is the client's [default: off].
-    #[arg(
-        long,
-        env = "PRERENDER_PROXY_PROTOCOL",
-        value_name = "BOOL",
-        num_args = 0..=1,
-        default_missing_value = "true",
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
+    #[arg(long, env = "PRERENDER_PROXY_PROTOCOL", value_name = "BOOL")]
     pub proxy_protocol: Option<bool>,
+}
+}
+
+/// `mut_args` of `ServeArgs`: an option whose value is a `BOOL` is also a
+/// bare switch (`--strip-scripts` = `--strip-scripts=true`), and reads a
+/// boolean as the environment writes it (1/0, yes/no, on/off).
+fn switch(arg: clap::Arg) -> clap::Arg {
+    if arg.get_value_names() != Some(&["BOOL".into()]) {
+        return arg;
+    }
+    arg.num_args(0..=1)
+        .default_missing_value("true")
+        .value_parser(clap::builder::BoolishValueParser::new())
+}
+
+/// A list option in the config file: one comma-separated string, as on the
+/// command line, or an array of strings (joined with commas).
+fn comma_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum StringList {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Some(match StringList::deserialize(d)? {
+        StringList::One(s) => s,
+        StringList::Many(v) => v.join(","),
+    }))
 }
 
 #[derive(Debug, Args)]

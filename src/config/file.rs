@@ -5,98 +5,20 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use toml::de::{DeTable, ValueDeserializer};
 
 use super::ConfigError;
+use crate::cli::ServeArgs;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A config file: its top-level options (the `serve` options, read into
+/// the same struct as the command line) and its sites and plans.
+#[derive(Debug, Default)]
 pub struct FileConfig {
-    pub listen: Option<String>,
-    pub admin_listen: Option<String>,
-    pub origin: Option<String>,
-    pub domains: Option<Vec<String>>,
-    pub redis: Option<RedisValue>,
-    pub key_prefix: Option<String>,
-    pub role: Option<String>,
-    pub admin_token: Option<String>,
-    pub service_listen: Option<String>,
-    pub service_tokens: Option<StringList>,
-    pub chrome: Option<String>,
-    pub render_user_agent: Option<String>,
-    pub browsers: Option<u64>,
-    pub tabs_per_browser: Option<u64>,
-    pub renders_per_browser: Option<u64>,
-    pub browser_max_age: Option<DurationValue>,
-    pub browser_max_rss: Option<u64>,
-    pub render_timeout: Option<DurationValue>,
-    pub ready_timeout: Option<DurationValue>,
-    /// Seconds, or a duration string (`"1h"`).
-    pub cache_ttl: Option<DurationValue>,
-    pub queue_capacity: Option<u64>,
-    pub cache_max_bytes: Option<u64>,
-    pub bot_families: Option<StringList>,
-    pub plan: Option<String>,
-    pub bot_patterns: Option<String>,
-    pub log_format: Option<String>,
-    pub origin_timeout: Option<DurationValue>,
-    pub origin_connect_timeout: Option<DurationValue>,
-    pub origin_max_idle: Option<u64>,
-    pub origin_idle_timeout: Option<DurationValue>,
-    pub header_read_timeout: Option<DurationValue>,
-    pub max_connections: Option<u64>,
-    pub public_threads: Option<u64>,
-    pub public_scheduling: Option<String>,
-    pub shutdown_timeout: Option<DurationValue>,
-    pub trusted_proxies: Option<StringList>,
-    pub verify_crawlers: Option<String>,
-    pub dns_resolver: Option<String>,
-    pub unverified_renders_per_minute: Option<u64>,
-    pub crawler_ip_ranges: Option<String>,
-    pub origin_ca_file: Option<String>,
-    pub tls_cert: Option<String>,
-    pub tls_key: Option<String>,
-    pub proxy_protocol: Option<bool>,
-    /// `origin_host` of the single site of `origin` mode.
-    pub origin_host: Option<String>,
-    #[serde(default)]
+    pub options: ServeArgs,
     pub sites: Vec<SiteFile>,
-    #[serde(default)]
     pub plans: BTreeMap<String, PlanFile>,
-}
-
-/// `redis` may be one string (a URL or a comma list) or an array of node URLs.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum RedisValue {
-    One(String),
-    Nodes(Vec<String>),
-}
-
-impl RedisValue {
-    pub fn joined(&self) -> String {
-        match self {
-            RedisValue::One(s) => s.clone(),
-            RedisValue::Nodes(v) => v.join(","),
-        }
-    }
-}
-
-/// A list given as a TOML array or as one comma-separated string.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum StringList {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl StringList {
-    pub fn joined(&self) -> String {
-        match self {
-            StringList::One(s) => s.clone(),
-            StringList::Many(v) => v.join(","),
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,21 +83,54 @@ impl FileConfig {
     }
 
     /// Parses TOML text; an error names the line and, where known, the key.
+    /// `[[sites]]` and `[plans.NAME]` are taken out first; every other key
+    /// must be a `serve` option.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-            let message = e.message().trim().replace('\n', " ");
-            let field = key_named_in(&message).unwrap_or_else(|| "config".to_string());
-            ConfigError {
-                field,
-                message: match line {
-                    Some(line) => format!("line {line}: {message}"),
-                    None => message,
-                },
+        let error = |e: toml::de::Error| file_error(text, e);
+        let mut root = DeTable::parse(text).map_err(error)?;
+        let sites = take(root.get_mut(), "sites").map_err(error)?;
+        let plans = take(root.get_mut(), "plans").map_err(error)?;
+        let options = ServeArgs::deserialize(toml::de::Deserializer::from(root)).map_err(|e| {
+            let mut e = error(e);
+            // The keys serde lists for an unknown one: the options, and the
+            // tables taken out above.
+            if e.message.contains("expected one of") {
+                e.message.push_str(", `sites`, `plans`");
             }
+            e
+        })?;
+        Ok(FileConfig {
+            options,
+            sites: sites.unwrap_or_default(),
+            plans: plans.unwrap_or_default(),
         })
+    }
+}
+
+/// Removes `key` from the table and reads its value.
+fn take<T: DeserializeOwned>(
+    table: &mut DeTable<'_>,
+    key: &str,
+) -> Result<Option<T>, toml::de::Error> {
+    table
+        .remove(key)
+        .map(|value| T::deserialize(ValueDeserializer::from(value)))
+        .transpose()
+}
+
+/// One line with the line number and, where serde names it, the key.
+fn file_error(text: &str, e: toml::de::Error) -> ConfigError {
+    let line = e
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    let message = e.message().trim().replace('\n', " ");
+    let field = key_named_in(&message).unwrap_or_else(|| "config".to_string());
+    ConfigError {
+        field,
+        message: match line {
+            Some(line) => format!("line {line}: {message}"),
+            None => message,
+        },
     }
 }
 
@@ -210,6 +165,6 @@ mod tests {
     #[test]
     fn redis_accepts_string_or_array() {
         let c = FileConfig::parse("redis = [\"redis://a:1\", \"redis://b:2\"]").unwrap();
-        assert_eq!(c.redis.unwrap().joined(), "redis://a:1,redis://b:2");
+        assert_eq!(c.options.redis.unwrap(), "redis://a:1,redis://b:2");
     }
 }

@@ -8,21 +8,25 @@ pub mod plan;
 pub mod redact;
 pub mod service;
 pub mod site;
+mod value;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ipnet::IpNet;
-
 use crate::bot::Family;
-use crate::cli::{DurationValue, ServeArgs};
+use crate::cli::ServeArgs;
 use crate::verify::VerifyMode;
 use file::FileConfig;
 pub use plan::Plan;
 pub use service::ServiceConfig;
 pub use site::{OnRenderFailure, Site, SiteTable};
+use value::{
+    check_admin_token, check_dir, check_key_prefix, check_user_agent, check_with, count, one_of,
+    parse_addr, parse_dns_resolver, parse_store, secs,
+};
+pub use value::{parse_families, parse_nets};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:3000";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:3001";
@@ -237,6 +241,14 @@ pub struct Config {
     pub sites: SiteTable,
 }
 
+/// `named!(check(o.field, …))` is `check("field", o.field.clone(), …)`: the
+/// errors of a check name the option it was given.
+macro_rules! named {
+    ($check:ident($o:ident.$field:ident $(, $arg:expr)* $(,)?)) => {
+        $check(stringify!($field), $o.$field.clone() $(, $arg)*)
+    };
+}
+
 impl Config {
     /// Resolves flags/env (already merged by clap) over the config file over defaults.
     pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
@@ -247,272 +259,46 @@ impl Config {
         Self::from_parts(args, file)
     }
 
+    /// Flags and environment variables (`args`, already merged by clap) over
+    /// the file's options over defaults, each option checked by name.
     pub fn from_parts(args: &ServeArgs, file: FileConfig) -> Result<Config, ConfigError> {
-        let listen = parse_addr(
-            "listen",
-            pick(args.listen.clone(), file.listen),
-            DEFAULT_LISTEN,
-        )?;
-        let admin_listen = parse_addr(
-            "admin_listen",
-            pick(args.admin_listen.clone(), file.admin_listen),
-            DEFAULT_ADMIN_LISTEN,
-        )?;
-        let store = parse_store(pick(args.redis.clone(), file.redis.map(|r| r.joined())))?;
-        let key_prefix = pick(args.key_prefix.clone(), file.key_prefix).unwrap_or_default();
-        if key_prefix.len() > 64
-            || key_prefix
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || !c.is_ascii())
-        {
-            return Err(ConfigError::new(
-                "key_prefix",
-                "use at most 64 printable ASCII characters without spaces",
-            ));
-        }
-        if !key_prefix.is_empty() && store == StoreTarget::Embedded {
-            return Err(ConfigError::new(
-                "key_prefix",
-                "applies to Redis keys: set --redis (the embedded store is this process's alone)",
-            ));
-        }
-        let role = one_of(
-            "role",
-            pick(args.role.clone(), file.role),
+        let FileConfig {
+            options,
+            sites: site_files,
+            plans,
+        } = file;
+        let single_site = args.origin.is_some() || options.origin.is_some();
+        site::refuse_single_site_options(args, options.origin_host.is_some(), single_site)?;
+        let o = args.clone().over(options);
+
+        let store = parse_store(o.redis.as_deref())?;
+        let key_prefix = check_key_prefix(o.key_prefix.clone().unwrap_or_default(), &store)?;
+        let role = named!(one_of(
+            o.role,
             Role::All,
             &[
                 ("all", Role::All),
                 ("proxy", Role::Proxy),
                 ("renderer", Role::Renderer),
-            ],
-        )?;
+            ]
+        ))?;
         if role != Role::All && store == StoreTarget::Embedded {
             return Err(ConfigError::new(
                 "role",
                 "roles proxy and renderer share work through Redis: set --redis",
             ));
         }
-        let admin_token =
-            pick(args.admin_token.clone(), file.admin_token).filter(|t| !t.is_empty());
-        if let Some(t) = &admin_token {
-            if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(ConfigError::new(
-                    "admin_token",
-                    "use at least 16 characters without spaces (e.g. `openssl rand -hex 24`)",
-                ));
-            }
+        let trusted_proxies = parse_nets(o.trusted_proxies.as_deref().unwrap_or("").split(','))
+            .map_err(|e| ConfigError::new("trusted_proxies", e))?;
+        let proxy_protocol = o.proxy_protocol.unwrap_or(false);
+        if proxy_protocol && trusted_proxies.is_empty() {
+            return Err(ConfigError::new(
+                "proxy_protocol",
+                "the PROXY header is read only from trusted_proxies: list your load balancers there",
+            ));
         }
-        let service = ServiceConfig::parse(
-            pick(args.service_listen.clone(), file.service_listen),
-            pick(
-                args.service_tokens.clone(),
-                file.service_tokens.map(|l| l.joined()),
-            ),
-        )?;
-        let chrome = pick(args.chrome.clone(), file.chrome.map(PathBuf::from));
-        let render_user_agent = match pick(args.render_user_agent.clone(), file.render_user_agent) {
-            None => None,
-            Some(ua) if ua.trim().is_empty() => None,
-            Some(ua) if ua.len() > 512 || ua.chars().any(|c| c.is_control() || !c.is_ascii()) => {
-                return Err(ConfigError::new(
-                    "render_user_agent",
-                    "use at most 512 printable ASCII characters",
-                ))
-            }
-            Some(ua) => Some(ua.trim().to_string()),
-        };
-        let count =
-            |field: &str, v: Option<u64>, default: u64, max: u64| -> Result<u64, ConfigError> {
-                let v = v.unwrap_or(default);
-                if v == 0 || v > max {
-                    return Err(ConfigError::new(
-                        field,
-                        format!("{v} is out of range 1..={max}"),
-                    ));
-                }
-                Ok(v)
-            };
-        let secs = |field: &str,
-                    v: Option<DurationValue>,
-                    default: Duration|
-         -> Result<Duration, ConfigError> {
-            match v {
-                None => Ok(default),
-                Some(v) => match plan::parse_duration(&v, field)? {
-                    d if d < Duration::from_secs(1) => {
-                        Err(ConfigError::new(field, "must be at least 1 second"))
-                    }
-                    d => Ok(d),
-                },
-            }
-        };
-        let browsers = count(
-            "browsers",
-            args.browsers.or(file.browsers),
-            DEFAULT_BROWSERS,
-            64,
-        )? as usize;
-        let tabs_per_browser = count(
-            "tabs_per_browser",
-            args.tabs_per_browser.or(file.tabs_per_browser),
-            DEFAULT_TABS_PER_BROWSER,
-            64,
-        )? as usize;
-        let renders_per_browser = count(
-            "renders_per_browser",
-            args.renders_per_browser.or(file.renders_per_browser),
-            DEFAULT_RENDERS_PER_BROWSER,
-            1_000_000,
-        )? as u32;
-        let browser_max_age = secs(
-            "browser_max_age",
-            args.browser_max_age.clone().or(file.browser_max_age),
-            DEFAULT_BROWSER_MAX_AGE,
-        )?;
-        let browser_max_rss_mb = count(
-            "browser_max_rss",
-            args.browser_max_rss.or(file.browser_max_rss),
-            DEFAULT_BROWSER_MAX_RSS_MB,
-            1 << 20,
-        )?;
-        let render_timeout = secs(
-            "render_timeout",
-            args.render_timeout.clone().or(file.render_timeout),
-            DEFAULT_RENDER_TIMEOUT,
-        )?;
-        let ready_timeout = secs(
-            "ready_timeout",
-            args.ready_timeout.clone().or(file.ready_timeout),
-            DEFAULT_READY_TIMEOUT,
-        )?;
-        // cache_ttl = 0 is meaningful: store nothing.
-        let cache_ttl = match (&args.cache_ttl, &file.cache_ttl) {
-            (Some(v), _) | (None, Some(v)) => plan::parse_duration(v, "cache_ttl")?,
-            (None, None) => DEFAULT_CACHE_TTL,
-        };
-        let queue_capacity = count(
-            "queue_capacity",
-            args.queue_capacity.or(file.queue_capacity),
-            DEFAULT_QUEUE_CAPACITY,
-            1 << 24,
-        )? as usize;
-        let cache_max_bytes = count(
-            "cache_max_bytes",
-            args.cache_max_bytes.or(file.cache_max_bytes),
-            DEFAULT_CACHE_MAX_BYTES,
-            u64::MAX,
-        )?;
-        let bot_families = parse_families(pick(
-            args.bot_families.clone(),
-            file.bot_families.map(|l| l.joined()),
-        ))?;
-        let bot_patterns = pick(
-            args.bot_patterns.clone(),
-            file.bot_patterns.map(PathBuf::from),
-        );
-        if let Some(dir) = &bot_patterns {
-            if !dir.is_dir() {
-                return Err(ConfigError::new(
-                    "bot_patterns",
-                    format!("{} is not a readable directory", dir.display()),
-                ));
-            }
-        }
-        let log_format = one_of(
-            "log_format",
-            pick(args.log_format.clone(), file.log_format),
-            LogFormat::Text,
-            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
-        )?;
-        let origin_timeout = secs(
-            "origin_timeout",
-            args.origin_timeout.clone().or(file.origin_timeout),
-            DEFAULT_ORIGIN_TIMEOUT,
-        )?;
-        let origin_connect_timeout = secs(
-            "origin_connect_timeout",
-            args.origin_connect_timeout
-                .clone()
-                .or(file.origin_connect_timeout),
-            DEFAULT_ORIGIN_CONNECT_TIMEOUT,
-        )?;
-        let origin_max_idle = count(
-            "origin_max_idle",
-            args.origin_max_idle.or(file.origin_max_idle),
-            DEFAULT_ORIGIN_MAX_IDLE,
-            MAX_ORIGIN_MAX_IDLE,
-        )? as usize;
-        let origin_idle_timeout = secs(
-            "origin_idle_timeout",
-            args.origin_idle_timeout
-                .clone()
-                .or(file.origin_idle_timeout),
-            DEFAULT_ORIGIN_IDLE_TIMEOUT,
-        )?;
-        let header_read_timeout = secs(
-            "header_read_timeout",
-            args.header_read_timeout
-                .clone()
-                .or(file.header_read_timeout),
-            DEFAULT_HEADER_READ_TIMEOUT,
-        )?;
-        let max_connections = count(
-            "max_connections",
-            args.max_connections.or(file.max_connections),
-            DEFAULT_MAX_CONNECTIONS,
-            1 << 24,
-        )? as usize;
-        let public_threads = match args.public_threads.or(file.public_threads) {
-            None => None,
-            threads => Some(count("public_threads", threads, 1, MAX_PUBLIC_THREADS)? as usize),
-        };
-        let public_scheduling = one_of(
-            "public_scheduling",
-            pick(args.public_scheduling.clone(), file.public_scheduling),
-            ThreadScheduling::Batch,
-            &[
-                ("batch", ThreadScheduling::Batch),
-                ("normal", ThreadScheduling::Normal),
-            ],
-        )?;
-        let shutdown_timeout = secs(
-            "shutdown_timeout",
-            args.shutdown_timeout.clone().or(file.shutdown_timeout),
-            DEFAULT_SHUTDOWN_TIMEOUT,
-        )?;
-        let trusted_proxies = match pick(
-            args.trusted_proxies.clone(),
-            file.trusted_proxies.map(|l| l.joined()),
-        ) {
-            None => Vec::new(),
-            Some(list) => {
-                parse_nets(list.split(',')).map_err(|e| ConfigError::new("trusted_proxies", e))?
-            }
-        };
-        let verify_crawlers = one_of(
-            "verify_crawlers",
-            pick(args.verify_crawlers.clone(), file.verify_crawlers),
-            VerifyMode::Log,
-            &[
-                ("off", VerifyMode::Off),
-                ("log", VerifyMode::Log),
-                ("enforce", VerifyMode::Enforce),
-            ],
-        )?;
-        let dns_resolver = match pick(args.dns_resolver.clone(), file.dns_resolver)
-            .filter(|s| !s.trim().is_empty())
-        {
-            None => None,
-            Some(raw) => Some(raw.trim().parse::<SocketAddr>().map_err(|_| {
-                ConfigError::new(
-                    "dns_resolver",
-                    format!("{raw:?} is not an address like 127.0.0.53:53"),
-                )
-            })?),
-        };
-        let unverified_renders_per_minute = args
+        let unverified_renders_per_minute = o
             .unverified_renders_per_minute
-            .or(file.unverified_renders_per_minute)
             .unwrap_or(crate::verify::budget::DEFAULT_UNVERIFIED_RENDERS_PER_MINUTE);
         if unverified_renders_per_minute > MAX_UNVERIFIED_RENDERS_PER_MINUTE {
             return Err(ConfigError::new(
@@ -522,92 +308,98 @@ impl Config {
                 ),
             ));
         }
-        let crawler_ip_ranges = pick(
-            args.crawler_ip_ranges.clone(),
-            file.crawler_ip_ranges.map(PathBuf::from),
-        );
-        if let Some(dir) = &crawler_ip_ranges {
-            crate::verify::ranges::IpRanges::load(Some(dir))
-                .map_err(|e| ConfigError::new("crawler_ip_ranges", e.to_string()))?;
-        }
-
-        let origin_ca_file = pick(
-            args.origin_ca_file.clone(),
-            file.origin_ca_file.map(PathBuf::from),
-        );
-        if let Some(path) = &origin_ca_file {
-            crate::upstream::load_ca_file(path)
-                .map_err(|e| ConfigError::new("origin_ca_file", e))?;
-        }
-
-        let tls = resolve_tls(
-            pick(args.tls_cert.clone(), file.tls_cert.map(PathBuf::from)),
-            pick(args.tls_key.clone(), file.tls_key.map(PathBuf::from)),
-            &file.sites,
-        )?;
-
-        let proxy_protocol = args.proxy_protocol.or(file.proxy_protocol).unwrap_or(false);
-        if proxy_protocol && trusted_proxies.is_empty() {
-            return Err(ConfigError::new(
-                "proxy_protocol",
-                "the PROXY header is read only from trusted_proxies: list your load balancers there",
-            ));
-        }
-
-        let plans = plan::resolve_plans(&file.plans)?;
-        let single_plan = pick(args.plan.clone(), file.plan);
-        let origin = pick(args.origin.clone(), file.origin);
-        let domains = pick(args.domains.clone(), file.domains);
-        let single_snapshot = single_site_snapshot(args, origin.is_some())?;
-        let single_options = single_site_options(args, file.origin_host, origin.is_some())?;
-        let sites = resolve_sites(
-            &file.sites,
-            origin,
-            domains,
-            single_plan,
-            single_snapshot,
-            &single_options,
-            &plans,
-        )?;
+        let tls = resolve_tls(o.tls_cert.clone(), o.tls_key.clone(), &site_files)?;
+        let plans = plan::resolve_plans(&plans)?;
+        let sites = site::resolve_sites(&site_files, &o, &plans)?;
 
         Ok(Config {
-            listen,
-            admin_listen,
+            listen: named!(parse_addr(o.listen, DEFAULT_LISTEN))?,
+            admin_listen: named!(parse_addr(o.admin_listen, DEFAULT_ADMIN_LISTEN))?,
             store,
             key_prefix,
             role,
-            admin_token,
-            service,
-            chrome,
-            render_user_agent,
-            browsers,
-            tabs_per_browser,
-            renders_per_browser,
-            browser_max_age,
-            browser_max_rss_mb,
-            render_timeout,
-            ready_timeout,
-            cache_ttl,
-            queue_capacity,
-            cache_max_bytes,
-            bot_families,
-            bot_patterns,
-            log_format,
-            origin_timeout,
-            origin_connect_timeout,
-            origin_max_idle,
-            origin_idle_timeout,
-            header_read_timeout,
-            max_connections,
-            public_threads,
-            public_scheduling,
-            shutdown_timeout,
+            admin_token: check_admin_token(o.admin_token)?,
+            service: ServiceConfig::parse(o.service_listen, o.service_tokens)?,
+            chrome: o.chrome,
+            render_user_agent: check_user_agent(o.render_user_agent)?,
+            browsers: named!(count(o.browsers, DEFAULT_BROWSERS, 64))? as usize,
+            tabs_per_browser: named!(count(o.tabs_per_browser, DEFAULT_TABS_PER_BROWSER, 64))?
+                as usize,
+            renders_per_browser: named!(count(
+                o.renders_per_browser,
+                DEFAULT_RENDERS_PER_BROWSER,
+                1_000_000
+            ))? as u32,
+            browser_max_age: named!(secs(o.browser_max_age, DEFAULT_BROWSER_MAX_AGE))?,
+            browser_max_rss_mb: named!(count(
+                o.browser_max_rss,
+                DEFAULT_BROWSER_MAX_RSS_MB,
+                1 << 20
+            ))?,
+            render_timeout: named!(secs(o.render_timeout, DEFAULT_RENDER_TIMEOUT))?,
+            ready_timeout: named!(secs(o.ready_timeout, DEFAULT_READY_TIMEOUT))?,
+            // cache_ttl = 0 is meaningful: store nothing.
+            cache_ttl: match &o.cache_ttl {
+                Some(v) => plan::parse_duration(v, "cache_ttl")?,
+                None => DEFAULT_CACHE_TTL,
+            },
+            queue_capacity: named!(count(o.queue_capacity, DEFAULT_QUEUE_CAPACITY, 1 << 24))?
+                as usize,
+            cache_max_bytes: named!(count(o.cache_max_bytes, DEFAULT_CACHE_MAX_BYTES, u64::MAX))?,
+            bot_families: parse_families(o.bot_families)?,
+            bot_patterns: named!(check_dir(o.bot_patterns))?,
+            log_format: named!(one_of(
+                o.log_format,
+                LogFormat::Text,
+                &[("text", LogFormat::Text), ("json", LogFormat::Json)]
+            ))?,
+            origin_timeout: named!(secs(o.origin_timeout, DEFAULT_ORIGIN_TIMEOUT))?,
+            origin_connect_timeout: named!(secs(
+                o.origin_connect_timeout,
+                DEFAULT_ORIGIN_CONNECT_TIMEOUT
+            ))?,
+            origin_max_idle: named!(count(
+                o.origin_max_idle,
+                DEFAULT_ORIGIN_MAX_IDLE,
+                MAX_ORIGIN_MAX_IDLE
+            ))? as usize,
+            origin_idle_timeout: named!(secs(o.origin_idle_timeout, DEFAULT_ORIGIN_IDLE_TIMEOUT))?,
+            header_read_timeout: named!(secs(o.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT))?,
+            max_connections: named!(count(o.max_connections, DEFAULT_MAX_CONNECTIONS, 1 << 24))?
+                as usize,
+            public_threads: match o.public_threads {
+                None => None,
+                threads => Some(count("public_threads", threads, 1, MAX_PUBLIC_THREADS)? as usize),
+            },
+            public_scheduling: named!(one_of(
+                o.public_scheduling,
+                ThreadScheduling::Batch,
+                &[
+                    ("batch", ThreadScheduling::Batch),
+                    ("normal", ThreadScheduling::Normal),
+                ]
+            ))?,
+            shutdown_timeout: named!(secs(o.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT))?,
             trusted_proxies,
-            verify_crawlers,
-            dns_resolver,
+            verify_crawlers: named!(one_of(
+                o.verify_crawlers,
+                VerifyMode::Log,
+                &[
+                    ("off", VerifyMode::Off),
+                    ("log", VerifyMode::Log),
+                    ("enforce", VerifyMode::Enforce),
+                ]
+            ))?,
+            dns_resolver: parse_dns_resolver(o.dns_resolver)?,
             unverified_renders_per_minute,
-            crawler_ip_ranges,
-            origin_ca_file,
+            crawler_ip_ranges: named!(check_with(o.crawler_ip_ranges, |dir| {
+                crate::verify::ranges::IpRanges::load(Some(dir))
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }))?,
+            origin_ca_file: named!(check_with(o.origin_ca_file, |path| {
+                crate::upstream::load_ca_file(path).map(drop)
+            }))?,
             tls,
             proxy_protocol,
             plans,
@@ -631,148 +423,6 @@ impl Config {
             .filter_map(|plan| plan.stale_gap_warning(plan.cache_ttl.unwrap_or(self.cache_ttl)))
             .collect()
     }
-}
-
-fn pick<T>(flag_or_env: Option<T>, file: Option<T>) -> Option<T> {
-    flag_or_env.or(file)
-}
-
-/// The choice `raw` names, `default` when unset; anything else is refused
-/// with the names allowed.
-fn one_of<T: Copy>(
-    field: &str,
-    raw: Option<String>,
-    default: T,
-    choices: &[(&str, T)],
-) -> Result<T, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok(default);
-    };
-    if let Some((_, value)) = choices.iter().find(|(name, _)| *name == raw) {
-        return Ok(*value);
-    }
-    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
-    let allowed = match names.split_last() {
-        Some((last, [])) => last.to_string(),
-        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-        None => String::new(),
-    };
-    Err(ConfigError::new(field, format!("{raw:?} is not {allowed}")))
-}
-
-fn parse_addr(field: &str, v: Option<String>, default: &str) -> Result<SocketAddr, ConfigError> {
-    let raw = v.unwrap_or_else(|| default.to_string());
-    raw.parse().map_err(|_| {
-        ConfigError::new(
-            field,
-            format!("{raw:?} is not an address like 127.0.0.1:3000"),
-        )
-    })
-}
-
-fn parse_store(v: Option<String>) -> Result<StoreTarget, ConfigError> {
-    let Some(raw) = v.filter(|s| !s.trim().is_empty()) else {
-        return Ok(StoreTarget::Embedded);
-    };
-    let urls: Vec<String> = raw
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    for u in &urls {
-        let parsed = url::Url::parse(u).map_err(|e| {
-            ConfigError::new(
-                "redis",
-                format!("{:?} is not a URL: {e}", redact::redact_url(u)),
-            )
-        })?;
-        if !matches!(
-            parsed.scheme(),
-            "redis" | "rediss" | "redis+cluster" | "rediss+cluster"
-        ) || parsed.host_str().is_none()
-        {
-            return Err(ConfigError::new(
-                "redis",
-                format!(
-                    "{:?} is not a redis:// or rediss:// URL",
-                    redact::redact_url(u)
-                ),
-            ));
-        }
-    }
-    let cluster_scheme = urls.iter().any(|u| u.contains("+cluster://"));
-    if urls.len() == 1 && !cluster_scheme {
-        Ok(StoreTarget::Redis(urls[0].clone()))
-    } else {
-        Ok(StoreTarget::RedisCluster(
-            urls.into_iter()
-                .map(|u| u.replacen("+cluster://", "://", 1))
-                .collect(),
-        ))
-    }
-}
-
-/// A comma list of family names (or `all`); default: every family but
-/// `monitoring` and `http-libraries` (see `bot::Family::DEFAULT_RENDERED`).
-pub fn parse_families(v: Option<String>) -> Result<Vec<Family>, ConfigError> {
-    let Some(raw) = v else {
-        return Ok(Family::default_rendered());
-    };
-    let mut out = Vec::new();
-    for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        if name == "all" {
-            return Ok(Family::ALL.to_vec());
-        }
-        let family = Family::from_name(name).ok_or_else(|| {
-            let known: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
-            ConfigError::new(
-                "bot_families",
-                format!("unknown family {name:?} (known: {})", known.join(", ")),
-            )
-        })?;
-        if !out.contains(&family) {
-            out.push(family);
-        }
-    }
-    Ok(out)
-}
-
-/// The snapshot options of the single site of `--origin` mode, from their
-/// flags (and environment variables); refused without a single site, where
-/// they would silently do nothing.
-fn single_site_snapshot(
-    args: &ServeArgs,
-    single_site: bool,
-) -> Result<site::SnapshotOptions, ConfigError> {
-    let given = [
-        ("shadow_dom", args.shadow_dom.is_some()),
-        ("max_render_height", args.max_render_height.is_some()),
-        ("keep_noscript", args.keep_noscript),
-        (
-            "client_redirect_status",
-            args.client_redirect_status.is_some(),
-        ),
-    ];
-    if let Some((name, _)) = given
-        .iter()
-        .find(|(_, given)| *given)
-        .filter(|_| !single_site)
-    {
-        return Err(ConfigError::new(
-            *name,
-            format!(
-                "--{} applies to the single site of --origin mode; set {name} in [[sites]] instead",
-                name.replace('_', "-")
-            ),
-        ));
-    }
-    site::SnapshotOptions::parse(
-        args.shadow_dom.as_deref(),
-        Some(args.keep_noscript),
-        args.max_render_height,
-        args.client_redirect_status,
-        str::to_string,
-    )
 }
 
 /// The certificates of a TLS listener: `tls_cert` + `tls_key` (the
@@ -827,167 +477,10 @@ fn resolve_tls(
     }))
 }
 
-/// The `[[sites]]` keys of the single site of `--origin` mode given as
-/// flags (and environment variables); `origin_host` also as a file key.
-fn single_site_options(
-    args: &ServeArgs,
-    file_origin_host: Option<String>,
-    single_site: bool,
-) -> Result<site::SingleSiteOptions, ConfigError> {
-    let given = [
-        ("origin_host", args.origin_host.is_some()),
-        ("scheme", args.scheme.is_some()),
-        ("ignore", args.ignore.is_some()),
-        ("only", args.only.is_some()),
-        ("query_params", args.query_params.is_some()),
-        ("mobile_variant", args.mobile_variant.is_some()),
-        ("strip_scripts", args.strip_scripts.is_some()),
-        ("on_render_failure", args.on_render_failure.is_some()),
-    ];
-    if let Some((name, _)) = given
-        .iter()
-        .find(|(_, given)| *given)
-        .filter(|_| !single_site)
-    {
-        return Err(ConfigError::new(
-            *name,
-            format!(
-                "--{} applies to the single site of --origin mode; set {name} in [[sites]] instead",
-                name.replace('_', "-")
-            ),
-        ));
-    }
-    if file_origin_host.is_some() && args.origin_host.is_none() && !single_site {
-        return Err(ConfigError::new(
-            "origin_host",
-            "origin_host at the top of the file applies to the single site of origin mode; set it in [[sites]] instead",
-        ));
-    }
-    // One regex a line in the environment: blank lines are no pattern.
-    let patterns = |given: &Option<Vec<String>>| -> Vec<String> {
-        given
-            .iter()
-            .flatten()
-            .map(|r| r.trim().to_string())
-            .filter(|r| !r.is_empty())
-            .collect()
-    };
-    let ignore = patterns(&args.ignore);
-    let only = patterns(&args.only);
-    let query_params: Vec<String> = args
-        .query_params
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(str::to_string)
-        .collect();
-    site::SingleSiteOptions::parse(
-        pick(args.origin_host.clone(), file_origin_host).as_deref(),
-        args.scheme.as_deref(),
-        &ignore,
-        &only,
-        &query_params,
-        args.mobile_variant,
-        args.strip_scripts,
-        args.on_render_failure.as_deref(),
-    )
-}
-
-fn resolve_sites(
-    files: &[file::SiteFile],
-    origin: Option<String>,
-    domains: Option<Vec<String>>,
-    single_plan: Option<String>,
-    single_snapshot: site::SnapshotOptions,
-    single_options: &site::SingleSiteOptions,
-    plans: &BTreeMap<String, Plan>,
-) -> Result<SiteTable, ConfigError> {
-    let mut sites = Vec::new();
-    for (i, f) in files.iter().enumerate() {
-        sites.push(Site::from_file(i, f, plans)?);
-    }
-    match origin {
-        Some(raw) => {
-            if !files.is_empty() {
-                return Err(ConfigError::new(
-                    "origin",
-                    "give either [[sites]] or a single-site origin, not both",
-                ));
-            }
-            let origin = site::parse_origin(&raw, "origin")?;
-            let plan_name = single_plan.unwrap_or_else(|| plan::DEFAULT_PLAN.to_string());
-            let plan = plans
-                .get(&plan_name)
-                .cloned()
-                .ok_or_else(|| ConfigError::new("plan", format!("unknown plan {plan_name:?}")))?;
-            let domains = domains.unwrap_or_default();
-            if domains.is_empty() {
-                sites.push(
-                    Site::single(String::new(), origin.clone(), plan.clone())
-                        .with_options(single_options)
-                        .with_snapshot(single_snapshot),
-                );
-            }
-            for d in domains.iter().filter(|d| !d.trim().is_empty()) {
-                let domain = site::normalise_domain(d).ok_or_else(|| {
-                    ConfigError::new("domain", format!("{d:?} is not a host name"))
-                })?;
-                sites.push(
-                    Site::single(domain, origin.clone(), plan.clone())
-                        .with_options(single_options)
-                        .with_snapshot(single_snapshot),
-                );
-            }
-        }
-        None => {
-            if domains.is_some_and(|d| !d.is_empty()) {
-                return Err(ConfigError::new(
-                    "domain",
-                    "--domain needs --origin (or use [[sites]])",
-                ));
-            }
-            if let Some(p) = single_plan {
-                if !plans.contains_key(&p) {
-                    return Err(ConfigError::new("plan", format!("unknown plan {p:?}")));
-                }
-            }
-        }
-    }
-    SiteTable::new(sites)
-}
-
-/// Parses `trusted_proxies` entries: CIDRs (`10.0.0.0/8`, `2001:db8::/32`)
-/// or single addresses (a /32 or /128).
-pub fn parse_nets<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Vec<IpNet>, String> {
-    let mut nets = Vec::new();
-    for raw in entries {
-        let entry = raw.trim();
-        if entry.is_empty() {
-            continue;
-        }
-        let net = match entry.parse::<IpNet>() {
-            Ok(net) => net.trunc(),
-            Err(_) => match entry.parse::<IpAddr>() {
-                Ok(ip) => IpNet::from(ip.to_canonical()),
-                Err(_) => {
-                    return Err(format!(
-                        "{entry:?} is not a CIDR like 10.0.0.0/8 or an address"
-                    ))
-                }
-            },
-        };
-        if !nets.contains(&net) {
-            nets.push(net);
-        }
-    }
-    Ok(nets)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::DurationValue;
 
     /// Held by tests that parse the command line (which reads the
     /// environment) or set environment variables.
@@ -1164,6 +657,127 @@ mod tests {
         let c = resolve(args, "browsers = 5\ntabs_per_browser = 2").unwrap();
         assert_eq!(c.browsers, 3);
         assert_eq!(c.tabs_per_browser, 2);
+    }
+
+    #[test]
+    fn a_flag_beats_the_environment_beats_the_file_beats_the_default() {
+        use clap::{CommandFactory, Parser};
+        type Read = fn(&Config) -> String;
+        fn list(items: Vec<String>) -> String {
+            items.join(" ")
+        }
+        let nets: Read = |c| list(c.trusted_proxies.iter().map(|n| n.to_string()).collect());
+        let families: Read = |c| list(c.bot_families.iter().map(|f| f.name().into()).collect());
+        // An option; its value on the flag, in the environment and in the
+        // file (TOML, with what else it needs); how `Config` shows it; and
+        // what it is from the default, the file, the environment, the flag.
+        let cases: [(&str, [&str; 3], Read, [&str; 4]); 8] = [
+            ("browsers", ["3", "4", "5"], |c| c.browsers.to_string(), ["2", "5", "4", "3"]),
+            (
+                "listen",
+                ["127.0.0.1:1", "127.0.0.1:2", "\"127.0.0.1:3\""],
+                |c| c.listen.to_string(),
+                ["0.0.0.0:3000", "127.0.0.1:3", "127.0.0.1:2", "127.0.0.1:1"],
+            ),
+            (
+                "render_timeout",
+                ["1m", "30", "\"2m\""],
+                |c| c.render_timeout.as_secs().to_string(),
+                ["20", "120", "30", "60"],
+            ),
+            (
+                "cache_ttl",
+                ["45", "1h", "600"],
+                |c| c.cache_ttl.as_secs().to_string(),
+                ["3600", "600", "3600", "45"],
+            ),
+            (
+                "trusted_proxies",
+                ["10.0.0.0/8", "192.0.2.1, ::1", "[\"198.51.100.0/24\", \"198.51.100.7\"]"],
+                nets,
+                ["", "198.51.100.0/24 198.51.100.7/32", "192.0.2.1/32 ::1/128", "10.0.0.0/8"],
+            ),
+            (
+                "bot_families",
+                ["search-engines", "seo-tools,monitoring", "[\"ai-search\"]"],
+                families,
+                [
+                    "search-engines social-previews ai-training ai-search ai-user-fetch seo-tools feed-readers",
+                    "ai-search",
+                    "seo-tools monitoring",
+                    "search-engines",
+                ],
+            ),
+            (
+                "redis",
+                ["redis://f:1", "redis://e:1,redis://e:2", "[\"redis://t:1\", \"redis://t:2\"]"],
+                |c| format!("{:?}", c.store),
+                [
+                    "Embedded",
+                    "RedisCluster([\"redis://t:1\", \"redis://t:2\"])",
+                    "RedisCluster([\"redis://e:1\", \"redis://e:2\"])",
+                    "Redis(\"redis://f:1\")",
+                ],
+            ),
+            (
+                "proxy_protocol",
+                ["true", "off", "true\ntrusted_proxies = \"10.0.0.1\""],
+                |c| c.proxy_protocol.to_string(),
+                ["false", "true", "false", "true"],
+            ),
+        ];
+        let command = crate::cli::Cli::command();
+        let _env = ENV.lock();
+        for (option, [flag, env_value, file], read, expected) in cases {
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_id() == option)
+                .unwrap();
+            let env = arg.get_env().unwrap().to_owned();
+            let flag = format!("--{}={flag}", arg.get_long().unwrap());
+            let file = format!("{option} = {file}");
+            let resolved = |argv: &[&str], toml: &str| {
+                let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
+                read(&resolve(cli.serve, toml).unwrap())
+            };
+            std::env::remove_var(&env);
+            let default = resolved(&["prerender-proxy"], "");
+            let from_file = resolved(&["prerender-proxy"], &file);
+            std::env::set_var(&env, env_value);
+            let from_env = resolved(&["prerender-proxy"], &file);
+            let from_flag = resolved(&["prerender-proxy", &flag], &file);
+            std::env::remove_var(&env);
+            assert_eq!(
+                [default, from_file, from_env, from_flag],
+                expected,
+                "{option}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations_in_the_file_are_seconds_or_text_at_the_top_and_in_plans() {
+        for (value, secs) in [("3600", 3600), ("\"1h\"", 3600), ("\"90s\"", 90)] {
+            let c = resolve(
+                ServeArgs::default(),
+                &format!("cache_ttl = {value}\n[plans.x]\ncache_ttl = {value}"),
+            )
+            .unwrap();
+            assert_eq!(c.cache_ttl, Duration::from_secs(secs), "{value}");
+            assert_eq!(c.plans["x"].cache_ttl, Some(Duration::from_secs(secs)));
+        }
+    }
+
+    #[test]
+    fn keys_that_are_no_top_level_option_are_refused_by_name() {
+        // `config` names the file itself; the single site's flags belong in
+        // [[sites]] in a file.
+        for key in ["browserz", "config", "scheme", "keep_noscript", "site"] {
+            let e = FileConfig::parse(&format!("{key} = 1")).unwrap_err();
+            assert_eq!(e.field, key);
+            assert!(e.message.contains("unknown field"), "{e}");
+            assert!(e.message.contains("`sites`, `plans`"), "{e}");
+        }
     }
 
     #[test]
@@ -1382,61 +996,48 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(resolve(without_origin, "").unwrap_err().field, "scheme");
-        let single = |f: fn(&mut ServeArgs)| {
+        // Each change to a single site's flags, and the field it makes bad.
+        type Change = fn(&mut ServeArgs);
+        let cases: [(Change, Result<(), &str>); 11] = [
+            (|a| a.scheme = Some("ftp".into()), Err("scheme")),
+            (|a| a.ignore = Some(vec!["(".into()]), Err("ignore")),
+            (|a| a.only = Some(vec!["[".into()]), Err("only")),
+            (
+                |a| a.on_render_failure = Some("maybe".into()),
+                Err("on_render_failure"),
+            ),
+            (|a| a.origin_host = Some("a b".into()), Err("origin_host")),
+            (
+                |a| a.origin_host = Some("user@host".into()),
+                Err("origin_host"),
+            ),
+            (
+                |a| a.origin_ca_file = Some("/nonexistent/ca.pem".into()),
+                Err("origin_ca_file"),
+            ),
+            (
+                |a| a.tls_cert = Some("/nonexistent/cert.pem".into()),
+                Err("tls_key"),
+            ),
+            (
+                |a| {
+                    a.tls_cert = Some("/nonexistent/cert.pem".into());
+                    a.tls_key = Some("/nonexistent/key.pem".into());
+                },
+                Err("tls_cert"),
+            ),
+            (|a| a.proxy_protocol = Some(true), Err("proxy_protocol")),
+            (|a| a.origin_host = Some("shop.test:8443".into()), Ok(())),
+        ];
+        for (i, (change, expected)) in cases.into_iter().enumerate() {
             let mut args = ServeArgs {
                 origin: Some("http://127.0.0.1:9".into()),
                 ..Default::default()
             };
-            f(&mut args);
-            resolve(args, "").map(|_| ()).map_err(|e| e.field)
-        };
-        assert_eq!(
-            single(|a| a.scheme = Some("ftp".into())),
-            Err("scheme".into())
-        );
-        assert_eq!(
-            single(|a| a.ignore = Some(vec!["(".into()])),
-            Err("ignore".into())
-        );
-        assert_eq!(
-            single(|a| a.only = Some(vec!["[".into()])),
-            Err("only".into())
-        );
-        assert_eq!(
-            single(|a| a.on_render_failure = Some("maybe".into())),
-            Err("on_render_failure".into())
-        );
-        assert_eq!(
-            single(|a| a.origin_host = Some("a b".into())),
-            Err("origin_host".into())
-        );
-        assert_eq!(
-            single(|a| a.origin_host = Some("user@host".into())),
-            Err("origin_host".into())
-        );
-        assert_eq!(
-            single(|a| a.origin_ca_file = Some("/nonexistent/ca.pem".into())),
-            Err("origin_ca_file".into())
-        );
-        assert_eq!(
-            single(|a| a.tls_cert = Some("/nonexistent/cert.pem".into())),
-            Err("tls_key".into())
-        );
-        assert_eq!(
-            single(|a| {
-                a.tls_cert = Some("/nonexistent/cert.pem".into());
-                a.tls_key = Some("/nonexistent/key.pem".into());
-            }),
-            Err("tls_cert".into())
-        );
-        assert_eq!(
-            single(|a| a.proxy_protocol = Some(true)),
-            Err("proxy_protocol".into())
-        );
-        assert_eq!(
-            single(|a| a.origin_host = Some("shop.test:8443".into())),
-            Ok(())
-        );
+            change(&mut args);
+            let got = resolve(args, "").map(|_| ()).map_err(|e| e.field);
+            assert_eq!(got, expected.map_err(str::to_string), "case {i}");
+        }
         // In the file: a site's origin_host, and certificates that need
         // the default one.
         let file = |toml: &str| {

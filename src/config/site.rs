@@ -10,6 +10,7 @@ use url::Url;
 use super::file::SiteFile;
 use super::plan::Plan;
 use super::ConfigError;
+use crate::cli::ServeArgs;
 use crate::domain::Domain;
 use crate::render::ShadowDom;
 
@@ -191,7 +192,7 @@ impl Site {
         let plan = plans.get(plan_name).cloned().ok_or_else(|| {
             ConfigError::new(field("plan"), format!("unknown plan {plan_name:?}"))
         })?;
-        let options = SingleSiteOptions::parse_named(
+        let options = SingleSiteOptions::parse(
             f.origin_host.as_deref(),
             f.scheme.as_deref(),
             &f.ignore,
@@ -274,33 +275,10 @@ pub struct SingleSiteOptions {
 }
 
 impl SingleSiteOptions {
-    /// Validates the single site's options; errors name the option.
+    /// Validates a site's options; `field` turns an option's name into the
+    /// name an error reports.
     #[allow(clippy::too_many_arguments)]
     pub fn parse(
-        origin_host: Option<&str>,
-        scheme: Option<&str>,
-        ignore: &[String],
-        only: &[String],
-        query_params: &[String],
-        mobile_variant: Option<bool>,
-        strip_scripts: Option<bool>,
-        on_render_failure: Option<&str>,
-    ) -> Result<SingleSiteOptions, ConfigError> {
-        Self::parse_named(
-            origin_host,
-            scheme,
-            ignore,
-            only,
-            query_params,
-            mobile_variant,
-            strip_scripts,
-            on_render_failure,
-            &str::to_string,
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn parse_named(
         origin_host: Option<&str>,
         scheme: Option<&str>,
         ignore: &[String],
@@ -450,6 +428,152 @@ pub fn parse_origin(raw: &str, field: &str) -> Result<Url, ConfigError> {
         ));
     }
     Ok(url)
+}
+
+/// The single site's options (flags and environment variables, and
+/// `origin_host` at the top of the file) apply to the single site of
+/// `--origin` mode; without one they would silently do nothing: refused.
+pub(super) fn refuse_single_site_options(
+    args: &ServeArgs,
+    file_origin_host: bool,
+    single_site: bool,
+) -> Result<(), ConfigError> {
+    if single_site {
+        return Ok(());
+    }
+    let given = [
+        ("shadow_dom", args.shadow_dom.is_some()),
+        ("max_render_height", args.max_render_height.is_some()),
+        ("keep_noscript", args.keep_noscript),
+        (
+            "client_redirect_status",
+            args.client_redirect_status.is_some(),
+        ),
+        ("origin_host", args.origin_host.is_some()),
+        ("scheme", args.scheme.is_some()),
+        ("ignore", args.ignore.is_some()),
+        ("only", args.only.is_some()),
+        ("query_params", args.query_params.is_some()),
+        ("mobile_variant", args.mobile_variant.is_some()),
+        ("strip_scripts", args.strip_scripts.is_some()),
+        ("on_render_failure", args.on_render_failure.is_some()),
+    ];
+    if let Some((name, _)) = given.iter().find(|(_, given)| *given) {
+        return Err(ConfigError::new(
+            *name,
+            format!(
+                "--{} applies to the single site of --origin mode; set {name} in [[sites]] instead",
+                name.replace('_', "-")
+            ),
+        ));
+    }
+    if file_origin_host {
+        return Err(ConfigError::new(
+            "origin_host",
+            "origin_host at the top of the file applies to the single site of origin mode; set it in [[sites]] instead",
+        ));
+    }
+    Ok(())
+}
+
+/// The single site of `--origin` mode, one per listed domain (or one for
+/// any host), with its options from flags and environment variables.
+fn single_sites(
+    o: &ServeArgs,
+    origin: &str,
+    plans: &std::collections::BTreeMap<String, Plan>,
+) -> Result<Vec<Site>, ConfigError> {
+    let snapshot = SnapshotOptions::parse(
+        o.shadow_dom.as_deref(),
+        Some(o.keep_noscript),
+        o.max_render_height,
+        o.client_redirect_status,
+        str::to_string,
+    )?;
+    // One regex a line in the environment: blank lines are no pattern.
+    let patterns = |given: &Option<Vec<String>>| -> Vec<String> {
+        given
+            .iter()
+            .flatten()
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+            .collect()
+    };
+    let query_params: Vec<String> = o
+        .query_params
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    let options = SingleSiteOptions::parse(
+        o.origin_host.as_deref(),
+        o.scheme.as_deref(),
+        &patterns(&o.ignore),
+        &patterns(&o.only),
+        &query_params,
+        o.mobile_variant,
+        o.strip_scripts,
+        o.on_render_failure.as_deref(),
+        &str::to_string,
+    )?;
+    let origin = parse_origin(origin, "origin")?;
+    let plan_name = o.plan.as_deref().unwrap_or(super::plan::DEFAULT_PLAN);
+    let plan = plans
+        .get(plan_name)
+        .ok_or_else(|| ConfigError::new("plan", format!("unknown plan {plan_name:?}")))?;
+    let site = |domain| {
+        Site::single(domain, origin.clone(), plan.clone())
+            .with_options(&options)
+            .with_snapshot(snapshot)
+    };
+    let domains = o.domains.as_deref().unwrap_or_default();
+    let mut sites = Vec::new();
+    if domains.is_empty() {
+        sites.push(site(String::new()));
+    }
+    for d in domains.iter().filter(|d| !d.trim().is_empty()) {
+        let domain = normalise_domain(d)
+            .ok_or_else(|| ConfigError::new("domain", format!("{d:?} is not a host name")))?;
+        sites.push(site(domain));
+    }
+    Ok(sites)
+}
+
+/// The `[[sites]]` entries, or the single site of `--origin` mode.
+pub(super) fn resolve_sites(
+    files: &[SiteFile],
+    o: &ServeArgs,
+    plans: &std::collections::BTreeMap<String, Plan>,
+) -> Result<SiteTable, ConfigError> {
+    let mut sites = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        sites.push(Site::from_file(i, f, plans)?);
+    }
+    match &o.origin {
+        Some(_) if !files.is_empty() => {
+            return Err(ConfigError::new(
+                "origin",
+                "give either [[sites]] or a single-site origin, not both",
+            ))
+        }
+        Some(origin) => sites = single_sites(o, origin, plans)?,
+        None if o.domains.as_ref().is_some_and(|d| !d.is_empty()) => {
+            return Err(ConfigError::new(
+                "domain",
+                "--domain needs --origin (or use [[sites]])",
+            ))
+        }
+        None => match &o.plan {
+            Some(p) if !plans.contains_key(p) => {
+                return Err(ConfigError::new("plan", format!("unknown plan {p:?}")))
+            }
+            _ => {}
+        },
+    }
+    SiteTable::new(sites)
 }
 
 #[cfg(test)]
