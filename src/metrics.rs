@@ -468,8 +468,14 @@ impl Metrics {
     /// A request refused before any other handling (a 4xx of the request
     /// checks): counted and timed as `rejected`.
     pub fn observe_rejected(&self, status: u16, elapsed: Duration) {
-        self.observe_request(RequestKind::Rejected, CacheResult::None, NO_FAMILY, status);
-        self.observe_request_duration(RequestKind::Rejected, CacheResult::None, elapsed);
+        self.observe_uncached(RequestKind::Rejected, status, elapsed);
+    }
+
+    /// A request answered without the page cache (passed to the origin, or
+    /// refused): its count and its duration.
+    pub fn observe_uncached(&self, kind: RequestKind, status: u16, elapsed: Duration) {
+        self.observe_request(kind, CacheResult::None, NO_FAMILY, status);
+        self.observe_request_duration(kind, CacheResult::None, elapsed);
     }
 
     /// The proxy's time for one public request (see

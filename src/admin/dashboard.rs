@@ -126,25 +126,7 @@ mod tests {
         assert!(DASHBOARD_HTML.contains("sessionStorage"));
         assert!(!DASHBOARD_HTML.contains("localStorage"));
         assert!(DASHBOARD_HTML.contains("var POLL_MS = 5000;"));
-        for field in [
-            "hit_rate",
-            "hits",
-            "misses",
-            "stale",
-            "errors",
-            "renders",
-            "renders_saved",
-            "entries",
-            "max_entries",
-            "bytes",
-            "avg_render_ms",
-            "p95_render_ms",
-            "renders_this_month",
-            "monthly_renders",
-            "next_refresh",
-            "families",
-            "recent_failures",
-        ] {
+        for field in crate::state::stats::DOMAIN_FIELDS {
             assert!(
                 DASHBOARD_HTML.contains(&format!("d.{field}")),
                 "{field} not shown"

@@ -272,21 +272,52 @@ mod tests {
         assert_eq!(q.stats().dedup_joins, 19);
     }
 
+    /// Occupies the queue's only worker with a job under `key` that runs
+    /// until the returned gate is notified; returns once the job runs.
+    async fn occupy(q: &RenderQueue<u32>, key: &str, result: u32) -> (Arc<Notify>, Waiter<u32>) {
+        let gate = Arc::new(Notify::new());
+        let g = gate.clone();
+        let job = q
+            .submit(
+                key,
+                Priority::Live,
+                Box::pin(async move {
+                    g.notified().await;
+                    result
+                }),
+            )
+            .unwrap();
+        while q.stats().running == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        (gate, job.into_waiter())
+    }
+
+    /// Submits a job that writes its key into `order` when it runs.
+    fn recording(
+        q: &RenderQueue<u32>,
+        key: &str,
+        priority: Priority,
+        order: &Arc<Mutex<Vec<String>>>,
+    ) -> Waiter<u32> {
+        let order = order.clone();
+        let k = key.to_string();
+        q.submit(
+            key,
+            priority,
+            Box::pin(async move {
+                order.lock().push(k);
+                1
+            }),
+        )
+        .unwrap()
+        .into_waiter()
+    }
+
     #[tokio::test]
     async fn a_full_queue_refuses_new_keys_but_joins_known_ones() {
         let q: RenderQueue<u32> = RenderQueue::new(2, 1);
-        let gate = Arc::new(Notify::new());
-        let g = gate.clone();
-        // Occupies the only worker.
-        let first = q.submit(
-            "a",
-            Priority::Live,
-            Box::pin(async move {
-                g.notified().await;
-                1
-            }),
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (gate, first) = occupy(&q, "a", 1).await;
         q.submit("b", Priority::Live, Box::pin(async { 2 }))
             .unwrap();
         q.submit("c", Priority::Live, Box::pin(async { 3 }))
@@ -299,7 +330,7 @@ mod tests {
             Ok(Submitted::Joined(_))
         ));
         gate.notify_one();
-        assert_eq!(first.unwrap().into_waiter().wait().await, Some(1));
+        assert_eq!(first.wait().await, Some(1));
         assert_eq!(q.stats().refused, 1);
     }
 
@@ -307,40 +338,15 @@ mod tests {
     async fn live_jobs_run_before_background_jobs() {
         let q: RenderQueue<u32> = RenderQueue::new(10, 1);
         let order = Arc::new(Mutex::new(Vec::new()));
-        let gate = Arc::new(Notify::new());
-        let g = gate.clone();
-        let blocker = q
-            .submit(
-                "block",
-                Priority::Live,
-                Box::pin(async move {
-                    g.notified().await;
-                    0
-                }),
-            )
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let mut waiters = vec![blocker.into_waiter()];
-        for (key, prio) in [
+        let (gate, blocker) = occupy(&q, "block", 0).await;
+        let mut waiters = vec![blocker];
+        for (key, priority) in [
             ("bg1", Priority::Background),
             ("live1", Priority::Live),
             ("bg2", Priority::Background),
             ("live2", Priority::Live),
         ] {
-            let order = order.clone();
-            let k = key.to_string();
-            waiters.push(
-                q.submit(
-                    key,
-                    prio,
-                    Box::pin(async move {
-                        order.lock().push(k);
-                        1
-                    }),
-                )
-                .unwrap()
-                .into_waiter(),
-            );
+            waiters.push(recording(&q, key, priority, &order));
         }
         gate.notify_one();
         for w in waiters {
@@ -353,35 +359,10 @@ mod tests {
     async fn a_live_join_promotes_a_pending_background_job() {
         let q: RenderQueue<u32> = RenderQueue::new(10, 1);
         let order = Arc::new(Mutex::new(Vec::new()));
-        let gate = Arc::new(Notify::new());
-        let g = gate.clone();
-        let blocker = q
-            .submit(
-                "block",
-                Priority::Live,
-                Box::pin(async move {
-                    g.notified().await;
-                    0
-                }),
-            )
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let mut waiters = vec![blocker.into_waiter()];
+        let (gate, blocker) = occupy(&q, "block", 0).await;
+        let mut waiters = vec![blocker];
         for key in ["bg1", "bg2"] {
-            let order = order.clone();
-            let k = key.to_string();
-            waiters.push(
-                q.submit(
-                    key,
-                    Priority::Background,
-                    Box::pin(async move {
-                        order.lock().push(k);
-                        1
-                    }),
-                )
-                .unwrap()
-                .into_waiter(),
-            );
+            waiters.push(recording(&q, key, Priority::Background, &order));
         }
         waiters.push(
             q.submit("bg2", Priority::Live, Box::pin(async { 9 }))

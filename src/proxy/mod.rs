@@ -23,7 +23,7 @@ use hyper::{Request, Response};
 
 use crate::bot::{BotDetector, PassReason, RenderDecision};
 use crate::http::{respond, Body};
-use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind, NO_FAMILY};
+use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind};
 use crate::state::stats::DomainStats;
 use crate::verify::{CrawlerVerifier, Standing, VerifyMode};
 use client_addr::TrustedProxies;
@@ -197,14 +197,8 @@ impl PublicProxy {
                     .origin
                     .forward(req, &target.site, &target.host, hop)
                     .await;
-                self.metrics.observe_request(
-                    kind,
-                    CacheMetric::None,
-                    NO_FAMILY,
-                    resp.status().as_u16(),
-                );
                 self.metrics
-                    .observe_request_duration(kind, CacheMetric::None, started.elapsed());
+                    .observe_uncached(kind, resp.status().as_u16(), started.elapsed());
                 resp
             }
         }
@@ -223,15 +217,9 @@ impl PublicProxy {
             .origin
             .forward(req, &target.site, &target.host, hop)
             .await;
-        self.metrics.observe_request(
+        self.metrics.observe_uncached(
             RequestKind::Human,
-            CacheMetric::None,
-            NO_FAMILY,
             resp.status().as_u16(),
-        );
-        self.metrics.observe_request_duration(
-            RequestKind::Human,
-            CacheMetric::None,
             started.elapsed(),
         );
         resp
@@ -320,12 +308,7 @@ impl CrawlerAnswer<'_> {
             Served::Passed => {
                 // Answered like a person: counted as one, not in the stats.
                 tracing::info!(%client, host = %target.host, %path, family = rule_family(rule), %rule, %verified, cache = result.label(), status, ms = started.elapsed().as_millis() as u64, via, "crawler");
-                metrics.observe_request(RequestKind::Human, CacheMetric::None, NO_FAMILY, status);
-                metrics.observe_request_duration(
-                    RequestKind::Human,
-                    CacheMetric::None,
-                    started.elapsed(),
-                );
+                metrics.observe_uncached(RequestKind::Human, status, started.elapsed());
                 return;
             }
             Served::Hit => {

@@ -386,6 +386,45 @@ mod tests {
     /// A local hyper origin: `/small` is five bytes, `/big` a megabyte in
     /// 64 KiB chunks, `/close` asks to close the connection, `/empty` is
     /// 204. Returns its URL and the number of connections it accepted.
+    /// An origin on raw sockets: connection `n` (from 0) answers each
+    /// request head it reads with `answer(n)`; with `once` it closes after
+    /// the first answer without saying so. Also counts connections.
+    async fn raw_origin(
+        answer: fn(usize) -> &'static [u8],
+        once: bool,
+    ) -> (url::Url, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = url::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    loop {
+                        let mut head = Vec::new();
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(read) => head.extend_from_slice(&buf[..read]),
+                            }
+                        }
+                        if stream.write_all(answer(n)).await.is_err() {
+                            return;
+                        }
+                        if once {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
     async fn origin() -> (url::Url, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -535,32 +574,8 @@ mod tests {
     async fn an_idle_connection_the_origin_dropped_is_replaced() {
         // An origin that answers one request per connection and then closes
         // it without saying so, as an origin's idle timeout does.
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = url::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            loop {
-                let (mut stream, _) = listener.accept().await.unwrap();
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        let n = stream.read(&mut buf).await.unwrap();
-                        if n == 0 {
-                            return;
-                        }
-                        head.extend_from_slice(&buf[..n]);
-                    }
-                    stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await
-                        .unwrap();
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                });
-            }
-        });
+        let (url, accepted) =
+            raw_origin(|_| b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", true).await;
         let pool = OriginPool::new(limits());
         for _ in 0..3 {
             let resp = pool.send(&url, get("/")).await.unwrap();
@@ -622,33 +637,14 @@ mod tests {
     async fn an_answer_with_stray_bytes_after_it_is_not_reused() {
         // A HEAD-like answer with an unasked answer right behind it, then a
         // plain one on every later connection.
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = url::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            loop {
-                let (mut stream, _) = listener.accept().await.unwrap();
-                let n = count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    loop {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) => {}
-                        }
-                        let answer: &[u8] = if n == 0 {
-                            b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nSTRAY!"
-                        } else {
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-                        };
-                        if stream.write_all(answer).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
+        let (url, accepted) = raw_origin(
+            |connection| match connection {
+                0 => b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nSTRAY!",
+                _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            },
+            false,
+        )
+        .await;
         let pool = OriginPool::new(limits());
         let resp = pool.send(&url, get("/")).await.unwrap();
         assert_eq!(resp.status(), hyper::StatusCode::NO_CONTENT);

@@ -32,7 +32,7 @@ use crate::bot::{BotDetector, PathFilter, UaVerdict};
 use crate::config::SiteTable;
 use crate::http::respond;
 use crate::http::Body;
-use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind, NO_FAMILY};
+use crate::metrics::{Metrics, RequestKind};
 use crate::proxy::crawler::{CrawlerPath, CrawlerRequest};
 use crate::proxy::forward::{ClientHop, OriginClient};
 use crate::proxy::request::{self, MAX_TARGET_BYTES};
@@ -139,14 +139,8 @@ impl ServiceEndpoint {
                     ClientHop::plain(peer, false),
                 )
                 .await;
-            self.metrics.observe_request(
-                kind,
-                CacheMetric::None,
-                NO_FAMILY,
-                resp.status().as_u16(),
-            );
             self.metrics
-                .observe_request_duration(kind, CacheMetric::None, started.elapsed());
+                .observe_uncached(kind, resp.status().as_u16(), started.elapsed());
             return resp;
         }
         let ua = page
