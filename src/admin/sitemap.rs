@@ -19,7 +19,7 @@ use quick_xml::Reader;
 use url::Url;
 
 use crate::http::{collect_bounded, CollectError};
-use crate::upstream::UpstreamClient;
+use crate::upstream::{PoolLimits, UpstreamClient};
 
 /// Nesting followed: a sitemap index (depth 1) and the sitemaps it lists
 /// (depth 2), as the sitemaps.org protocol allows; an index listed by an
@@ -135,9 +135,11 @@ impl SitemapFetcher {
         // deadline is set past it so it never decides first.
         let client = UpstreamClient::new(
             limits.fetch_timeout.saturating_add(Duration::from_secs(1)),
-            limits.connect_timeout,
-            Duration::from_secs(5),
-            2,
+            PoolLimits {
+                max_idle_per_origin: 2,
+                idle_timeout: Duration::from_secs(5),
+                connect_timeout: limits.connect_timeout,
+            },
         );
         SitemapFetcher { client, limits }
     }

@@ -47,12 +47,13 @@ pub const DEFAULT_ORIGIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A new origin connection (passthrough and render fetches) must be
 /// established within this; an origin that drops SYNs fails fast with 502
 /// instead of holding the request until `origin_timeout`.
-pub const DEFAULT_ORIGIN_CONNECT_TIMEOUT: Duration = crate::render::DEFAULT_ORIGIN_CONNECT_TIMEOUT;
+pub const DEFAULT_ORIGIN_CONNECT_TIMEOUT: Duration =
+    crate::upstream::limits::DEFAULT_CONNECT_TIMEOUT;
 /// Idle keep-alive connections kept per origin (per public thread, where
 /// connections are kept per thread), and how long one may stay idle.
-pub const DEFAULT_ORIGIN_MAX_IDLE: u64 = 256;
+pub const DEFAULT_ORIGIN_MAX_IDLE: u64 = crate::upstream::limits::DEFAULT_MAX_IDLE;
 pub const MAX_ORIGIN_MAX_IDLE: u64 = 65_536;
-pub const DEFAULT_ORIGIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_ORIGIN_IDLE_TIMEOUT: Duration = crate::upstream::limits::DEFAULT_IDLE_TIMEOUT;
 /// Slowloris guard: a client has this long to send a complete request head.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Tens of thousands of idle crawlers: measured, a connection that has sent

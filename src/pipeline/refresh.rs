@@ -774,6 +774,7 @@ mod tests {
     use crate::cache::{Coordination, PageStore};
     use crate::cli::ServeArgs;
     use crate::config::file::FileConfig;
+    use crate::upstream::PoolLimits;
     use http_body_util::Full;
     use hyper::body::Incoming;
     use hyper::Response;
@@ -866,7 +867,14 @@ mod tests {
     }
 
     fn test_client(timeout: Duration) -> UpstreamClient {
-        UpstreamClient::new(timeout, timeout, Duration::from_secs(60), 8)
+        UpstreamClient::new(
+            timeout,
+            PoolLimits {
+                max_idle_per_origin: 8,
+                idle_timeout: Duration::from_secs(60),
+                connect_timeout: timeout,
+            },
+        )
     }
 
     fn poller() -> Arc<ContentPoller> {

@@ -16,7 +16,8 @@ use hyper_util::rt::TokioIo;
 use crate::config::Site;
 use crate::http::respond;
 use crate::http::{Body, BoxError};
-use crate::proxy::origin_pool::{OriginPool, PoolError, PoolLimits};
+use crate::proxy::origin_pool::{OriginPool, PoolError};
+use crate::upstream::PoolLimits;
 use crate::upstream::{error_chain, origin_uri, ConnectError, OriginError, UpstreamClient};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
@@ -135,12 +136,7 @@ impl OriginClient {
     /// most `idle_timeout`, and each new one established within
     /// `connect_timeout`.
     pub fn with_limits(timeout: Duration, pool: PoolLimits) -> Self {
-        let upstream = UpstreamClient::new(
-            timeout,
-            pool.connect_timeout,
-            pool.idle_timeout,
-            pool.max_idle_per_origin,
-        );
+        let upstream = UpstreamClient::new(timeout, pool);
         OriginClient {
             upstream,
             timeout,

@@ -19,7 +19,6 @@ use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
@@ -31,7 +30,7 @@ use std::error::Error as StdError;
 use std::os::fd::RawFd;
 use tokio::time::Instant;
 
-use crate::upstream::{ConnectError, OriginStream};
+use crate::upstream::{ConnectError, OriginStream, PoolLimits};
 
 /// An origin connection carrying requests whose bodies are `B` (the
 /// client's own body, streamed on).
@@ -62,27 +61,6 @@ pub enum PoolError {
     Upstream(#[from] ConnectError),
     #[error(transparent)]
     Http(#[from] hyper::Error),
-}
-
-/// Bounds of the pool.
-#[derive(Debug, Clone, Copy)]
-pub struct PoolLimits {
-    /// Idle connections kept per origin; more are closed.
-    pub max_idle_per_origin: usize,
-    /// An idle connection older than this is closed instead of reused.
-    pub idle_timeout: Duration,
-    /// A new connection must be established within this.
-    pub connect_timeout: Duration,
-}
-
-impl Default for PoolLimits {
-    fn default() -> Self {
-        PoolLimits {
-            max_idle_per_origin: crate::config::DEFAULT_ORIGIN_MAX_IDLE as usize,
-            idle_timeout: crate::config::DEFAULT_ORIGIN_IDLE_TIMEOUT,
-            connect_timeout: crate::config::DEFAULT_ORIGIN_CONNECT_TIMEOUT,
-        }
-    }
 }
 
 /// One connection: the handle requests are sent through and the
@@ -372,6 +350,7 @@ mod tests {
     use http_body_util::{BodyExt, Empty, Full};
     use std::os::fd::AsRawFd;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::http::collect_bounded;
-use crate::upstream::{OriginError, UpstreamClient};
+use crate::upstream::{OriginError, PoolLimits, UpstreamClient};
 
 /// Largest response body accepted from the origin for one request.
 pub(crate) const MAX_ORIGIN_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -95,9 +95,11 @@ impl OriginClient {
     pub(crate) fn new(connect_timeout: Duration, render_timeout: Duration) -> Self {
         let client = UpstreamClient::new(
             render_timeout,
-            connect_timeout,
-            ORIGIN_IDLE_TIMEOUT,
-            usize::MAX,
+            PoolLimits {
+                max_idle_per_origin: usize::MAX,
+                idle_timeout: ORIGIN_IDLE_TIMEOUT,
+                connect_timeout,
+            },
         );
         Self { client }
     }

@@ -109,20 +109,13 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    /// At most `max_idle_per_origin` idle connections per origin, each kept
-    /// for at most `idle_timeout`; a new one established within
-    /// `connect_timeout`.
-    pub fn new(
-        timeout: Duration,
-        connect_timeout: Duration,
-        idle_timeout: Duration,
-        max_idle_per_origin: usize,
-    ) -> Self {
+    /// Its connections within `limits`.
+    pub fn new(timeout: Duration, limits: super::PoolLimits) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(idle_timeout)
-            .pool_max_idle_per_host(max_idle_per_origin)
-            .build(super::connector(connect_timeout));
+            .pool_idle_timeout(limits.idle_timeout)
+            .pool_max_idle_per_host(limits.max_idle_per_origin)
+            .build(super::connector(limits.connect_timeout));
         UpstreamClient { client, timeout }
     }
 

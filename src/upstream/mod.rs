@@ -15,8 +15,10 @@
 //! `origin_host` only changes the `Host` header the origin sees.
 
 pub mod client;
+pub mod limits;
 
 pub use client::{error_chain, origin_uri, OriginError, UpstreamClient};
+pub use limits::PoolLimits;
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};

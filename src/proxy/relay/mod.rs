@@ -38,13 +38,14 @@ use crate::domain::Domain;
 use crate::listener::{Front, Rewound, MAX_HEADERS, MAX_HEAD_BYTES};
 use crate::metrics::{CacheResult as CacheMetric, Metrics, RequestKind, NO_FAMILY};
 use crate::proxy::forward::{connection_may_remove, HOP_BY_HOP};
-use crate::proxy::origin_pool::{is_open_and_quiet, PoolLimits};
+use crate::proxy::origin_pool::is_open_and_quiet;
 use crate::proxy::request::{
     parse_host, validate_path, validate_query, MAX_HEADER_BLOCK_BYTES, MAX_TARGET_BYTES,
 };
 use crate::proxy::PublicProxy;
 use crate::upstream::connect_tcp;
 use crate::upstream::OriginError;
+use crate::upstream::PoolLimits;
 
 mod body;
 mod idle;
