@@ -85,19 +85,22 @@ async fn every_render_of_a_full_pool_holds(prefix: &str, page: &str, texts: &[&s
     let site = Site::start(cfg, routes).await;
     for round in 0..2 {
         let pages = futures::future::join_all(paths.iter().map(|p| site.render(p.as_str()))).await;
-        let incomplete: Vec<&String> = paths
+        let incomplete: Vec<(&String, Vec<&str>)> = paths
             .iter()
             .zip(&pages)
-            .filter(|(path, page)| {
-                texts
+            .map(|(path, page)| {
+                let lacking = texts
                     .iter()
-                    .any(|what| !page.html.contains(&format!("{what} text {path}")))
+                    .copied()
+                    .filter(|what| !page.html.contains(&format!("{what} text {path}")))
+                    .collect::<Vec<_>>();
+                (path, lacking)
             })
-            .map(|(path, _)| path)
+            .filter(|(_, lacking)| !lacking.is_empty())
             .collect();
         assert!(
             incomplete.is_empty(),
-            "round {round}: {} of {} renders lacked one of {texts:?}: {incomplete:?}",
+            "round {round}: {} of {} renders lacked texts: {incomplete:?}",
             incomplete.len(),
             paths.len()
         );
