@@ -198,6 +198,28 @@ pub(crate) mod fake {
         pub reverse_calls: AtomicUsize,
     }
 
+    impl FakeDns {
+        /// Googlebot's 66.249.66.1 with its PTR name and that name's
+        /// address, and a broken lookup for 203.0.113.7.
+        pub fn with_googlebot(delay: Duration) -> FakeDns {
+            let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+            let mut dns = FakeDns {
+                delay,
+                ..Default::default()
+            };
+            dns.ptr.insert(
+                ip("66.249.66.1"),
+                vec!["crawl-66-249-66-1.googlebot.com".into()],
+            );
+            dns.addrs.insert(
+                "crawl-66-249-66-1.googlebot.com".into(),
+                vec![ip("66.249.66.1")],
+            );
+            dns.broken.push(ip("203.0.113.7"));
+            dns
+        }
+    }
+
     impl CrawlerDns for FakeDns {
         fn reverse(&self, ip: IpAddr) -> BoxFuture<'_, Result<Vec<String>, LookupError>> {
             async move {
@@ -235,15 +257,7 @@ mod tests {
     }
 
     fn dns() -> FakeDns {
-        let mut dns = FakeDns::default();
-        dns.ptr.insert(
-            ip("66.249.66.1"),
-            vec!["crawl-66-249-66-1.googlebot.com".into()],
-        );
-        dns.addrs.insert(
-            "crawl-66-249-66-1.googlebot.com".into(),
-            vec![ip("66.249.66.1")],
-        );
+        let mut dns = FakeDns::with_googlebot(Duration::ZERO);
         // A PTR the owner of 203.0.113.5 wrote; the name is Google's and
         // does not resolve to the address.
         dns.ptr.insert(
@@ -255,7 +269,6 @@ mod tests {
             .insert(ip("203.0.113.6"), vec!["evilgooglebot.com".into()]);
         dns.addrs
             .insert("evilgooglebot.com".into(), vec![ip("203.0.113.6")]);
-        dns.broken.push(ip("203.0.113.7"));
         dns
     }
 

@@ -401,20 +401,7 @@ mod tests {
     }
 
     fn fake(delay: Duration) -> Arc<FakeDns> {
-        let mut dns = FakeDns {
-            delay,
-            ..Default::default()
-        };
-        dns.ptr.insert(
-            ip("66.249.66.1"),
-            vec!["crawl-66-249-66-1.googlebot.com".into()],
-        );
-        dns.addrs.insert(
-            "crawl-66-249-66-1.googlebot.com".into(),
-            vec![ip("66.249.66.1")],
-        );
-        dns.broken.push(ip("203.0.113.7"));
-        Arc::new(dns)
+        Arc::new(FakeDns::with_googlebot(delay))
     }
 
     fn verifier(mode: VerifyMode, dns: Arc<FakeDns>) -> (Arc<CrawlerVerifier>, Arc<Metrics>) {
