@@ -23,7 +23,10 @@ use prerender_proxy::cache::{
 };
 use redis::Commands;
 use redis_server::RedisServer;
-use store::{assert_no_purge_heard, at_ms, eventually_ok, key, next_purge, page, DEADLINE, HOUR};
+use store::{
+    assert_no_purge_heard, assert_store_comes_up_late, at_ms, eventually_ok, key, next_purge, page,
+    DEADLINE, HOUR,
+};
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,14 +191,7 @@ async fn a_hung_server_times_out_instead_of_holding_requests() {
 async fn redis_may_come_up_after_the_store() {
     let mut server = RedisServer::unstarted();
     let store = RedisStore::connect(&server.url(), RedisOptions::default()).unwrap();
-    assert!(store.ping().await.is_err());
-    assert!(!store.notices_connected());
-    server.restart();
-    eventually_ok("the store connected", || store.ping()).await;
-    assert!(store.wait_notices_connected(DEADLINE).await);
-    let k = key("example.com", "/late");
-    store.put(&k, &page("p"), HOUR).await.unwrap();
-    assert!(store.get(&k).await.unwrap().is_some());
+    assert_store_comes_up_late(&store, || server.restart()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

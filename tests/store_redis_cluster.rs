@@ -27,7 +27,10 @@ use prerender_proxy::cache::{
 };
 use redis::Commands;
 use sha2::{Digest, Sha256};
-use store::{assert_no_purge_heard, eventually_ok, key, next_purge, page, DEADLINE, HOUR};
+use store::{
+    assert_no_purge_heard, assert_store_comes_up_late, eventually_ok, key, next_purge, page,
+    DEADLINE, HOUR,
+};
 use tokio::time::Instant;
 
 fn slot(raw: &mut redis::cluster::ClusterConnection, name: &str) -> u16 {
@@ -306,14 +309,7 @@ async fn an_unreachable_cluster_fails_fast() {
 async fn the_cluster_may_come_up_after_the_store() {
     let mut cluster = RedisCluster::unstarted();
     let store = RedisStore::connect_cluster(&cluster.urls(), RedisOptions::default()).unwrap();
-    assert!(store.ping().await.is_err());
-    assert!(!store.notices_connected());
-    cluster.create();
-    eventually_ok("the store connected", || store.ping()).await;
-    assert!(store.wait_notices_connected(DEADLINE).await);
-    let k = key("example.com", "/late");
-    store.put(&k, &page("p"), HOUR).await.unwrap();
-    assert!(store.get(&k).await.unwrap().is_some());
+    assert_store_comes_up_late(&store, || cluster.create()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use prerender_proxy::cache::{CacheKey, PurgeEvent, StoredPage};
+use prerender_proxy::cache::{CacheKey, PageStore, PurgeEvent, RedisStore, StoredPage};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -81,6 +81,20 @@ where
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// A store made before its Redis runs: it fails at first; once `bring_up`
+/// has started Redis it connects by itself, notices included, and stores
+/// pages.
+pub async fn assert_store_comes_up_late(store: &RedisStore, bring_up: impl FnOnce()) {
+    assert!(store.ping().await.is_err());
+    assert!(!store.notices_connected());
+    bring_up();
+    eventually_ok("the store connected", || store.ping()).await;
+    assert!(store.wait_notices_connected(DEADLINE).await);
+    let k = key("example.com", "/late");
+    store.put(&k, &page("p"), HOUR).await.unwrap();
+    assert!(store.get(&k).await.unwrap().is_some());
 }
 
 /// The next purge notice, within [`DEADLINE`].
