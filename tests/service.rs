@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::free_port;
 use common::origin::{Route, TestOrigin};
-use common::proxy::{get, send, ProxyArgs, ProxyProcess, GOOGLEBOT};
+use common::proxy::{config_file, get, send, ProxyArgs, ProxyProcess, GOOGLEBOT};
 use common::redis::RedisServer;
 
 const HOST: &str = "www.example.test";
@@ -62,9 +62,7 @@ ignore = ["^/skipped/"]
 "#,
         origin.url()
     );
-    let f = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(f.path(), toml).unwrap();
-    f.into_temp_path()
+    config_file(&toml)
 }
 
 fn service_url(port: u16, target: &str) -> String {
