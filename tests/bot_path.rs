@@ -278,13 +278,9 @@ async fn query_params_and_mobile_variants_get_their_own_keys() {
     )
     .await;
     assert_eq!(m.header("x-prerender-cache"), Some("MISS"));
-    let mut r = redis.raw();
     for key in ["/list?page=2", "/list?page=3", "m:/list?page=2"] {
-        let exists: i64 = redis::cmd("EXISTS")
-            .arg(format!("render:{HOST}:{key}"))
-            .query(&mut r)
-            .unwrap();
-        assert_eq!(exists, 1, "render:{HOST}:{key}");
+        let key = format!("render:{HOST}:{key}");
+        assert!(redis.exists(&key), "{key}");
     }
 }
 

@@ -67,14 +67,6 @@ fn rendered_at(redis: &RedisServer, path: &str) -> Option<String> {
         .unwrap()
 }
 
-fn exists(redis: &RedisServer, key: &str) -> bool {
-    let n: i64 = redis::cmd("EXISTS")
-        .arg(key)
-        .query(&mut redis.raw())
-        .unwrap();
-    n == 1
-}
-
 /// Polls `check` every 100 ms until it holds; panics with `what` after `deadline`.
 async fn eventually(deadline: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let started = Instant::now();
@@ -329,15 +321,15 @@ async fn max_entries_evicts_the_least_recently_used_pages() {
     }
 
     for gone in ["/e2", "/e3"] {
-        assert!(!exists(&redis, &format!("render:{HOST}:{gone}")), "{gone}");
+        assert!(!redis.exists(&format!("render:{HOST}:{gone}")), "{gone}");
         assert!(
-            !exists(&redis, &format!("render-meta:{HOST}:{gone}")),
+            !redis.exists(&format!("render-meta:{HOST}:{gone}")),
             "{gone}"
         );
         assert_eq!(score(gone), None, "{gone} still indexed");
     }
     for kept in ["/e1", "/e4", "/e5"] {
-        assert!(exists(&redis, &format!("render:{HOST}:{kept}")), "{kept}");
+        assert!(redis.exists(&format!("render:{HOST}:{kept}")), "{kept}");
     }
     let mut members: Vec<String> = redis::cmd("ZRANGE")
         .arg(&index)

@@ -25,13 +25,6 @@ fn page(text: &str) -> Route {
     ))
 }
 
-fn exists(redis: &TlsRedisServer, key: &str) -> bool {
-    redis::cmd("EXISTS")
-        .arg(key)
-        .query::<bool>(&mut redis.raw())
-        .unwrap()
-}
-
 /// Purges `path` of the site through the admin API.
 async fn purge(proxy: &ProxyProcess, path: &str) {
     let purged = send(
@@ -76,7 +69,7 @@ async fn cache_dedup_and_purge_work_over_rediss_and_the_password_is_never_shown(
     // Cache: a miss renders and stores in the TLS Redis, then a hit.
     let miss = proxy.crawl_served(HOST, "/page", "MISS").await;
     assert!(miss.text().contains("cached over rediss"));
-    assert!(exists(&redis, &format!("render:{HOST}:/page")));
+    assert!(redis.exists(&format!("render:{HOST}:/page")));
     proxy.crawl_served(HOST, "/page", "HIT").await;
 
     // Dedup: three crawlers at once, one render (one document fetch).
@@ -90,7 +83,7 @@ async fn cache_dedup_and_purge_work_over_rediss_and_the_password_is_never_shown(
     // Purge: the key leaves Redis; the next crawler is a miss.
     let auth = format!("Bearer {TOKEN}");
     purge(&proxy, "/page").await;
-    assert!(!exists(&redis, &format!("render:{HOST}:/page")));
+    assert!(!redis.exists(&format!("render:{HOST}:/page")));
     proxy.crawl_served(HOST, "/page", "MISS").await;
 
     // No secret anywhere: the API, the dashboard, the metrics, the log.

@@ -72,6 +72,11 @@ impl RedisServer {
             .expect("connect to test redis")
     }
 
+    /// Whether `key` exists.
+    pub fn exists(&self, key: &str) -> bool {
+        key_exists(self.raw(), key)
+    }
+
     /// A store on this server, its notice channel connected.
     pub async fn store(&self) -> Arc<RedisStore> {
         self.store_with(RedisOptions::default()).await
@@ -234,6 +239,11 @@ impl TlsRedisServer {
     pub fn raw(&self) -> redis::Connection {
         self.try_raw().expect("connect to test redis over TLS")
     }
+
+    /// Whether `key` exists.
+    pub fn exists(&self, key: &str) -> bool {
+        key_exists(self.raw(), key)
+    }
 }
 
 impl Drop for TlsRedisServer {
@@ -241,4 +251,9 @@ impl Drop for TlsRedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether `key` exists, asked on `conn`.
+fn key_exists(mut conn: redis::Connection, key: &str) -> bool {
+    redis::cmd("EXISTS").arg(key).query(&mut conn).unwrap()
 }
