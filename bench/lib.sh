@@ -40,6 +40,31 @@ find_nginx() {
   command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || return 1
 }
 
+# The crawler the scripts claim to be.
+# shellcheck disable=SC2034  # read by the sourcing script
+BOT_UA='Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
+
+# wrk's settings from the environment each script's header lists: sets
+# DURATION (BENCH_DURATION, 10s), CONNECTIONS (BENCH_CONNECTIONS, 64),
+# THREADS (BENCH_THREADS, 2), SETTLE_SECS (BENCH_SETTLE, 3: idle seconds
+# before each run, so that no run starts while the previous one is still
+# winding down) and, given DEFAULT_ROUNDS, ROUNDS (BENCH_ROUNDS).
+# shellcheck disable=SC2034  # read by the sourcing script
+wrk_settings() { # [DEFAULT_ROUNDS]
+  DURATION="${BENCH_DURATION:-10s}"
+  CONNECTIONS="${BENCH_CONNECTIONS:-64}"
+  THREADS="${BENCH_THREADS:-2}"
+  SETTLE_SECS="${BENCH_SETTLE:-3}"
+  if [ -n "${1:-}" ]; then ROUNDS="${BENCH_ROUNDS:-$1}"; fi
+}
+
+# Everything .ci/install-deps installs with --all (nginx, wrk, …); dies
+# without wrk.
+install_bench_deps() {
+  "$repo_root/.ci/install-deps" --all
+  command -v wrk >/dev/null || die "wrk is missing"
+}
+
 bench_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo_root="$(cd "$bench_dir/.." && pwd)"
 
@@ -148,6 +173,32 @@ release_binaries() { # [origin]
 
 # --- nginx sites ------------------------------------------------------------------
 
+# The top of an nginx configuration of the bench's own, NAME: pid file
+# $work/NAME.pid, error log $work/NAME-error.log, temp directories under
+# $work/NAME-tmp (made here), WORKERS worker processes (auto) of
+# CONNECTIONS connections (4096) each, no access log. Opens the http block;
+# the caller writes the rest of it and the closing brace.
+nginx_conf_head() { # NAME [WORKERS] [CONNECTIONS]
+  mkdir -p "$work/$1-tmp"
+  cat <<EOF
+# Written by bench/$(basename "$0").
+worker_processes ${2:-auto};
+pid $work/$1.pid;
+error_log $work/$1-error.log warn;
+events { worker_connections ${3:-4096}; }
+http {
+  access_log off;
+$(temp_paths "$work/$1-tmp")
+EOF
+}
+
+# Starts the nginx of $work/NAME.conf ($NGINX, else the one on the PATH),
+# logging to $work/NAME-error.log; it is stopped on exit.
+start_nginx() { # NAME
+  nginx_pidfiles+=("$work/$1.pid")
+  "${NGINX:-nginx}" -e "$work/$1-error.log" -c "$work/$1.conf"
+}
+
 # The shop's origin (http-level): $fixture on $origin_port with the
 # single-page-app fallback; EXTRA goes inside the server block.
 # shellcheck disable=SC2154  # fixture and origin_port: set by the sourcing script
@@ -231,18 +282,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf 
 # $work/nginx-own.conf (pid $work/nginx-own.pid, log
 # $work/nginx-own-error.log).
 write_own_reverse_proxy_conf() { # PORT
-  mkdir -p "$work/nginx-own-tmp"
   cat >"$work/nginx-own.conf" <<EOF
-# Written by bench/$(basename "$0").
-worker_processes auto;
-pid $work/nginx-own.pid;
-error_log $work/nginx-own-error.log warn;
-events { worker_connections 4096; }
-http {
+$(nginx_conf_head nginx-own)
   keepalive_requests 100000;
   server_tokens off;
-$(temp_paths "$work/nginx-own-tmp")
-  access_log off;
 $(reverse_proxy_site "$1")
 }
 EOF

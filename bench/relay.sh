@@ -18,17 +18,12 @@
 # CHROME_PATH, CARGO_TARGET_DIR, BENCH_KEEP=1.
 set -euo pipefail
 
-DURATION="${BENCH_DURATION:-10s}"
-CONNECTIONS="${BENCH_CONNECTIONS:-64}"
-THREADS="${BENCH_THREADS:-2}"
-SETTLE_SECS="${BENCH_SETTLE:-3}"
-ROUNDS="${BENCH_ROUNDS:-4}"
-
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCH_NAME=relay
 # shellcheck source=bench/lib.sh
 . "$repo_root/bench/lib.sh"
 help_if_asked "$@"
+wrk_settings 4
 fixture="$(shop_fixture "${1:-}")"
 NGINX="$(find_nginx)" || die "nginx not found"
 command -v wrk >/dev/null || die "wrk not found"
@@ -36,34 +31,26 @@ CHROME_PATH="$(find_chrome)" || die "no Chromium found; set CHROME_PATH"
 export CHROME_PATH
 
 make_workdir
-nginx_pidfiles+=("$work/nginx.pid" "$work/nginx-own.pid")
 
 origin_port="" reverse_port="" own_port=""
 free_port origin_port
 free_port reverse_port
 free_port own_port
 
-mkdir -p "$work/tmp"
 cat >"$work/nginx.conf" <<EOF
-worker_processes auto;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
+$(nginx_conf_head nginx)
   include /etc/nginx/mime.types;
   sendfile on;
   tcp_nopush on;
   keepalive_requests 100000;
   server_tokens off;
-  access_log off;
-$(temp_paths "$work/tmp")
 $(origin_site)
 $(reverse_proxy_site "$reverse_port")
 }
 EOF
 write_own_reverse_proxy_conf "$own_port"
-"$NGINX" -e "$work/nginx-error.log" -c "$work/nginx.conf"
-"$NGINX" -e "$work/nginx-own-error.log" -c "$work/nginx-own.conf"
+start_nginx nginx
+start_nginx nginx-own
 wait_http "http://127.0.0.1:$origin_port/" 10 || die "nginx did not start"
 wait_http "http://127.0.0.1:$own_port/" 10 || die "nginx (own) did not start"
 

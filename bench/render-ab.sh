@@ -19,7 +19,6 @@ help_if_asked "$@"
 before="${1:?usage: render-ab.sh BEFORE_BIN AFTER_BIN [FIXTURE_DIR]}"
 after="${2:?usage: render-ab.sh BEFORE_BIN AFTER_BIN [FIXTURE_DIR]}"
 ROUNDS="${ROUNDS:-4}"
-BOT_UA='Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
 SERIAL_PAGES=20
 THROUGHPUT_PAGES=40
 IN_FLIGHT=4
@@ -27,29 +26,17 @@ PRODUCTS=20
 
 fixture="$(shop_fixture "${3:-}")"
 make_workdir
-nginx_pidfiles+=("$work/nginx.pid")
 proxy_pid=""
 
 origin_port=""
 free_port origin_port
-mkdir -p "$work/nginx-tmp"
 cat >"$work/nginx.conf" <<EOF
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 1024; }
-http {
+$(nginx_conf_head nginx 1 1024)
   include /etc/nginx/mime.types;
-  access_log off;
-  client_body_temp_path $work/nginx-tmp;
-  proxy_temp_path $work/nginx-tmp;
-  fastcgi_temp_path $work/nginx-tmp;
-  uwsgi_temp_path $work/nginx-tmp;
-  scgi_temp_path $work/nginx-tmp;
 $(origin_site)
 }
 EOF
-nginx -e "$work/nginx-error.log" -c "$work/nginx.conf"
+start_nginx nginx
 
 cat >"$work/fetch.sh" <<'EOF'
 #!/usr/bin/env bash

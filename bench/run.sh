@@ -19,16 +19,11 @@ set -euo pipefail
 
 # --- settings ---------------------------------------------------------------
 
-DURATION="${BENCH_DURATION:-10s}"
-CONNECTIONS="${BENCH_CONNECTIONS:-64}"
-THREADS="${BENCH_THREADS:-2}"
-# Idle time before each wrk run, so that no run starts while the previous
-# one is still winding down.
-SETTLE_SECS="${BENCH_SETTLE:-3}"
+# wrk's settings (DURATION, CONNECTIONS, THREADS, SETTLE_SECS) and BOT_UA
+# come from bench/lib.sh (wrk_settings, below).
 # (b) is measured in this many rounds, each in a rotated order; a multiple
 # of 4 puts each of the four contenders in each position equally often.
 PASSTHROUGH_ROUNDS="${BENCH_PASSTHROUGH_ROUNDS:-4}"
-BOT_UA='Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
 # The fixture page's own work (load, fetch, 200 ms timer), from the
 # fixture's README: a render can never be faster than this.
 PAGE_WORK_MS=350
@@ -55,6 +50,7 @@ BENCH_NAME=bench
 # shellcheck source=bench/lib.sh
 . "$repo_root/bench/lib.sh"
 help_if_asked "$@"
+wrk_settings
 
 check_only=0
 with_redis=0
@@ -111,20 +107,13 @@ free_port own_reverse_port
 
 write_nginx_config() {
   cat >"$work/nginx.conf" <<EOF
-# Written by bench/run.sh.
-worker_processes auto;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
+$(nginx_conf_head nginx)
   include /etc/nginx/mime.types;
   default_type application/octet-stream;
   sendfile on;
   tcp_nopush on;
   keepalive_requests 100000;
   server_tokens off;
-$(temp_paths "$work/nginx-tmp")
-  access_log off;
   # One line per request: the dedup measurement counts document fetches.
   log_format origin '\$request_uri|\$http_x_prerender|\$status';
 
@@ -144,7 +133,6 @@ $(reverse_proxy_site "$reverse_port")
 }
 EOF
   write_own_reverse_proxy_conf "$own_reverse_port"
-  mkdir -p "$work/nginx-tmp"
 }
 
 write_nginx_config
@@ -155,9 +143,8 @@ if [ "$check_only" -eq 1 ]; then
   exit 0
 fi
 
-"$NGINX" -e "$work/nginx-error.log" -c "$work/nginx.conf"
-nginx_pidfiles+=("$work/nginx.pid" "$work/nginx-own.pid")
-"$NGINX" -e "$work/nginx-own-error.log" -c "$work/nginx-own.conf"
+start_nginx nginx
+start_nginx nginx-own
 wait_http "http://127.0.0.1:$origin_port/" 10 || die "nginx did not start (see $work/nginx-error.log)"
 wait_http "http://127.0.0.1:$static_port/" 10 || die "nginx static server did not start"
 wait_http "http://127.0.0.1:$own_reverse_port/" 10 || die "nginx reverse proxy of its own did not start (see $work/nginx-own-error.log)"

@@ -15,12 +15,6 @@
 # (skip the build), CARGO_TARGET_DIR, CHROME_PATH.
 set -euo pipefail
 
-DURATION="${BENCH_DURATION:-10s}"
-CONNECTIONS="${BENCH_CONNECTIONS:-64}"
-THREADS="${BENCH_THREADS:-2}"
-ROUNDS="${BENCH_ROUNDS:-3}"
-SETTLE_SECS="${BENCH_SETTLE:-3}"
-BOT_UA='Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
 PAGE=/products/1
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,16 +22,15 @@ BENCH_NAME=tls-bench
 # shellcheck source=bench/lib.sh
 . "$repo_root/bench/lib.sh"
 help_if_asked "$@"
+wrk_settings 3
 
-"$repo_root/.ci/install-deps" --all
-command -v wrk >/dev/null || die "wrk is missing"
+install_bench_deps
 command -v openssl >/dev/null || die "openssl is missing"
-nginx_bin="$(find_nginx)" || die "nginx not found"
+NGINX="$(find_nginx)" || die "nginx not found"
 
 release_binaries origin
 
 make_workdir
-nginx_pidfiles+=("$work/nginx.pid")
 origin_port="" proxy_port="" admin_port="" nginx_port=""
 free_port origin_port
 free_port proxy_port
@@ -66,12 +59,7 @@ hit="$(curl -ksS -A "$BOT_UA" -o /dev/null -D - "https://localhost:$proxy_port$P
 bytes="$(wc -c <"$work/html/products/1")"
 
 cat >"$work/nginx.conf" <<EOF
-worker_processes auto;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
+$(nginx_conf_head nginx auto 1024)
   default_type text/html;
   keepalive_requests 100000;
   server {
@@ -82,7 +70,7 @@ http {
   }
 }
 EOF
-"$nginx_bin" -c "$work/nginx.conf" -p "$work" || die "nginx did not start"
+start_nginx nginx || die "nginx did not start"
 
 run() { # URL -> req/s
   sleep "$SETTLE_SECS"

@@ -17,12 +17,6 @@
 # ORIGIN_BIN (skip the build), CARGO_TARGET_DIR, CHROME_PATH.
 set -euo pipefail
 
-DURATION="${BENCH_DURATION:-10s}"
-CONNECTIONS="${BENCH_CONNECTIONS:-64}"
-THREADS="${BENCH_THREADS:-2}"
-ROUNDS="${BENCH_ROUNDS:-6}"
-SETTLE_SECS="${BENCH_SETTLE:-3}"
-BOT_UA='Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
 CLIENT=66.249.66.1
 HOST=www.example.test
 PAGE=/products/1
@@ -32,9 +26,9 @@ BENCH_NAME=verify-bench
 # shellcheck source=bench/lib.sh
 . "$repo_root/bench/lib.sh"
 help_if_asked "$@"
+wrk_settings 6
 
-"$repo_root/.ci/install-deps" --all
-command -v wrk >/dev/null || die "wrk is missing"
+install_bench_deps
 dnsmasq_bin="$(command -v dnsmasq || echo /usr/sbin/dnsmasq)"
 
 release_binaries origin

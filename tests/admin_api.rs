@@ -501,19 +501,12 @@ async fn pages_are_listed_and_purged_by_prefix_on_redis() {
     let purged: serde_json::Value = serde_json::from_slice(&purge.body).unwrap();
     assert_eq!(purged["purged"], 3, "{purged}");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let mut conn = redis.raw();
     for path in ["/blog/1", "/blog/2", "/blog/3"] {
-        let exists: bool = redis::cmd("EXISTS")
-            .arg(format!("render:{HOST}:{path}"))
-            .query(&mut conn)
-            .unwrap();
+        let exists = redis.exists(&format!("render:{HOST}:{path}"));
         assert!(!exists, "{path} still in Redis");
     }
     for path in ["/blogroll", "/shop/1"] {
-        let exists: bool = redis::cmd("EXISTS")
-            .arg(format!("render:{HOST}:{path}"))
-            .query(&mut conn)
-            .unwrap();
+        let exists = redis.exists(&format!("render:{HOST}:{path}"));
         assert!(exists, "{path} purged with the blog");
         served(&other, path, "HIT").await;
     }

@@ -5,7 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::proxy::{get, ProxyArgs, ProxyProcess, FIREFOX, GOOGLEBOT};
+use common::proxy::{
+    config_file, get, one_site_config, ProxyArgs, ProxyProcess, FIREFOX, GOOGLEBOT,
+};
 use common::redis::RedisServer;
 use common::spa::Spa;
 use futures::future::join_all;
@@ -20,12 +22,6 @@ fn small(origin: &str) -> ProxyArgs {
 
 async fn bot(proxy: &ProxyProcess, path: &str) -> common::proxy::Reply {
     proxy.crawl(HOST, path).await
-}
-
-fn config_file(toml: &str) -> tempfile::TempPath {
-    let f = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(f.path(), toml).unwrap();
-    f.into_temp_path()
 }
 
 #[tokio::test]
@@ -223,7 +219,7 @@ async fn failed_renders_fail_open_or_answer_503_as_the_site_chooses() {
         origin = spa.url()
     );
     let cfg = config_file(&toml);
-    let proxy = ProxyProcess::start_ready(&["--config", cfg.to_str().unwrap()]);
+    let proxy = ProxyProcess::start_with_config(&cfg);
     let started = Instant::now();
     let r = bot(&proxy, "/hang").await;
     assert!(
@@ -251,22 +247,13 @@ async fn failed_renders_fail_open_or_answer_503_as_the_site_chooses() {
 async fn query_params_and_mobile_variants_get_their_own_keys() {
     let spa = Spa::start().await;
     let redis = RedisServer::start();
-    let toml = format!(
-        r#"
-        browsers = 1
-        tabs_per_browser = 2
-        redis = "{redis}"
-        [[sites]]
-        domain = "{HOST}"
-        origin = "{origin}"
-        query_params = ["page"]
-        mobile_variant = true
-        "#,
-        origin = spa.url(),
-        redis = redis.url(),
+    let cfg = one_site_config(
+        HOST,
+        &spa.url(),
+        Some(&redis.url()),
+        "query_params = [\"page\"]\nmobile_variant = true",
     );
-    let cfg = config_file(&toml);
-    let proxy = ProxyProcess::start_ready(&["--config", cfg.to_str().unwrap()]);
+    let proxy = ProxyProcess::start_with_config(&cfg);
     assert_eq!(
         bot(&proxy, "/list?page=2&utm=x")
             .await
@@ -291,13 +278,9 @@ async fn query_params_and_mobile_variants_get_their_own_keys() {
     )
     .await;
     assert_eq!(m.header("x-prerender-cache"), Some("MISS"));
-    let mut r = redis.raw();
     for key in ["/list?page=2", "/list?page=3", "m:/list?page=2"] {
-        let exists: i64 = redis::cmd("EXISTS")
-            .arg(format!("render:{HOST}:{key}"))
-            .query(&mut r)
-            .unwrap();
-        assert_eq!(exists, 1, "render:{HOST}:{key}");
+        let key = format!("render:{HOST}:{key}");
+        assert!(redis.exists(&key), "{key}");
     }
 }
 

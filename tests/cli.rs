@@ -4,21 +4,13 @@ mod common;
 
 use std::process::Command;
 
-use common::proxy::BIN;
+use common::proxy::{check_config, BIN};
 
+/// Whether `check-config` accepts `toml`, and all it said (stderr, then
+/// stdout).
 fn check(toml: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, toml).unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
-    )
+    let (ok, stdout, stderr) = check_config(toml);
+    (ok, stderr + &stdout)
 }
 
 #[test]

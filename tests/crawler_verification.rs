@@ -324,13 +324,8 @@ async fn unverified_bots_share_one_budget_per_site_across_instances() {
     let real = from(&b, GOOGLEBOT, VERIFIED, "/budget/4").await;
     assert_eq!(real.header("x-prerender-cache"), Some("MISS"));
     // No limit evicts a page.
-    let mut conn = redis.raw();
     for path in ["/budget/1", "/budget/2", "/budget/4"] {
-        let exists: bool = redis::cmd("EXISTS")
-            .arg(format!("render:{HOST}:{path}"))
-            .query(&mut conn)
-            .unwrap();
-        assert!(exists, "{path}");
+        assert!(redis.exists(&format!("render:{HOST}:{path}")), "{path}");
     }
     assert_eq!(
         metric(

@@ -16,7 +16,7 @@ use futures::StreamExt;
 
 use common::dashboard::{eval, goto, page_route, reload, wait_until, DashboardBrowser, HANG};
 use common::origin::TestOrigin;
-use common::proxy::ProxyProcess;
+use common::proxy::{config_file, ProxyProcess};
 use common::redis::RedisServer;
 
 const TOKEN: &str = "dash-s3cret-0123456789";
@@ -48,9 +48,7 @@ fn config(origin: &str, redis: &RedisServer) -> tempfile::TempPath {
         "#,
         redis = redis.url(),
     );
-    let f = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(f.path(), toml).unwrap();
-    f.into_temp_path()
+    config_file(&toml)
 }
 
 /// Counts the `/api/v1/stats` requests `page` sends with an
@@ -84,7 +82,7 @@ async fn dashboard_shows_stats_in_headless_chromium_without_console_errors() {
     let origin = TestOrigin::start(pages.iter().map(|p| (*p, page_route(p))).collect()).await;
     let redis = RedisServer::start();
     let cfg = config(origin.url().as_str(), &redis);
-    let mut proxy = ProxyProcess::start_ready(&["--config", cfg.to_str().unwrap()]);
+    let mut proxy = ProxyProcess::start_with_config(&cfg);
 
     // Four renders, then twelve hits: 75 % of lookups served from the cache.
     for path in pages {

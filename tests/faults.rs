@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::handler_origin::{full, Origin};
+use common::handler_origin::{full, script, uncached_json, Origin};
 use common::proxy::{get, ProxyArgs, ProxyProcess, Reply, FIREFOX, GOOGLEBOT};
 use common::redis::RedisServer;
 use common::spa::{Spa, SHELL as SLOW_SHELL};
@@ -76,11 +76,7 @@ impl SlowSite {
             let (d, log) = (d.clone(), log.clone());
             async move {
                 match req.uri().path() {
-                    "/app.js" => Response::builder()
-                        .header("content-type", "application/javascript")
-                        .header("cache-control", "public, max-age=600")
-                        .body(full(SLOW_APP_JS))
-                        .unwrap(),
+                    "/app.js" => script(SLOW_APP_JS),
                     "/api/data.json" => {
                         let page = req
                             .uri()
@@ -90,11 +86,7 @@ impl SlowSite {
                             .unwrap_or_default();
                         log.lock().unwrap().push(page);
                         tokio::time::sleep(Duration::from_millis(d.load(Ordering::SeqCst))).await;
-                        Response::builder()
-                            .header("content-type", "application/json")
-                            .header("cache-control", "no-store")
-                            .body(full(r#"{"title":"Rendered by JavaScript"}"#))
-                            .unwrap()
+                        uncached_json(r#"{"title":"Rendered by JavaScript"}"#)
                     }
                     _ => Response::builder()
                         .header("content-type", "text/html; charset=utf-8")
@@ -570,8 +562,10 @@ async fn origin_down_fails_open_caches_nothing_and_recovers_on_the_same_port() {
         format!("render:{HOST}:/while-down"),
         format!("render-meta:{HOST}:/while-down"),
     ] {
-        let exists: bool = redis::cmd("EXISTS").arg(&key).query(&mut conn).unwrap();
-        assert!(!exists, "{key} stored while the origin was down");
+        assert!(
+            !redis.exists(&key),
+            "{key} stored while the origin was down"
+        );
     }
 
     relay.up().await;

@@ -34,40 +34,28 @@ fn replay(target: &str, check: fn(&[u8])) {
     );
 }
 
-#[test]
-fn cache_key_corpus() {
-    replay("cache_key", checks::cache_key);
+/// One test per fuzz target, `<target>_corpus`, replaying its seeds.
+macro_rules! corpus_tests {
+    ($($test:ident: $target:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                replay(stringify!($target), checks::$target);
+            }
+        )*
+    };
 }
 
-#[test]
-fn bot_match_corpus() {
-    replay("bot_match", checks::bot_match);
-}
-
-#[test]
-fn config_parse_corpus() {
-    replay("config_parse", checks::config_parse);
-}
-
-#[test]
-fn admin_json_corpus() {
-    replay("admin_json", checks::admin_json);
-}
-
-#[test]
-fn sitemap_corpus() {
-    replay("sitemap", checks::sitemap);
-}
-
-#[test]
-fn relay_response_head_corpus() {
-    replay("relay_response_head", checks::relay_response_head);
-}
-
-#[test]
-fn relay_chunked_corpus() {
-    replay("relay_chunked", checks::relay_chunked);
-}
+corpus_tests!(
+    cache_key_corpus: cache_key,
+    bot_match_corpus: bot_match,
+    config_parse_corpus: config_parse,
+    admin_json_corpus: admin_json,
+    sitemap_corpus: sitemap,
+    relay_response_head_corpus: relay_response_head,
+    relay_chunked_corpus: relay_chunked,
+    proxy_header_corpus: proxy_header,
+);
 
 #[test]
 fn relay_plan_corpus() {
@@ -142,9 +130,4 @@ mod plan_agrees_with_resolve {
             super::checks::relay_plan(head.as_bytes());
         }
     }
-}
-
-#[test]
-fn proxy_header_corpus() {
-    replay("proxy_header", checks::proxy_header);
 }

@@ -182,21 +182,7 @@ async fn every_hostile_request_gets_its_4xx_and_never_reaches_the_origin() {
             "{name}: expected {expected:?}, got {status:?}"
         );
     }
-    let total: usize = origin.hits.lock().unwrap().values().sum();
-    assert_eq!(
-        total,
-        0,
-        "a refused request reached the origin: {:?}",
-        origin.hits.lock().unwrap()
-    );
-
-    // Still up and serving.
-    let r = get(
-        &proxy.url("/ok"),
-        &[("host", "www.example.test"), ("user-agent", FIREFOX)],
-    )
-    .await;
-    assert_eq!(r.status, 200);
+    assert_refused_before_the_origin(&origin, &proxy, "a refused request").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,11 +432,16 @@ async fn two_hundred_malformed_requests_never_reach_the_origin() {
             ),
         }
     }
+    assert_refused_before_the_origin(&origin, &proxy, "malformed requests").await;
+}
+
+/// `what` never reached the origin, and the proxy is still up and serving.
+async fn assert_refused_before_the_origin(origin: &Origin, proxy: &ProxyProcess, what: &str) {
     let total: usize = origin.hits.lock().unwrap().values().sum();
     assert_eq!(
         total,
         0,
-        "malformed requests reached the origin: {:?}",
+        "{what} reached the origin: {:?}",
         origin.hits.lock().unwrap()
     );
     let r = get(

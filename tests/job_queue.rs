@@ -11,14 +11,15 @@ mod redis_server;
 
 #[path = "common/redis_cluster.rs"]
 mod cluster_nodes;
+#[path = "common/store.rs"]
+mod store;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use prerender_proxy::cache::{CacheKey, RedisOptions, RedisStore};
 use prerender_proxy::pipeline::shared_queue::{JobLane, JobOutcome, JobQueue, SharedJob};
-
-const DEADLINE: Duration = Duration::from_secs(10);
+use store::{eventually_ok, DEADLINE};
 
 fn job(path: &str, lane: JobLane) -> SharedJob {
     SharedJob {
@@ -131,17 +132,13 @@ async fn queue_contract(jobs: Arc<RedisStore>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_queue_on_redis() {
     let server = redis_server::RedisServer::start();
-    let store = RedisStore::connect(&server.url(), RedisOptions::default()).unwrap();
-    assert!(store.wait_notices_connected(DEADLINE).await);
-    queue_contract(store).await;
+    queue_contract(server.store().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_queue_on_a_redis_cluster() {
     let cluster = cluster_nodes::RedisCluster::start();
-    let store = RedisStore::connect_cluster(&cluster.urls(), RedisOptions::default()).unwrap();
-    assert!(store.wait_notices_connected(DEADLINE).await);
-    queue_contract(store).await;
+    queue_contract(cluster.store().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,20 +153,12 @@ async fn a_queue_lost_with_its_redis_comes_back_on_the_next_job() {
     // Redis restarts without persistence: stream and group are gone.
     server.stop();
     server.restart();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
     // A renderer reading first recreates the group …
-    loop {
-        match store.take_job(JobLane::Live, "r1").await {
-            Ok(none) => {
-                assert_eq!(none, None);
-                break;
-            }
-            Err(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(e) => panic!("queue never came back: {e}"),
-        }
-    }
+    let none = eventually_ok("the queue came back", || {
+        store.take_job(JobLane::Live, "r1")
+    })
+    .await;
+    assert_eq!(none, None);
     // … and jobs pushed afterwards are delivered.
     store
         .push_job(&job("/after", JobLane::Live), 10)

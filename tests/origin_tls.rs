@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::origin::{Route, TestOrigin};
-use common::proxy::{get, send, ProxyArgs, ProxyProcess, FIREFOX, GOOGLEBOT};
+use common::proxy::{config_file, get, send, ProxyArgs, ProxyProcess, FIREFOX, GOOGLEBOT};
 use common::tls::TestCa;
 
 const HOST: &str = "www.example.test";
@@ -68,33 +68,27 @@ async fn people_crawlers_warming_and_polls_reach_an_https_origin_over_kept_alive
     let (origin, ca) = tls_origin().await;
     let dir = tempfile::tempdir().unwrap();
     let ca_file = ca.write(dir.path(), "ca.pem");
-    let config = dir.path().join("proxy.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-            browsers = 1
-            tabs_per_browser = 2
-            ready_timeout = 5
-            # Origin connections are pooled per listener thread: one thread,
-            # one pool, so reuse shows in the origin's connection count.
-            public_threads = 1
-            admin_token = "{TOKEN}"
-            origin_ca_file = "{ca}"
-            [[sites]]
-            domain = "{HOST}"
-            origin = "{origin}"
-            plan = "agency_plus"
-            [plans.agency_plus]
-            poll_every = "1s"
-            "#,
-            ca = ca_file.display(),
-            origin = origin.url_named("localhost"),
-        ),
-    )
-    .unwrap();
-    let mut proxy = ProxyProcess::start(&["--config", config.to_str().unwrap()]);
-    proxy.wait_until("/readyz", Duration::from_secs(30));
+    let config = config_file(&format!(
+        r#"
+        browsers = 1
+        tabs_per_browser = 2
+        ready_timeout = 5
+        # Origin connections are pooled per listener thread: one thread,
+        # one pool, so reuse shows in the origin's connection count.
+        public_threads = 1
+        admin_token = "{TOKEN}"
+        origin_ca_file = "{ca}"
+        [[sites]]
+        domain = "{HOST}"
+        origin = "{origin}"
+        plan = "agency_plus"
+        [plans.agency_plus]
+        poll_every = "1s"
+        "#,
+        ca = ca_file.display(),
+        origin = origin.url_named("localhost"),
+    ));
+    let proxy = ProxyProcess::start_with_config(&config);
 
     // People: the origin's bytes, three requests on one TLS connection.
     for _ in 0..3 {
@@ -139,7 +133,7 @@ async fn people_crawlers_warming_and_polls_reach_an_https_origin_over_kept_alive
     .await;
     assert_eq!(warm.status, 202, "{}", warm.text());
     assert_eq!(origin.hits("/sitemap.xml"), 1);
-    let cache_url = proxy.admin_url(&format!("/api/v1/cache?url=https%3A%2F%2F{HOST}%2Fwarm-me"));
+    let cache_url = proxy.cache_entry_url(HOST, "/warm-me");
     eventually(Duration::from_secs(30), "warmed page cached", async || {
         get(&cache_url, &[("authorization", &format!("Bearer {TOKEN}"))])
             .await
@@ -251,15 +245,14 @@ async fn origin_host_is_the_host_the_origin_sees_and_cache_keys_keep_the_public_
         assert_eq!(person.headers["host"], "shop.netlify.test");
         assert_eq!(person.headers["x-forwarded-host"], HOST);
 
-        let r = proxy.crawl(HOST, "/page").await;
-        assert_eq!(r.header("x-prerender-cache"), Some("MISS"), "{}", r.text());
+        let r = proxy.crawl_served(HOST, "/page", "MISS").await;
         assert!(r.text().contains("rendered over tls"));
         let render = seen_by.requests("/page").pop().unwrap();
         assert_eq!(render.headers["host"], "shop.netlify.test");
         assert_eq!(render.headers["x-prerender"], "1");
 
         let entry = get(
-            &proxy.admin_url(&format!("/api/v1/cache?url=https%3A%2F%2F{HOST}%2Fpage")),
+            &proxy.cache_entry_url(HOST, "/page"),
             &[("authorization", &format!("Bearer {TOKEN}"))],
         )
         .await;

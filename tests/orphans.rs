@@ -10,32 +10,11 @@ use common::proxy::ProxyProcess;
 
 /// Browser processes whose parent is `pid`.
 fn browsers_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(p) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let ppid: u32 = stat[close + 1..]
-            .split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
-        if ppid == pid && String::from_utf8_lossy(&cmdline).contains("prerender-browsers-") {
-            out.push(p);
-        }
-    }
-    out
+    common::processes()
+        .into_iter()
+        .filter(|p| p.ppid == pid && p.cmdline_contains("prerender-browsers-"))
+        .map(|p| p.pid)
+        .collect()
 }
 
 fn alive(pid: u32) -> bool {

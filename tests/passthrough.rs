@@ -171,15 +171,35 @@ async fn websocket_is_relayed() {
     let origin = test_origin().await;
     let proxy = ProxyProcess::start(&["--origin", &origin.url()]);
     let url = format!("ws://127.0.0.1:{}/ws", proxy.port);
-    let (mut ws, resp) = tokio::time::timeout(
-        Duration::from_secs(10),
+    assert_websocket_echoes(
         tokio_tungstenite::connect_async(url),
+        &["hello", "prerender", "ws"],
     )
-    .await
-    .expect("handshake timed out")
-    .expect("handshake failed");
+    .await;
+}
+
+/// The WebSocket `handshake` (to the test origin's echoing `/ws`) is
+/// accepted within 10 s, and each of `texts` comes back.
+async fn assert_websocket_echoes<S>(
+    handshake: impl std::future::Future<
+        Output = Result<
+            (
+                tokio_tungstenite::WebSocketStream<S>,
+                tokio_tungstenite::tungstenite::handshake::client::Response,
+            ),
+            tokio_tungstenite::tungstenite::Error,
+        >,
+    >,
+    texts: &[&str],
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut ws, resp) = tokio::time::timeout(Duration::from_secs(10), handshake)
+        .await
+        .expect("handshake timed out")
+        .expect("handshake failed");
     assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
-    for text in ["hello", "prerender", "ws"] {
+    for &text in texts {
         ws.send(text.into()).await.unwrap();
         let echoed = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
@@ -513,8 +533,7 @@ fn get_line(path: &str) -> String {
 
 #[tokio::test]
 async fn origin_framings_reach_the_client_intact() {
-    let origin = ScriptedOrigin::start(wire_answers).await;
-    let proxy = ProxyProcess::start(&["--origin", &origin.url()]);
+    let (origin, proxy) = ScriptedOrigin::behind_proxy(wire_answers, &[]).await;
     // Pipelined on one client connection: chunked with extensions and
     // trailers, an interim 103, a HEAD whose length announces no body, and
     // a plain answer — each answered in order, the connection kept.
@@ -565,8 +584,7 @@ async fn origin_framings_reach_the_client_intact() {
 
 #[tokio::test]
 async fn bodies_arriving_in_pieces_are_passed_on_whole_or_refused() {
-    let origin = ScriptedOrigin::start(wire_answers).await;
-    let proxy = ProxyProcess::start(&["--origin", &origin.url()]);
+    let (origin, proxy) = ScriptedOrigin::behind_proxy(wire_answers, &[]).await;
     // A short body in three pieces, then a plain answer on the same
     // connections: whole, and the origin connection reused.
     let requests = [get_line("/pieces"), get_line("/plain")].concat();
@@ -593,15 +611,11 @@ async fn bodies_arriving_in_pieces_are_passed_on_whole_or_refused() {
 
 #[tokio::test]
 async fn idle_origin_connections_are_bounded_by_origin_max_idle() {
-    let origin = ScriptedOrigin::start(wire_answers).await;
-    let proxy = ProxyProcess::start(&[
-        "--origin",
-        &origin.url(),
-        "--public-threads",
-        "1",
-        "--origin-max-idle",
-        "1",
-    ]);
+    let (origin, proxy) = ScriptedOrigin::behind_proxy(
+        wire_answers,
+        &["--public-threads", "1", "--origin-max-idle", "1"],
+    )
+    .await;
     let three_at_once = || async {
         let answers = futures::future::join_all(
             (0..3).map(|_| raw_exchange_owned(proxy.port, get_line("/slow"))),
@@ -633,8 +647,7 @@ async fn idle_origin_connections_are_bounded_by_origin_max_idle() {
 
 #[tokio::test]
 async fn an_origin_that_closes_after_each_answer_is_reconnected() {
-    let origin = ScriptedOrigin::start(wire_answers).await;
-    let proxy = ProxyProcess::start(&["--origin", &origin.url()]);
+    let (origin, proxy) = ScriptedOrigin::behind_proxy(wire_answers, &[]).await;
     // The origin closes without saying so: the pooled connection is dead
     // by the next request, which must still be answered.
     for i in 0..5 {
@@ -702,8 +715,8 @@ const SCHED_BATCH: u32 = 3;
 
 #[tokio::test]
 async fn public_connections_are_served_on_the_configured_threads() {
-    let origin = ScriptedOrigin::start(wire_answers).await;
-    let proxy = ProxyProcess::start(&["--origin", &origin.url(), "--public-threads", "7"]);
+    let (_origin, proxy) =
+        ScriptedOrigin::behind_proxy(wire_answers, &["--public-threads", "7"]).await;
     // Six connections at once: the least busy thread takes each.
     let mut replies = Vec::new();
     for i in 0..6 {
@@ -737,8 +750,7 @@ async fn public_connections_are_served_on_the_configured_threads() {
 
 #[tokio::test]
 async fn public_threads_default_to_one_per_core() {
-    let origin = ScriptedOrigin::start(wire_answers).await;
-    let proxy = ProxyProcess::start(&["--origin", &origin.url()]);
+    let (_origin, proxy) = ScriptedOrigin::behind_proxy(wire_answers, &[]).await;
     assert_eq!(
         raw_exchange_owned(proxy.port, get_line("/n")).await[0].1,
         b"/n"
@@ -756,15 +768,11 @@ async fn public_threads_default_to_one_per_core() {
 
 #[tokio::test]
 async fn public_threads_keep_the_normal_policy_when_asked() {
-    let origin = ScriptedOrigin::start(wire_answers).await;
-    let proxy = ProxyProcess::start(&[
-        "--origin",
-        &origin.url(),
-        "--public-threads",
-        "2",
-        "--public-scheduling",
-        "normal",
-    ]);
+    let (_origin, proxy) = ScriptedOrigin::behind_proxy(
+        wire_answers,
+        &["--public-threads", "2", "--public-scheduling", "normal"],
+    )
+    .await;
     assert_eq!(
         raw_exchange_owned(proxy.port, get_line("/n")).await[0].1,
         b"/n"
@@ -831,6 +839,18 @@ struct ScriptedOrigin {
 const STRAY_ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nSTRAY!";
 
 impl ScriptedOrigin {
+    /// The origin of `script` behind a proxy started with `--origin` and
+    /// `flags`.
+    async fn behind_proxy(
+        script: fn(&str) -> Vec<Step>,
+        flags: &[&str],
+    ) -> (ScriptedOrigin, ProxyProcess) {
+        let origin = ScriptedOrigin::start(script).await;
+        let url = origin.url();
+        let proxy = ProxyProcess::start(&[&["--origin", url.as_str()], flags].concat());
+        (origin, proxy)
+    }
+
     async fn start(script: fn(&str) -> Vec<Step>) -> ScriptedOrigin {
         use std::sync::atomic::Ordering;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -981,9 +1001,10 @@ async fn answer_via(proxy: &ProxyProcess, via: Via, path: &str) -> (String, Vec<
         .remove(0)
 }
 
-/// The answer to `GET path` sent `via` one path, followed on the same
-/// client connection by `GET /after`, whose answer must be its own: the
-/// first answer's framing swallowed nothing of the next.
+/// The answer to `GET path` sent `via` one path (its head in lowercase),
+/// followed on the same client connection by `GET /after`, whose answer
+/// must be its own: the first answer's framing swallowed nothing of the
+/// next.
 async fn answer_then_next(proxy: &ProxyProcess, via: Via, path: &str) -> (String, Vec<u8>) {
     let requests = [
         request_via(via, "GET", path, ""),
@@ -992,7 +1013,8 @@ async fn answer_then_next(proxy: &ProxyProcess, via: Via, path: &str) -> (String
     .concat();
     let mut answers = raw_exchange(proxy.port, requests.as_bytes(), 2).await;
     assert_eq!(answers[1].1, b"/after", "{via:?} after {path}");
-    answers.remove(0)
+    let (head, body) = answers.remove(0);
+    (head.to_ascii_lowercase(), body)
 }
 
 /// An answer the proxy wrote itself: `status`, with `body` (the public
@@ -1007,16 +1029,16 @@ fn assert_proxy_error(answer: &(String, Vec<u8>), status: u16, body: Option<&str
     }
 }
 
-/// One listener thread: every client connection shares its idle origin
-/// connections, so a connection left dirty would be the next one used.
-fn one_thread_proxy(origin: &ScriptedOrigin) -> ProxyProcess {
-    ProxyProcess::start(&["--origin", &origin.url(), "--public-threads", "1"])
+/// The [`misbehaving`] origin behind a proxy with one listener thread:
+/// every client connection shares its idle origin connections, so a
+/// connection left dirty would be the next one used.
+async fn misbehaving_origin_behind_one_thread() -> (ScriptedOrigin, ProxyProcess) {
+    ScriptedOrigin::behind_proxy(misbehaving, &["--public-threads", "1"]).await
 }
 
 #[tokio::test]
 async fn stray_bytes_after_an_answer_retire_the_origin_connection() {
-    let origin = ScriptedOrigin::start(misbehaving).await;
-    let proxy = one_thread_proxy(&origin);
+    let (origin, proxy) = misbehaving_origin_behind_one_thread().await;
     for via in BOTH {
         for (method, path, status) in [
             ("HEAD", "/head-stray", 200),
@@ -1051,14 +1073,12 @@ async fn stray_bytes_after_an_answer_retire_the_origin_connection() {
 
 #[tokio::test]
 async fn connection_never_removes_framing_host_or_forwarding_headers() {
-    let origin = ScriptedOrigin::start(misbehaving).await;
-    let proxy = one_thread_proxy(&origin);
+    let (origin, proxy) = misbehaving_origin_behind_one_thread().await;
     for via in BOTH {
         // The origin's `Connection: content-length` keeps the length: the
         // next answer on the same client connection is not merged into
         // this body.
         let (head, body) = answer_then_next(&proxy, via, "/connection-content-length").await;
-        let head = head.to_ascii_lowercase();
         assert!(head.contains("content-length: 5\r\n"), "{via:?}: {head}");
         assert_eq!(body, b"hello", "{via:?}");
 
@@ -1097,8 +1117,7 @@ async fn connection_never_removes_framing_host_or_forwarding_headers() {
 
 #[tokio::test]
 async fn a_transfer_coding_not_ending_in_chunked_reaches_the_client_close_delimited() {
-    let origin = ScriptedOrigin::start(misbehaving).await;
-    let proxy = one_thread_proxy(&origin);
+    let (_origin, proxy) = misbehaving_origin_behind_one_thread().await;
     for via in BOTH {
         let all = raw_until_close(
             proxy.port,
@@ -1117,8 +1136,7 @@ async fn a_transfer_coding_not_ending_in_chunked_reaches_the_client_close_delimi
 
 #[tokio::test]
 async fn repeated_lengths_become_one_and_unequal_lengths_are_a_502() {
-    let origin = ScriptedOrigin::start(misbehaving).await;
-    let proxy = one_thread_proxy(&origin);
+    let (_origin, proxy) = misbehaving_origin_behind_one_thread().await;
     for via in BOTH {
         for path in ["/length-list", "/length-twice"] {
             let (head, body) = answer_via(&proxy, via, path).await;
@@ -1141,11 +1159,9 @@ async fn repeated_lengths_become_one_and_unequal_lengths_are_a_502() {
 
 #[tokio::test]
 async fn trailers_are_dropped_on_both_paths() {
-    let origin = ScriptedOrigin::start(misbehaving).await;
-    let proxy = one_thread_proxy(&origin);
+    let (_origin, proxy) = misbehaving_origin_behind_one_thread().await;
     for via in BOTH {
         let (head, body) = answer_then_next(&proxy, via, "/trailers").await;
-        let head = head.to_ascii_lowercase();
         assert!(!head.contains("trailer"), "{via:?}: {head}");
         assert_eq!(body, b"hello", "{via:?}");
     }
@@ -1164,8 +1180,7 @@ async fn trailers_are_dropped_on_both_paths() {
 
 #[tokio::test]
 async fn a_framing_error_before_anything_was_sent_is_a_502() {
-    let origin = ScriptedOrigin::start(misbehaving).await;
-    let proxy = one_thread_proxy(&origin);
+    let (_origin, proxy) = misbehaving_origin_behind_one_thread().await;
     for via in BOTH {
         let answer = answer_via(&proxy, via, "/bad-chunk").await;
         assert_proxy_error(&answer, 502, Some("origin unreachable"), via);
@@ -1174,8 +1189,7 @@ async fn a_framing_error_before_anything_was_sent_is_a_502() {
 
 #[tokio::test]
 async fn only_websocket_upgrades_reach_the_origin() {
-    let origin = ScriptedOrigin::start(misbehaving).await;
-    let proxy = one_thread_proxy(&origin);
+    let (origin, proxy) = misbehaving_origin_behind_one_thread().await;
     // A client asking for h2c: the origin sees a plain request.
     let request = format!(
         "GET /h2c HTTP/1.1\r\nHost: localhost\r\nUser-Agent: {FIREFOX}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
@@ -1318,21 +1332,5 @@ async fn websocket_is_relayed_on_the_tls_listener() {
         .await
         .unwrap();
     let url = format!("wss://localhost:{}/ws", proxy.port);
-    let (mut ws, resp) = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_tungstenite::client_async(url, tls),
-    )
-    .await
-    .expect("handshake timed out")
-    .expect("handshake failed");
-    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
-    for text in ["over", "tls"] {
-        ws.send(text.into()).await.unwrap();
-        let echoed = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(echoed.into_text().unwrap().as_str(), text);
-    }
+    assert_websocket_echoes(tokio_tungstenite::client_async(url, tls), &["over", "tls"]).await;
 }

@@ -10,39 +10,38 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::proxy::{ProxyProcess, BIN};
+use common::proxy::{check_config, one_site_config, ProxyProcess, BIN};
 use common::redis::RedisServer;
 use common::spa::Spa;
 
 const HOST: &str = "www.example.test";
 
+/// Two tests of one `scenario`: on a real redis-server, and on the
+/// embedded store.
+macro_rules! on_both_stores {
+    ($scenario:ident: $on_redis:ident, $embedded:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $on_redis() {
+            let redis = RedisServer::start();
+            $scenario(Some(&redis)).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $embedded() {
+            $scenario(None).await;
+        }
+    };
+}
+
 /// A config file with a small pool and one site on `plan`, on Redis when
 /// given (else the embedded store).
 fn config(spa: &Spa, redis: Option<&RedisServer>, plan: &str, plans: &str) -> tempfile::TempPath {
-    let redis = redis
-        .map(|r| format!("redis = \"{}\"", r.url()))
-        .unwrap_or_default();
-    let toml = format!(
-        r#"
-        browsers = 1
-        tabs_per_browser = 2
-        ready_timeout = 5
-        {redis}
-        [[sites]]
-        domain = "{HOST}"
-        origin = "{origin}"
-        plan = "{plan}"
-        {plans}
-        "#,
-        origin = spa.url(),
-    );
-    let f = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(f.path(), toml).unwrap();
-    f.into_temp_path()
-}
-
-fn start(cfg: &tempfile::TempPath) -> ProxyProcess {
-    ProxyProcess::start_ready(&["--config", cfg.to_str().unwrap()])
+    one_site_config(
+        HOST,
+        &spa.url(),
+        redis.map(RedisServer::url).as_deref(),
+        &format!("plan = \"{plan}\"\n{plans}"),
+    )
 }
 
 /// Remaining lifetime of a Redis key in milliseconds (-2: no such key).
@@ -64,10 +63,9 @@ async fn never_a_miss_again(redis: Option<&RedisServer>) {
         "self-hosted",
         "[plans.self-hosted]\ncache_ttl = \"3s\"",
     );
-    let proxy = start(&cfg);
+    let proxy = ProxyProcess::start_with_config(&cfg);
 
-    let first = proxy.crawl(HOST, "/article").await;
-    assert_eq!(first.header("x-prerender-cache"), Some("MISS"));
+    let first = proxy.crawl_served(HOST, "/article", "MISS").await;
     assert_eq!(first.header("cache-control"), Some("private, max-age=3"));
     if let Some(redis) = redis {
         // Stored for the TTL plus the stale window (SPEC §6).
@@ -121,16 +119,11 @@ async fn never_a_miss_again(redis: Option<&RedisServer>) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_page_rendered_once_is_never_a_miss_again_across_three_ttls_on_redis() {
-    let redis = RedisServer::start();
-    never_a_miss_again(Some(&redis)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_page_rendered_once_is_never_a_miss_again_across_three_ttls_embedded() {
-    never_a_miss_again(None).await;
-}
+on_both_stores!(
+    never_a_miss_again:
+    a_page_rendered_once_is_never_a_miss_again_across_three_ttls_on_redis,
+    a_page_rendered_once_is_never_a_miss_again_across_three_ttls_embedded
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_stale_window_restores_expire_then_miss() {
@@ -141,20 +134,11 @@ async fn a_zero_stale_window_restores_expire_then_miss() {
         "strict",
         "[plans.strict]\ncache_ttl = \"2s\"\nstale_while_revalidate = \"0s\"",
     );
-    let proxy = start(&cfg);
-    assert_eq!(
-        proxy.crawl(HOST, "/p").await.header("x-prerender-cache"),
-        Some("MISS")
-    );
-    assert_eq!(
-        proxy.crawl(HOST, "/p").await.header("x-prerender-cache"),
-        Some("HIT")
-    );
+    let proxy = ProxyProcess::start_with_config(&cfg);
+    proxy.crawl_served(HOST, "/p", "MISS").await;
+    proxy.crawl_served(HOST, "/p", "HIT").await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(
-        proxy.crawl(HOST, "/p").await.header("x-prerender-cache"),
-        Some("MISS")
-    );
+    proxy.crawl_served(HOST, "/p", "MISS").await;
     assert_eq!(spa.documents("/p"), 2);
 }
 
@@ -171,7 +155,7 @@ async fn error_pages_stay_out_of_the_way(redis: Option<&RedisServer>) {
         "small",
         "[plans.small]\nmax_entries = 3\nerror_ttl = \"4s\"",
     );
-    let proxy = start(&cfg);
+    let proxy = ProxyProcess::start_with_config(&cfg);
 
     let good = proxy.crawl(HOST, "/good").await;
     assert_eq!(good.status, 200);
@@ -185,8 +169,7 @@ async fn error_pages_stay_out_of_the_way(redis: Option<&RedisServer>) {
         assert_eq!(r.header("x-prerender-cache"), Some("MISS"));
         assert_eq!(r.header("cache-control"), Some("private, max-age=4"));
     }
-    let again = proxy.crawl(HOST, "/good").await;
-    assert_eq!(again.header("x-prerender-cache"), Some("HIT"));
+    proxy.crawl_served(HOST, "/good", "HIT").await;
     assert_eq!(
         spa.documents("/good"),
         1,
@@ -210,21 +193,15 @@ async fn error_pages_stay_out_of_the_way(redis: Option<&RedisServer>) {
     let after = proxy.crawl(HOST, &missing(5)).await;
     assert_eq!(after.header("x-prerender-cache"), Some("MISS"));
     assert_eq!(spa.documents(&missing(5)), 2);
-    let good = proxy.crawl(HOST, "/good").await;
-    assert_eq!(good.header("x-prerender-cache"), Some("HIT"));
+    proxy.crawl_served(HOST, "/good", "HIT").await;
     assert_eq!(spa.documents("/good"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn error_pages_live_for_error_ttl_and_never_push_a_good_page_out_on_redis() {
-    let redis = RedisServer::start();
-    error_pages_stay_out_of_the_way(Some(&redis)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn error_pages_live_for_error_ttl_and_never_push_a_good_page_out_embedded() {
-    error_pages_stay_out_of_the_way(None).await;
-}
+on_both_stores!(
+    error_pages_stay_out_of_the_way:
+    error_pages_live_for_error_ttl_and_never_push_a_good_page_out_on_redis,
+    error_pages_live_for_error_ttl_and_never_push_a_good_page_out_embedded
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_may_opt_in_to_shared_caching() {
@@ -235,29 +212,11 @@ async fn a_plan_may_opt_in_to_shared_caching() {
         "edge",
         "[plans.edge]\ncache_control = \"public, max-age=600\"",
     );
-    let proxy = start(&cfg);
-    let r = proxy.crawl(HOST, "/shared").await;
-    assert_eq!(r.header("x-prerender-cache"), Some("MISS"));
+    let proxy = ProxyProcess::start_with_config(&cfg);
+    let r = proxy.crawl_served(HOST, "/shared", "MISS").await;
     assert_eq!(r.header("cache-control"), Some("public, max-age=600"));
-    let r = proxy.crawl(HOST, "/shared").await;
-    assert_eq!(r.header("x-prerender-cache"), Some("HIT"));
+    let r = proxy.crawl_served(HOST, "/shared", "HIT").await;
     assert_eq!(r.header("cache-control"), Some("public, max-age=600"));
-}
-
-fn check_config(toml: &str) -> (bool, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, toml).unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

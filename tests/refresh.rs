@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::proxy::{get, ProxyProcess, GOOGLEBOT};
+use common::proxy::{get, one_site_config, ProxyProcess, GOOGLEBOT};
 use common::redis::RedisServer;
 use common::spa::Spa;
 use futures::future::join_all;
@@ -27,49 +27,20 @@ impl Deployment {
     async fn new(plan: &str, settings: &str) -> Deployment {
         let spa = Spa::start().await;
         let redis = RedisServer::start();
-        let toml = format!(
-            r#"
-            browsers = 1
-            tabs_per_browser = 2
-            ready_timeout = 5
-            redis = "{redis}"
-            [[sites]]
-            domain = "{HOST}"
-            origin = "{origin}"
-            plan = "{plan}"
-            [plans.{plan}]
-            {settings}
-            "#,
-            redis = redis.url(),
-            origin = spa.url(),
+        let cfg = one_site_config(
+            HOST,
+            &spa.url(),
+            Some(&redis.url()),
+            &format!("plan = \"{plan}\"\n[plans.{plan}]\n{settings}"),
         );
-        let f = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(f.path(), toml).unwrap();
-        Deployment {
-            spa,
-            redis,
-            cfg: f.into_temp_path(),
-        }
+        Deployment { spa, redis, cfg }
     }
-}
-
-fn start(cfg: &tempfile::TempPath) -> ProxyProcess {
-    let mut p = ProxyProcess::start(&["--config", cfg.to_str().unwrap()]);
-    p.wait_until("/readyz", Duration::from_secs(30));
-    p
 }
 
 /// Asks for `path` as Googlebot and asserts how it was served
 /// (`X-Prerender-Cache`); the answer, for more checks.
 async fn served(proxy: &ProxyProcess, path: &str, how: &str) -> common::proxy::Reply {
-    let r = bot(proxy, path).await;
-    assert_eq!(
-        r.header("x-prerender-cache"),
-        Some(how),
-        "{path}: {:?}",
-        r.headers
-    );
-    r
+    proxy.crawl_served(HOST, path, how).await
 }
 
 async fn bot(proxy: &ProxyProcess, path: &str) -> common::proxy::Reply {
@@ -96,14 +67,6 @@ fn rendered_at(redis: &RedisServer, path: &str) -> Option<String> {
         .unwrap()
 }
 
-fn exists(redis: &RedisServer, key: &str) -> bool {
-    let n: i64 = redis::cmd("EXISTS")
-        .arg(key)
-        .query(&mut redis.raw())
-        .unwrap();
-    n == 1
-}
-
 /// Polls `check` every 100 ms until it holds; panics with `what` after `deadline`.
 async fn eventually(deadline: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let started = Instant::now();
@@ -116,7 +79,7 @@ async fn eventually(deadline: Duration, what: &str, mut check: impl FnMut() -> b
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_refresh_swaps_new_content_in_without_a_bot_request() {
     let Deployment { spa, redis, cfg } = Deployment::new("fast", "refresh_every = \"3s\"").await;
-    let proxy = start(&cfg);
+    let proxy = ProxyProcess::start_with_config(&cfg);
 
     let first = served(&proxy, "/news", "MISS").await;
     assert!(first.text().contains("Rendered by JavaScript at /news"));
@@ -155,7 +118,7 @@ async fn stale_while_revalidate_serves_the_old_page_at_once_then_the_new_one() {
         "cache_ttl = \"2s\"\nstale_while_revalidate = \"30s\"",
     )
     .await;
-    let proxy = start(&cfg);
+    let proxy = ProxyProcess::start_with_config(&cfg);
 
     let first = served(&proxy, "/s", "MISS").await;
     assert!(first.text().contains("Rendered by JavaScript at /s"));
@@ -209,7 +172,7 @@ async fn agency_plus_polls_the_origin_and_re_renders_only_on_change() {
     let Deployment { spa, redis, cfg } =
         Deployment::new("agency_plus", "poll_every = \"2s\"").await;
     spa.set_validators(true);
-    let proxy = start(&cfg);
+    let proxy = ProxyProcess::start_with_config(&cfg);
 
     served(&proxy, "/article", "MISS").await;
     let unconditional = spa.unconditional_documents("/article");
@@ -263,7 +226,7 @@ async fn an_unchanged_polled_page_is_re_rendered_before_it_expires() {
     let Deployment { spa, redis, cfg } =
         Deployment::new("agency_plus", "poll_every = \"2s\"\ncache_ttl = \"8s\"").await;
     spa.set_validators(true);
-    let proxy = start(&cfg);
+    let proxy = ProxyProcess::start_with_config(&cfg);
     served(&proxy, "/evergreen", "MISS").await;
     let rendered = rendered_at(&redis, "/evergreen");
     // Twice the TTL later, crawlers have been served from the cache all along.
@@ -288,8 +251,8 @@ async fn two_instances_refresh_each_due_page_once_per_period() {
         redis: _redis,
         cfg,
     } = Deployment::new("fast", "refresh_every = \"3s\"").await;
-    let a = start(&cfg);
-    let b = start(&cfg);
+    let a = ProxyProcess::start_with_config(&cfg);
+    let b = ProxyProcess::start_with_config(&cfg);
     served(&a, "/one", "MISS").await;
     served(&b, "/two", "MISS").await;
     // Until each page has been refreshed twice (three document fetches).
@@ -333,7 +296,7 @@ async fn max_entries_evicts_the_least_recently_used_pages() {
         redis,
         cfg,
     } = Deployment::new("small", "max_entries = 3").await;
-    let proxy = start(&cfg);
+    let proxy = ProxyProcess::start_with_config(&cfg);
     for path in ["/e1", "/e2", "/e3"] {
         served(&proxy, path, "MISS").await;
     }
@@ -358,15 +321,15 @@ async fn max_entries_evicts_the_least_recently_used_pages() {
     }
 
     for gone in ["/e2", "/e3"] {
-        assert!(!exists(&redis, &format!("render:{HOST}:{gone}")), "{gone}");
+        assert!(!redis.exists(&format!("render:{HOST}:{gone}")), "{gone}");
         assert!(
-            !exists(&redis, &format!("render-meta:{HOST}:{gone}")),
+            !redis.exists(&format!("render-meta:{HOST}:{gone}")),
             "{gone}"
         );
         assert_eq!(score(gone), None, "{gone} still indexed");
     }
     for kept in ["/e1", "/e4", "/e5"] {
-        assert!(exists(&redis, &format!("render:{HOST}:{kept}")), "{kept}");
+        assert!(redis.exists(&format!("render:{HOST}:{kept}")), "{kept}");
     }
     let mut members: Vec<String> = redis::cmd("ZRANGE")
         .arg(&index)
@@ -394,7 +357,7 @@ async fn max_entries_evicts_the_least_recently_used_pages() {
 async fn a_used_up_quota_fails_open_keeps_hits_and_pauses_the_refresher() {
     let Deployment { spa, redis, cfg } =
         Deployment::new("metered", "monthly_renders = 3\nrefresh_every = \"5s\"").await;
-    let proxy = start(&cfg);
+    let proxy = ProxyProcess::start_with_config(&cfg);
     let pages = ["/q1", "/q2", "/q3"];
     // Together, so all three are rendered well before their first refresh is due.
     for r in join_all(pages.map(|p| bot(&proxy, p))).await {

@@ -62,16 +62,8 @@ document.getElementById('out').textContent = 'ua=' + navigator.userAgent + ' wid
 /// (main or helper): distinct per-browser user-data-dirs on command lines.
 fn alive_browser_dirs(marker: &str) -> std::collections::BTreeSet<String> {
     let mut dirs = std::collections::BTreeSet::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        for arg in String::from_utf8_lossy(&cmdline).split('\0') {
+    for process in common::processes() {
+        for arg in process.cmdline().split('\0') {
             if let Some(dir) = arg.strip_prefix("--user-data-dir=") {
                 if dir.starts_with(marker) {
                     dirs.insert(dir.to_string());

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::free_port;
 use common::origin::{Route, TestOrigin};
-use common::proxy::{get, send, ProxyArgs, ProxyProcess, GOOGLEBOT};
+use common::proxy::{config_file, get, send, ProxyArgs, ProxyProcess, GOOGLEBOT};
 use common::redis::RedisServer;
 
 const HOST: &str = "www.example.test";
@@ -62,9 +62,7 @@ ignore = ["^/skipped/"]
 "#,
         origin.url()
     );
-    let f = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(f.path(), toml).unwrap();
-    f.into_temp_path()
+    config_file(&toml)
 }
 
 fn service_url(port: u16, target: &str) -> String {
@@ -273,11 +271,7 @@ async fn the_service_protocol_answers_from_the_proxys_cache() {
         assert!(!seen.headers.contains_key("x-prerender-token"));
         assert!(!seen.headers.values().any(|v| v.contains(TOKEN)));
     }
-    let cached: bool = redis::cmd("EXISTS")
-        .arg(format!("render:{HOST}:/never"))
-        .query(&mut conn)
-        .unwrap();
-    assert!(!cached);
+    assert!(!redis.exists(&format!("render:{HOST}:/never")));
 
     // Counted with the proxy's requests; the token never in the log.
     let metrics = get(&proxy.admin_url("/metrics"), &[]).await.text();

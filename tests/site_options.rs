@@ -7,7 +7,7 @@
 mod common;
 
 use common::origin::{Route, TestOrigin};
-use common::proxy::{get, ProxyProcess, FIREFOX, GOOGLEBOT};
+use common::proxy::{config_file, get, ProxyProcess, FIREFOX, GOOGLEBOT};
 
 const HOST: &str = "www.example.test";
 const RENDER_UA: &str = "Mozilla/5.0 (compatible; ShopRenderer/1.0; Prerender)";
@@ -39,11 +39,8 @@ async fn only_patterns_escaped_fragments_and_the_render_user_agent() {
         ),
     ])
     .await;
-    let cfg = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        cfg.path(),
-        format!(
-            r#"
+    let cfg = config_file(&format!(
+        r#"
 browsers = 1
 tabs_per_browser = 2
 ready_timeout = 3
@@ -55,11 +52,9 @@ origin = "{}"
 only = ["^/products/", "^/app$"]
 ignore = ["^/products/secret"]
 "#,
-            origin.url()
-        ),
-    )
-    .unwrap();
-    let mut proxy = ProxyProcess::start_ready(&["--config", cfg.path().to_str().unwrap()]);
+        origin.url()
+    ));
+    let mut proxy = ProxyProcess::start_with_config(&cfg);
 
     // Listed paths are rendered, with the configured User-Agent.
     let product = proxy.crawl(HOST, "/products/1").await;

@@ -5,28 +5,26 @@
 #[path = "common/ports.rs"]
 mod ports;
 use ports::free_port;
-#[path = "common/redis.rs"]
-mod redis_server;
-
-#[path = "common/redis_cluster.rs"]
-mod cluster_nodes;
-
 #[path = "common/claims.rs"]
 mod claims;
+#[path = "common/redis_cluster.rs"]
+mod cluster_nodes;
+#[path = "common/redis.rs"]
+mod redis_server;
+#[path = "common/store.rs"]
+mod store;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use prerender_proxy::cache::{
-    list_pages, purge_prefix, CacheKey, CacheStore, PurgeEvent, StoredPage, WaitOutcome,
+    list_pages, purge_prefix, CacheKey, CacheStore, PurgeEvent, WaitOutcome,
     DEFAULT_CACHE_MAX_BYTES,
 };
+use store::{at_ms, eventually, key, page, unix_ms, DEADLINE, HOUR};
 use tokio::time::Instant;
-
-/// Generous bound for anything that should happen "soon"; only catches hangs.
-const DEADLINE: Duration = Duration::from_secs(10);
 
 struct Fixture {
     store: Arc<dyn CacheStore>,
@@ -36,7 +34,7 @@ struct Fixture {
 
 mod fixtures {
     use super::*;
-    use prerender_proxy::cache::{MemoryStore, RedisOptions, RedisStore};
+    use prerender_proxy::cache::MemoryStore;
 
     pub async fn memory() -> Fixture {
         Fixture {
@@ -48,10 +46,8 @@ mod fixtures {
 
     pub async fn redis() -> Fixture {
         let server = redis_server::RedisServer::start();
-        let store = RedisStore::connect(&server.url(), RedisOptions::default()).unwrap();
-        assert!(store.wait_notices_connected(DEADLINE).await);
         Fixture {
-            store,
+            store: server.store().await,
             _server: Some(server),
             _cluster: None,
         }
@@ -59,57 +55,11 @@ mod fixtures {
 
     pub async fn redis_cluster() -> Fixture {
         let cluster = cluster_nodes::RedisCluster::start();
-        let store = RedisStore::connect_cluster(&cluster.urls(), RedisOptions::default()).unwrap();
-        assert!(store.wait_notices_connected(DEADLINE).await);
         Fixture {
-            store,
+            store: cluster.store().await,
             _server: None,
             _cluster: Some(cluster),
         }
-    }
-}
-
-fn key(domain: &str, path: &str) -> CacheKey {
-    CacheKey::new(domain, path, &[], false).unwrap()
-}
-
-fn at_ms(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
-}
-
-fn page(html: &str) -> StoredPage {
-    StoredPage {
-        html: Bytes::copy_from_slice(html.as_bytes()),
-        status: 200,
-        headers: vec![
-            (
-                "Location".to_owned(),
-                "https://example.com/ü?a=\"b\"".to_owned(),
-            ),
-            ("X-Custom".to_owned(), "1".to_owned()),
-        ],
-        etag: "\"abc123\"".to_owned(),
-        rendered_at: at_ms(1_790_000_000_123),
-        expires_at: at_ms(1_790_003_600_123),
-        settings_hash: "settings-1".to_owned(),
-        content_hash: "content-1".to_owned(),
-    }
-}
-
-const HOUR: Duration = Duration::from_secs(3600);
-
-/// Polls `check` every 50 ms until it holds; panics naming `what` once
-/// [`DEADLINE`] has passed. For what a TTL or lease ends: the store (Redis
-/// or the embedded one) decides when, the test only waits for it.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(started.elapsed() < DEADLINE, "{what} within {DEADLINE:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -619,9 +569,7 @@ mod contract {
 
     pub async fn due_pages_are_claimed_once_across_claimers(store: &Arc<dyn CacheStore>) {
         let now = SystemTime::now();
-        let due: Vec<CacheKey> = (0..30)
-            .map(|i| key("example.com", &format!("/d{i}")))
-            .collect();
+        let due = super::claims::due_keys(30);
         for k in &due {
             store.put(k, &page("p"), HOUR).await.unwrap();
             store
@@ -630,22 +578,13 @@ mod contract {
                 .unwrap();
         }
         let later = key("example.com", "/later");
-        let later_at = at_ms(super::unix_ms(now) + 3_600_000);
+        let later_at = at_ms(unix_ms(now) + 3_600_000);
         store.schedule(&later, later_at).await.unwrap();
         assert_eq!(
             store.next_due("example.com").await.unwrap(),
-            Some(at_ms(super::unix_ms(now) - 1000))
+            Some(at_ms(unix_ms(now) - 1000))
         );
-        let claimers: Vec<_> = (0..8)
-            .map(|_| super::claims::spawn_claimer(store.clone(), "example.com", now, 3))
-            .collect();
-        let mut all = Vec::new();
-        for c in claimers {
-            all.extend(c.await.unwrap());
-        }
-        assert_eq!(all.len(), due.len(), "each due page claimed exactly once");
-        let unique: HashSet<CacheKey> = all.into_iter().collect();
-        assert_eq!(unique, due.iter().cloned().collect());
+        super::claims::assert_claimed_once(&[store; 8], now, 3, &due).await;
         assert_eq!(store.next_due("example.com").await.unwrap(), Some(later_at));
         assert!(store
             .claim_due("example.com", now, 10)
@@ -814,10 +753,6 @@ mod contract {
             t.await.unwrap();
         }
     }
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 macro_rules! contract_tests {

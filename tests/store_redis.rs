@@ -11,79 +11,34 @@ mod claims;
 mod layout;
 #[path = "common/redis.rs"]
 mod redis_server;
+#[path = "common/store.rs"]
+mod store;
 
-use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use prerender_proxy::cache::{
     quota_month, CacheKey, Coordination, PageStore, PurgeEvent, RedisOptions, RedisStore,
-    StoredPage, WaitOutcome,
+    WaitOutcome,
 };
 use redis::Commands;
 use redis_server::RedisServer;
+use store::{
+    assert_no_purge_heard, assert_store_comes_up_late, at_ms, eventually_ok, key, next_purge, page,
+    DEADLINE, HOUR,
+};
 use tokio::time::Instant;
-
-/// Generous bound for anything that should happen "soon"; only catches hangs.
-const DEADLINE: Duration = Duration::from_secs(10);
-const HOUR: Duration = Duration::from_secs(3600);
-
-fn key(domain: &str, path: &str) -> CacheKey {
-    CacheKey::new(domain, path, &[], false).unwrap()
-}
-
-fn at_ms(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
-}
-
-fn page(html: &str) -> StoredPage {
-    StoredPage {
-        html: Bytes::copy_from_slice(html.as_bytes()),
-        status: 301,
-        headers: vec![("Location".to_owned(), "https://example.com/new".to_owned())],
-        etag: "\"e1\"".to_owned(),
-        rendered_at: at_ms(1_790_000_000_123),
-        expires_at: at_ms(1_790_003_600_123),
-        settings_hash: "s1".to_owned(),
-        content_hash: "c1".to_owned(),
-    }
-}
-
-async fn connect(server: &RedisServer) -> Arc<RedisStore> {
-    let store = RedisStore::connect(&server.url(), RedisOptions::default()).unwrap();
-    assert!(store.wait_notices_connected(DEADLINE).await);
-    store
-}
-
-/// Retries `op` until it succeeds or the deadline passes.
-async fn eventually<T, E: std::fmt::Debug, F, Fut>(mut op: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-{
-    let until = Instant::now() + DEADLINE;
-    loop {
-        match op().await {
-            Ok(v) => return v,
-            Err(e) if Instant::now() >= until => panic!("never recovered: {e:?}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layout_is_the_documented_render_key_family() {
     let server = RedisServer::start();
-    let store = connect(&server).await;
+    let store = server.store().await;
     let mut raw = server.raw();
 
-    let k = key("Example.com:443", "/a/b");
-    let p = page("<html><body>rendered</body></html>");
-    store.put(&k, &p, HOUR).await.unwrap();
-
-    assert_eq!(k.to_string(), "render:example.com:/a/b");
-    let meta = layout::assert_page_layout(&mut raw, &k, &p, HOUR);
+    // A redirect, stored with its Location header.
+    let mut p = page("<html><body>rendered</body></html>");
+    p.status = 301;
+    let (k, meta) = layout::assert_stored_layout(&*store, &mut raw, &p).await;
     assert_eq!(meta["rendered_at"], "1790000000123");
 
     store.schedule(&k, at_ms(1_790_086_400_000)).await.unwrap();
@@ -92,9 +47,6 @@ async fn layout_is_the_documented_render_key_family() {
         .unwrap();
     assert_eq!(due, Some(1_790_086_400_000.0));
 
-    assert!(store.try_lock(&k, "instance-1", HOUR).await.unwrap());
-    let owner: String = raw.get("render-lock:example.com:/a/b").unwrap();
-    assert_eq!(owner, "instance-1");
     let lock_ttl: i64 = raw.pttl("render-lock:example.com:/a/b").unwrap();
     assert!(lock_ttl > 0);
 
@@ -146,7 +98,7 @@ async fn layout_is_the_documented_render_key_family() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_written_or_unreadable_pages_are_misses() {
     let server = RedisServer::start();
-    let store = connect(&server).await;
+    let store = server.store().await;
     let mut raw = server.raw();
 
     let () = raw.set("render:example.com:/orphan", "<html>").unwrap();
@@ -179,7 +131,7 @@ async fn half_written_or_unreadable_pages_are_misses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_fails_fast_and_the_store_recovers_by_itself() {
     let mut server = RedisServer::start();
-    let store = connect(&server).await;
+    let store = server.store().await;
     let mut purges = store.subscribe_purges();
     let k = key("example.com", "/");
     store.put(&k, &page("before"), HOUR).await.unwrap();
@@ -194,7 +146,7 @@ async fn an_outage_fails_fast_and_the_store_recovers_by_itself() {
     assert!(started.elapsed() < DEADLINE, "took {:?}", started.elapsed());
 
     server.restart();
-    eventually(|| store.ping()).await;
+    eventually_ok("the store recovered", || store.ping()).await;
     store.put(&k, &page("after"), HOUR).await.unwrap();
     assert_eq!(
         store.get(&k).await.unwrap().unwrap().html,
@@ -204,17 +156,9 @@ async fn an_outage_fails_fast_and_the_store_recovers_by_itself() {
     // The notice channel comes back too, and says that purges may have
     // been missed meanwhile.
     assert!(store.wait_notices_connected(DEADLINE).await);
-    let event = tokio::time::timeout(DEADLINE, purges.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(event, PurgeEvent::All);
+    assert_eq!(next_purge(&mut purges).await, PurgeEvent::All);
     store.delete(&k).await.unwrap();
-    let event = tokio::time::timeout(DEADLINE, purges.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(event, PurgeEvent::Page(k));
+    assert_eq!(next_purge(&mut purges).await, PurgeEvent::Page(k));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,7 +183,7 @@ async fn a_hung_server_times_out_instead_of_holding_requests() {
     );
     assert!(elapsed < DEADLINE, "took {elapsed:?}");
 
-    let got = eventually(|| store.get(&k)).await;
+    let got = eventually_ok("the server answered again", || store.get(&k)).await;
     assert!(got.is_some());
 }
 
@@ -247,21 +191,14 @@ async fn a_hung_server_times_out_instead_of_holding_requests() {
 async fn redis_may_come_up_after_the_store() {
     let mut server = RedisServer::unstarted();
     let store = RedisStore::connect(&server.url(), RedisOptions::default()).unwrap();
-    assert!(store.ping().await.is_err());
-    assert!(!store.notices_connected());
-    server.restart();
-    eventually(|| store.ping()).await;
-    assert!(store.wait_notices_connected(DEADLINE).await);
-    let k = key("example.com", "/late");
-    store.put(&k, &page("p"), HOUR).await.unwrap();
-    assert!(store.get(&k).await.unwrap().is_some());
+    assert_store_comes_up_late(&store, || server.restart()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_sharing_redis_render_once_and_see_each_others_purges() {
     let server = RedisServer::start();
-    let a = connect(&server).await;
-    let b = connect(&server).await;
+    let a = server.store().await;
+    let b = server.store().await;
     let k = key("example.com", "/shared");
 
     assert!(a.try_lock(&k, "a", HOUR).await.unwrap());
@@ -279,42 +216,26 @@ async fn instances_sharing_redis_render_once_and_see_each_others_purges() {
 
     let mut b_purges = b.subscribe_purges();
     a.delete(&k).await.unwrap();
-    let event = tokio::time::timeout(DEADLINE, b_purges.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(event, PurgeEvent::Page(k.clone()));
+    assert_eq!(next_purge(&mut b_purges).await, PurgeEvent::Page(k.clone()));
     a.purge_domain("example.com").await.unwrap();
-    let event = tokio::time::timeout(DEADLINE, b_purges.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(event, PurgeEvent::Domain("example.com".to_owned()));
+    assert_eq!(
+        next_purge(&mut b_purges).await,
+        PurgeEvent::Domain("example.com".to_owned())
+    );
 
     // Each due page is refreshed by exactly one instance.
     let now = SystemTime::now();
-    let due: Vec<CacheKey> = (0..40)
-        .map(|i| key("example.com", &format!("/d{i}")))
-        .collect();
+    let due = claims::due_keys(40);
     for k in &due {
         a.schedule(k, now - Duration::from_secs(1)).await.unwrap();
     }
-    let claim =
-        |store: &Arc<RedisStore>| claims::spawn_claimer(store.clone(), "example.com", now, 4);
-    let (from_a, from_b) = (claim(&a), claim(&b));
-    let mut all = from_a.await.unwrap();
-    all.extend(from_b.await.unwrap());
-    assert_eq!(all.len(), due.len());
-    assert_eq!(
-        all.into_iter().collect::<HashSet<_>>(),
-        due.into_iter().collect()
-    );
+    claims::assert_claimed_once(&[&a, &b], now, 4, &due).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purges_walk_large_keyspaces_and_spare_other_domains() {
     let server = RedisServer::start();
-    let store = connect(&server).await;
+    let store = server.store().await;
     let all_keys = || {
         let keys: Vec<String> = server.raw().keys("*").unwrap();
         keys
@@ -331,10 +252,8 @@ async fn key_prefixes_keep_deployments_apart_on_one_server() {
         key_prefix: prefix.to_string(),
         ..RedisOptions::default()
     };
-    let blue = RedisStore::connect(&server.url(), prefixed("blue:")).unwrap();
-    let green = RedisStore::connect(&server.url(), prefixed("green:")).unwrap();
-    assert!(blue.wait_notices_connected(DEADLINE).await);
-    assert!(green.wait_notices_connected(DEADLINE).await);
+    let blue = server.store_with(prefixed("blue:")).await;
+    let green = server.store_with(prefixed("green:")).await;
     let mut raw = server.raw();
 
     // Everything blue writes starts with its prefix.
@@ -408,30 +327,16 @@ async fn key_prefixes_keep_deployments_apart_on_one_server() {
     );
     assert_eq!(blue.purge_all().await.unwrap(), 1);
     assert_eq!(
-        tokio::time::timeout(DEADLINE, blue_purges.recv())
-            .await
-            .unwrap()
-            .unwrap(),
+        next_purge(&mut blue_purges).await,
         PurgeEvent::Page(k.clone()),
         "the eviction's notice"
     );
-    assert_eq!(
-        tokio::time::timeout(DEADLINE, blue_purges.recv())
-            .await
-            .unwrap()
-            .unwrap(),
-        PurgeEvent::All
-    );
+    assert_eq!(next_purge(&mut blue_purges).await, PurgeEvent::All);
     assert_eq!(
         green.get(&k).await.unwrap().map(|p| p.html),
         Some(Bytes::from_static(b"green page"))
     );
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), green_purges.recv())
-            .await
-            .is_err(),
-        "another deployment's purge is not heard"
-    );
+    assert_no_purge_heard(&mut green_purges).await;
     assert_eq!(green.purge_domain("example.com").await.unwrap(), 1);
     let left: Vec<String> = raw.keys("green:render:*").unwrap();
     assert!(left.is_empty(), "{left:?}");

@@ -12,6 +12,8 @@ mod claims;
 mod cluster_nodes;
 #[path = "common/layout.rs"]
 mod layout;
+#[path = "common/store.rs"]
+mod store;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,40 +23,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use cluster_nodes::RedisCluster;
 use prerender_proxy::cache::{
-    CacheKey, Coordination, PageStore, PurgeEvent, RedisOptions, RedisStore, StoredPage,
-    WaitOutcome,
+    CacheKey, Coordination, PageStore, PurgeEvent, RedisOptions, RedisStore, WaitOutcome,
 };
 use redis::Commands;
 use sha2::{Digest, Sha256};
-use tokio::sync::broadcast;
+use store::{
+    assert_no_purge_heard, assert_store_comes_up_late, eventually_ok, key, next_purge, page,
+    DEADLINE, HOUR,
+};
 use tokio::time::Instant;
-
-/// Generous bound for anything that should happen "soon"; only catches hangs.
-const DEADLINE: Duration = Duration::from_secs(10);
-const HOUR: Duration = Duration::from_secs(3600);
-
-fn key(domain: &str, path: &str) -> CacheKey {
-    CacheKey::new(domain, path, &[], false).unwrap()
-}
-
-fn page(html: &str) -> StoredPage {
-    StoredPage {
-        html: Bytes::copy_from_slice(html.as_bytes()),
-        status: 200,
-        headers: vec![("Content-Type".to_owned(), "text/html".to_owned())],
-        etag: "\"e1\"".to_owned(),
-        rendered_at: UNIX_EPOCH + Duration::from_millis(1_790_000_000_123),
-        expires_at: UNIX_EPOCH + Duration::from_millis(1_790_003_600_123),
-        settings_hash: "s1".to_owned(),
-        content_hash: "c1".to_owned(),
-    }
-}
-
-async fn connect(cluster: &RedisCluster) -> Arc<RedisStore> {
-    let store = RedisStore::connect_cluster(&cluster.urls(), RedisOptions::default()).unwrap();
-    assert!(store.wait_notices_connected(DEADLINE).await);
-    store
-}
 
 fn slot(raw: &mut redis::cluster::ClusterConnection, name: &str) -> u16 {
     redis::cmd("CLUSTER")
@@ -73,26 +50,15 @@ fn keys_on(port: u16) -> Vec<String> {
     conn.keys("*").unwrap()
 }
 
-async fn next_event(rx: &mut broadcast::Receiver<PurgeEvent>) -> PurgeEvent {
-    tokio::time::timeout(DEADLINE, rx.recv())
-        .await
-        .expect("purge notice within the deadline")
-        .expect("purge channel open")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layout_is_the_render_key_family_without_hash_tags() {
     let cluster = RedisCluster::start();
-    let store = connect(&cluster).await;
+    let store = cluster.store().await;
     let mut raw = cluster.raw();
     assert_eq!(store.backend(), "redis-cluster");
 
-    let k = key("Example.com:443", "/a/b");
     let p = page("<html><body>rendered</body></html>");
-    store.put(&k, &p, HOUR).await.unwrap();
-
-    assert_eq!(k.to_string(), "render:example.com:/a/b");
-    let meta = layout::assert_page_layout(&mut raw, &k, &p, HOUR);
+    let (k, meta) = layout::assert_stored_layout(&*store, &mut raw, &p).await;
     assert_eq!(
         meta["html_sha256"],
         hex::encode(Sha256::digest(&p.html)),
@@ -104,16 +70,13 @@ async fn layout_is_the_render_key_family_without_hash_tags() {
         slot(&mut raw, "render:example.com:/a/b"),
         slot(&mut raw, "render-meta:example.com:/a/b")
     );
-    assert!(store.try_lock(&k, "instance-1", HOUR).await.unwrap());
-    let owner: String = raw.get("render-lock:example.com:/a/b").unwrap();
-    assert_eq!(owner, "instance-1");
     assert_eq!(store.get(&k).await.unwrap(), Some(p));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn torn_or_half_written_pages_are_misses() {
     let cluster = RedisCluster::start();
-    let store = connect(&cluster).await;
+    let store = cluster.store().await;
     let mut raw = cluster.raw();
     let k = key("example.com", "/torn");
     store.put(&k, &page("old"), HOUR).await.unwrap();
@@ -143,7 +106,7 @@ async fn torn_or_half_written_pages_are_misses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replacements_racing_reads_are_never_served_torn() {
     let cluster = RedisCluster::start();
-    let store = connect(&cluster).await;
+    let store = cluster.store().await;
     let k = key("example.com", "/busy");
     let version = |i: usize| {
         let mut p = page(&format!("<html>version {i}</html>"));
@@ -179,7 +142,7 @@ async fn replacements_racing_reads_are_never_served_torn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_render_once_and_waiters_get_the_page() {
     let cluster = RedisCluster::start();
-    let instances = [connect(&cluster).await, connect(&cluster).await];
+    let instances = [cluster.store().await, cluster.store().await];
     let k = key("example.com", "/new");
     let renders = Arc::new(AtomicUsize::new(0));
     let p = page("rendered once");
@@ -222,8 +185,8 @@ async fn instances_render_once_and_waiters_get_the_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purges_on_one_instance_are_seen_by_the_other_on_every_primary() {
     let cluster = RedisCluster::start();
-    let a = connect(&cluster).await;
-    let b = connect(&cluster).await;
+    let a = cluster.store().await;
+    let b = cluster.store().await;
     let mut b_purges = b.subscribe_purges();
     let pages: Vec<CacheKey> = (0..30)
         .map(|i| key("example.com", &format!("/p{i}")))
@@ -242,14 +205,14 @@ async fn purges_on_one_instance_are_seen_by_the_other_on_every_primary() {
 
     a.delete(&pages[0]).await.unwrap();
     assert_eq!(
-        next_event(&mut b_purges).await,
+        next_purge(&mut b_purges).await,
         PurgeEvent::Page(pages[0].clone())
     );
     assert_eq!(b.get(&pages[0]).await.unwrap(), None);
 
     assert_eq!(a.purge_domain("example.com").await.unwrap(), 29);
     assert_eq!(
-        next_event(&mut b_purges).await,
+        next_purge(&mut b_purges).await,
         PurgeEvent::Domain("example.com".to_owned())
     );
     for k in &pages {
@@ -266,7 +229,7 @@ async fn purges_on_one_instance_are_seen_by_the_other_on_every_primary() {
     assert_eq!(b.entries("example.com").await.unwrap(), 0);
 
     assert_eq!(b.purge_all().await.unwrap(), 1);
-    assert_eq!(next_event(&mut b_purges).await, PurgeEvent::All);
+    assert_eq!(next_purge(&mut b_purges).await, PurgeEvent::All);
     assert_eq!(a.get(&other).await.unwrap(), None);
     assert!(a.domains().await.unwrap().is_empty());
 }
@@ -274,28 +237,14 @@ async fn purges_on_one_instance_are_seen_by_the_other_on_every_primary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn due_pages_are_claimed_once_across_instances() {
     let cluster = RedisCluster::start();
-    let a = connect(&cluster).await;
-    let b = connect(&cluster).await;
+    let a = cluster.store().await;
+    let b = cluster.store().await;
     let now = SystemTime::now();
-    let due: Vec<CacheKey> = (0..40)
-        .map(|i| key("example.com", &format!("/d{i}")))
-        .collect();
+    let due = claims::due_keys(40);
     for k in &due {
         a.schedule(k, now - Duration::from_secs(1)).await.unwrap();
     }
-    let claimers: Vec<_> = [&a, &b, &a, &b]
-        .into_iter()
-        .map(|store| claims::spawn_claimer(store.clone(), "example.com", now, 3))
-        .collect();
-    let mut all = Vec::new();
-    for claimer in claimers {
-        all.extend(claimer.await.unwrap());
-    }
-    assert_eq!(all.len(), due.len(), "each due page claimed exactly once");
-    assert_eq!(
-        all.into_iter().collect::<HashSet<_>>(),
-        due.into_iter().collect()
-    );
+    claims::assert_claimed_once(&[&a, &b, &a, &b], now, 3, &due).await;
     assert_eq!(b.next_due("example.com").await.unwrap(), None);
 }
 
@@ -303,30 +252,27 @@ async fn due_pages_are_claimed_once_across_instances() {
 /// first configured one) and checks that notices still reach it.
 async fn check_notices_fail_over(configured_nodes: usize) {
     let mut cluster = RedisCluster::start();
-    let urls = &cluster.urls()[..configured_nodes];
-    let a = RedisStore::connect_cluster(urls, RedisOptions::default()).unwrap();
-    let b = RedisStore::connect_cluster(urls, RedisOptions::default()).unwrap();
-    assert!(a.wait_notices_connected(DEADLINE).await);
-    assert!(b.wait_notices_connected(DEADLINE).await);
+    let a = cluster
+        .store_with(configured_nodes, RedisOptions::default())
+        .await;
+    let b = cluster
+        .store_with(configured_nodes, RedisOptions::default())
+        .await;
     let mut b_purges = b.subscribe_purges();
 
     cluster.kill(0);
     assert_eq!(
-        next_event(&mut b_purges).await,
+        next_purge(&mut b_purges).await,
         PurgeEvent::All,
         "after reconnecting, purges may have been missed"
     );
     assert!(b.wait_notices_connected(DEADLINE).await);
 
     let event = PurgeEvent::Domain("example.com".to_owned());
-    let until = Instant::now() + DEADLINE;
     // PUBLISH may be routed to the dead node; the store then errs and
     // the caller retries.
-    while a.publish_purge(&event).await.is_err() {
-        assert!(Instant::now() < until, "publish never got through");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(next_event(&mut b_purges).await, event);
+    eventually_ok("publish got through", || a.publish_purge(&event)).await;
+    assert_eq!(next_purge(&mut b_purges).await, event);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,24 +309,13 @@ async fn an_unreachable_cluster_fails_fast() {
 async fn the_cluster_may_come_up_after_the_store() {
     let mut cluster = RedisCluster::unstarted();
     let store = RedisStore::connect_cluster(&cluster.urls(), RedisOptions::default()).unwrap();
-    assert!(store.ping().await.is_err());
-    assert!(!store.notices_connected());
-    cluster.create();
-    let until = Instant::now() + DEADLINE;
-    while store.ping().await.is_err() {
-        assert!(Instant::now() < until, "never connected");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(store.wait_notices_connected(DEADLINE).await);
-    let k = key("example.com", "/late");
-    store.put(&k, &page("p"), HOUR).await.unwrap();
-    assert!(store.get(&k).await.unwrap().is_some());
+    assert_store_comes_up_late(&store, || cluster.create()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purges_walk_large_keyspaces_on_every_primary() {
     let cluster = RedisCluster::start();
-    let store = connect(&cluster).await;
+    let store = cluster.store().await;
     let all_keys = || cluster.ports().iter().flat_map(|&p| keys_on(p)).collect();
     layout::assert_purges_walk_large_keyspaces(&*store, &mut cluster.raw(), &page("p"), all_keys)
         .await;
@@ -389,7 +324,7 @@ async fn purges_walk_large_keyspaces_on_every_primary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notices_reach_subscribers_on_every_node() {
     let cluster = RedisCluster::start();
-    let store = connect(&cluster).await;
+    let store = cluster.store().await;
     let mut listeners: Vec<redis::Connection> = cluster
         .ports()
         .iter()
@@ -441,8 +376,7 @@ async fn notices_reach_subscribers_on_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_seed_node_finds_the_whole_cluster() {
     let cluster = RedisCluster::start();
-    let store = RedisStore::connect_cluster(&cluster.urls()[..1], RedisOptions::default()).unwrap();
-    assert!(store.wait_notices_connected(DEADLINE).await);
+    let store = cluster.store_with(1, RedisOptions::default()).await;
     let pages: Vec<CacheKey> = (0..20)
         .map(|i| key("example.com", &format!("/s{i}")))
         .collect();
@@ -459,20 +393,16 @@ async fn one_seed_node_finds_the_whole_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_prefixes_keep_deployments_apart_on_one_cluster() {
     let cluster = RedisCluster::start();
-    let prefixed = |prefix: &str| {
-        RedisStore::connect_cluster(
-            &cluster.urls(),
-            RedisOptions {
-                key_prefix: prefix.to_string(),
-                ..RedisOptions::default()
-            },
-        )
-        .unwrap()
+    let prefixed = |prefix: &str| RedisOptions {
+        key_prefix: prefix.to_string(),
+        ..RedisOptions::default()
     };
-    let blue = prefixed("blue:");
-    let green = prefixed("green:");
-    assert!(blue.wait_notices_connected(DEADLINE).await);
-    assert!(green.wait_notices_connected(DEADLINE).await);
+    let blue = cluster
+        .store_with(cluster.ports().len(), prefixed("blue:"))
+        .await;
+    let green = cluster
+        .store_with(cluster.ports().len(), prefixed("green:"))
+        .await;
     // Pages on several slots, evicted client-side as a cluster does.
     let keys: Vec<CacheKey> = (0..6)
         .map(|i| key("example.com", &format!("/p/{i}")))
@@ -504,12 +434,7 @@ async fn key_prefixes_keep_deployments_apart_on_one_cluster() {
         green.get(&keys[0]).await.unwrap().map(|p| p.html),
         Some(Bytes::from_static(b"green"))
     );
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), green_purges.recv())
-            .await
-            .is_err(),
-        "another deployment's purge is not heard"
-    );
+    assert_no_purge_heard(&mut green_purges).await;
     let left: usize = cluster
         .ports()
         .iter()

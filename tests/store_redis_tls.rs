@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::origin::{Route, TestOrigin};
-use common::proxy::{get, send, ProxyArgs, GOOGLEBOT};
+use common::proxy::{get, send, ProxyArgs, ProxyProcess, GOOGLEBOT};
 use common::redis::TlsRedisServer;
 use common::tls::TestCa;
 use futures::future::join_all;
@@ -25,11 +25,16 @@ fn page(text: &str) -> Route {
     ))
 }
 
-fn exists(redis: &TlsRedisServer, key: &str) -> bool {
-    redis::cmd("EXISTS")
-        .arg(key)
-        .query::<bool>(&mut redis.raw())
-        .unwrap()
+/// Purges `path` of the site through the admin API.
+async fn purge(proxy: &ProxyProcess, path: &str) {
+    let purged = send(
+        "DELETE",
+        &proxy.cache_entry_url(HOST, path),
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+        "",
+    )
+    .await;
+    assert!(purged.status.is_success(), "{}", purged.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,17 +67,10 @@ async fn cache_dedup_and_purge_work_over_rediss_and_the_password_is_never_shown(
     proxy.wait_until("/readyz", Duration::from_secs(30));
 
     // Cache: a miss renders and stores in the TLS Redis, then a hit.
-    let miss = proxy.crawl(HOST, "/page").await;
-    assert_eq!(
-        miss.header("x-prerender-cache"),
-        Some("MISS"),
-        "{}",
-        miss.text()
-    );
+    let miss = proxy.crawl_served(HOST, "/page", "MISS").await;
     assert!(miss.text().contains("cached over rediss"));
-    assert!(exists(&redis, &format!("render:{HOST}:/page")));
-    let hit = proxy.crawl(HOST, "/page").await;
-    assert_eq!(hit.header("x-prerender-cache"), Some("HIT"));
+    assert!(redis.exists(&format!("render:{HOST}:/page")));
+    proxy.crawl_served(HOST, "/page", "HIT").await;
 
     // Dedup: three crawlers at once, one render (one document fetch).
     let answers = join_all((0..3).map(|_| proxy.crawl(HOST, "/shared"))).await;
@@ -84,17 +82,9 @@ async fn cache_dedup_and_purge_work_over_rediss_and_the_password_is_never_shown(
 
     // Purge: the key leaves Redis; the next crawler is a miss.
     let auth = format!("Bearer {TOKEN}");
-    let purged = send(
-        "DELETE",
-        &proxy.admin_url(&format!("/api/v1/cache?url=https%3A%2F%2F{HOST}%2Fpage")),
-        &[("authorization", &auth)],
-        "",
-    )
-    .await;
-    assert!(purged.status.is_success(), "{}", purged.text());
-    assert!(!exists(&redis, &format!("render:{HOST}:/page")));
-    let again = proxy.crawl(HOST, "/page").await;
-    assert_eq!(again.header("x-prerender-cache"), Some("MISS"));
+    purge(&proxy, "/page").await;
+    assert!(!redis.exists(&format!("render:{HOST}:/page")));
+    proxy.crawl_served(HOST, "/page", "MISS").await;
 
     // No secret anywhere: the API, the dashboard, the metrics, the log.
     for path in ["/api/v1/stats", "/", "/metrics", "/readyz"] {
@@ -150,29 +140,15 @@ async fn cache_and_purge_work_on_a_redis_cluster_over_tls() {
             ("PRERENDER_ORIGIN_CA_FILE", ca_file.to_str().unwrap()),
         ]);
     proxy.wait_until("/readyz", Duration::from_secs(30));
-    let miss = proxy.crawl(HOST, "/page").await;
-    assert_eq!(
-        miss.header("x-prerender-cache"),
-        Some("MISS"),
-        "{}",
-        miss.text()
-    );
+    proxy.crawl_served(HOST, "/page", "MISS").await;
     let key = format!("render:{HOST}:/page");
     let stored: Option<String> = redis::cmd("GET")
         .arg(&key)
         .query(&mut cluster.raw())
         .unwrap();
     assert!(stored.unwrap().contains("cached in a TLS cluster"));
-    let hit = proxy.crawl(HOST, "/page").await;
-    assert_eq!(hit.header("x-prerender-cache"), Some("HIT"));
-    let purged = send(
-        "DELETE",
-        &proxy.admin_url(&format!("/api/v1/cache?url=https%3A%2F%2F{HOST}%2Fpage")),
-        &[("authorization", &format!("Bearer {TOKEN}"))],
-        "",
-    )
-    .await;
-    assert!(purged.status.is_success(), "{}", purged.text());
+    proxy.crawl_served(HOST, "/page", "HIT").await;
+    purge(&proxy, "/page").await;
     let gone: Option<String> = redis::cmd("GET")
         .arg(&key)
         .query(&mut cluster.raw())

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use common::origin::{Route, TestOrigin};
-use common::proxy::{ProxyProcess, FIREFOX, GOOGLEBOT};
+use common::proxy::{config_file, ProxyProcess, FIREFOX, GOOGLEBOT};
 use common::tls::{client_config, Leaf, TestCa};
 
 const A: &str = "a.example.test";
@@ -101,39 +101,33 @@ async fn sni_picks_each_sites_certificate_alpn_picks_the_protocol_and_sighup_rel
     let (a_cert, a_key) = leaf_a.write(dir.path(), "a");
     let (b_cert, b_key) = leaf_b.write(dir.path(), "b");
     let (d_cert, d_key) = leaf_default.write(dir.path(), "default");
-    let config = dir.path().join("proxy.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-            browsers = 1
-            tabs_per_browser = 1
-            ready_timeout = 5
-            tls_cert = "{d_cert}"
-            tls_key = "{d_key}"
-            [[sites]]
-            domain = "{A}"
-            origin = "{origin}"
-            tls_cert = "{a_cert}"
-            tls_key = "{a_key}"
-            [[sites]]
-            domain = "{B}"
-            origin = "{origin}"
-            tls_cert = "{b_cert}"
-            tls_key = "{b_key}"
-            "#,
-            origin = origin.url(),
-            a_cert = a_cert.display(),
-            a_key = a_key.display(),
-            b_cert = b_cert.display(),
-            b_key = b_key.display(),
-            d_cert = d_cert.display(),
-            d_key = d_key.display(),
-        ),
-    )
-    .unwrap();
-    let mut proxy = ProxyProcess::start(&["--config", config.to_str().unwrap()]);
-    proxy.wait_until("/readyz", Duration::from_secs(30));
+    let config = config_file(&format!(
+        r#"
+        browsers = 1
+        tabs_per_browser = 1
+        ready_timeout = 5
+        tls_cert = "{d_cert}"
+        tls_key = "{d_key}"
+        [[sites]]
+        domain = "{A}"
+        origin = "{origin}"
+        tls_cert = "{a_cert}"
+        tls_key = "{a_key}"
+        [[sites]]
+        domain = "{B}"
+        origin = "{origin}"
+        tls_cert = "{b_cert}"
+        tls_key = "{b_key}"
+        "#,
+        origin = origin.url(),
+        a_cert = a_cert.display(),
+        a_key = a_key.display(),
+        b_cert = b_cert.display(),
+        b_key = b_key.display(),
+        d_cert = d_cert.display(),
+        d_key = d_key.display(),
+    ));
+    let proxy = ProxyProcess::start_with_config(&config);
     let port = proxy.port;
 
     // SNI: each site's certificate, the default for any other name.

@@ -75,6 +75,24 @@ impl Drop for Origin {
     }
 }
 
+/// A site's script, cacheable for ten minutes.
+pub fn script(js: &'static str) -> Response<OriginBody> {
+    Response::builder()
+        .header("content-type", "application/javascript")
+        .header("cache-control", "public, max-age=600")
+        .body(full(js))
+        .unwrap()
+}
+
+/// A site's data, never cached.
+pub fn uncached_json(json: impl Into<Bytes>) -> Response<OriginBody> {
+    Response::builder()
+        .header("content-type", "application/json")
+        .header("cache-control", "no-store")
+        .body(full(json))
+        .unwrap()
+}
+
 pub fn full(b: impl Into<Bytes>) -> OriginBody {
     use http_body_util::BodyExt;
     http_body_util::Full::new(b.into())

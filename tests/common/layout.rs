@@ -52,6 +52,30 @@ pub fn assert_page_layout<C: redis::ConnectionLike>(
     meta
 }
 
+/// Stores `page` under `Example.com:443` `/a/b` for an hour and checks
+/// that the key is normalised (`render:example.com:/a/b`), that the page
+/// is laid out as [`assert_page_layout`] says, and that a render lock is
+/// a plain key holding its owner. Returns the key and the metadata hash.
+pub async fn assert_stored_layout<S, C>(
+    store: &S,
+    raw: &mut C,
+    page: &StoredPage,
+) -> (CacheKey, HashMap<String, String>)
+where
+    S: prerender_proxy::cache::CacheStore + ?Sized,
+    C: redis::ConnectionLike,
+{
+    let hour = Duration::from_secs(3600);
+    let key = CacheKey::new("Example.com:443", "/a/b", &[], false).unwrap();
+    store.put(&key, page, hour).await.unwrap();
+    assert_eq!(key.to_string(), "render:example.com:/a/b");
+    let meta = assert_page_layout(raw, &key, page, hour);
+    assert!(store.try_lock(&key, "instance-1", hour).await.unwrap());
+    let owner: String = raw.get("render-lock:example.com:/a/b").unwrap();
+    assert_eq!(owner, "instance-1");
+    (key, meta)
+}
+
 /// Purges on a keyspace like a long-running deployment's: 3000 pages of
 /// `big.test` written directly through `raw`, 10 stored ones of
 /// `small.test`, a running render's lock and a quota counter. A domain

@@ -48,24 +48,26 @@ pub struct ProcessInfo {
 }
 
 impl ProcessInfo {
+    /// The process's command line, NUL-separated (empty for a zombie).
+    pub fn cmdline(&self) -> String {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.pid)).unwrap_or_default();
+        String::from_utf8_lossy(&cmdline).into_owned()
+    }
+
     /// Whether the process's command line contains `marker`.
     pub fn cmdline_contains(&self, marker: &str) -> bool {
-        let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.pid)).unwrap_or_default();
-        String::from_utf8_lossy(&cmdline).contains(marker)
+        self.cmdline().contains(marker)
     }
 }
 
 /// Every process whose `/proc/<pid>/stat` could be read.
 pub fn processes() -> Vec<ProcessInfo> {
+    let pids = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok());
     let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in pids {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };

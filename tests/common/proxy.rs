@@ -78,6 +78,35 @@ impl ProxyProcess {
         p
     }
 
+    /// Starts `serve --config config` and waits until `/readyz` says a
+    /// browser is up.
+    pub fn start_with_config(config: &std::path::Path) -> ProxyProcess {
+        Self::start_ready(&["--config", config.to_str().unwrap()])
+    }
+
+    /// `GET path` on `host` as Googlebot, asserting how it was served
+    /// (`X-Prerender-Cache`: `MISS`, `HIT`, …).
+    pub async fn crawl_served(&self, host: &str, path: &str, how: &str) -> Reply {
+        let r = self.crawl(host, path).await;
+        assert_eq!(
+            r.header("x-prerender-cache"),
+            Some(how),
+            "{path}: {:?} {}",
+            r.headers,
+            r.text()
+        );
+        r
+    }
+
+    /// The admin API's entry for the page `https://{host}{path}`
+    /// (`/api/v1/cache?url=…`).
+    pub fn cache_entry_url(&self, host: &str, path: &str) -> String {
+        let page = format!("https://{host}{path}")
+            .replace(':', "%3A")
+            .replace('/', "%2F");
+        self.admin_url(&format!("/api/v1/cache?url={page}"))
+    }
+
     /// `GET path` on `host` as Googlebot.
     pub async fn crawl(&self, host: &str, path: &str) -> Reply {
         get(
@@ -218,6 +247,57 @@ impl ProxyArgs {
 }
 
 /// The status of `GET path` on a loopback port, over a raw socket.
+/// `toml` in a temporary file, removed when the path is dropped.
+pub fn config_file(toml: &str) -> tempfile::TempPath {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), toml).unwrap();
+    f.into_temp_path()
+}
+
+/// A config file with a small pool (one browser, two tabs, a 5 s ready
+/// timeout), on Redis at `redis` when given, and one site: `domain` on
+/// `origin` with the settings in `site` (tables may follow them).
+pub fn one_site_config(
+    domain: &str,
+    origin: &str,
+    redis: Option<&str>,
+    site: &str,
+) -> tempfile::TempPath {
+    let redis = redis
+        .map(|url| format!("redis = \"{url}\""))
+        .unwrap_or_default();
+    config_file(&format!(
+        r#"
+        browsers = 1
+        tabs_per_browser = 2
+        ready_timeout = 5
+        {redis}
+        [[sites]]
+        domain = "{domain}"
+        origin = "{origin}"
+        {site}
+        "#
+    ))
+}
+
+/// `check-config` on a file holding `toml`: whether it passed, its stdout
+/// and its stderr.
+pub fn check_config(toml: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn raw_status(port: u16, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;

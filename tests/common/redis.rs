@@ -4,6 +4,9 @@
 #![allow(dead_code)]
 
 use std::net::TcpStream;
+use std::sync::Arc;
+
+use prerender_proxy::cache::{RedisOptions, RedisStore};
 
 use super::free_port;
 use std::process::{Child, Command, Stdio};
@@ -11,6 +14,8 @@ use std::time::{Duration, Instant};
 
 /// How long a fresh server may take to accept connections.
 const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a store may take to subscribe to the notice channel.
+const NOTICES_DEADLINE: Duration = Duration::from_secs(10);
 
 pub struct RedisServer {
     port: u16,
@@ -65,6 +70,23 @@ impl RedisServer {
             .expect("redis url")
             .get_connection()
             .expect("connect to test redis")
+    }
+
+    /// Whether `key` exists.
+    pub fn exists(&self, key: &str) -> bool {
+        key_exists(self.raw(), key)
+    }
+
+    /// A store on this server, its notice channel connected.
+    pub async fn store(&self) -> Arc<RedisStore> {
+        self.store_with(RedisOptions::default()).await
+    }
+
+    /// A store on this server with `options`, its notice channel connected.
+    pub async fn store_with(&self, options: RedisOptions) -> Arc<RedisStore> {
+        let store = RedisStore::connect(&self.url(), options).unwrap();
+        assert!(store.wait_notices_connected(NOTICES_DEADLINE).await);
+        store
     }
 
     /// Kills the server (connections drop, the data is gone).
@@ -217,6 +239,11 @@ impl TlsRedisServer {
     pub fn raw(&self) -> redis::Connection {
         self.try_raw().expect("connect to test redis over TLS")
     }
+
+    /// Whether `key` exists.
+    pub fn exists(&self, key: &str) -> bool {
+        key_exists(self.raw(), key)
+    }
 }
 
 impl Drop for TlsRedisServer {
@@ -224,4 +251,9 @@ impl Drop for TlsRedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether `key` exists, asked on `conn`.
+fn key_exists(mut conn: redis::Connection, key: &str) -> bool {
+    redis::cmd("EXISTS").arg(key).query(&mut conn).unwrap()
 }

@@ -5,10 +5,15 @@
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use prerender_proxy::cache::{RedisOptions, RedisStore};
 
 /// How long the nodes may take to start and agree on the slot map.
 const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a store may take to subscribe to the notice channel.
+const NOTICES_DEADLINE: Duration = Duration::from_secs(10);
 /// Primaries in the test cluster (the smallest cluster Redis accepts).
 const PRIMARIES: usize = 3;
 /// Redis listens for the cluster bus on the client port plus this.
@@ -153,6 +158,20 @@ impl RedisCluster {
             .iter()
             .map(|port| format!("{scheme}://127.0.0.1:{port}"))
             .collect()
+    }
+
+    /// A store on the cluster, given every node, its notice channel
+    /// connected.
+    pub async fn store(&self) -> Arc<RedisStore> {
+        self.store_with(PRIMARIES, RedisOptions::default()).await
+    }
+
+    /// A store with `options`, given the first `seeds` nodes (it discovers
+    /// the others), its notice channel connected.
+    pub async fn store_with(&self, seeds: usize, options: RedisOptions) -> Arc<RedisStore> {
+        let store = RedisStore::connect_cluster(&self.urls()[..seeds], options).unwrap();
+        assert!(store.wait_notices_connected(NOTICES_DEADLINE).await);
+        store
     }
 
     /// A plain synchronous cluster connection, for inspecting the raw

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 
-use super::handler_origin::{full, Origin};
+use super::handler_origin::{full, script, uncached_json, Origin};
 
 /// The shell document: a "Loading…" page that loads `/app.js`.
 pub const SHELL: &str = r#"<!doctype html><html><head><title>Loading</title>
@@ -156,18 +156,10 @@ impl Spa {
                     tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
                 }
                 match req.uri().path() {
-                    "/app.js" => Response::builder()
-                        .header("content-type", "application/javascript")
-                        .header("cache-control", "public, max-age=600")
-                        .body(full(APP_JS))
-                        .unwrap(),
+                    "/app.js" => script(APP_JS),
                     "/api/data.json" => {
                         let title = t.lock().unwrap().clone();
-                        Response::builder()
-                            .header("content-type", "application/json")
-                            .header("cache-control", "no-store")
-                            .body(full(serde_json::json!({ "title": title }).to_string()))
-                            .unwrap()
+                        uncached_json(serde_json::json!({ "title": title }).to_string())
                     }
                     "/sitemap.xml" => Response::builder()
                         .header("content-type", "application/xml")
