@@ -51,7 +51,7 @@
 //! replaces the lease with the plan's next due time; a failed one with a
 //! retry at most [`FAILED_REFRESH_RETRY`] away.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -71,6 +71,7 @@ use tokio::task::JoinSet;
 use crate::cache::store_call;
 use crate::cache::{is_error_status, quota_month, CacheKey, CacheStore, StoredPage};
 use crate::config::{Config, Plan, Role, Site};
+use crate::domain::Domain;
 use crate::http::{collect_bounded, respond, CollectError};
 use crate::pipeline::job::{JobResult, OnStored, Prerenderer, RenderObserver};
 use crate::pipeline::queue::{Priority, Waiter};
@@ -142,6 +143,9 @@ pub struct Refresher {
     polls_allowed: Arc<Semaphore>,
     /// Domain → the quota month in which its quota was found used up.
     quota_exhausted: Mutex<HashMap<String, String>>,
+    /// Names the store listed that are no host (the proxy never stores
+    /// one: something else wrote them): skipped, each warned about once.
+    not_hosts: Mutex<HashSet<String>>,
     /// Which domain goes first in the next tick.
     rotation: AtomicUsize,
     refreshes: AtomicU64,
@@ -167,6 +171,7 @@ impl Refresher {
             poller,
             polls_allowed: Arc::new(Semaphore::new(POLL_CONCURRENCY)),
             quota_exhausted: Mutex::new(HashMap::new()),
+            not_hosts: Mutex::new(HashSet::new()),
             rotation: AtomicUsize::new(0),
             refreshes: AtomicU64::new(0),
             polls: AtomicU64::new(0),
@@ -248,7 +253,7 @@ impl Refresher {
             .map(|s| s.domain.clone())
             .collect();
         match store_call(self.store().domains()).await {
-            Ok(stored) => domains.extend(stored),
+            Ok(stored) => domains.extend(hosts_only(stored, &self.not_hosts)),
             Err(e) => tracing::warn!(error = %e, "refresher cannot list domains"),
         }
         domains.into_iter().collect()
@@ -766,6 +771,28 @@ impl RenderObserver for ContentPoller {
         }
         .boxed()
     }
+}
+
+/// How many names that are no host the refresher remembers having warned
+/// about (past it, further ones are skipped silently).
+const NOT_HOSTS_REMEMBERED: usize = 64;
+
+/// The names in `stored` that are host names; each other one is logged
+/// once (remembered in `warned`) and left out.
+fn hosts_only(stored: Vec<String>, warned: &Mutex<HashSet<String>>) -> Vec<String> {
+    stored
+        .into_iter()
+        .filter(|name| {
+            if Domain::parse(name).is_ok() {
+                return true;
+            }
+            let mut warned = warned.lock();
+            if warned.len() < NOT_HOSTS_REMEMBERED && warned.insert(name.clone()) {
+                tracing::warn!(domain = ?name, "the store lists a domain that is no host name: its pages are not refreshed");
+            }
+            false
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -1297,5 +1324,26 @@ mod tests {
             RefreshMode::of(&both),
             RefreshMode::Rerender(Duration::from_secs(5))
         );
+    }
+
+    #[test]
+    fn stored_names_that_are_no_host_are_skipped_and_warned_about_once() {
+        let warned = Mutex::new(HashSet::new());
+        let stored = || {
+            vec![
+                "a.test".to_string(),
+                "<img src=x onerror=alert(1)>.example".to_string(),
+                "b.test".to_string(),
+            ]
+        };
+        assert_eq!(hosts_only(stored(), &warned), ["a.test", "b.test"]);
+        assert_eq!(warned.lock().len(), 1);
+        assert_eq!(hosts_only(stored(), &warned), ["a.test", "b.test"]);
+        assert_eq!(warned.lock().len(), 1);
+        let many: Vec<String> = (0..2 * NOT_HOSTS_REMEMBERED)
+            .map(|i| format!("x y{i}"))
+            .collect();
+        assert!(hosts_only(many, &warned).is_empty());
+        assert_eq!(warned.lock().len(), NOT_HOSTS_REMEMBERED);
     }
 }
