@@ -322,7 +322,10 @@ fn switch(arg: clap::Arg) -> clap::Arg {
 /// command line, or an array of strings (joined with commas).
 fn comma_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
-    #[serde(untagged)]
+    #[serde(
+        untagged,
+        expecting = "a comma-separated string or an array of strings"
+    )]
     enum StringList {
         One(String),
         Many(Vec<String>),
@@ -403,7 +406,10 @@ pub struct CheckConfigArgs {
 /// `15m`, `24h` (flags, environment and the config file alike). Checked when
 /// the config is resolved, so an error names the option.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a number of seconds or a duration such as \"90s\" or \"1h\""
+)]
 pub enum DurationValue {
     Secs(u64),
     Text(String),

@@ -62,7 +62,7 @@ pub struct PlanFile {
 
 /// `max_entries`: a number of pages, or `"unlimited"`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "a number of pages or \"unlimited\"")]
 pub enum MaxEntriesValue {
     Count(u64),
     Text(String),
@@ -88,10 +88,44 @@ impl FileConfig {
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let error = |e: toml::de::Error| file_error(text, e);
         let mut root = DeTable::parse(text).map_err(error)?;
-        let sites = take(root.get_mut(), "sites").map_err(error)?;
-        let plans = take(root.get_mut(), "plans").map_err(error)?;
+        // An error inside a table names the table, where the value does
+        // not name a key of its own.
+        let in_table = |table: &'static str| {
+            move |e: toml::de::Error| {
+                let mut e = file_error(text, e);
+                if e.field == "config" {
+                    e.field = table.to_string();
+                }
+                e
+            }
+        };
+        let sites = take(root.get_mut(), "sites").map_err(in_table("sites"))?;
+        let plans = take(root.get_mut(), "plans").map_err(in_table("plans"))?;
+        // Where each remaining key and its value stand, so that an error in
+        // a value names its key.
+        let keys: Vec<(String, std::ops::Range<usize>)> = root
+            .get_ref()
+            .iter()
+            .map(|(key, value)| {
+                (
+                    key.get_ref().to_string(),
+                    key.span().start..value.span().end,
+                )
+            })
+            .collect();
         let options = ServeArgs::deserialize(toml::de::Deserializer::from(root)).map_err(|e| {
+            let at = e.span();
             let mut e = error(e);
+            if e.field == "config" {
+                if let Some((key, _)) = at.and_then(|at| {
+                    keys.iter()
+                        .find(|(_, span)| span.start <= at.start && at.end <= span.end)
+                        // An empty key (`"" = 1`) names nothing.
+                        .filter(|(key, _)| !key.is_empty())
+                }) {
+                    e.field = key.clone();
+                }
+            }
             // The keys serde lists for an unknown one: the options, and the
             // tables taken out above.
             if e.message.contains("expected one of") {
@@ -166,5 +200,41 @@ mod tests {
     fn redis_accepts_string_or_array() {
         let c = FileConfig::parse("redis = [\"redis://a:1\", \"redis://b:2\"]").unwrap();
         assert_eq!(c.options.redis.unwrap(), "redis://a:1,redis://b:2");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_kind_names_its_key_and_what_it_takes() {
+        for (text, field, takes) in [
+            (
+                "listen = \"127.0.0.1:1\"\nbrowsers = \"two\"\n",
+                "browsers",
+                "expected u64",
+            ),
+            (
+                "redis = 5\n",
+                "redis",
+                "a comma-separated string or an array of strings",
+            ),
+            (
+                "cache_ttl = true\n",
+                "cache_ttl",
+                "a number of seconds or a duration such as \"90s\"",
+            ),
+            (
+                "[plans.x]\nmax_entries = true\n",
+                "plans",
+                "a number of pages or \"unlimited\"",
+            ),
+            (
+                "[plans.x]\ncache_ttl = [1]\n",
+                "plans",
+                "a duration such as",
+            ),
+        ] {
+            let err = FileConfig::parse(text).unwrap_err();
+            assert_eq!(err.field, field, "{text}");
+            assert!(err.message.contains(takes), "{text}: {}", err.message);
+            assert!(!err.message.contains("untagged"), "{text}: {}", err.message);
+        }
     }
 }
