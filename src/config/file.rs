@@ -86,23 +86,12 @@ impl FileConfig {
     /// `[[sites]]` and `[plans.NAME]` are taken out first; every other key
     /// must be a `serve` option.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let error = |e: toml::de::Error| file_error(text, e);
-        let mut root = DeTable::parse(text).map_err(error)?;
-        // An error inside a table names the table, where the value does
-        // not name a key of its own.
-        let in_table = |table: &'static str| {
-            move |e: toml::de::Error| {
-                let mut e = file_error(text, e);
-                if e.field == "config" {
-                    e.field = table.to_string();
-                }
-                e
-            }
-        };
-        let sites = take(root.get_mut(), "sites").map_err(in_table("sites"))?;
-        let plans = take(root.get_mut(), "plans").map_err(in_table("plans"))?;
-        // Where each remaining key and its value stand, so that an error in
-        // a value names its key.
+        // An error whose message names no key is the file's, the table's or
+        // that of the option whose value it is in.
+        let mut root = DeTable::parse(text).map_err(|e| file_error(text, e, "config"))?;
+        let sites = take(root.get_mut(), "sites").map_err(|e| file_error(text, e, "sites"))?;
+        let plans = take(root.get_mut(), "plans").map_err(|e| file_error(text, e, "plans"))?;
+        // Where each remaining key and its value stand.
         let keys: Vec<(String, std::ops::Range<usize>)> = root
             .get_ref()
             .iter()
@@ -114,18 +103,12 @@ impl FileConfig {
             })
             .collect();
         let options = ServeArgs::deserialize(toml::de::Deserializer::from(root)).map_err(|e| {
-            let at = e.span();
-            let mut e = error(e);
-            if e.field == "config" {
-                if let Some((key, _)) = at.and_then(|at| {
-                    keys.iter()
-                        .find(|(_, span)| span.start <= at.start && at.end <= span.end)
-                        // An empty key (`"" = 1`) names nothing.
-                        .filter(|(key, _)| !key.is_empty())
-                }) {
-                    e.field = key.clone();
-                }
-            }
+            let option = e.span().and_then(|at| {
+                keys.iter()
+                    .find(|(_, span)| span.start <= at.start && at.end <= span.end)
+                    .map(|(key, _)| key.as_str())
+            });
+            let mut e = file_error(text, e, option.unwrap_or("config"));
             // The keys serde lists for an unknown one: the options, and the
             // tables taken out above.
             if e.message.contains("expected one of") {
@@ -152,13 +135,17 @@ fn take<T: DeserializeOwned>(
         .transpose()
 }
 
-/// One line with the line number and, where serde names it, the key.
-fn file_error(text: &str, e: toml::de::Error) -> ConfigError {
+/// One line with the line number and the key: the one serde names, else
+/// `context`.
+fn file_error(text: &str, e: toml::de::Error, context: &str) -> ConfigError {
     let line = e
         .span()
         .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
     let message = e.message().trim().replace('\n', " ");
-    let field = key_named_in(&message).unwrap_or_else(|| "config".to_string());
+    let field = key_named_in(&message)
+        // An empty key (`"" = 1`) names nothing: the error is the file's.
+        .or_else(|| Some(context.to_string()).filter(|key| !key.is_empty()))
+        .unwrap_or_else(|| "config".to_string());
     ConfigError {
         field,
         message: match line {

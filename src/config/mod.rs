@@ -44,13 +44,9 @@ pub const DEFAULT_QUEUE_CAPACITY: u64 = 1000;
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = crate::cache::DEFAULT_CACHE_MAX_BYTES;
 /// Passthrough waits this long for the origin's response head before a 504.
 pub const DEFAULT_ORIGIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// A new origin connection (passthrough and render fetches) must be
-/// established within this; an origin that drops SYNs fails fast with 502
-/// instead of holding the request until `origin_timeout`.
+/// The origin connection bounds' defaults are those of `upstream::limits`.
 pub const DEFAULT_ORIGIN_CONNECT_TIMEOUT: Duration =
     crate::upstream::limits::DEFAULT_CONNECT_TIMEOUT;
-/// Idle keep-alive connections kept per origin (per public thread, where
-/// connections are kept per thread), and how long one may stay idle.
 pub const DEFAULT_ORIGIN_MAX_IDLE: u64 = crate::upstream::limits::DEFAULT_MAX_IDLE;
 pub const MAX_ORIGIN_MAX_IDLE: u64 = 65_536;
 pub const DEFAULT_ORIGIN_IDLE_TIMEOUT: Duration = crate::upstream::limits::DEFAULT_IDLE_TIMEOUT;

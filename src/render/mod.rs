@@ -41,10 +41,6 @@ pub const DEFAULT_BROWSER_MAX_RSS_BYTES: u64 = 1024 * 1024 * 1024;
 pub const DEFAULT_RENDER_TIMEOUT: Duration = Duration::from_secs(20);
 /// Snapshot deadline of a loaded page whose network never settles (SPEC §1 `--ready-timeout`).
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connect bound of the renderer's origin fetches: the default of
-/// `origin_connect_timeout` for every origin connection.
-pub const DEFAULT_ORIGIN_CONNECT_TIMEOUT: Duration =
-    crate::upstream::limits::DEFAULT_CONNECT_TIMEOUT;
 /// Height in CSS pixels up to which a page is laid out before its snapshot,
 /// so content that loads when scrolled into view is loaded (SPEC §3 site
 /// option `max_render_height`; Googlebot renders in a tall viewport too).
@@ -103,7 +99,7 @@ impl PoolConfig {
             render_timeout: DEFAULT_RENDER_TIMEOUT,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             subresource_cache_bytes: DEFAULT_SUBRESOURCE_CACHE_BYTES,
-            origin_connect_timeout: DEFAULT_ORIGIN_CONNECT_TIMEOUT,
+            origin_connect_timeout: crate::upstream::limits::DEFAULT_CONNECT_TIMEOUT,
             user_agent: None,
         }
     }
