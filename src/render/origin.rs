@@ -90,8 +90,8 @@ pub(crate) struct OriginClient {
 }
 
 impl OriginClient {
-    /// `render_timeout` only bounds a fetch made without a render's
-    /// deadline (none is: see [`OriginClient::fetch`]).
+    /// `render_timeout` is the client's own bound; a fetch's render
+    /// deadline always comes sooner (see [`OriginClient::fetch`]).
     pub(crate) fn new(connect_timeout: Duration, render_timeout: Duration) -> Self {
         let client = UpstreamClient::new(
             render_timeout,
@@ -120,11 +120,10 @@ impl OriginClient {
             }
             builder = builder.header(name.as_str(), value.as_str());
         }
-        let forwarded_host = req.host.clone();
         builder = builder
             .header(http::header::HOST, req.host.as_str())
             .header("x-forwarded-proto", req.forwarded_proto.as_str())
-            .header("x-forwarded-host", forwarded_host.as_str())
+            .header("x-forwarded-host", req.host.as_str())
             .header("x-prerender", "1")
             .header(http::header::ACCEPT_ENCODING, "identity");
         let request = builder
@@ -133,7 +132,9 @@ impl OriginClient {
 
         let budget = deadline.saturating_duration_since(Instant::now());
         let exchange = async {
-            let response = self.client.send_by(request, deadline).await?;
+            // The client's own timeout (`render_timeout`) is never the
+            // first: `deadline` comes sooner (below).
+            let response = self.client.send(request).await?;
             let (parts, body) = response.into_parts();
             let body = collect_bounded(body, MAX_ORIGIN_BODY_BYTES).await?;
             Ok::<_, OriginError>((parts, body))

@@ -9,7 +9,6 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::time::Instant;
 
 use super::OriginConnector;
 use crate::http::{Body, CollectError};
@@ -126,30 +125,9 @@ impl UpstreamClient {
     /// Sends `req` (an absolute URI) and waits for the answer's head at
     /// most the client's timeout.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, OriginError> {
-        self.send_within(req, Instant::now() + self.timeout, self.timeout)
-            .await
-    }
-
-    /// Sends `req` and waits for the answer's head until `deadline` (a
-    /// render's), whatever the client's own timeout.
-    pub async fn send_by(
-        &self,
-        req: Request<Body>,
-        deadline: Instant,
-    ) -> Result<Response<Incoming>, OriginError> {
-        let budget = deadline.saturating_duration_since(Instant::now());
-        self.send_within(req, deadline, budget).await
-    }
-
-    async fn send_within(
-        &self,
-        req: Request<Body>,
-        deadline: Instant,
-        budget: Duration,
-    ) -> Result<Response<Incoming>, OriginError> {
         let host = req.uri().host().unwrap_or_default().to_string();
-        match tokio::time::timeout_at(deadline, self.client.request(req)).await {
-            Err(_) => Err(OriginError::Timeout(budget)),
+        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => Err(OriginError::Timeout(self.timeout)),
             Ok(Err(e)) => Err(OriginError::from_client(&e, &host)),
             Ok(Ok(resp)) => Ok(resp),
         }
