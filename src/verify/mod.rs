@@ -150,14 +150,6 @@ impl Standing {
     }
 }
 
-/// Whether an address can belong to a public crawler at all. Loopback,
-/// private, link-local and shared addresses cannot (and their PTR records
-/// are whatever the local network says), so claims from them fail without
-/// a lookup — which also means no lookup ever leaves for a local client.
-pub fn is_public(ip: IpAddr) -> bool {
-    !crate::address::is_internal(ip)
-}
-
 type CheckKey = (usize, IpAddr);
 
 struct Check {
@@ -259,7 +251,10 @@ impl CrawlerVerifier {
         };
         let client = client().to_canonical();
         let domains = match CRAWLERS[crawler].method {
-            _ if !is_public(client) => {
+            // No public crawler connects from an internal address (and its
+            // PTR records are whatever the local network says): such claims
+            // fail without a lookup, so none leaves for a local client.
+            _ if crate::address::is_internal(client) => {
                 self.count(crawler, Verdict::Failed, 1);
                 return Standing::Known(Verdict::Failed);
             }
