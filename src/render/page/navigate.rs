@@ -26,6 +26,9 @@ const SNAPSHOT_RESERVE: Duration = Duration::from_millis(750);
 /// makes the document grow (an infinite list's next screens), up to
 /// `max_render_height`.
 const TALL_LAYOUT_ROUNDS: usize = 3;
+/// How long after a layout change's frames a request they started may take
+/// to be reported by the interception.
+const REQUEST_REPORT_GRACE: Duration = Duration::from_millis(100);
 /// Bound of waiting for the animation frames after a layout change (the
 /// page's own timer ends it after 2 s; this covers a page that stalls).
 const FRAMES_BOUND: Duration = Duration::from_secs(3);
@@ -286,7 +289,17 @@ impl Tab {
             let mut frames = EvaluateParams::new(FRAMES_JS);
             frames.await_promise = Some(true);
             let _ = tokio::time::timeout(FRAMES_BOUND, self.page.execute(frames)).await;
-            if ctx.requests_started() == started_before && ctx.network_idle(Duration::ZERO) {
+            // A request those frames started is reported by the browser's
+            // interception, not with the evaluation's answer: it can arrive
+            // a moment after it. Give it that moment before deciding that
+            // the new layout loaded nothing.
+            let grace_end = Instant::now() + REQUEST_REPORT_GRACE;
+            let nothing_started =
+                || ctx.requests_started() == started_before && ctx.network_idle(Duration::ZERO);
+            while nothing_started() && Instant::now() < grace_end {
+                let _ = tokio::time::timeout_at(grace_end, ctx.changed.notified()).await;
+            }
+            if nothing_started() {
                 continue;
             }
             if Instant::now() >= snapshot_by {
