@@ -84,8 +84,8 @@ impl Overlay for bool {
 serve_options! {
 /// Every option of `serve`, declared once: a flag with its environment
 /// variable, and the same key at the top of the config file (`config::file`
-/// reads the file's top level into this struct; `config` itself and the
-/// single site's options, marked `serde(skip)`, have no such key). All are
+/// reads the file's top level into this struct; `config` itself, marked
+/// `serde(skip)`, has no such key). All are
 /// optional so that the file can fill what neither a flag nor the
 /// environment set: [`ServeArgs::over`] lays one over the other.
 #[derive(Debug, Default, Clone, Args, Deserialize)]
@@ -234,21 +234,18 @@ pub struct ServeArgs {
     /// Single site: shadow roots as declarative shadow DOM, or the composed tree
     /// written into the light DOM: declarative | flatten [default: declarative].
     #[arg(long, env = "PRERENDER_SHADOW_DOM", value_name = "MODE")]
-    #[serde(skip)]
     pub shadow_dom: Option<String>,
     /// Single site: lay pages out up to this tall before the snapshot so content
     /// that loads when scrolled into view is loaded; 0 = off [default: 16000].
     #[arg(long, env = "PRERENDER_MAX_RENDER_HEIGHT", value_name = "PX")]
-    #[serde(skip)]
     pub max_render_height: Option<u64>,
     /// Single site: keep <noscript> elements in rendered pages.
     #[arg(long, env = "PRERENDER_KEEP_NOSCRIPT")]
-    #[serde(skip)]
+    #[serde(default)]
     pub keep_noscript: bool,
     /// Single site: status of the answer when a page's script moves it to another
     /// path; 0 = off (the new route's content at the old URL) [default: 302].
     #[arg(long, env = "PRERENDER_CLIENT_REDIRECT_STATUS", value_name = "STATUS")]
-    #[serde(skip)]
     pub client_redirect_status: Option<u64>,
     /// Extra PEM CA certificates trusted for https:// origins and rediss:// Redis, added to
     /// the system roots [default: system roots only].
@@ -261,36 +258,32 @@ pub struct ServeArgs {
     /// Single site: scheme of the public URL pages are rendered as: http | https
     /// [default: https].
     #[arg(long, env = "PRERENDER_SCHEME", value_name = "SCHEME")]
-    #[serde(skip)]
     pub scheme: Option<String>,
     /// Single site: path regex never rendered (repeatable; PRERENDER_IGNORE holds one
     /// regex a line).
     #[arg(long = "ignore", env = "PRERENDER_IGNORE", value_name = "REGEX", value_delimiter = '\n')]
-    #[serde(skip)]
+    #[serde(default, deserialize_with = "regex_list")]
     pub ignore: Option<Vec<String>>,
     /// Single site: render only paths matching one of these regexes (repeatable;
     /// PRERENDER_ONLY holds one regex a line) [default: every path].
     #[arg(long = "only", env = "PRERENDER_ONLY", value_name = "REGEX", value_delimiter = '\n')]
-    #[serde(skip)]
+    #[serde(default, deserialize_with = "regex_list")]
     pub only: Option<Vec<String>>,
     /// Single site: significant query parameters kept in cache keys, comma-separated
     /// [default: none].
     #[arg(long, env = "PRERENDER_QUERY_PARAMS", value_name = "LIST")]
-    #[serde(skip)]
+    #[serde(default, deserialize_with = "comma_list")]
     pub query_params: Option<String>,
     /// Single site: keep mobile crawlers' renders apart (true | false) [default: false].
     #[arg(long, env = "PRERENDER_MOBILE_VARIANT", value_name = "BOOL")]
-    #[serde(skip)]
     pub mobile_variant: Option<bool>,
     /// Single site: remove <script> elements (but JSON-LD) from rendered pages
     /// (true | false) [default: true].
     #[arg(long, env = "PRERENDER_STRIP_SCRIPTS", value_name = "BOOL")]
-    #[serde(skip)]
     pub strip_scripts: Option<bool>,
     /// Single site: when a render fails, the origin's own answer or a 503:
     /// passthrough | error [default: passthrough].
     #[arg(long, env = "PRERENDER_ON_RENDER_FAILURE", value_name = "MODE")]
-    #[serde(skip)]
     pub on_render_failure: Option<String>,
     /// PEM certificate chain: the public listener speaks TLS (HTTP/1.1 and h2 by ALPN), with
     /// this as the default certificate; re-read on SIGHUP without dropping connections.
@@ -333,6 +326,24 @@ fn comma_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, 
     Ok(Some(match StringList::deserialize(d)? {
         StringList::One(s) => s,
         StringList::Many(v) => v.join(","),
+    }))
+}
+
+/// A list of regexes in the config file: an array of strings, or one
+/// string holding one a line (as `PRERENDER_IGNORE` does).
+fn regex_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(
+        untagged,
+        expecting = "an array of regexes or a string of one regex a line"
+    )]
+    enum RegexList {
+        Lines(String),
+        Many(Vec<String>),
+    }
+    Ok(Some(match RegexList::deserialize(d)? {
+        RegexList::Lines(s) => s.lines().map(str::to_string).collect(),
+        RegexList::Many(v) => v,
     }))
 }
 

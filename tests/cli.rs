@@ -36,6 +36,25 @@ fn check_config_accepts_a_full_file() {
 }
 
 #[test]
+fn check_config_takes_the_single_sites_options_at_the_top_only_with_an_origin() {
+    let single = r#"
+        origin = "https://shop.netlify.test"
+        strip_scripts = false
+        ignore = ["^/api/"]
+        query_params = "page,sort"
+        shadow_dom = "flatten"
+        "#;
+    let (ok, out) = check(single);
+    assert!(ok, "{out}");
+    let (ok, out) = check(&single.replace("origin = ", "# origin = "));
+    assert!(!ok);
+    assert!(
+        out.contains("top of the file") && out.contains("[[sites]]"),
+        "{out}"
+    );
+}
+
+#[test]
 fn check_config_rejects_an_unknown_key_naming_it() {
     let (ok, out) = check("listen = \"127.0.0.1:3000\"\nbrowserss = 2\n");
     assert!(!ok);

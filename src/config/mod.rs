@@ -265,7 +265,7 @@ impl Config {
             plans,
         } = file;
         let single_site = args.origin.is_some() || options.origin.is_some();
-        site::refuse_single_site_options(args, options.origin_host.is_some(), single_site)?;
+        site::refuse_single_site_options(args, &options, single_site)?;
         let o = args.clone().over(options);
 
         let store = parse_store(o.redis.as_deref())?;
@@ -767,9 +767,8 @@ mod tests {
 
     #[test]
     fn keys_that_are_no_top_level_option_are_refused_by_name() {
-        // `config` names the file itself; the single site's flags belong in
-        // [[sites]] in a file.
-        for key in ["browserz", "config", "scheme", "keep_noscript", "site"] {
+        // `config` names the file itself.
+        for key in ["browserz", "config", "site", "domain"] {
             let e = FileConfig::parse(&format!("{key} = 1")).unwrap_err();
             assert_eq!(e.field, key);
             assert!(e.message.contains("unknown field"), "{e}");
@@ -984,6 +983,69 @@ mod tests {
         // Booleans read as the environment writes them (1/0, yes/no, on/off).
         assert!(!site.strip_scripts);
         assert!(site.mobile_variant);
+    }
+
+    #[test]
+    fn the_single_sites_options_are_also_keys_at_the_top_of_the_file() {
+        let toml = r#"
+            origin = "https://shop.netlify.test"
+            domains = ["www.example.test"]
+            origin_host = "shop.netlify.test"
+            scheme = "http"
+            ignore = ["^/api/", "^/admin"]
+            only = "^/products/\n^/blog/"
+            query_params = ["sort", "page"]
+            mobile_variant = true
+            strip_scripts = false
+            on_render_failure = "error"
+            shadow_dom = "flatten"
+            keep_noscript = true
+            max_render_height = 4000
+            client_redirect_status = 301
+        "#;
+        let c = resolve(ServeArgs::default(), toml).unwrap();
+        let s = c.sites.lookup("www.example.test").unwrap();
+        assert_eq!(s.origin_host.as_deref(), Some("shop.netlify.test"));
+        assert_eq!(s.scheme, "http");
+        assert!(s.ignore.is_match("/api/x") && s.ignore.is_match("/admin"));
+        assert!(s.only.is_match("/products/1") && s.only.is_match("/blog/x"));
+        assert!(!s.only.is_match("/about"));
+        assert_eq!(s.query_params, ["page", "sort"]);
+        assert!(s.mobile_variant);
+        assert!(!s.strip_scripts);
+        assert_eq!(s.on_render_failure, OnRenderFailure::Error);
+        let snapshot = site::SnapshotOptions {
+            shadow_dom: crate::render::ShadowDom::Flatten,
+            keep_noscript: true,
+            max_render_height: 4000,
+            client_redirect_status: 301,
+        };
+        assert_eq!(s.snapshot, snapshot);
+        // A flag wins over the file's key.
+        let flag = ServeArgs {
+            scheme: Some("https".into()),
+            strip_scripts: Some(true),
+            ..Default::default()
+        };
+        let s = resolve(flag, toml).unwrap();
+        let s = s.sites.lookup("www.example.test").unwrap();
+        assert_eq!(s.scheme, "https");
+        assert!(s.strip_scripts);
+        // Bad values are named; without `origin` the keys would do nothing.
+        let e = resolve(ServeArgs::default(), &toml.replace("\"http\"", "\"ftp\"")).unwrap_err();
+        assert_eq!(e.field, "scheme");
+        let e = resolve(ServeArgs::default(), "strip_scripts = \"no\"").unwrap_err();
+        assert_eq!(e.field, "strip_scripts");
+        for key in [
+            "scheme = \"http\"",
+            "keep_noscript = true",
+            "ignore = [\"^/a\"]",
+        ] {
+            let e = resolve(ServeArgs::default(), key).unwrap_err();
+            assert_eq!(e.field, key.split(' ').next().unwrap(), "{key}");
+            assert!(e.message.contains("top of the file"), "{e}");
+            assert!(e.message.contains("[[sites]]"), "{e}");
+        }
     }
 
     #[test]

@@ -430,47 +430,50 @@ pub fn parse_origin(raw: &str, field: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
-/// The single site's options (flags and environment variables, and
-/// `origin_host` at the top of the file) apply to the single site of
+/// The single site's options (flags, environment variables and the same
+/// keys at the top of the config file) apply to the single site of
 /// `--origin` mode; without one they would silently do nothing: refused.
 pub(super) fn refuse_single_site_options(
     args: &ServeArgs,
-    file_origin_host: bool,
+    file: &ServeArgs,
     single_site: bool,
 ) -> Result<(), ConfigError> {
     if single_site {
         return Ok(());
     }
-    let given = [
-        ("shadow_dom", args.shadow_dom.is_some()),
-        ("max_render_height", args.max_render_height.is_some()),
-        ("keep_noscript", args.keep_noscript),
-        (
-            "client_redirect_status",
-            args.client_redirect_status.is_some(),
-        ),
-        ("origin_host", args.origin_host.is_some()),
-        ("scheme", args.scheme.is_some()),
-        ("ignore", args.ignore.is_some()),
-        ("only", args.only.is_some()),
-        ("query_params", args.query_params.is_some()),
-        ("mobile_variant", args.mobile_variant.is_some()),
-        ("strip_scripts", args.strip_scripts.is_some()),
-        ("on_render_failure", args.on_render_failure.is_some()),
-    ];
-    if let Some((name, _)) = given.iter().find(|(_, given)| *given) {
+    let given = |o: &ServeArgs| {
+        [
+            ("shadow_dom", o.shadow_dom.is_some()),
+            ("max_render_height", o.max_render_height.is_some()),
+            ("keep_noscript", o.keep_noscript),
+            ("client_redirect_status", o.client_redirect_status.is_some()),
+            ("origin_host", o.origin_host.is_some()),
+            ("scheme", o.scheme.is_some()),
+            ("ignore", o.ignore.is_some()),
+            ("only", o.only.is_some()),
+            ("query_params", o.query_params.is_some()),
+            ("mobile_variant", o.mobile_variant.is_some()),
+            ("strip_scripts", o.strip_scripts.is_some()),
+            ("on_render_failure", o.on_render_failure.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, given)| given.then_some(name))
+    };
+    if let Some(name) = given(args) {
         return Err(ConfigError::new(
-            *name,
+            name,
             format!(
                 "--{} applies to the single site of --origin mode; set {name} in [[sites]] instead",
                 name.replace('_', "-")
             ),
         ));
     }
-    if file_origin_host {
+    if let Some(name) = given(file) {
         return Err(ConfigError::new(
-            "origin_host",
-            "origin_host at the top of the file applies to the single site of origin mode; set it in [[sites]] instead",
+            name,
+            format!(
+                "{name} at the top of the file applies to the single site of origin mode; set it in [[sites]] instead"
+            ),
         ));
     }
     Ok(())
