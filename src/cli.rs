@@ -107,6 +107,7 @@ pub struct ServeArgs {
     pub origin: Option<String>,
     /// Hosts allowed in single-site mode (repeatable) [default: any].
     #[arg(long = "domain", env = "PRERENDER_DOMAINS", value_name = "NAME", value_delimiter = ',')]
+    #[serde(alias = "domain", default, deserialize_with = "name_list")]
     pub domains: Option<Vec<String>>,
     /// Redis: one redis:// or rediss:// URL, or several comma-separated node URLs for a
     /// Redis Cluster; without it, the embedded in-process store [default: none].
@@ -239,10 +240,10 @@ pub struct ServeArgs {
     /// that loads when scrolled into view is loaded; 0 = off [default: 16000].
     #[arg(long, env = "PRERENDER_MAX_RENDER_HEIGHT", value_name = "PX")]
     pub max_render_height: Option<u64>,
-    /// Single site: keep <noscript> elements in rendered pages.
-    #[arg(long, env = "PRERENDER_KEEP_NOSCRIPT")]
-    #[serde(default)]
-    pub keep_noscript: bool,
+    /// Single site: keep <noscript> elements in rendered pages (true | false)
+    /// [default: false].
+    #[arg(long, env = "PRERENDER_KEEP_NOSCRIPT", value_name = "BOOL")]
+    pub keep_noscript: Option<bool>,
     /// Single site: status of the answer when a page's script moves it to another
     /// path; 0 = off (the new route's content at the old URL) [default: 302].
     #[arg(long, env = "PRERENDER_CLIENT_REDIRECT_STATUS", value_name = "STATUS")]
@@ -326,6 +327,19 @@ fn comma_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, 
     Ok(Some(match StringList::deserialize(d)? {
         StringList::One(s) => s,
         StringList::Many(v) => v.join(","),
+    }))
+}
+
+/// A list of names in the config file: an array of strings, or one
+/// comma-separated string as on the command line.
+fn name_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    Ok(comma_list(d)?.map(|joined| {
+        joined
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(str::to_string)
+            .collect()
     }))
 }
 

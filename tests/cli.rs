@@ -55,6 +55,23 @@ fn check_config_takes_the_single_sites_options_at_the_top_only_with_an_origin() 
 }
 
 #[test]
+fn credentials_in_an_origin_url_are_removed_and_never_shown() {
+    let (ok, warned) =
+        check("[[sites]]\ndomain = \"a.test\"\norigin = \"http://bob:hunter2@127.0.0.1:9\"\n");
+    assert!(ok, "{warned}");
+    assert!(
+        warned.contains("sites[0].origin") && warned.contains("removed"),
+        "{warned}"
+    );
+    let (ok, refused) = check("origin = \"https://bob:hunter2@h:99999\"\n");
+    assert!(!ok);
+    assert!(refused.contains("origin"), "{refused}");
+    for out in [warned, refused] {
+        assert!(!out.contains("hunter2"), "{out}");
+    }
+}
+
+#[test]
 fn check_config_rejects_an_unknown_key_naming_it() {
     let (ok, out) = check("listen = \"127.0.0.1:3000\"\nbrowserss = 2\n");
     assert!(!ok);

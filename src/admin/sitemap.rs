@@ -18,6 +18,7 @@ use quick_xml::events::Event;
 use quick_xml::Reader;
 use url::Url;
 
+use crate::config::redact::redact_url;
 use crate::http::{collect_bounded, CollectError};
 use crate::upstream::{PoolLimits, UpstreamClient};
 
@@ -65,15 +66,15 @@ impl Default for SitemapLimits {
 /// skipped and listed in [`SitemapPages::failed_sitemaps`].)
 #[derive(Debug, thiserror::Error)]
 pub enum SitemapError {
-    #[error("invalid sitemap URL {0:?}: {1}")]
+    #[error("invalid sitemap URL {:?}: {}", redact_url(.0), .1)]
     InvalidUrl(String, String),
-    #[error("sitemap {0} is not on a domain served here")]
+    #[error("sitemap {} is not on a domain served here", redact_url(.0))]
     ForeignHost(String),
-    #[error("sitemap {0} has no origin to be fetched from")]
+    #[error("sitemap {} has no origin to be fetched from", redact_url(.0))]
     NoOrigin(String),
-    #[error("fetching sitemap {url} failed: {reason}")]
+    #[error("fetching sitemap {} failed: {reason}", redact_url(.url))]
     Fetch { url: String, reason: String },
-    #[error("sitemap {url} is not a sitemap: {reason}")]
+    #[error("sitemap {} is not a sitemap: {reason}", redact_url(.url))]
     Parse { url: String, reason: String },
 }
 

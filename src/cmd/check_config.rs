@@ -13,7 +13,7 @@ pub fn run(args: &CheckConfigArgs) -> ExitCode {
     };
     match Config::resolve(&serve) {
         Ok(c) => {
-            for warning in c.stale_window_warnings() {
+            for warning in c.warnings() {
                 eprintln!("prerender-proxy: warning: {warning}");
             }
             let sites = c.sites.iter().count();

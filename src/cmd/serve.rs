@@ -204,7 +204,7 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     crate::upstream::install_crypto_provider();
     crate::upstream::init(config.origin_ca_file.as_deref())
         .map_err(|e| anyhow::anyhow!("origin_ca_file: {e}"))?;
-    for warning in config.stale_window_warnings() {
+    for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
     match &config.store {

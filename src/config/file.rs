@@ -155,10 +155,13 @@ fn file_error(text: &str, e: toml::de::Error, context: &str) -> ConfigError {
     }
 }
 
-/// serde names an unknown key as "unknown field `x`": pull it out so the
-/// one-line error names the field.
+/// serde names an unknown or missing key as "unknown field `x`" or
+/// "missing field `x`": pull it out so the one-line error names the field.
+/// (A syntax error quotes the character it stopped at, which is no field.)
 fn key_named_in(message: &str) -> Option<String> {
-    let start = message.find('`')? + 1;
+    let start = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|lead| message.find(lead).map(|at| at + lead.len()))?;
     let len = message[start..].find('`')?;
     // An empty key (`"" = 1`) names nothing: the error is the file's.
     Some(message[start..start + len].to_string()).filter(|key| !key.is_empty())
@@ -173,6 +176,25 @@ mod tests {
         let err = FileConfig::parse("listen = \"127.0.0.1:1\"\nbrowserz = 2\n").unwrap_err();
         assert_eq!(err.field, "browserz");
         assert!(err.message.contains("line 2"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_file_or_the_key_and_its_line() {
+        for (text, field, line) in [
+            ("listen = \"127.0.0.1:1\n", "config", 1),
+            ("browsers = 2\nlisten = [broken\n", "config", 2),
+            ("x y = 1\n", "config", 1),
+            ("browsers = 2\nbrowsers = 3\n", "config", 2),
+            ("[[sites]]\ndomain = \"a.test\"\n", "origin", 1),
+        ] {
+            let err = FileConfig::parse(text).unwrap_err();
+            assert_eq!(err.field, field, "{text:?}: {}", err.message);
+            assert!(
+                err.message.contains(&format!("line {line}")),
+                "{text:?}: {}",
+                err.message
+            );
+        }
     }
 
     #[test]

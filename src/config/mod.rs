@@ -236,6 +236,8 @@ pub struct Config {
     pub proxy_protocol: bool,
     pub plans: BTreeMap<String, Plan>,
     pub sites: SiteTable,
+    /// Fields whose origin URL held a user or password, removed from it.
+    pub origin_credentials: Vec<String>,
 }
 
 /// `named!(check(o.field, …))` is `check("field", o.field.clone(), …)`: the
@@ -308,6 +310,19 @@ impl Config {
         let tls = resolve_tls(o.tls_cert.clone(), o.tls_key.clone(), &site_files)?;
         let plans = plan::resolve_plans(&plans)?;
         let sites = site::resolve_sites(&site_files, &o, &plans)?;
+        let origin_credentials = o
+            .origin
+            .iter()
+            .map(|origin| ("origin".to_string(), origin))
+            .chain(
+                site_files
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| (format!("sites[{i}].origin"), &f.origin)),
+            )
+            .filter(|(_, origin)| site::origin_credentials(origin))
+            .map(|(field, _)| field)
+            .collect();
 
         Ok(Config {
             listen: named!(parse_addr(o.listen, DEFAULT_LISTEN))?,
@@ -401,6 +416,7 @@ impl Config {
             proxy_protocol,
             plans,
             sites,
+            origin_credentials,
         })
     }
 
@@ -410,14 +426,20 @@ impl Config {
         site.plan.cache_ttl.unwrap_or(self.cache_ttl)
     }
 
-    /// One line per plan whose pages leave the stale window before the
-    /// refresher replaces them (crawlers then get cold misses), for
-    /// `check-config` and the start-up log. A choice some sites make on
-    /// purpose, so a warning and not an error.
-    pub fn stale_window_warnings(&self) -> Vec<String> {
+    /// Lines for `check-config` and the start-up log: one per plan whose
+    /// pages leave the stale window before the refresher replaces them
+    /// (crawlers then get cold misses, a choice some sites make on purpose,
+    /// so a warning and not an error), and one per origin URL whose
+    /// credentials were removed.
+    pub fn warnings(&self) -> Vec<String> {
         self.plans
             .values()
             .filter_map(|plan| plan.stale_gap_warning(plan.cache_ttl.unwrap_or(self.cache_ttl)))
+            .chain(self.origin_credentials.iter().map(|field| {
+                format!(
+                    "{field}: the user and password in the origin URL are not sent to the origin; they were removed"
+                )
+            }))
             .collect()
     }
 }
@@ -562,7 +584,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.sites.lookup("a.test").unwrap().plan.name, "self-hosted");
-        assert!(c.stale_window_warnings().is_empty());
+        assert!(c.warnings().is_empty());
     }
 
     #[test]
@@ -768,7 +790,7 @@ mod tests {
     #[test]
     fn keys_that_are_no_top_level_option_are_refused_by_name() {
         // `config` names the file itself.
-        for key in ["browserz", "config", "site", "domain"] {
+        for key in ["browserz", "config", "site"] {
             let e = FileConfig::parse(&format!("{key} = 1")).unwrap_err();
             assert_eq!(e.field, key);
             assert!(e.message.contains("unknown field"), "{e}");
@@ -1004,6 +1026,7 @@ mod tests {
             client_redirect_status = 301
         "#;
         let c = resolve(ServeArgs::default(), toml).unwrap();
+        assert!(c.sites.lookup("other.test").is_none());
         let s = c.sites.lookup("www.example.test").unwrap();
         assert_eq!(s.origin_host.as_deref(), Some("shop.netlify.test"));
         assert_eq!(s.scheme, "http");
@@ -1021,16 +1044,33 @@ mod tests {
             client_redirect_status: 301,
         };
         assert_eq!(s.snapshot, snapshot);
+        // `domain`, as the flag is named, and a comma list, as the
+        // environment holds it.
+        for domains in [
+            "domain = \"www.example.test\"",
+            "domains = \"www.example.test, shop.example.test\"",
+            "domain = [\"www.example.test\"]",
+        ] {
+            let file = toml.replace("domains = [\"www.example.test\"]", domains);
+            let c = resolve(ServeArgs::default(), &file).unwrap();
+            assert!(c.sites.lookup("www.example.test").is_some(), "{domains}");
+            assert!(c.sites.lookup("other.test").is_none(), "{domains}");
+        }
         // A flag wins over the file's key.
         let flag = ServeArgs {
             scheme: Some("https".into()),
             strip_scripts: Some(true),
             ..Default::default()
         };
+        let flag = ServeArgs {
+            keep_noscript: Some(false),
+            ..flag
+        };
         let s = resolve(flag, toml).unwrap();
         let s = s.sites.lookup("www.example.test").unwrap();
         assert_eq!(s.scheme, "https");
         assert!(s.strip_scripts);
+        assert!(!s.snapshot.keep_noscript);
         // Bad values are named; without `origin` the keys would do nothing.
         let e = resolve(ServeArgs::default(), &toml.replace("\"http\"", "\"ftp\"")).unwrap_err();
         assert_eq!(e.field, "scheme");
@@ -1219,7 +1259,7 @@ mod tests {
 
         let flags = ServeArgs {
             shadow_dom: Some("flatten".into()),
-            keep_noscript: true,
+            keep_noscript: Some(true),
             max_render_height: Some(4000),
             client_redirect_status: Some(301),
             ..Default::default()

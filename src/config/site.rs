@@ -412,22 +412,36 @@ pub fn parse_origin_host(raw: Option<&str>, field: &str) -> Result<Option<String
     Ok(Some(raw.to_ascii_lowercase()))
 }
 
+/// An origin URL: http(s), with a host, no query or fragment. A user and
+/// password in it are removed (see [`origin_credentials`]): the proxy does
+/// not send them, and they must not reach a log line. Errors show the URL
+/// redacted.
 pub fn parse_origin(raw: &str, field: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(raw)
-        .map_err(|e| ConfigError::new(field, format!("{raw:?} is not a URL: {e}")))?;
+    let shown = super::redact::redact_url(raw);
+    let mut url = Url::parse(raw)
+        .map_err(|e| ConfigError::new(field, format!("{shown:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(ConfigError::new(
             field,
-            format!("{raw:?} is not an http(s) URL with a host"),
+            format!("{shown:?} is not an http(s) URL with a host"),
         ));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(ConfigError::new(
             field,
-            format!("{raw:?}: an origin has no query or fragment"),
+            format!("{shown:?}: an origin has no query or fragment"),
         ));
     }
+    // Cannot fail for an http(s) URL with a host.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
     Ok(url)
+}
+
+/// Whether an origin URL carries a user or password, which
+/// [`parse_origin`] removes: a start-up warning says so.
+pub fn origin_credentials(raw: &str) -> bool {
+    Url::parse(raw).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
 }
 
 /// The single site's options (flags, environment variables and the same
@@ -445,7 +459,7 @@ pub(super) fn refuse_single_site_options(
         [
             ("shadow_dom", o.shadow_dom.is_some()),
             ("max_render_height", o.max_render_height.is_some()),
-            ("keep_noscript", o.keep_noscript),
+            ("keep_noscript", o.keep_noscript.is_some()),
             ("client_redirect_status", o.client_redirect_status.is_some()),
             ("origin_host", o.origin_host.is_some()),
             ("scheme", o.scheme.is_some()),
@@ -488,7 +502,7 @@ fn single_sites(
 ) -> Result<Vec<Site>, ConfigError> {
     let snapshot = SnapshotOptions::parse(
         o.shadow_dom.as_deref(),
-        Some(o.keep_noscript),
+        o.keep_noscript,
         o.max_render_height,
         o.client_redirect_status,
         str::to_string,
@@ -690,5 +704,19 @@ mod tests {
             "origin"
         );
         assert!(parse_origin("not a url", "origin").is_err());
+        // Credentials are removed, and never shown in an error.
+        let url = parse_origin("http://bob:hunter2@127.0.0.1:8080/", "origin").unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:8080/");
+        assert!(origin_credentials("http://bob:hunter2@127.0.0.1:8080/"));
+        assert!(origin_credentials("http://token@127.0.0.1:8080/"));
+        assert!(!origin_credentials("http://127.0.0.1:8080/"));
+        for bad in [
+            "https://u:hunter2@h:99999",
+            "ftp://u:hunter2@h",
+            "http://u:hunter2@h/?q",
+        ] {
+            let e = parse_origin(bad, "origin").unwrap_err();
+            assert!(!e.message.contains("hunter2"), "{e}");
+        }
     }
 }
