@@ -30,7 +30,9 @@ fn page(bytes: usize) -> StoredPage {
 
 #[tokio::test]
 async fn the_byte_bound_holds_and_recently_read_pages_survive() {
-    let max_bytes = (MEMORY_SHARDS * 4096) as u64;
+    // A small bound is one shard: eviction is exactly least-recently-used.
+    let max_bytes = 64 * 1024;
+    assert_eq!(MemoryStore::shards_for(max_bytes), 1);
     let store = MemoryStore::new(max_bytes);
     let hot = key("/hot");
     store.put(&hot, &page(1000), HOUR).await.unwrap();
@@ -44,31 +46,47 @@ async fn the_byte_bound_holds_and_recently_read_pages_survive() {
             "{} > {max_bytes}",
             store.bytes_used()
         );
-        // Read after every write: always the most recently used of its shard.
+        // Read after every write: always the most recently used.
         assert!(
             store.get(&hot).await.unwrap().is_some(),
             "hot page evicted at {i}"
         );
     }
-    let mut kept = 0;
+    let mut kept = Vec::new();
     for i in 0..200 {
         if store.get(&key(&format!("/p{i}"))).await.unwrap().is_some() {
-            kept += 1;
+            kept.push(i);
         }
     }
-    // 4096 bytes a shard hold at most three 1000-byte pages (plus bookkeeping).
-    assert!(kept <= MEMORY_SHARDS * 3, "kept {kept}");
-    assert!(
-        kept >= MEMORY_SHARDS,
-        "kept only {kept}: eviction is too eager"
-    );
+    // 64 KiB hold about fifty 1000-byte pages with their bookkeeping: the
+    // most recent ones, and no older one.
+    assert!((40..=64).contains(&kept.len()), "kept {}", kept.len());
+    let first = 200 - kept.len();
+    assert_eq!(kept, (first..200).collect::<Vec<_>>());
     // Evicted pages drop out of the domain's entries as well.
-    assert_eq!(store.entries("example.com").await.unwrap(), kept as u64 + 1);
+    assert_eq!(
+        store.entries("example.com").await.unwrap(),
+        kept.len() as u64 + 1
+    );
+}
+
+#[tokio::test]
+async fn a_large_bound_is_sharded_and_each_shard_holds_its_share() {
+    use prerender_proxy::cache::memory::MIN_SHARD_BYTES;
+    assert_eq!(MemoryStore::shards_for(MIN_SHARD_BYTES * 2 - 1), 1);
+    assert_eq!(MemoryStore::shards_for(MIN_SHARD_BYTES * 2), 2);
+    assert_eq!(MemoryStore::shards_for(u64::MAX), MEMORY_SHARDS);
+    let max_bytes = MIN_SHARD_BYTES * MEMORY_SHARDS as u64;
+    let store = MemoryStore::new(max_bytes);
+    assert_eq!(store.max_page_bytes(), MIN_SHARD_BYTES);
+    // The default bound holds pages of several MiB.
+    let store = MemoryStore::new(prerender_proxy::cache::DEFAULT_CACHE_MAX_BYTES);
+    assert!(store.max_page_bytes() >= MIN_SHARD_BYTES);
 }
 
 #[tokio::test]
 async fn a_page_larger_than_a_shard_is_refused_not_half_stored() {
-    let store = MemoryStore::new(MEMORY_SHARDS as u64 * 4096);
+    let store = MemoryStore::new(4096);
     assert_eq!(store.max_page_bytes(), 4096);
     let k = key("/huge");
     let err = store.put(&k, &page(5000), HOUR).await.unwrap_err();

@@ -1,7 +1,10 @@
 //! The embedded store: pages in process memory, bounded in bytes with
 //! least-recently-used eviction, with the same semantics as Redis. Pages
 //! are split over shards by key hash so that concurrent hits do not
-//! contend on one lock.
+//! contend on one lock; each shard holds its share of the bound and evicts
+//! its own least recently used pages. A small bound gets fewer shards (one
+//! below 8 MiB), so that it still holds pages of ordinary size and its
+//! eviction is exactly least-recently-used.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
@@ -20,8 +23,10 @@ use super::{
     PurgeEvent, StoreError, StoreResult, StoredPage, WaitOutcome, NOTICE_CHANNEL_CAPACITY,
 };
 
-/// Shards of the page map; a power of two well above the core count.
+/// Most shards of the page map: well above the core count.
 pub const MEMORY_SHARDS: usize = 16;
+/// Least bound of one shard: a shard must hold several large pages.
+pub const MIN_SHARD_BYTES: u64 = 4 << 20;
 /// Bookkeeping bytes charged per page on top of its contents (key, map
 /// entries, LRU node), so that many tiny pages still respect the bound.
 const ENTRY_OVERHEAD_BYTES: u64 = 256;
@@ -106,6 +111,7 @@ struct DomainIndex {
 
 /// In-process page store (used when no Redis is configured).
 pub struct MemoryStore {
+    /// [`MemoryStore::shards_for`] the bound.
     shards: Box<[Mutex<Shard>]>,
     hasher: std::collections::hash_map::RandomState,
     shard_max_bytes: u64,
@@ -124,10 +130,18 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
+    /// How many shards share a bound of `max_bytes`: one per
+    /// [`MIN_SHARD_BYTES`], at least one and at most [`MEMORY_SHARDS`].
+    pub fn shards_for(max_bytes: u64) -> usize {
+        (max_bytes / MIN_SHARD_BYTES).clamp(1, MEMORY_SHARDS as u64) as usize
+    }
+
     /// A store holding at most `max_bytes` of pages (split evenly over
-    /// [`MEMORY_SHARDS`] shards, so one page can use at most a shard's share).
+    /// [`Self::shards_for`] shards, so one page can use at most a shard's
+    /// share).
     pub fn new(max_bytes: u64) -> Arc<MemoryStore> {
-        let shards = (0..MEMORY_SHARDS)
+        let count = Self::shards_for(max_bytes);
+        let shards = (0..count)
             .map(|_| Mutex::new(Shard::default()))
             .collect::<Vec<_>>()
             .into_boxed_slice();
@@ -136,7 +150,7 @@ impl MemoryStore {
         Arc::new(MemoryStore {
             shards,
             hasher: std::collections::hash_map::RandomState::new(),
-            shard_max_bytes: max_bytes / MEMORY_SHARDS as u64,
+            shard_max_bytes: max_bytes / count as u64,
             index: Mutex::new(HashMap::new()),
             domains: Mutex::new(BTreeSet::new()),
             locks: Mutex::new(HashMap::new()),
@@ -160,7 +174,7 @@ impl MemoryStore {
     }
 
     fn shard(&self, name: &str) -> &Mutex<Shard> {
-        let i = self.hasher.hash_one(name) as usize % MEMORY_SHARDS;
+        let i = self.hasher.hash_one(name) as usize % self.shards.len();
         &self.shards[i]
     }
 
@@ -695,8 +709,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_flood_of_error_pages_never_pushes_a_good_page_out_of_the_bytes() {
-        // Room for about 4 pages of 1 KiB per shard.
-        let store = MemoryStore::new(MEMORY_SHARDS as u64 * 5 * 1024);
+        // One shard with room for about 60 pages of 1 KiB: the 32 good
+        // ones and some error pages.
+        const BOUND: u64 = 80 * 1024;
+        let store = MemoryStore::new(BOUND);
         let hour = Duration::from_secs(3600);
         let good: Vec<CacheKey> = (0..32)
             .map(|i| CacheKey::new("a.test", &format!("/good{i}"), &[], false).unwrap())
@@ -713,7 +729,7 @@ mod tests {
             }
             v
         };
-        assert!(kept_good.len() >= MEMORY_SHARDS / 2, "{}", kept_good.len());
+        assert_eq!(kept_good.len(), good.len());
         let mut errors_kept = 0;
         for i in 0..2000 {
             let k = CacheKey::new("a.test", &format!("/missing{i}"), &[], false).unwrap();
@@ -727,7 +743,7 @@ mod tests {
             assert!(store.get(k).await.unwrap().is_some(), "{k} was pushed out");
         }
         assert!(errors_kept > 0, "error pages still use the room left");
-        assert!(store.bytes_used() <= MEMORY_SHARDS as u64 * 5 * 1024);
+        assert!(store.bytes_used() <= BOUND);
         // A good page still makes room (error pages go first).
         let k = CacheKey::new("a.test", "/new", &[], false).unwrap();
         store.put(&k, &page(200, 1024), hour).await.unwrap();
