@@ -188,6 +188,22 @@ async fn validators_compression_head_and_statuses() {
         (r.status.as_u16(), r.header("x-prerender-cache")),
         (404, Some("HIT"))
     );
+    // However small a page, a client that accepts br or gzip gets it so.
+    let tiny = bot(&proxy, "/tiny").await;
+    assert!(tiny.text().contains("a tiny page"), "{}", tiny.text());
+    assert!(tiny.body.len() < 200, "{} bytes", tiny.body.len());
+    for encoding in ["br", "gzip"] {
+        let small = get(
+            &proxy.url("/tiny"),
+            &[
+                ("host", HOST),
+                ("user-agent", GOOGLEBOT),
+                ("accept-encoding", encoding),
+            ],
+        )
+        .await;
+        assert_eq!(small.header("content-encoding"), Some(encoding));
+    }
 
     // An origin 500 is never cached: it fails open with the origin's answer.
     for _ in 0..2 {

@@ -16,8 +16,6 @@ use crate::cache::StoredPage;
 use crate::http::respond;
 use crate::http::Body;
 
-/// Pages smaller than this are sent as they are: compression would not pay.
-const MIN_COMPRESS_BYTES: usize = 1024;
 /// Brotli quality 5: most of the size win of 11 at a small fraction of the CPU.
 const BROTLI_QUALITY: u32 = 5;
 const BROTLI_WINDOW: u32 = 22;
@@ -84,7 +82,9 @@ impl PreparedPage {
                 ))
             })
             .collect();
-        let (gzip, br) = if page.html.len() >= MIN_COMPRESS_BYTES {
+        // Every page, however small: a client that accepts gzip or br gets it
+        // (SPEC §2); compression is once per render, not per request.
+        let (gzip, br) = if !page.html.is_empty() {
             (gzip(&page.html), brotli(&page.html))
         } else {
             (None, None)

@@ -165,6 +165,10 @@ impl Spa {
                         .header("content-type", "application/xml")
                         .body(full(SITEMAP))
                         .unwrap(),
+                    "/tiny" => Response::builder()
+                        .header("content-type", "text/html")
+                        .body(full("<!doctype html><title>tiny</title><p>a tiny page</p>"))
+                        .unwrap(),
                     "/boom" => Response::builder()
                         .status(500)
                         .header("content-type", "text/html")
