@@ -40,6 +40,9 @@ pub const DEFAULT_BROWSER_MAX_RSS_MB: u64 =
 pub const DEFAULT_RENDER_TIMEOUT: Duration = crate::render::DEFAULT_RENDER_TIMEOUT;
 pub const DEFAULT_READY_TIMEOUT: Duration = crate::render::DEFAULT_READY_TIMEOUT;
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(3600);
+/// Tokens shorter than these are allowed, with a warning at start.
+const MIN_ADMIN_TOKEN_LEN: usize = 16;
+const MIN_SERVICE_TOKEN_LEN: usize = 8;
 pub const DEFAULT_QUEUE_CAPACITY: u64 = 1000;
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = crate::cache::DEFAULT_CACHE_MAX_BYTES;
 /// Passthrough waits this long for the origin's response head before a 504.
@@ -429,8 +432,8 @@ impl Config {
     /// Lines for `check-config` and the start-up log: one per plan whose
     /// pages leave the stale window before the refresher replaces them
     /// (crawlers then get cold misses, a choice some sites make on purpose,
-    /// so a warning and not an error), and one per origin URL whose
-    /// credentials were removed.
+    /// so a warning and not an error), one per origin URL whose credentials
+    /// were removed and one per short token.
     pub fn warnings(&self) -> Vec<String> {
         self.plans
             .values()
@@ -440,6 +443,29 @@ impl Config {
                     "{field}: the user and password in the origin URL are not sent to the origin; they were removed"
                 )
             }))
+            .chain(
+                self.admin_token
+                    .as_ref()
+                    .filter(|t| t.len() < MIN_ADMIN_TOKEN_LEN)
+                    .map(|_| {
+                        format!(
+                            "admin_token: shorter than {MIN_ADMIN_TOKEN_LEN} characters, easy to guess (e.g. `openssl rand -hex 24`)"
+                        )
+                    }),
+            )
+            .chain(
+                self.service
+                    .tokens
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| t.len() < MIN_SERVICE_TOKEN_LEN)
+                    .map(|(i, _)| {
+                        format!(
+                            "service_tokens: token {} is shorter than {MIN_SERVICE_TOKEN_LEN} characters, easy to guess",
+                            i + 1
+                        )
+                    }),
+            )
             .collect()
     }
 }
@@ -1086,6 +1112,29 @@ mod tests {
             assert!(e.message.contains("top of the file"), "{e}");
             assert!(e.message.contains("[[sites]]"), "{e}");
         }
+    }
+
+    #[test]
+    fn short_tokens_start_with_a_warning_and_tokens_with_spaces_are_refused() {
+        let c = resolve(
+            ServeArgs::default(),
+            "admin_token = \"secret\"\nservice_listen = \"127.0.0.1:1\"\nservice_tokens = \"tok1,a-long-enough-token\"",
+        )
+        .unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("secret"));
+        let warnings = c.warnings().join("\n");
+        assert!(
+            warnings.contains("admin_token: shorter than 16"),
+            "{warnings}"
+        );
+        assert!(warnings.contains("token 1 is shorter than 8"), "{warnings}");
+        assert!(!warnings.contains("token 2"), "{warnings}");
+        assert!(!warnings.contains("secret") && !warnings.contains("tok1"));
+        let long = resolve(ServeArgs::default(), "admin_token = \"0123456789abcdef\"").unwrap();
+        assert!(long.warnings().is_empty(), "{:?}", long.warnings());
+        let e = resolve(ServeArgs::default(), "admin_token = \"two words\"").unwrap_err();
+        assert_eq!(e.field, "admin_token");
+        assert!(!e.message.contains("words"), "{e}");
     }
 
     #[test]
