@@ -11,12 +11,16 @@ WORKDIR /src
 
 # Dependencies first: this layer is rebuilt only when Cargo.toml/Cargo.lock
 # change, not on every source edit. Placeholder sources satisfy the manifest's
-# targets (the bench target must exist for the manifest to load).
+# targets: every [[bench]] it names must exist for the manifest to load, so
+# their names are read from it (.ci/check-deploy runs this step's placeholders
+# against the manifest).
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
- && echo 'fn main() {}' > benches/bot_match.rs \
+ && for bench in $(sed -n '/^\[\[bench\]\]/,/^name/s/^name = "\(.*\)"/\1/p' Cargo.toml); do \
+      echo 'fn main() {}' > "benches/$bench.rs"; \
+    done \
  && cargo build --release --locked --bin prerender-proxy \
  && rm -rf src benches \
       target/release/prerender-proxy* \

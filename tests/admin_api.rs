@@ -181,9 +181,12 @@ async fn entries_can_be_inspected_and_purged() {
 async fn warm(proxy: &ProxyProcess, body: &serde_json::Value) -> u64 {
     let r = api(proxy, "POST", "/api/v1/warm", &body.to_string()).await;
     assert_eq!(r.status, 202, "{}", r.text());
-    serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["queued"]
+    let answer = serde_json::from_slice::<serde_json::Value>(&r.body).unwrap();
+    let queued = answer["queued"]
         .as_u64()
-        .unwrap_or_else(|| panic!("no count of queued pages: {}", r.text()))
+        .unwrap_or_else(|| panic!("no count of queued pages: {}", r.text()));
+    assert_eq!(answer["count"].as_u64(), Some(queued), "{}", r.text());
+    queued
 }
 
 #[tokio::test]

@@ -437,7 +437,8 @@ impl Api {
         }
         Ok(respond::json(
             StatusCode::ACCEPTED,
-            &json!({ "queued": queued, "skipped": refused }),
+            // `count` as SPEC §5 words it; `queued` says what was counted.
+            &json!({ "count": queued, "queued": queued, "skipped": refused }),
         ))
     }
 

@@ -74,8 +74,12 @@ impl BodyError {
 }
 
 /// Reads a JSON body of at most [`MAX_BODY_BYTES`] into `T`. A missing
-/// `Content-Type` is accepted (webhook senders often omit it); any other
-/// type than `application/json` or `application/*+json` is a 415.
+/// `Content-Type` is accepted (webhook senders often omit it), and so are
+/// the two types tools send JSON under by default: `curl -d` labels it
+/// `application/x-www-form-urlencoded`, some hooks `text/plain`. (No
+/// cross-site form can use that leniency: it cannot send the bearer
+/// token.) The body must parse as JSON either way; any other type than
+/// those and `application/json` or `application/*+json` is a 415.
 pub async fn read_json<T, B>(headers: &HeaderMap, body: B) -> Result<T, BodyError>
 where
     T: DeserializeOwned,
@@ -111,7 +115,11 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), BodyError> {
         .to_ascii_lowercase();
     let is_json = essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"));
-    if is_json {
+    let labelled_by_default = matches!(
+        essence.as_str(),
+        "application/x-www-form-urlencoded" | "text/plain"
+    );
+    if is_json || labelled_by_default {
         Ok(())
     } else {
         Err(BodyError::UnsupportedMediaType(bounded_detail(raw)))
@@ -250,15 +258,24 @@ mod tests {
             HeaderValue::from_static("application/merge-patch+json"),
         );
         read::<RefreshRequest>(&h, r#"{"url": "/"}"#).await.unwrap();
-        h.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/x-www-form-urlencoded"),
-        );
-        let err = read::<RefreshRequest>(&h, r#"{"url": "/"}"#)
-            .await
-            .unwrap_err();
-        assert_eq!(err.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        assert!(err.to_string().contains("application/json"));
+        // What curl -d and some hooks label JSON with: read as JSON.
+        for label in [
+            "application/x-www-form-urlencoded",
+            "text/plain;charset=UTF-8",
+        ] {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static(label));
+            read::<RefreshRequest>(&h, r#"{"url": "/"}"#).await.unwrap();
+            let err = read::<RefreshRequest>(&h, "url=%2F").await.unwrap_err();
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{label}");
+        }
+        for other in ["multipart/form-data; boundary=x", "application/xml"] {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static(other));
+            let err = read::<RefreshRequest>(&h, r#"{"url": "/"}"#)
+                .await
+                .unwrap_err();
+            assert_eq!(err.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+            assert!(err.to_string().contains("application/json"));
+        }
     }
 
     #[tokio::test]
