@@ -516,6 +516,44 @@ mod contract {
         );
     }
 
+    /// A re-render (the refresher's) is no use: the page keeps its place in
+    /// the LRU order; a touch (a crawler's hit or miss) moves it.
+    pub async fn a_re_rendered_page_keeps_its_last_access(store: &Arc<dyn CacheStore>) {
+        let (old, recent) = (key("example.com", "/old"), key("example.com", "/recent"));
+        store.put(&old, &page("old"), HOUR).await.unwrap();
+        store.put(&recent, &page("recent"), HOUR).await.unwrap();
+        // Accesses before now: a put that set "now" would move a page last.
+        let base = SystemTime::now() - Duration::from_secs(120);
+        store.touch(&old, base).await.unwrap();
+        store
+            .touch(&recent, base + Duration::from_secs(1))
+            .await
+            .unwrap();
+        store
+            .put(&old, &page("old, refreshed"), HOUR)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.evict_over("example.com", 1).await.unwrap(),
+            vec![old.clone()]
+        );
+        assert!(store.get(&recent).await.unwrap().is_some());
+        // Used after its re-render, it is the recent one.
+        store.put(&old, &page("old"), HOUR).await.unwrap();
+        store
+            .put(&recent, &page("recent, refreshed"), HOUR)
+            .await
+            .unwrap();
+        store
+            .touch(&old, base + Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.evict_over("example.com", 1).await.unwrap(),
+            vec![recent.clone()]
+        );
+    }
+
     pub async fn error_pages_are_evicted_before_any_other_page(store: &Arc<dyn CacheStore>) {
         let good: Vec<CacheKey> = (0..3)
             .map(|i| key("example.com", &format!("/good{i}")))
@@ -808,6 +846,7 @@ contract_tests!(
     failed_render_releases_waiters_without_a_page,
     waiting_stops_at_the_deadline,
     least_recently_used_pages_are_evicted_over_the_limit,
+    a_re_rendered_page_keeps_its_last_access,
     error_pages_are_evicted_before_any_other_page,
     touch_does_not_bring_back_a_deleted_page,
     due_pages_are_claimed_once_across_claimers,

@@ -248,11 +248,11 @@ impl MemoryStore {
             );
         }
         let mut index = self.index.lock();
-        index
-            .entry(key.domain().to_owned())
-            .or_default()
-            .access
-            .set(key, unix_millis(SystemTime::now()));
+        let access = &mut index.entry(key.domain().to_owned()).or_default().access;
+        // A re-rendered page keeps its last access (see `PageStore::put`).
+        if !access.at.contains_key(key) {
+            access.set(key, unix_millis(SystemTime::now()));
+        }
         drop(index);
         self.domains.lock().insert(key.domain().to_owned());
         Ok(())

@@ -183,7 +183,11 @@ pub trait PageStore: Send + Sync {
     /// Stores the page for `ttl` (freshness plus any stale window),
     /// replacing any previous one atomically, and records it in the
     /// domain's LRU index and the domain set. `ttl` zero stores nothing.
-    /// Callers schedule its refresh with [`Coordination::schedule`].
+    /// A page new to the index is accessed now; a page already in it keeps
+    /// its last access, since a re-render (the refresher, a stale page's
+    /// background render) is no use by a crawler: the crawler path records
+    /// those with [`Coordination::touch`]. Callers schedule its refresh
+    /// with [`Coordination::schedule`].
     fn put<'a>(
         &'a self,
         key: &'a CacheKey,

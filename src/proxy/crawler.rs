@@ -417,6 +417,9 @@ impl CrawlerPath {
                 match outcome {
                     Ok(rendered) => {
                         let prepared = if rendered.stored {
+                            // A page stored anew is accessed now, but one
+                            // re-rendered keeps its last access: this miss is one.
+                            self.touch(&key);
                             self.prepared.get_or_prepare(&name, &rendered.page)
                         } else {
                             Arc::new(crate::proxy::prepared::PreparedPage::prepare(

@@ -210,11 +210,13 @@ pub(super) async fn put_page(
     run_all(
         &mut conn,
         vec![
-            redis::Cmd::zadd(
-                names.index(key.domain()),
-                &name,
-                crate::cache::unix_millis(std::time::SystemTime::now()),
-            ),
+            // NX: a re-rendered page keeps its last access (see `PageStore::put`).
+            redis::cmd("ZADD")
+                .arg(names.index(key.domain()))
+                .arg("NX")
+                .arg(crate::cache::unix_millis(std::time::SystemTime::now()))
+                .arg(&name)
+                .clone(),
             redis::Cmd::sadd(names.domains(), key.domain()),
         ],
     )

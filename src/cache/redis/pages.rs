@@ -62,12 +62,13 @@ impl RedisStore {
             .arg("PX")
             .arg(ttl_ms)
             .ignore();
+        // NX: a re-rendered page keeps its last access (see `PageStore::put`).
         write_meta(&mut pipe, &self.names.meta(key), &fields, ttl_ms)
-            .zadd(
-                self.names.index(key.domain()),
-                &name,
-                unix_millis(SystemTime::now()),
-            )
+            .cmd("ZADD")
+            .arg(self.names.index(key.domain()))
+            .arg("NX")
+            .arg(unix_millis(SystemTime::now()))
+            .arg(&name)
             .ignore()
             .sadd(self.names.domains(), key.domain())
             .ignore()
