@@ -1115,6 +1115,26 @@ mod tests {
     }
 
     #[test]
+    fn listeners_take_host_names_resolved_at_start() {
+        let c = resolve(
+            ServeArgs::default(),
+            "listen = \"localhost:3000\"\nadmin_listen = \"127.0.0.1:3001\"\nservice_listen = \"localhost:3002\"",
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:3000".parse().unwrap());
+        assert_eq!(c.service.listen, Some("127.0.0.1:3002".parse().unwrap()));
+        for bad in [
+            "localhost",
+            "localhost:http",
+            ":3000",
+            "no-such-host.invalid:3000",
+        ] {
+            let e = resolve(ServeArgs::default(), &format!("listen = \"{bad}\"")).unwrap_err();
+            assert_eq!(e.field, "listen", "{bad}");
+        }
+    }
+
+    #[test]
     fn short_tokens_start_with_a_warning_and_tokens_with_spaces_are_refused() {
         let c = resolve(
             ServeArgs::default(),

@@ -29,12 +29,7 @@ impl ServiceConfig {
         let listen = match listen.map(|l| l.trim().to_string()) {
             None => None,
             Some(l) if l.is_empty() || l == "off" => None,
-            Some(l) => Some(l.parse::<SocketAddr>().map_err(|_| {
-                ConfigError::new(
-                    "service_listen",
-                    format!("{l:?} is not an address like 127.0.0.1:3002"),
-                )
-            })?),
+            Some(l) => Some(super::value::parse_addr("service_listen", Some(l), "")?),
         };
         let mut list = Vec::new();
         for (i, token) in tokens

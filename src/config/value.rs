@@ -158,12 +158,30 @@ pub(super) fn parse_addr(
     default: &str,
 ) -> Result<SocketAddr, ConfigError> {
     let raw = v.unwrap_or_else(|| default.to_string());
-    raw.parse().map_err(|_| {
-        ConfigError::new(
-            field,
-            format!("{raw:?} is not an address like 127.0.0.1:3000"),
-        )
-    })
+    if let Ok(addr) = raw.parse() {
+        return Ok(addr);
+    }
+    // A host name with a port (`localhost:3000`), resolved once at start;
+    // IPv4 first, as `localhost` means to most.
+    let resolved: Vec<SocketAddr> = match raw.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            std::net::ToSocketAddrs::to_socket_addrs(raw.as_str())
+                .map(Iterator::collect)
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
+    resolved
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(resolved.first())
+        .copied()
+        .ok_or_else(|| {
+            ConfigError::new(
+                field,
+                format!("{raw:?} is not an address like 127.0.0.1:3000"),
+            )
+        })
 }
 
 pub(super) fn parse_store(v: Option<&str>) -> Result<StoreTarget, ConfigError> {
