@@ -335,7 +335,11 @@ impl Config {
             role,
             admin_token: check_admin_token(o.admin_token)?,
             service: ServiceConfig::parse(o.service_listen, o.service_tokens)?,
-            chrome: o.chrome,
+            // Only a process that renders launches it.
+            chrome: match role {
+                Role::Proxy => o.chrome,
+                _ => named!(check_with(o.chrome, crate::render::check_chrome))?,
+            },
             render_user_agent: check_user_agent(o.render_user_agent)?,
             browsers: named!(count(o.browsers, DEFAULT_BROWSERS, 64))? as usize,
             tabs_per_browser: named!(count(o.tabs_per_browser, DEFAULT_TABS_PER_BROWSER, 64))?
@@ -1111,6 +1115,30 @@ mod tests {
             assert_eq!(e.field, key.split(' ').next().unwrap(), "{key}");
             assert!(e.message.contains("top of the file"), "{e}");
             assert!(e.message.contains("[[sites]]"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_chrome_that_is_no_executable_is_refused_by_name() {
+        for bad in [
+            "/nonexistent/chrome",
+            "/etc",
+            "no-such-browser-here",
+        ] {
+            let args = ServeArgs {
+                chrome: Some(bad.into()),
+                ..Default::default()
+            };
+            let e = resolve(args, "").unwrap_err();
+            assert_eq!(e.field, "chrome", "{bad}");
+            assert!(e.message.contains(bad), "{e}");
+        }
+        for good in ["/bin/sh", "sh"] {
+            let args = ServeArgs {
+                chrome: Some(good.into()),
+                ..Default::default()
+            };
+            assert!(resolve(args, "").is_ok(), "{good}");
         }
     }
 

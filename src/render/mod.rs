@@ -113,6 +113,25 @@ impl PoolConfig {
     }
 }
 
+/// Whether `chrome` (a path, or a bare name looked up on PATH as the
+/// launch does) is an executable file; the error says what is wrong.
+pub fn check_chrome(chrome: &Path) -> Result<(), String> {
+    let found = if chrome.components().count() > 1 {
+        is_executable(chrome)
+    } else {
+        std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|dir| is_executable(&dir.join(chrome)))
+        })
+    };
+    match found {
+        true => Ok(()),
+        false => Err(format!(
+            "{} is not an executable browser binary",
+            chrome.display()
+        )),
+    }
+}
+
 fn find_chrome_in(path: &std::ffi::OsStr, debian_binary: &Path) -> Option<PathBuf> {
     for name in CHROME_NAMES {
         for dir in std::env::split_paths(path) {
