@@ -300,6 +300,15 @@ async fn stats_and_metrics_follow_the_traffic() {
     let dashboard = get(&proxy.admin_url("/"), &[]).await;
     assert_eq!(dashboard.status, 200);
     assert!(dashboard.text().contains("/api/v1/stats"));
+    // HEAD as GET without the body; other methods 405.
+    for path in ["/", "/metrics", "/healthz", "/readyz"] {
+        let head = common::proxy::send("HEAD", &proxy.admin_url(path), &[], "").await;
+        assert_eq!(head.status, 200, "HEAD {path}");
+        assert!(head.body.is_empty(), "HEAD {path}");
+        let post = common::proxy::send("POST", &proxy.admin_url(path), &[], "").await;
+        assert_eq!(post.status, 405, "POST {path}");
+        assert_eq!(post.header("allow"), Some("GET, HEAD"), "POST {path}");
+    }
 }
 
 #[tokio::test]

@@ -58,13 +58,22 @@ impl Admin {
                 let (status, body) = self.health.readiness();
                 respond::json(status, &body)
             }
-            (&Method::GET, "/metrics") => {
+            (&Method::GET | &Method::HEAD, "/metrics") => {
                 let mut resp = Response::new(respond::full(self.metrics.render_text()));
                 resp.headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_CONTENT_TYPE));
                 resp
             }
-            (&Method::GET, "/") => dashboard::response(),
+            (&Method::GET | &Method::HEAD, "/") => dashboard::response(),
+            (_, "/healthz" | "/readyz" | "/metrics" | "/") => {
+                let mut resp = respond::json(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &serde_json::json!({"error": "use GET or HEAD"}),
+                );
+                resp.headers_mut()
+                    .insert(hyper::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                resp
+            }
             _ => respond::json(
                 StatusCode::NOT_FOUND,
                 &serde_json::json!({"error": "not found"}),

@@ -1120,11 +1120,7 @@ mod tests {
 
     #[test]
     fn a_chrome_that_is_no_executable_is_refused_by_name() {
-        for bad in [
-            "/nonexistent/chrome",
-            "/etc",
-            "no-such-browser-here",
-        ] {
+        for bad in ["/nonexistent/chrome", "/etc", "no-such-browser-here"] {
             let args = ServeArgs {
                 chrome: Some(bad.into()),
                 ..Default::default()
