@@ -382,6 +382,7 @@ async fn a_key_prefix_keeps_every_redis_key_of_the_deployment_under_it() {
     let proxy = small(&spa.url())
         .flag("--redis", &redis.url())
         .flag("--key-prefix", "shop-a:")
+        .flag("--admin-token", "a-token-for-the-api-0123")
         .start_ready();
     let first = bot(&proxy, "/app/x").await;
     assert_eq!(first.header("x-prerender-cache"), Some("MISS"));
@@ -401,4 +402,13 @@ async fn a_key_prefix_keeps_every_redis_key_of_the_deployment_under_it() {
         "{keys:?}"
     );
     assert!(keys.contains(&format!("shop-a:render-meta:{HOST}:/app/x")));
+    // The API names the page by the key it is stored under.
+    let entry = get(
+        &proxy.admin_url(&format!("/api/v1/cache?url=https%3A%2F%2F{HOST}%2Fapp%2Fx")),
+        &[("authorization", "Bearer a-token-for-the-api-0123")],
+    )
+    .await;
+    assert_eq!(entry.status, 200, "{}", entry.text());
+    let entry: serde_json::Value = serde_json::from_slice(&entry.body).unwrap();
+    assert_eq!(entry["key"], format!("shop-a:render:{HOST}:/app/x"));
 }

@@ -157,6 +157,12 @@ impl Api {
         outcome.unwrap_or_else(ApiError::into_response)
     }
 
+    /// The name the page is stored under: its cache key behind
+    /// `key_prefix` (SPEC §6), what `redis-cli GET` takes.
+    fn stored_key(&self, key: &CacheKey) -> String {
+        format!("{}{key}", self.config.key_prefix)
+    }
+
     /// The site and cache key of a public URL; 400 for a malformed URL, 404
     /// for a host this proxy does not serve.
     fn key_of(&self, url: &str) -> ApiResult<(CacheKey, Arc<Site>)> {
@@ -201,7 +207,7 @@ impl Api {
         Ok(respond::json(
             StatusCode::OK,
             &json!({
-                "key": key.to_string(),
+                "key": self.stored_key(&key),
                 "status": page.status,
                 "rendered_at": rfc3339(page.rendered_at),
                 "expires_at": rfc3339(page.expires_at),
@@ -231,7 +237,7 @@ impl Api {
         tracing::info!(key = %key, purged, "purged a page");
         Ok(respond::json(
             StatusCode::OK,
-            &json!({ "purged": purged, "key": key.to_string() }),
+            &json!({ "purged": purged, "key": self.stored_key(&key) }),
         ))
     }
 
@@ -350,7 +356,7 @@ impl Api {
                 json!({
                     "url": format!("{}://{}{}", site.scheme, domain, p.key.path()),
                     "mobile": p.key.is_mobile(),
-                    "key": p.key.to_string(),
+                    "key": self.stored_key(&p.key),
                     "status": p.info.status,
                     "rendered_at": rfc3339(p.info.rendered_at),
                     "expires_at": rfc3339(p.info.expires_at),
@@ -454,7 +460,7 @@ impl Api {
             .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
         Ok(respond::json(
             StatusCode::ACCEPTED,
-            &json!({ "queued": 1, "key": key.to_string() }),
+            &json!({ "queued": 1, "key": self.stored_key(&key) }),
         ))
     }
 
