@@ -553,7 +553,24 @@ impl Metrics {
             self.cache_entries
                 .with_label_values(&[label.as_str()])
                 .set(clamp_i64(entries));
+            self.zero_domain_counters(&label);
         }
+    }
+
+    /// A domain the proxy serves (a configured site): its counters are
+    /// exported at zero from the start, so `/metrics` lists every family
+    /// before anything happened and a rate over them starts at 0.
+    pub fn register_domain(&self, domain: &str) {
+        if let Some(label) = self.domain_labels.admit(domain) {
+            self.zero_domain_counters(&label);
+        }
+    }
+
+    fn zero_domain_counters(&self, label: &str) {
+        let _ = self.quota_exhausted_total.with_label_values(&[label]);
+        let _ = self
+            .unverified_renders_refused_total
+            .with_label_values(&[label]);
     }
 
     /// Drops a domain's series (the domain left the configuration or was
@@ -674,6 +691,21 @@ mod tests {
             let (name, value) = l.rsplit_once(' ')?;
             (name == series).then(|| value.parse().ok()).flatten()
         })
+    }
+
+    #[test]
+    fn a_registered_domain_has_its_counters_at_zero() {
+        let m = Metrics::new();
+        let text = m.render_text();
+        assert!(!text.contains("prerender_quota_exhausted_total"), "{text}");
+        m.register_domain("shop.example");
+        let text = m.render_text();
+        for series in [
+            "prerender_quota_exhausted_total{domain=\"shop.example\"}",
+            "prerender_unverified_renders_refused_total{domain=\"shop.example\"}",
+        ] {
+            assert_eq!(sample(&text, series), Some(0.0), "{series}\n{text}");
+        }
     }
 
     fn observe_everything(m: &Metrics) {

@@ -260,6 +260,9 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
     let renders_here = config.role != Role::Proxy;
     let health = Arc::new(Health::new(renders_here));
     let metrics = Metrics::new();
+    for site in config.sites.iter().filter(|s| !s.domain.is_empty()) {
+        metrics.register_domain(&site.domain);
+    }
     let stats = Arc::new(DomainStats::default());
     let (pool, prerender) = match (&jobs, renders_here) {
         (Some(jobs), false) => {
