@@ -538,3 +538,48 @@ async fn pages_are_listed_and_purged_by_prefix_on_redis() {
     .await;
     assert_eq!(bad.status, 400);
 }
+
+/// While the first browser launches (held here by a wrapper until the
+/// test opens a gate), `/healthz` answers 200 and `/readyz` 503 naming the
+/// browser; an API request waits and is answered by the full admin server
+/// once the pool is up.
+#[tokio::test]
+async fn liveness_and_readiness_answer_while_the_first_browser_launches() {
+    use std::os::unix::fs::PermissionsExt;
+    let spa = Spa::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let chrome = prerender_proxy::render::PoolConfig::find_chrome().expect("a browser");
+    let gate = dir.path().join("gate");
+    let held = dir.path().join("held-chrome");
+    std::fs::write(
+        &held,
+        format!(
+            "#!/bin/sh\nwhile [ ! -e '{}' ]; do sleep 0.05; done\nexec '{}' \"$@\"\n",
+            gate.display(),
+            chrome.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&held, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Returns once /healthz answers, the browser held.
+    let mut proxy = ProxyArgs::small_pool(&spa.url(), HOST)
+        .flag("--chrome", held.to_str().unwrap())
+        .flag("--admin-token", TOKEN)
+        .start();
+    let ready = get(&proxy.admin_url("/readyz"), &[]).await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert!(ready.text().contains("browser"), "{}", ready.text());
+    let (k, v) = auth();
+    let stats_url = proxy.admin_url("/api/v1/stats");
+    let stats = tokio::spawn(async move { get(&stats_url, &[(k, &v)]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !stats.is_finished(),
+        "the API answered before the pool was up"
+    );
+    std::fs::write(&gate, "").unwrap();
+    let stats = stats.await.unwrap();
+    assert_eq!(stats.status, 200, "{}", stats.text());
+    proxy.wait_until("/readyz", Duration::from_secs(30));
+    served(&proxy, "/after-launch", "MISS").await;
+}

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod body;
 pub mod dashboard;
 pub mod sitemap;
+pub mod starting;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
