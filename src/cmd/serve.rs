@@ -200,6 +200,9 @@ async fn warn_if_redis_evicts_keys_without_ttl(url: String, tls_roots: Option<Ar
 }
 
 pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
+    // Watched from the start: a SIGHUP's default action ends the process,
+    // and one can come (`systemctl reload`) while the browsers launch.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     raise_fd_limit();
     crate::upstream::install_crypto_provider();
     crate::upstream::init(config.origin_ca_file.as_deref())
@@ -399,7 +402,11 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
         ),
     };
     let tls = certificates.as_ref().map(|c| c.server_config());
-    tasks.spawn(reload_certificates_on_sighup(certificates, stop_rx.clone()));
+    tasks.spawn(reload_certificates_on_sighup(
+        hangups,
+        certificates,
+        stop_rx.clone(),
+    ));
     let proxy_protocol = config.proxy_protocol.then(|| {
         let trusted = TrustedProxies::new(config.trusted_proxies.clone());
         Arc::new(move |ip: std::net::IpAddr| trusted.contains(ip)) as listener::ProxyProtocolPeers
@@ -492,11 +499,11 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
 /// Without TLS a SIGHUP (`systemctl reload`) changes nothing and does not
 /// end the process.
 async fn reload_certificates_on_sighup(
+    hangups: std::io::Result<tokio::signal::unix::Signal>,
     certificates: Option<Arc<crate::listener::tls::SniCertificates>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangups = match signal(SignalKind::hangup()) {
+    let mut hangups = match hangups {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch SIGHUP; TLS certificates are not reloaded");

@@ -227,8 +227,10 @@ impl BrowserPool {
                 "killed browsers left behind by an instance that died"
             );
         }
+        // Named after this process, so that the next instance can tell the
+        // directory of one that died (see `reap_orphaned_browsers`).
         let root = tempfile::Builder::new()
-            .prefix(USER_DATA_PREFIX)
+            .prefix(&format!("{USER_DATA_PREFIX}{}-", std::process::id()))
             .tempdir()
             .map_err(|e| RenderError::LaunchFailed(format!("user data directory: {e}")))?;
         let root_path = root.path().to_path_buf();

@@ -142,13 +142,17 @@ pub(crate) fn reap_orphaned_browsers(temp_dir: &std::path::Path, prefix: &str) -
         Some(rest[..end].to_string())
     };
     let parents = parent_map();
-    let orphan_roots: std::collections::HashSet<String> = parents
+    let mut orphan_roots: std::collections::HashSet<String> = parents
         .iter()
         .filter(|(_, &ppid)| ppid == 1)
         .filter_map(|(&pid, _)| cmdline(pid))
         .filter(|line| !line.contains("--type="))
         .filter_map(|line| root_of(&line))
         .collect();
+    // Roots named `<prefix><owner pid>-…` whose owner is gone: their
+    // browsers may have been re-parented to a subreaper rather than init,
+    // or have exited on their own and left the directory behind.
+    orphan_roots.extend(roots_of_dead_owners(temp_dir, prefix));
     if orphan_roots.is_empty() {
         return 0;
     }
@@ -167,9 +171,43 @@ pub(crate) fn reap_orphaned_browsers(temp_dir: &std::path::Path, prefix: &str) -
     killed
 }
 
+/// `<temp_dir>/<prefix><pid>-…` directories whose `pid` runs no more (nor
+/// is this process).
+fn roots_of_dead_owners(temp_dir: &std::path::Path, prefix: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(temp_dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let owner: u32 = name.strip_prefix(prefix)?.split_once('-')?.0.parse().ok()?;
+            (owner != std::process::id() && !is_running(owner))
+                .then(|| entry.path().to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roots_of_dead_owners_are_found_and_live_ones_kept() {
+        let temp = tempfile::tempdir().unwrap();
+        let dead = temp.path().join(format!("p-{}-abc", u32::MAX - 1));
+        let mine = temp.path().join(format!("p-{}-def", std::process::id()));
+        let other = temp.path().join("p-notapid-ghi");
+        for dir in [&dead, &mine, &other] {
+            std::fs::create_dir(dir).unwrap();
+        }
+        assert_eq!(
+            roots_of_dead_owners(temp.path(), "p-"),
+            vec![dead.to_string_lossy().into_owned()]
+        );
+        reap_orphaned_browsers(temp.path(), "p-");
+        assert!(!dead.exists() && mine.exists() && other.exists());
+    }
 
     #[test]
     fn own_process_is_running_and_has_memory() {
