@@ -286,6 +286,10 @@ pub struct ServeArgs {
     /// passthrough | error [default: passthrough].
     #[arg(long, env = "PRERENDER_ON_RENDER_FAILURE", value_name = "MODE")]
     pub on_render_failure: Option<String>,
+    /// Single site: Cache-Control of rendered answers, over the plan's (e.g. "public,
+    /// max-age=600" to let a CDN cache them) [default: the plan's].
+    #[arg(long, env = "PRERENDER_CACHE_CONTROL", value_name = "VALUE")]
+    pub cache_control: Option<String>,
     /// PEM certificate chain: the public listener speaks TLS (HTTP/1.1 and h2 by ALPN), with
     /// this as the default certificate; re-read on SIGHUP without dropping connections.
     #[arg(long, env = "PRERENDER_TLS_CERT", value_name = "FILE")]

@@ -26,6 +26,7 @@ fn check_config_accepts_a_full_file() {
         ignore = ["^/api/"]
         strip_scripts = true
         on_render_failure = "passthrough"
+        cache_control = "public, max-age=600"
         query_params = ["page"]
         mobile_variant = true
         [plans.pro]

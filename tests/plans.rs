@@ -219,6 +219,22 @@ async fn a_plan_may_opt_in_to_shared_caching() {
     assert_eq!(r.header("cache-control"), Some("public, max-age=600"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_may_opt_in_to_shared_caching_over_its_plan() {
+    let spa = Spa::start().await;
+    let cfg = config(
+        &spa,
+        None,
+        "pro",
+        "cache_control = \"public, max-age=900\"\n[plans.pro]\ncache_control = \"private, max-age=5\"",
+    );
+    let proxy = ProxyProcess::start_with_config(&cfg);
+    let r = proxy.crawl_served(HOST, "/shared", "MISS").await;
+    assert_eq!(r.header("cache-control"), Some("public, max-age=900"));
+    let r = proxy.crawl_served(HOST, "/shared", "HIT").await;
+    assert_eq!(r.header("cache-control"), Some("public, max-age=900"));
+}
+
 #[test]
 fn check_config_warns_naming_a_plan_whose_pages_leave_the_stale_window_before_a_refresh() {
     let (ok, stdout, stderr) = check_config(

@@ -38,6 +38,8 @@ pub struct SiteFile {
     pub only: Vec<String>,
     pub strip_scripts: Option<bool>,
     pub on_render_failure: Option<String>,
+    /// `Cache-Control` of rendered answers over the plan's.
+    pub cache_control: Option<String>,
     #[serde(default)]
     pub query_params: Vec<String>,
     pub mobile_variant: Option<bool>,

@@ -1182,6 +1182,50 @@ mod tests {
     }
 
     #[test]
+    fn a_site_may_set_its_own_cache_control_over_its_plans() {
+        let toml = r#"
+            [[sites]]
+            domain = "shared.test"
+            origin = "http://10.0.0.5:8080"
+            plan = "pro"
+            cache_control = " public, max-age=600 "
+            [[sites]]
+            domain = "plain.test"
+            origin = "http://10.0.0.5:8080"
+            plan = "pro"
+            [plans.pro]
+            cache_control = "private, max-age=60"
+        "#;
+        let c = resolve(ServeArgs::default(), toml).unwrap();
+        let shared = c.sites.lookup("shared.test").unwrap();
+        let plain = c.sites.lookup("plain.test").unwrap();
+        let ttl = Duration::from_secs(3600);
+        assert_eq!(shared.plan.cache_control_for(ttl), "public, max-age=600");
+        assert_eq!(plain.plan.cache_control_for(ttl), "private, max-age=60");
+        // Not a render setting: pages stay fresh when it changes.
+        assert_eq!(shared.settings_hash, plain.settings_hash);
+        let e = resolve(
+            ServeArgs::default(),
+            &toml.replace(" public, max-age=600 ", ""),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "sites[0].cache_control");
+        // The single site's flag, and without a single site it is refused.
+        let flag = ServeArgs {
+            cache_control: Some("public, max-age=60".into()),
+            ..Default::default()
+        };
+        let single = ServeArgs {
+            origin: Some("http://127.0.0.1:9".into()),
+            ..flag.clone()
+        };
+        let c = resolve(single, "").unwrap();
+        let s = c.sites.lookup("any.test").unwrap();
+        assert_eq!(s.plan.cache_control_for(ttl), "public, max-age=60");
+        assert_eq!(resolve(flag, "").unwrap_err().field, "cache_control");
+    }
+
+    #[test]
     fn single_site_keys_need_the_single_site_and_bad_values_are_named() {
         let without_origin = ServeArgs {
             scheme: Some("http".into()),

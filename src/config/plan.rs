@@ -196,13 +196,7 @@ impl Plan {
                 Some(parse_duration(v, &field("poll_every"))?).filter(|d| !d.is_zero());
         }
         if let Some(v) = &o.cache_control {
-            if v.trim().is_empty() || !v.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
-                return Err(ConfigError::new(
-                    field("cache_control"),
-                    "must be a non-empty header value of visible ASCII (e.g. \"public, max-age=600\")",
-                ));
-            }
-            self.cache_control = Some(v.trim().to_string());
+            self.cache_control = Some(check_cache_control(v, &field("cache_control"))?);
         }
         if let Some(v) = o.monthly_renders {
             self.monthly_renders = Some(v);
@@ -254,6 +248,18 @@ pub fn parse_duration(v: &DurationValue, field: &str) -> Result<Duration, Config
         })?,
     };
     super::check_duration(field, d)
+}
+
+/// A `cache_control` value (a plan's or a site's): a non-empty header
+/// value of visible ASCII, trimmed.
+pub(super) fn check_cache_control(v: &str, field: &str) -> Result<String, ConfigError> {
+    if v.trim().is_empty() || !v.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
+        return Err(ConfigError::new(
+            field,
+            "must be a non-empty header value of visible ASCII (e.g. \"public, max-age=600\")",
+        ));
+    }
+    Ok(v.trim().to_string())
 }
 
 #[cfg(test)]

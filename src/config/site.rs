@@ -201,6 +201,7 @@ impl Site {
             f.mobile_variant,
             f.strip_scripts,
             f.on_render_failure.as_deref(),
+            f.cache_control.as_deref(),
             &field,
         )?;
         let snapshot = SnapshotOptions::parse(
@@ -247,6 +248,10 @@ impl Site {
         self.mobile_variant = options.mobile_variant;
         self.strip_scripts = options.strip_scripts;
         self.on_render_failure = options.on_render_failure;
+        if let Some(value) = &options.cache_control {
+            // The site's own choice over its plan's (SPEC §4).
+            self.plan.cache_control = Some(value.clone());
+        }
         self.with_settings_hash()
     }
 
@@ -272,6 +277,9 @@ pub struct SingleSiteOptions {
     pub mobile_variant: bool,
     pub strip_scripts: bool,
     pub on_render_failure: OnRenderFailure,
+    /// `Cache-Control` of rendered answers over the plan's (a site opting
+    /// in to shared caching).
+    pub cache_control: Option<String>,
 }
 
 impl SingleSiteOptions {
@@ -287,6 +295,7 @@ impl SingleSiteOptions {
         mobile_variant: Option<bool>,
         strip_scripts: Option<bool>,
         on_render_failure: Option<&str>,
+        cache_control: Option<&str>,
         field: &dyn Fn(&str) -> String,
     ) -> Result<SingleSiteOptions, ConfigError> {
         let origin_host = parse_origin_host(origin_host, &field("origin_host"))?;
@@ -325,7 +334,11 @@ impl SingleSiteOptions {
         }
         query_params.sort();
         query_params.dedup();
+        let cache_control = cache_control
+            .map(|v| super::plan::check_cache_control(v, &field("cache_control")))
+            .transpose()?;
         Ok(SingleSiteOptions {
+            cache_control,
             origin_host,
             scheme,
             ignore,
@@ -469,6 +482,7 @@ pub(super) fn refuse_single_site_options(
             ("mobile_variant", o.mobile_variant.is_some()),
             ("strip_scripts", o.strip_scripts.is_some()),
             ("on_render_failure", o.on_render_failure.is_some()),
+            ("cache_control", o.cache_control.is_some()),
         ]
         .into_iter()
         .find_map(|(name, given)| given.then_some(name))
@@ -534,6 +548,7 @@ fn single_sites(
         o.mobile_variant,
         o.strip_scripts,
         o.on_render_failure.as_deref(),
+        o.cache_control.as_deref(),
         &str::to_string,
     )?;
     let origin = parse_origin(origin, "origin")?;
