@@ -14,14 +14,13 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
-use super::Admin;
+use super::{probe, Admin};
 use crate::http::respond;
-use crate::http::Body;
 use crate::state::Health;
 
 /// Bound of one connection while starting: a client that sends nothing,
@@ -57,7 +56,7 @@ pub async fn answer_until(
                 let health = health.clone();
                 let mut admin = admin.clone();
                 async move {
-                    if let Some(answer) = answer(&req, &health) {
+                    if let Some(answer) = probe(&req, &health) {
                         return Ok::<_, Infallible>(answer);
                     }
                     let full = admin
@@ -79,17 +78,5 @@ pub async fn answer_until(
                 .serve_connection(TokioIo::new(stream), service);
             let _ = tokio::time::timeout(CONNECTION_BOUND, connection).await;
         });
-    }
-}
-
-/// Liveness and readiness, answered at once; `None` for anything else.
-fn answer(req: &Request<Incoming>, health: &Health) -> Option<Response<Body>> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/healthz") => Some(respond::error(StatusCode::OK, "ok")),
-        (&Method::GET | &Method::HEAD, "/readyz") => {
-            let (status, body) = health.readiness();
-            Some(respond::json(status, &body))
-        }
-        _ => None,
     }
 }

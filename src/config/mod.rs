@@ -1090,11 +1090,8 @@ mod tests {
         let flag = ServeArgs {
             scheme: Some("https".into()),
             strip_scripts: Some(true),
-            ..Default::default()
-        };
-        let flag = ServeArgs {
             keep_noscript: Some(false),
-            ..flag
+            ..Default::default()
         };
         let s = resolve(flag, toml).unwrap();
         let s = s.sites.lookup("www.example.test").unwrap();
@@ -1147,12 +1144,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen, "127.0.0.1:3000".parse().unwrap());
         assert_eq!(c.service.listen, Some("127.0.0.1:3002".parse().unwrap()));
-        for bad in [
-            "localhost",
-            "localhost:http",
-            ":3000",
-            "no-such-host.invalid:3000",
-        ] {
+        // (None needs a DNS server: the test runs offline.)
+        for bad in ["localhost", "localhost:http", ":3000", "127.0.0.1:99999"] {
             let e = resolve(ServeArgs::default(), &format!("listen = \"{bad}\"")).unwrap_err();
             assert_eq!(e.field, "listen", "{bad}");
         }

@@ -119,9 +119,7 @@ pub fn check_chrome(chrome: &Path) -> Result<(), String> {
     let found = if chrome.components().count() > 1 {
         is_executable(chrome)
     } else {
-        std::env::var_os("PATH").is_some_and(|path| {
-            std::env::split_paths(&path).any(|dir| is_executable(&dir.join(chrome)))
-        })
+        std::env::var_os("PATH").is_some_and(|path| on_path(&path, chrome).is_some())
     };
     match found {
         true => Ok(()),
@@ -134,18 +132,22 @@ pub fn check_chrome(chrome: &Path) -> Result<(), String> {
 
 fn find_chrome_in(path: &std::ffi::OsStr, debian_binary: &Path) -> Option<PathBuf> {
     for name in CHROME_NAMES {
-        for dir in std::env::split_paths(path) {
-            let candidate = dir.join(name);
-            if !is_executable(&candidate) {
-                continue;
-            }
-            if name == "chromium" && is_shell_script(&candidate) && is_executable(debian_binary) {
-                return Some(debian_binary.to_path_buf());
-            }
-            return Some(candidate);
+        let Some(candidate) = on_path(path, Path::new(name)) else {
+            continue;
+        };
+        if name == "chromium" && is_shell_script(&candidate) && is_executable(debian_binary) {
+            return Some(debian_binary.to_path_buf());
         }
+        return Some(candidate);
     }
     None
+}
+
+/// The first executable `name` in the directories of `path` (a PATH value).
+fn on_path(path: &std::ffi::OsStr, name: &Path) -> Option<PathBuf> {
+    std::env::split_paths(path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
 }
 
 fn is_executable(path: &Path) -> bool {
