@@ -7,7 +7,6 @@ pub mod auth;
 pub mod body;
 pub mod dashboard;
 pub mod sitemap;
-pub mod starting;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,10 +52,12 @@ impl Admin {
             }
             return self.api.handle(req).await;
         }
-        if let Some(answer) = probe(&req, &self.health) {
-            return answer;
-        }
         match (req.method(), path) {
+            (&Method::GET | &Method::HEAD, "/healthz") => respond::error(StatusCode::OK, "ok"),
+            (&Method::GET | &Method::HEAD, "/readyz") => {
+                let (status, body) = self.health.readiness();
+                respond::json(status, &body)
+            }
             (&Method::GET | &Method::HEAD, "/metrics") => {
                 let mut resp = Response::new(respond::full(self.metrics.render_text()));
                 resp.headers_mut()
@@ -78,19 +79,5 @@ impl Admin {
                 &serde_json::json!({"error": "not found"}),
             ),
         }
-    }
-}
-
-/// Liveness and readiness (`/healthz`, `/readyz`), answered from `health`
-/// alone, so also while the process starts (`starting`); `None` for any
-/// other request.
-pub(crate) fn probe(req: &Request<Incoming>, health: &Health) -> Option<Response<Body>> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/healthz") => Some(respond::error(StatusCode::OK, "ok")),
-        (&Method::GET | &Method::HEAD, "/readyz") => {
-            let (status, body) = health.readiness();
-            Some(respond::json(status, &body))
-        }
-        _ => None,
     }
 }

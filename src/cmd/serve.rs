@@ -262,16 +262,6 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
 
     let renders_here = config.role != Role::Proxy;
     let health = Arc::new(Health::new(renders_here));
-    // Until the pool has launched, a small server answers liveness and
-    // readiness on the admin listener; then the full one takes it over.
-    let (launched, launched_rx) = tokio::sync::oneshot::channel();
-    let (full_admin, full_admin_rx) = watch::channel(None);
-    let starting = AbortOnDrop::new(tokio::spawn(crate::admin::starting::answer_until(
-        admin,
-        health.clone(),
-        full_admin_rx,
-        launched_rx,
-    )));
     let metrics = Metrics::new();
     for site in config.sites.iter().filter(|s| !s.domain.is_empty()) {
         metrics.register_domain(&site.domain);
@@ -441,9 +431,6 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<Running> {
             config.shutdown_timeout,
         ));
     }
-    let _ = full_admin.send(Some(admin_api.clone()));
-    let _ = launched.send(());
-    let admin = starting.join().await.context("admin listener")?;
     let (admin_stop, admin_stop_rx) = watch::channel(false);
     let mut admin_task = JoinSet::new();
     admin_task.spawn(listener::serve(
@@ -662,29 +649,6 @@ pub fn main(args: &crate::cli::ServeArgs) -> std::process::ExitCode {
         Err(e) => {
             eprintln!("prerender-proxy: {e:#}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// A task that is aborted if its handle is dropped before it is joined
-/// (start-up failed on the way).
-struct AbortOnDrop<T>(Option<tokio::task::JoinHandle<T>>);
-
-impl<T> AbortOnDrop<T> {
-    fn new(handle: tokio::task::JoinHandle<T>) -> Self {
-        AbortOnDrop(Some(handle))
-    }
-
-    async fn join(mut self) -> Result<T, tokio::task::JoinError> {
-        let handle = self.0.take().expect("joined once");
-        handle.await
-    }
-}
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        if let Some(handle) = &self.0 {
-            handle.abort();
         }
     }
 }
